@@ -1,0 +1,206 @@
+//! Types shared between the kernel programs (`enforcer-ebpf`) and the agent (`enforcer`).
+//!
+//! Every type here is `#[repr(C)]` with explicit padding: a hash-map lookup compares raw
+//! key bytes, so an implicit padding hole with stale bytes would make a lookup miss. The
+//! layout tests at the bottom pin sizes and offsets so that a change is a conscious one.
+#![no_std]
+
+/// Length of a SHA-256 digest, the only algorithm enforcement accepts.
+pub const DIGEST_LEN: usize = 32;
+
+/// IMA's identifier for SHA-256 (`enum hash_algo` in include/uapi/linux/hash_info.h).
+pub const HASH_ALGO_SHA256: i64 = 4;
+
+/// Deepest cgroup level the kernel program walks when it looks for a governed ancestor.
+/// The agent refuses scopes deeper than this, so no governed cgroup can be out of reach.
+pub const MAX_SCOPE_LEVEL: u32 = 16;
+
+/// Capacity of the scope map.
+pub const MAX_SCOPES: u32 = 1024;
+/// Capacity of the grant map (all scopes together).
+pub const MAX_GRANTS: u32 = 262_144;
+/// Size of the decision ring buffer in bytes (a power of two, as the kernel requires).
+pub const EVENTS_BYTES: u32 = 1 << 20;
+/// Length of the exec path carried in an event (truncated, NUL-terminated).
+pub const EVENT_PATH_LEN: usize = 128;
+/// Length of the authorization id prefix carried in grants and events.
+pub const AUTH_ID_LEN: usize = 16;
+
+/// Names of the maps and globals, shared so the loader and the program cannot disagree.
+pub mod names {
+    pub const PROGRAM: &str = "bprm_check_security";
+    pub const HOOK: &str = "bprm_check_security";
+    pub const SCOPES: &str = "ENFORCER_SCOPES";
+    pub const GRANTS: &str = "ENFORCER_GRANTS";
+    pub const EVENTS: &str = "ENFORCER_EVENTS";
+    pub const DROPPED: &str = "ENFORCER_DROPPED";
+    pub const BPRM_FILE_OFFSET: &str = "BPRM_FILE_OFFSET";
+    pub const BPRM_FILENAME_OFFSET: &str = "BPRM_FILENAME_OFFSET";
+}
+
+/// Scope modes (`ScopePolicy::mode`).
+pub mod mode {
+    /// Deny any exec that no live grant covers.
+    pub const ENFORCE: u32 = 0;
+    /// Allow, but report what would have been denied (rollout, break-glass).
+    pub const MONITOR: u32 = 1;
+}
+
+/// Value of the scope map, keyed by cgroup id (the cgroup directory's inode number).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScopePolicy {
+    /// One of [`mode`].
+    pub mode: u32,
+    pub _pad: u32,
+}
+
+/// Key of the grant map: a file digest allowed in one scope.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GrantKey {
+    /// cgroup id of the governed scope (not of a descendant).
+    pub scope_id: u64,
+    /// SHA-256 of the file's content.
+    pub digest: [u8; DIGEST_LEN],
+}
+
+/// Value of the grant map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// Expiry on CLOCK_BOOTTIME in nanoseconds, checked by the kernel at every exec so a
+    /// grant dies on time even when the agent is dead. `u64::MAX` never expires.
+    pub not_after_boot_ns: u64,
+    /// Serial of the authorization that carries this grant.
+    pub auth_serial: u64,
+    /// First bytes of the authorization's identity (SHA3-512 of its payload).
+    pub auth_id: [u8; AUTH_ID_LEN],
+}
+
+/// What the kernel decided (`ExecEvent::decision`).
+pub mod decision {
+    pub const ALLOW: u32 = 1;
+    pub const DENY: u32 = 2;
+    /// Monitor mode: would have been denied, was allowed.
+    pub const WOULD_DENY: u32 = 3;
+}
+
+/// Why (`ExecEvent::reason`).
+pub mod reason {
+    /// A live grant for this scope covers the digest.
+    pub const GRANTED: u32 = 0;
+    /// No grant for this digest in this scope.
+    pub const NOT_GRANTED: u32 = 1;
+    /// The grant exists but its expiry has passed.
+    pub const EXPIRED: u32 = 2;
+    /// IMA could not produce a digest for the file.
+    pub const DIGEST_UNAVAILABLE: u32 = 3;
+    /// IMA produced a digest with another algorithm than SHA-256.
+    pub const UNEXPECTED_ALGORITHM: u32 = 4;
+    /// The loader did not configure the program (no file offset).
+    pub const NOT_CONFIGURED: u32 = 5;
+
+    /// Short, stable name used in logs and audit records.
+    #[must_use]
+    pub const fn name(reason: u32) -> &'static str {
+        match reason {
+            GRANTED => "granted",
+            NOT_GRANTED => "not-granted",
+            EXPIRED => "expired",
+            DIGEST_UNAVAILABLE => "digest-unavailable",
+            UNEXPECTED_ALGORITHM => "unexpected-algorithm",
+            NOT_CONFIGURED => "not-configured",
+            _ => "unknown",
+        }
+    }
+}
+
+/// One decision in a governed scope, sent through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    /// CLOCK_BOOTTIME of the decision.
+    pub boot_ns: u64,
+    /// cgroup the task ran in.
+    pub cgroup_id: u64,
+    /// Governed scope that matched (the cgroup itself or an ancestor).
+    pub scope_id: u64,
+    /// Serial of the matching authorization (0 when none matched).
+    pub auth_serial: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// One of [`decision`].
+    pub decision: u32,
+    /// One of [`reason`].
+    pub reason: u32,
+    /// SHA-256 of the file (zero when unavailable).
+    pub digest: [u8; DIGEST_LEN],
+    /// Identity prefix of the matching authorization (zero when none matched).
+    pub auth_id: [u8; AUTH_ID_LEN],
+    /// Path as passed to execve (or the interpreter's path), truncated, NUL-terminated.
+    pub path: [u8; EVENT_PATH_LEN],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `repr(C)` data without padding holes (checked by the layout tests); every
+    // bit pattern is a valid value.
+    unsafe impl aya::Pod for super::ScopePolicy {}
+    unsafe impl aya::Pod for super::GrantKey {}
+    unsafe impl aya::Pod for super::Grant {}
+    unsafe impl aya::Pod for super::ExecEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn scope_policy_layout() {
+        assert_eq!(size_of::<ScopePolicy>(), 8);
+        assert_eq!(offset_of!(ScopePolicy, _pad), 4);
+    }
+
+    #[test]
+    fn grant_key_has_no_padding() {
+        assert_eq!(size_of::<GrantKey>(), 8 + DIGEST_LEN);
+        assert_eq!(offset_of!(GrantKey, digest), 8);
+    }
+
+    #[test]
+    fn grant_layout() {
+        assert_eq!(size_of::<Grant>(), 16 + AUTH_ID_LEN);
+        assert_eq!(offset_of!(Grant, auth_id), 16);
+    }
+
+    #[test]
+    fn event_layout_has_no_padding() {
+        assert_eq!(offset_of!(ExecEvent, pid), 32);
+        assert_eq!(offset_of!(ExecEvent, digest), 56);
+        assert_eq!(offset_of!(ExecEvent, auth_id), 88);
+        assert_eq!(offset_of!(ExecEvent, path), 104);
+        assert_eq!(size_of::<ExecEvent>(), 104 + EVENT_PATH_LEN);
+    }
+
+    #[test]
+    fn reason_names_are_distinct() {
+        let all = [
+            reason::GRANTED,
+            reason::NOT_GRANTED,
+            reason::EXPIRED,
+            reason::DIGEST_UNAVAILABLE,
+            reason::UNEXPECTED_ALGORITHM,
+            reason::NOT_CONFIGURED,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            assert_ne!(reason::name(*a), "unknown");
+            for b in &all[i + 1..] {
+                assert_ne!(reason::name(*a), reason::name(*b));
+            }
+        }
+    }
+}

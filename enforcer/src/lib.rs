@@ -1,0 +1,14 @@
+//! enforcer: execution is conditional on authorization.
+//!
+//! Inside a governed scope (a cgroup v2 subtree) a program may execute only when the
+//! SHA-256 of its content is covered by a live, unrevoked authorization signed by trusted
+//! keys. The decision is taken in the kernel by a BPF LSM program; this crate is the agent
+//! that verifies authorizations and loads them into the program's maps, and the command
+//! line that security teams use to build and sign them.
+//!
+//! One module per concept:
+//! - [`digest`]: SHA-256 file digests, the identity of a program.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod digest;
