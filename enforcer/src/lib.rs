@@ -8,7 +8,16 @@
 //!
 //! One module per concept:
 //! - [`digest`]: SHA-256 file digests, the identity of a program.
+//! - [`policy`]: what the kernel should enforce, and the local (test-only) policy file.
+//! - [`btf`]: struct layouts from the running kernel's BTF.
+//! - [`cgroup`]: governed scopes as cgroup v2 directories.
+//! - [`kernel`]: loading, attaching, pinning and filling the BPF program and maps.
 //! - [`cli`]: the command line.
 
+pub mod btf;
+pub mod cgroup;
 pub mod cli;
 pub mod digest;
+pub mod kernel;
+pub mod policy;
+pub mod preflight;

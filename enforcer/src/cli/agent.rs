@@ -1,0 +1,308 @@
+//! The agent's commands: load policy into the kernel, follow decisions, report status,
+//! and stop enforcement.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use enforcer_common::{ExecEvent, decision, reason};
+
+use crate::cgroup;
+use crate::digest::FileDigest;
+use crate::kernel::{self, Attachment, Enforcement, MapState};
+use crate::policy::Policy;
+use crate::preflight;
+
+/// Where the kernel objects and cgroups live.
+#[derive(Debug, Args)]
+pub struct Location {
+    /// bpffs directory holding the pinned program link and maps.
+    #[arg(long, env = "ENFORCER_PIN_DIR", default_value = kernel::DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+
+    /// Mount point of the cgroup v2 hierarchy; scope paths are relative to it.
+    #[arg(long, env = "ENFORCER_CGROUP_ROOT", default_value = cgroup::DEFAULT_ROOT)]
+    pub cgroup_root: PathBuf,
+}
+
+/// Arguments of `load` and `run`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub location: Location,
+
+    /// Local, UNSIGNED policy file (TOML). For development and tests only: production
+    /// policy comes from signed bundles.
+    #[arg(long, value_name = "FILE")]
+    pub unsigned_policy: PathBuf,
+
+    /// Skip the startup self-test (a trial exec granted and then denied in a throwaway
+    /// scope). Only for kernels where the test itself cannot run.
+    #[arg(long)]
+    pub skip_self_test: bool,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+
+    /// Print decisions as JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub location: Location,
+
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Loads (or reuses) the program, applies the policy, and returns the maps' owner and
+/// labels for decisions.
+fn load(args: &LoadArgs) -> anyhow::Result<(Enforcement, Labels)> {
+    if let Err(problems) = preflight::check(&args.location.cgroup_root) {
+        for p in &problems {
+            tracing::error!("{p}");
+        }
+        bail!("enforcement cannot start on this host: {}", join(&problems));
+    }
+    let policy = Policy::from_local_file(&args.unsigned_policy)?;
+    tracing::warn!(
+        file = %args.unsigned_policy.display(),
+        "using an UNSIGNED local policy file: for development and tests only"
+    );
+    let mut enforcement = Enforcement::open_or_load(&args.location.pin_dir)?;
+    if !args.skip_self_test {
+        preflight::self_test(&mut enforcement, &args.location.cgroup_root)?;
+        tracing::info!("self-test passed: granted exec allowed, ungranted exec denied");
+    }
+    let desired = kernel::resolve(&policy, &args.location.cgroup_root)?;
+    let stats = enforcement.apply(&desired)?;
+    tracing::info!(
+        scopes = stats.scopes,
+        grants = stats.grants,
+        removed_scopes = stats.removed_scopes,
+        removed_grants = stats.removed_grants,
+        reused = enforcement.attachment() == Attachment::Reused,
+        "policy applied"
+    );
+    Ok((enforcement, Labels::new(&policy, &desired, &args.location.cgroup_root)))
+}
+
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// `enforcer load`: apply and exit; enforcement stays on through the pins.
+pub fn load_command(args: &LoadArgs) -> anyhow::Result<ExitCode> {
+    let (enforcement, _) = load(args)?;
+    println!(
+        "enforcement active: program pinned at {}",
+        enforcement.pin_dir().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `enforcer run`: apply, then follow decisions until SIGINT or SIGTERM. Stopping leaves
+/// enforcement pinned and on.
+pub fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let (mut enforcement, labels) = load(&args.load)?;
+    let ring = enforcement.take_events().context("decision ring buffer already taken")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(follow(ring, &enforcement, &labels, args.json))?;
+    tracing::info!("agent stopping; enforcement stays pinned and on");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn follow(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    enforcement: &Enforcement,
+    labels: &Labels,
+    json: bool,
+) -> anyhow::Result<()> {
+    use tokio::io::unix::AsyncFd;
+    use tokio::signal::unix::{SignalKind, signal};
+
+    // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, so the fd stays open
+    // for as long as it is registered.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("watching the decision ring buffer: {e}"))?;
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut dropped_seen = enforcement.dropped_events()?;
+    println!("following decisions (Ctrl-C to stop; enforcement stays on)");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting for decisions")?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    match decode(&item) {
+                        Some(event) => println!("{}", labels.render(&event, json)),
+                        None => tracing::error!(len = item.len(), "malformed decision record"),
+                    }
+                }
+                guard.clear_ready();
+                let dropped = enforcement.dropped_events()?;
+                if dropped > dropped_seen {
+                    tracing::error!(lost = dropped - dropped_seen, "decisions lost: ring buffer was full");
+                    dropped_seen = dropped;
+                }
+            }
+        }
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<ExecEvent> {
+    (bytes.len() >= size_of::<ExecEvent>())
+        // SAFETY: ExecEvent is plain repr(C) data valid for any bit pattern, and the length
+        // was checked; read_unaligned copes with any alignment.
+        .then(|| unsafe { bytes.as_ptr().cast::<ExecEvent>().read_unaligned() })
+}
+
+/// Names for ids and digests, so decisions read as paths and programs.
+pub struct Labels {
+    scopes: HashMap<u64, String>,
+    names: HashMap<(u64, [u8; 32]), String>,
+}
+
+impl Labels {
+    fn new(policy: &Policy, desired: &MapState, cgroup_root: &Path) -> Self {
+        let mut scopes = HashMap::new();
+        let mut names = HashMap::new();
+        for (path, spec) in &policy.scopes {
+            let Ok(id) = cgroup::id_of(&path.under(cgroup_root), path.as_str()) else { continue };
+            if desired.scopes.contains_key(&id) {
+                scopes.insert(id, path.to_string());
+            }
+            for g in &spec.grants {
+                if let Some(name) = &g.name {
+                    names.insert((id, g.digest.0), name.clone());
+                }
+            }
+        }
+        Self { scopes, names }
+    }
+
+    fn render(&self, e: &ExecEvent, json: bool) -> String {
+        let verdict = match e.decision {
+            decision::ALLOW => "allow",
+            decision::DENY => "deny",
+            decision::WOULD_DENY => "would-deny",
+            _ => "unknown",
+        };
+        let path = cstr(&e.path);
+        let digest = FileDigest(e.digest);
+        let scope = self.scopes.get(&e.scope_id).cloned().unwrap_or_else(|| e.scope_id.to_string());
+        if json {
+            serde_json::json!({
+                "decision": verdict,
+                "reason": reason::name(e.reason),
+                "path": path,
+                "sha256": digest.to_string(),
+                "name": self.names.get(&(e.scope_id, e.digest)),
+                "pid": e.pid,
+                "tgid": e.tgid,
+                "uid": e.uid,
+                "gid": e.gid,
+                "scope": scope,
+                "cgroup_id": e.cgroup_id,
+                "auth_serial": e.auth_serial,
+                "auth_id": hex::encode(e.auth_id),
+                "boot_ns": e.boot_ns,
+            })
+            .to_string()
+        } else {
+            format!(
+                "{verdict:<10} {path}  [{reason}] pid={pid} uid={uid} scope={scope} sha256={short}",
+                reason = reason::name(e.reason),
+                pid = e.tgid,
+                uid = e.uid,
+                short = &digest.to_string()[..16],
+            )
+        }
+    }
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// `enforcer status`.
+pub fn status_command(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let pin_dir = &args.location.pin_dir;
+    if !kernel::is_pinned(pin_dir) {
+        if args.json {
+            println!("{}", serde_json::json!({ "enforcing": false, "pin_dir": pin_dir }));
+        } else {
+            println!("not enforcing: no program pinned at {}", pin_dir.display());
+        }
+        return Ok(ExitCode::from(3));
+    }
+    let enforcement = Enforcement::open_or_load(pin_dir)?;
+    let state = enforcement.read()?;
+    let dropped = enforcement.dropped_events()?;
+    let mut scopes: Vec<_> = state
+        .scopes
+        .iter()
+        .map(|(id, p)| {
+            let path = cgroup::find_path(&args.location.cgroup_root, *id, 10_000)
+                .and_then(|p| p.strip_prefix(&args.location.cgroup_root).ok().map(|r| format!("/{}", r.display())))
+                .unwrap_or_else(|| format!("(cgroup id {id}, path not found)"));
+            let grants = state.grants.keys().filter(|k| k.scope_id == *id).count();
+            let mode = if p.mode == enforcer_common::mode::MONITOR { "monitor" } else { "enforce" };
+            (path, *id, mode, grants)
+        })
+        .collect();
+    scopes.sort();
+    if args.json {
+        let list: Vec<_> = scopes
+            .iter()
+            .map(|(path, id, mode, grants)| {
+                serde_json::json!({ "path": path, "cgroup_id": id, "mode": mode, "grants": grants })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "enforcing": true, "pin_dir": pin_dir, "scopes": list, "dropped_events": dropped })
+        );
+    } else {
+        println!("enforcing: program pinned at {}", pin_dir.display());
+        for (path, id, mode, grants) in &scopes {
+            println!("  scope {path} (cgroup {id}): {mode}, {grants} grant(s)");
+            if *grants == 0 && *mode == "enforce" {
+                println!("    no grants: every exec in this scope is denied");
+            }
+        }
+        if dropped > 0 {
+            println!("  {dropped} decision(s) lost because the ring buffer was full");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `enforcer unload`: the operator's way out. Removes the pins; the kernel detaches the
+/// program once nothing else holds it.
+pub fn unload_command(location: &Location) -> anyhow::Result<ExitCode> {
+    if kernel::unload(&location.pin_dir)? {
+        println!("enforcement stopped: pins removed from {}", location.pin_dir.display());
+    } else {
+        println!("nothing to stop: no pins in {}", location.pin_dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,377 @@
+//! The kernel side as the agent sees it: load, attach and pin the BPF LSM program, reuse
+//! a pinned one, and make its maps hold exactly a [`Policy`].
+//!
+//! Everything is pinned under one directory (default `/sys/fs/bpf/enforcer`): the link
+//! keeps the program attached and the maps keep their contents after the agent exits, so
+//! enforcement does not depend on the agent being alive. Removing the pins is the only
+//! way to stop it ([`unload`]).
+
+use std::collections::HashMap as StdHashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
+use aya::programs::{Lsm, links::FdLink};
+use aya::{Btf, EbpfLoader};
+use enforcer_common::{Grant, GrantKey, ScopePolicy, mode, names};
+
+use crate::btf::{Btf as KernelBtf, BtfError};
+use crate::cgroup::{self, CgroupError};
+use crate::policy::{Mode, Policy};
+
+/// Default pin directory on bpffs.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/enforcer";
+const LINK_PIN: &str = "link";
+
+/// The kernel programs, built by build.rs and embedded so the agent is self-contained.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));
+
+/// Why the kernel side could not be loaded or updated.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("cannot create pin directory {path}: {source} (is bpffs mounted at /sys/fs/bpf?)")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the running kernel's layout: {0}")]
+    Btf(#[from] BtfError),
+    #[error("cannot read the running kernel's BTF: {0}")]
+    KernelBtf(#[source] aya::BtfError),
+    #[error("loading the BPF object failed: {0}")]
+    Object(#[source] aya::EbpfError),
+    #[error("the BPF object has no program {0}")]
+    MissingProgram(&'static str),
+    #[error("the BPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error(
+        "the kernel refused the LSM program: {0}. BPF LSM programs need a 5.18+ kernel with \
+         CONFIG_BPF_LSM, `bpf` in the active LSM list and IMA (bpf_ima_file_hash)"
+    )]
+    Program(#[source] aya::programs::ProgramError),
+    #[error("cannot pin {what} at {path}: {source}")]
+    Pin {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("cannot open pinned map {path}: {source} (remove {dir} with `enforcer unload` to start afresh)")]
+    OpenPinned {
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: MapError,
+    },
+    #[error("{what} map operation failed: {source}")]
+    Map {
+        what: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("cannot remove pin {path}: {source}")]
+    Unpin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("cannot read CLOCK_BOOTTIME: {0}")]
+    Clock(#[source] std::io::Error),
+}
+
+/// How the program came to be attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attachment {
+    /// Loaded and attached by this process, and pinned.
+    Loaded,
+    /// Found pinned and reused: enforcement never stopped.
+    Reused,
+}
+
+/// The maps as the kernel holds them, keyed for diffing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MapState {
+    pub scopes: StdHashMap<u64, ScopePolicy>,
+    pub grants: StdHashMap<GrantKey, Grant>,
+}
+
+/// What one [`Enforcement::apply`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub scopes: usize,
+    pub grants: usize,
+    pub removed_scopes: usize,
+    pub removed_grants: usize,
+}
+
+/// The attached program's maps.
+pub struct Enforcement {
+    pin_dir: PathBuf,
+    attachment: Attachment,
+    scopes: HashMap<MapData, u64, ScopePolicy>,
+    grants: HashMap<MapData, GrantKey, Grant>,
+    events: Option<RingBuf<MapData>>,
+    dropped: PerCpuArray<MapData, u64>,
+}
+
+fn map_err(what: &'static str) -> impl Fn(MapError) -> KernelError {
+    move |source| KernelError::Map { what, source }
+}
+
+impl Enforcement {
+    /// Reuses the pinned program and maps if they exist, so a restart leaves no gap in
+    /// enforcement; otherwise loads, attaches and pins them.
+    pub fn open_or_load(pin_dir: &Path) -> Result<Self, KernelError> {
+        if is_pinned(pin_dir) {
+            Self::open_pinned(pin_dir)
+        } else {
+            Self::load(pin_dir)
+        }
+    }
+
+    fn load(pin_dir: &Path) -> Result<Self, KernelError> {
+        std::fs::create_dir_all(pin_dir)
+            .map_err(|source| KernelError::PinDir { path: pin_dir.into(), source })?;
+        let layout = KernelBtf::from_sys_fs()?;
+        let file_offset = layout.pointer_member_offset("linux_binprm", "file", Some("file"))?;
+        let filename_offset = layout.pointer_member_offset("linux_binprm", "filename", None)?;
+        let btf = Btf::from_sys_fs().map_err(KernelError::KernelBtf)?;
+
+        // Maps are pinned by name under pin_dir; stale pinned maps from an earlier run are
+        // reused, and apply() then makes their contents right.
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .default_map_pin_directory(pin_dir)
+            .override_global(names::BPRM_FILE_OFFSET, &file_offset, true)
+            .override_global(names::BPRM_FILENAME_OFFSET, &filename_offset, true)
+            .load(EBPF_OBJECT)
+            .map_err(KernelError::Object)?;
+
+        let program: &mut Lsm = ebpf
+            .program_mut(names::PROGRAM)
+            .ok_or(KernelError::MissingProgram(names::PROGRAM))?
+            .try_into()
+            .map_err(KernelError::Program)?;
+        program.load(names::HOOK, &btf).map_err(KernelError::Program)?;
+        let link_id = program.attach().map_err(KernelError::Program)?;
+        let link = FdLink::from(program.take_link(link_id).map_err(KernelError::Program)?);
+        let link_path = pin_dir.join(LINK_PIN);
+        link.pin(&link_path)
+            .map_err(|source| KernelError::Pin { what: "program link", path: link_path, source })?;
+        tracing::info!(pin_dir = %pin_dir.display(), file_offset, "LSM program loaded, attached and pinned");
+
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(KernelError::MissingMap(name));
+        let scopes = HashMap::try_from(take(names::SCOPES)?).map_err(map_err("scope"))?;
+        let grants = HashMap::try_from(take(names::GRANTS)?).map_err(map_err("grant"))?;
+        let events = RingBuf::try_from(take(names::EVENTS)?).map_err(map_err("event"))?;
+        let dropped = PerCpuArray::try_from(take(names::DROPPED)?).map_err(map_err("drop counter"))?;
+        Ok(Self {
+            pin_dir: pin_dir.into(),
+            attachment: Attachment::Loaded,
+            scopes,
+            grants,
+            events: Some(events),
+            dropped,
+        })
+    }
+
+    fn open_pinned(pin_dir: &Path) -> Result<Self, KernelError> {
+        let open = |name: &'static str| {
+            let path = pin_dir.join(name);
+            MapData::from_pin(&path).map_err(|source| KernelError::OpenPinned {
+                path,
+                dir: pin_dir.into(),
+                source,
+            })
+        };
+        let scopes = HashMap::try_from(Map::HashMap(open(names::SCOPES)?)).map_err(map_err("scope"))?;
+        let grants = HashMap::try_from(Map::HashMap(open(names::GRANTS)?)).map_err(map_err("grant"))?;
+        let events = RingBuf::try_from(Map::RingBuf(open(names::EVENTS)?)).map_err(map_err("event"))?;
+        let dropped = PerCpuArray::try_from(Map::PerCpuArray(open(names::DROPPED)?))
+            .map_err(map_err("drop counter"))?;
+        tracing::info!(pin_dir = %pin_dir.display(), "reusing pinned LSM program and maps");
+        Ok(Self {
+            pin_dir: pin_dir.into(),
+            attachment: Attachment::Reused,
+            scopes,
+            grants,
+            events: Some(events),
+            dropped,
+        })
+    }
+
+    #[must_use]
+    pub fn attachment(&self) -> Attachment {
+        self.attachment
+    }
+
+    #[must_use]
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Hands the decision ring buffer to its reader (once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// What the maps hold now.
+    pub fn read(&self) -> Result<MapState, KernelError> {
+        let scopes = self.scopes.iter().collect::<Result<_, _>>().map_err(map_err("scope"))?;
+        let grants = self.grants.iter().collect::<Result<_, _>>().map_err(map_err("grant"))?;
+        Ok(MapState { scopes, grants })
+    }
+
+    /// Decisions the kernel could not report because the ring buffer was full.
+    pub fn dropped_events(&self) -> Result<u64, KernelError> {
+        let per_cpu = self.dropped.get(&0, 0).map_err(map_err("drop counter"))?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    /// Makes the maps hold exactly `desired`.
+    ///
+    /// The order is what keeps every moment safe: new and changed grants go in first, so a
+    /// still-valid grant is never missing; scopes next, so a new scope never governs before
+    /// its grants exist; stale scopes and grants go last.
+    pub fn apply(&mut self, desired: &MapState) -> Result<ApplyStats, KernelError> {
+        let current = self.read()?;
+        for (key, grant) in &desired.grants {
+            if current.grants.get(key) != Some(grant) {
+                self.grants.insert(key, grant, 0).map_err(map_err("grant"))?;
+            }
+        }
+        for (id, policy) in &desired.scopes {
+            if current.scopes.get(id) != Some(policy) {
+                self.scopes.insert(id, policy, 0).map_err(map_err("scope"))?;
+            }
+        }
+        let mut stats = ApplyStats {
+            scopes: desired.scopes.len(),
+            grants: desired.grants.len(),
+            ..ApplyStats::default()
+        };
+        for id in current.scopes.keys().filter(|id| !desired.scopes.contains_key(id)) {
+            self.scopes.remove(id).map_err(map_err("scope"))?;
+            stats.removed_scopes += 1;
+        }
+        for key in current.grants.keys().filter(|k| !desired.grants.contains_key(k)) {
+            self.grants.remove(key).map_err(map_err("grant"))?;
+            stats.removed_grants += 1;
+        }
+        Ok(stats)
+    }
+}
+
+/// Whether a pinned program link exists in `pin_dir`.
+#[must_use]
+pub fn is_pinned(pin_dir: &Path) -> bool {
+    pin_dir.join(LINK_PIN).exists()
+}
+
+/// Stops enforcement: removes the link and map pins. Returns whether anything was pinned.
+pub fn unload(pin_dir: &Path) -> Result<bool, KernelError> {
+    let mut removed = false;
+    for name in [LINK_PIN, names::SCOPES, names::GRANTS, names::EVENTS, names::DROPPED] {
+        let path = pin_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(KernelError::Unpin { path, source }),
+        }
+    }
+    // Only an empty directory is removed; anything else in it is not ours to delete.
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(removed)
+}
+
+/// Turns a policy into map entries: resolves scopes to cgroup ids (creating missing
+/// cgroups) and grant expiries to CLOCK_BOOTTIME deadlines.
+pub fn resolve(policy: &Policy, cgroup_root: &Path) -> Result<MapState, KernelError> {
+    let now_real = SystemTime::now();
+    let now_boot = boot_time_ns()?;
+    let mut state = MapState::default();
+    for (path, scope) in &policy.scopes {
+        let id = cgroup::ensure_scope(cgroup_root, path)?;
+        let kernel_mode = match scope.mode {
+            Mode::Enforce => mode::ENFORCE,
+            Mode::Monitor => mode::MONITOR,
+        };
+        state.scopes.insert(id, ScopePolicy { mode: kernel_mode, _pad: 0 });
+        for grant in &scope.grants {
+            let key = GrantKey { scope_id: id, digest: grant.digest.0 };
+            let value = Grant {
+                not_after_boot_ns: grant
+                    .not_after
+                    .map_or(u64::MAX, |t| boot_deadline(t, now_real, now_boot)),
+                auth_serial: grant.auth_serial,
+                auth_id: grant.auth_id,
+            };
+            // Two authorizations may grant one digest: keep the one that lives longest.
+            state
+                .grants
+                .entry(key)
+                .and_modify(|g| {
+                    if value.not_after_boot_ns > g.not_after_boot_ns {
+                        *g = value;
+                    }
+                })
+                .or_insert(value);
+        }
+    }
+    Ok(state)
+}
+
+/// CLOCK_BOOTTIME now, in nanoseconds: the clock the kernel program compares with.
+pub fn boot_time_ns() -> Result<u64, KernelError> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return Err(KernelError::Clock(std::io::Error::last_os_error()));
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
+/// Converts a wall-clock deadline to CLOCK_BOOTTIME. A deadline already past maps to 0,
+/// which the kernel treats as expired; a far one saturates below `u64::MAX` only when it
+/// is truly unbounded.
+#[must_use]
+pub fn boot_deadline(not_after: SystemTime, now_real: SystemTime, now_boot_ns: u64) -> u64 {
+    match not_after.duration_since(now_real) {
+        Ok(left) => now_boot_ns.saturating_add(duration_ns(left)),
+        Err(_) => 0,
+    }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_map_to_boot_time() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(boot_deadline(now + Duration::from_secs(5), now, 7), 5_000_000_007);
+        assert_eq!(boot_deadline(now - Duration::from_secs(1), now, 7), 0, "past: expired");
+        assert_eq!(boot_deadline(now, now, 7), 7, "now: expires at once");
+        assert_eq!(
+            boot_deadline(now + Duration::from_secs(u64::MAX / 1_000_000_000 + 1), now, 7),
+            u64::MAX,
+            "saturates instead of wrapping"
+        );
+    }
+
+    #[test]
+    fn boot_clock_moves_forward() {
+        let a = boot_time_ns().expect("clock");
+        let b = boot_time_ns().expect("clock");
+        assert!(b >= a && a > 0);
+    }
+}
