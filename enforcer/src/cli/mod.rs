@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
+
 /// Execution enforcer: inside governed cgroups, only programs covered by a live, signed
 /// authorization may run. Everything else is denied in the kernel.
 #[derive(Debug, Parser)]
@@ -18,7 +20,19 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Commands {}
+pub enum Commands {
+    /// Load and attach the kernel program (or reuse the pinned one), apply the policy,
+    /// then exit. Enforcement stays on: the program and maps are pinned in bpffs.
+    Load(agent::LoadArgs),
+    /// Like `load`, then stay in the foreground and print every decision in governed
+    /// scopes until SIGINT or SIGTERM (which leave enforcement on).
+    Run(agent::RunArgs),
+    /// Show whether enforcement is on, the governed scopes and their grants.
+    /// Exit code 3 when nothing is enforcing.
+    Status(agent::StatusArgs),
+    /// Stop enforcing: remove the pinned program and maps. The operator's way out.
+    Unload(agent::Location),
+}
 
 /// Sets up structured logging on stderr; RUST_LOG wins over `-v`.
 pub fn init_tracing(verbose: u8) {
@@ -34,5 +48,10 @@ pub fn init_tracing(verbose: u8) {
 
 /// Runs one command; the exit code is the command's verdict.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Commands::Load(args) => agent::load_command(&args),
+        Commands::Run(args) => agent::run_command(&args),
+        Commands::Status(args) => agent::status_command(&args),
+        Commands::Unload(args) => agent::unload_command(&args),
+    }
 }
