@@ -1,1 +1,391 @@
-fn main() {}
+//! Runs inside the test VM as root (see `cargo xtask vm-test`): drives the real `enforcer`
+//! binary and asserts on what a user would observe — exit codes, errnos and reported
+//! decisions. Prints `PASS name` / `FAIL name: why` per scenario and a closing
+//! `vm-tests: N passed, N failed` line.
+
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use vm_tests::{PROBE_EXIT, UNLISTED_EXIT};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Enforcing scope: grants probe, busybox (the shell) and one script.
+const SCOPE: &str = "vmtest";
+/// Enforcing scope that grants the script and probe but not the interpreter.
+const NO_INTERPRETER_SCOPE: &str = "vmtest-nointerp";
+/// Monitor-mode scope: grants probe; everything else is allowed and reported.
+const MONITOR_SCOPE: &str = "vmtest-monitor";
+const WORK: &str = "/tmp/vmtest";
+const SCRIPT_EXIT: i32 = 5;
+/// How long a background agent may take to report ready under TCG.
+const AGENT_READY: Duration = Duration::from_secs(60);
+
+type Check = Result<(), String>;
+
+/// Where things are inside the VM (overridable for running on a spare machine).
+struct Env {
+    enforcer: PathBuf,
+    probe: PathBuf,
+    unlisted: PathBuf,
+    policy: PathBuf,
+}
+
+impl Env {
+    fn from_env() -> Self {
+        let var = |name: &str, default: &str| PathBuf::from(std::env::var(name).unwrap_or_else(|_| default.into()));
+        let fixtures = var("ENFORCER_TEST_FIXTURES", "/usr/libexec/enforcer-tests");
+        Self {
+            enforcer: var("ENFORCER_BIN", "/usr/bin/enforcer"),
+            probe: fixtures.join("probe"),
+            unlisted: fixtures.join("unlisted"),
+            policy: Path::new(WORK).join("policy.toml"),
+        }
+    }
+
+    fn enforcer(&self) -> Command {
+        Command::new(&self.enforcer)
+    }
+}
+
+/// What happened when we tried to run a program.
+#[derive(Debug)]
+enum Outcome {
+    Exited(i32),
+    Signalled,
+    /// execve failed in the child with this errno (std reports it from spawn).
+    ExecFailed(i32),
+}
+
+fn cgroup(scope: &str) -> PathBuf {
+    Path::new(CGROUP_ROOT).join(scope)
+}
+
+/// Runs `program` in the cgroup `scope` (None: stay in the runner's cgroup, which no
+/// policy governs).
+fn run_in(scope: Option<&str>, program: &Path) -> Outcome {
+    let mut cmd = Command::new(program);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    if let Some(scope) = scope {
+        enforcer::cgroup::spawn_into(&mut cmd, &cgroup(scope)).expect("prepare cgroup move");
+    }
+    match cmd.status() {
+        Ok(status) => status.code().map_or(Outcome::Signalled, Outcome::Exited),
+        Err(e) => Outcome::ExecFailed(e.raw_os_error().unwrap_or(-1)),
+    }
+}
+
+fn expect_exit(scope: Option<&str>, program: &Path, code: i32) -> Check {
+    match run_in(scope, program) {
+        Outcome::Exited(c) if c == code => Ok(()),
+        other => Err(format!("{} in {scope:?}: expected exit {code}, got {other:?}", program.display())),
+    }
+}
+
+fn expect_eperm(scope: Option<&str>, program: &Path) -> Check {
+    match run_in(scope, program) {
+        Outcome::ExecFailed(libc::EPERM) => Ok(()),
+        other => Err(format!("{} in {scope:?}: expected EPERM, got {other:?}", program.display())),
+    }
+}
+
+fn copy_executable(from: &Path, to: &Path) -> PathBuf {
+    std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(from, to).expect("copy fixture");
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    to.to_path_buf()
+}
+
+fn write_script(name: &str, body: &str) -> PathBuf {
+    let path = Path::new(WORK).join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+fn granted_script() -> PathBuf {
+    Path::new(WORK).join("granted.sh")
+}
+
+fn ungranted_script() -> PathBuf {
+    Path::new(WORK).join("ungranted.sh")
+}
+
+/// Writes the scripts and the policy every scenario relies on.
+fn prepare(env: &Env) {
+    std::fs::create_dir_all(WORK).expect("work dir");
+    write_script("granted.sh", &format!("exit {SCRIPT_EXIT}"));
+    write_script("ungranted.sh", &format!("exit {}", SCRIPT_EXIT + 1));
+    let probe = env.probe.display();
+    let script = granted_script();
+    let script = script.display();
+    let policy = format!(
+        "[[scope]]\npath = \"/{SCOPE}\"\nfiles = [\"{probe}\", \"/bin/busybox\", \"{script}\"]\n\n\
+         [[scope]]\npath = \"/{NO_INTERPRETER_SCOPE}\"\nfiles = [\"{probe}\", \"{script}\"]\n\n\
+         [[scope]]\npath = \"/{MONITOR_SCOPE}\"\nmode = \"monitor\"\nfiles = [\"{probe}\"]\n"
+    );
+    std::fs::write(&env.policy, policy).expect("write policy");
+}
+
+/// Runs a command to completion, returning its exit code and combined output.
+fn run_tool(cmd: &mut Command) -> Result<(i32, String), String> {
+    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.code().unwrap_or(-1), text))
+}
+
+fn load_policy(env: &Env) -> Result<String, String> {
+    let (code, text) = run_tool(env.enforcer().arg("load").arg("--unsigned-policy").arg(&env.policy))?;
+    if code == 0 { Ok(text) } else { Err(format!("enforcer load exited {code}:\n{text}")) }
+}
+
+/// A background `enforcer run` whose stdout lines arrive on a channel.
+struct Agent {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Agent {
+    fn start(env: &Env) -> Result<Self, String> {
+        let mut child = env
+            .enforcer()
+            .args(["run", "--json", "--unsigned-policy"])
+            .arg(&env.policy)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start enforcer run: {e}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut agent = Self { child, lines };
+        agent.wait_for(AGENT_READY, |l| l.starts_with("following decisions")).map(|_| agent)
+    }
+
+    /// Waits for a line matching `pred`, returning it.
+    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return Ok(line),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => return Err("timed out waiting for agent output".into()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    return Err(format!("agent exited early ({status})"));
+                }
+            }
+        }
+    }
+
+    /// Waits for a JSON decision about `path`.
+    fn decision_for(&mut self, path: &Path) -> Result<serde_json::Value, String> {
+        let want = path.display().to_string();
+        let line = self.wait_for(Duration::from_secs(20), |l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["path"] == want.as_str())
+        })?;
+        serde_json::from_str(&line).map_err(|e| e.to_string())
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    fn wait(mut self) -> Result<Option<i32>, String> {
+        self.child.wait().map(|s| s.code()).map_err(|e| e.to_string())
+    }
+}
+
+fn field_is(v: &serde_json::Value, key: &str, want: &str) -> Check {
+    if v[key] == want { Ok(()) } else { Err(format!("expected {key}={want}, got {v}")) }
+}
+
+// ---- scenarios, in the order they run -------------------------------------------------
+
+fn agent_loads_policy(env: &Env) -> Check {
+    let out = load_policy(env)?;
+    if !out.contains("self-test passed") {
+        return Err(format!("no self-test report in output:\n{out}"));
+    }
+    let (code, status) = run_tool(env.enforcer().arg("status"))?;
+    if code != 0 || !status.contains(&format!("scope /{SCOPE} ")) {
+        return Err(format!("status exited {code}:\n{status}"));
+    }
+    Ok(())
+}
+
+fn allowed_binary_runs_in_scope(env: &Env) -> Check {
+    expect_exit(Some(SCOPE), &env.probe, PROBE_EXIT)
+}
+
+fn unlisted_binary_denied_in_scope(env: &Env) -> Check {
+    expect_eperm(Some(SCOPE), &env.unlisted)
+}
+
+fn unlisted_binary_runs_outside_scopes(env: &Env) -> Check {
+    expect_exit(None, &env.unlisted, UNLISTED_EXIT)
+}
+
+fn copy_of_allowed_binary_runs(env: &Env) -> Check {
+    let copy = copy_executable(&env.probe, &Path::new(WORK).join("elsewhere/renamed-tool"));
+    expect_exit(Some(SCOPE), &copy, PROBE_EXIT)
+}
+
+fn allowed_binary_changed_by_one_byte_denied(env: &Env) -> Check {
+    let copy = copy_executable(&env.probe, &Path::new(WORK).join("tampered/probe"));
+    let mut bytes = std::fs::read(&copy).expect("read copy");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&copy, &bytes).expect("write tampered");
+    expect_eperm(Some(SCOPE), &copy)
+}
+
+fn child_cgroup_is_governed(env: &Env) -> Check {
+    let child = format!("{SCOPE}/child/grandchild");
+    std::fs::create_dir_all(cgroup(&child)).map_err(|e| format!("mkdir child cgroup: {e}"))?;
+    expect_eperm(Some(&child), &env.unlisted)?;
+    expect_exit(Some(&child), &env.probe, PROBE_EXIT)
+}
+
+fn script_runs_when_script_and_interpreter_granted(_: &Env) -> Check {
+    expect_exit(Some(SCOPE), &granted_script(), SCRIPT_EXIT)
+}
+
+fn script_denied_when_script_not_granted(_: &Env) -> Check {
+    // The interpreter (busybox) is granted here; the script is not.
+    expect_eperm(Some(SCOPE), &ungranted_script())
+}
+
+fn script_denied_when_interpreter_not_granted(env: &Env) -> Check {
+    expect_exit(Some(NO_INTERPRETER_SCOPE), &env.probe, PROBE_EXIT)?;
+    expect_eperm(Some(NO_INTERPRETER_SCOPE), &granted_script())
+}
+
+fn monitor_scope_allows_ungranted(env: &Env) -> Check {
+    expect_exit(Some(MONITOR_SCOPE), &env.unlisted, UNLISTED_EXIT)
+}
+
+fn decisions_are_reported(env: &Env) -> Check {
+    // Fresh paths, so records left in the ring buffer by earlier scenarios cannot match.
+    let denied = copy_executable(&env.unlisted, &Path::new(WORK).join("report/denied-tool"));
+    let allowed = copy_executable(&env.probe, &Path::new(WORK).join("report/allowed-tool"));
+    let monitored = copy_executable(&env.unlisted, &Path::new(WORK).join("report/monitored-tool"));
+    let mut agent = Agent::start(env)?;
+    let result = (|| {
+        expect_eperm(Some(SCOPE), &denied)?;
+        let d = agent.decision_for(&denied)?;
+        field_is(&d, "decision", "deny")?;
+        field_is(&d, "reason", "not-granted")?;
+        field_is(&d, "scope", &format!("/{SCOPE}"))?;
+        expect_exit(Some(SCOPE), &allowed, PROBE_EXIT)?;
+        let a = agent.decision_for(&allowed)?;
+        field_is(&a, "decision", "allow")?;
+        field_is(&a, "reason", "granted")?;
+        expect_exit(Some(MONITOR_SCOPE), &monitored, UNLISTED_EXIT)?;
+        let m = agent.decision_for(&monitored)?;
+        field_is(&m, "decision", "would-deny")
+    })();
+    agent.signal(libc::SIGTERM);
+    let code = agent.wait()?;
+    result?;
+    if code == Some(0) { Ok(()) } else { Err(format!("agent exited {code:?} on SIGTERM")) }
+}
+
+fn enforcement_survives_agent_kill(env: &Env) -> Check {
+    let agent = Agent::start(env)?;
+    agent.signal(libc::SIGKILL);
+    agent.wait()?;
+    expect_eperm(Some(SCOPE), &env.unlisted)?;
+    expect_exit(Some(SCOPE), &env.probe, PROBE_EXIT)
+}
+
+fn restart_reuses_pinned_program(env: &Env) -> Check {
+    let out = load_policy(env)?;
+    if !out.contains("reusing pinned") {
+        return Err(format!("second load did not reuse the pinned program:\n{out}"));
+    }
+    expect_eperm(Some(SCOPE), &env.unlisted)
+}
+
+fn unload_stops_enforcement(env: &Env) -> Check {
+    let (code, out) = run_tool(env.enforcer().arg("unload"))?;
+    if code != 0 {
+        return Err(format!("unload exited {code}: {out}"));
+    }
+    expect_exit(Some(SCOPE), &env.unlisted, UNLISTED_EXIT)?;
+    let (code, out) = run_tool(env.enforcer().arg("status"))?;
+    if code == 3 { Ok(()) } else { Err(format!("status after unload exited {code}: {out}")) }
+}
+
+type Scenario = (&'static str, fn(&Env) -> Check);
+
+const SCENARIOS: &[Scenario] = &[
+    ("agent-loads-policy", agent_loads_policy),
+    ("allowed-binary-runs-in-scope", allowed_binary_runs_in_scope),
+    ("unlisted-binary-denied-in-scope", unlisted_binary_denied_in_scope),
+    ("unlisted-binary-runs-outside-scopes", unlisted_binary_runs_outside_scopes),
+    ("copy-of-allowed-binary-runs", copy_of_allowed_binary_runs),
+    ("allowed-binary-changed-by-one-byte-denied", allowed_binary_changed_by_one_byte_denied),
+    ("child-cgroup-is-governed", child_cgroup_is_governed),
+    ("script-runs-when-script-and-interpreter-granted", script_runs_when_script_and_interpreter_granted),
+    ("script-denied-when-script-not-granted", script_denied_when_script_not_granted),
+    ("script-denied-when-interpreter-not-granted", script_denied_when_interpreter_not_granted),
+    ("monitor-scope-allows-ungranted", monitor_scope_allows_ungranted),
+    ("decisions-are-reported", decisions_are_reported),
+    ("enforcement-survives-agent-kill", enforcement_survives_agent_kill),
+    ("restart-reuses-pinned-program", restart_reuses_pinned_program),
+    // Last: it turns enforcement off.
+    ("unload-stops-enforcement", unload_stops_enforcement),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("run") => {}
+        Some("list") => {
+            SCENARIOS.iter().for_each(|(name, _)| println!("{name}"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("usage: vm-tests run [FILTER] | vm-tests list");
+            return ExitCode::from(2);
+        }
+    }
+    let filter = args.get(1).cloned().unwrap_or_default();
+    let env = Env::from_env();
+    prepare(&env);
+    let (mut passed, mut failed) = (0, 0);
+    for (name, scenario) in SCENARIOS {
+        // The first scenario loads the policy every other one relies on: always run it.
+        if !name.contains(filter.as_str()) && *name != SCENARIOS[0].0 {
+            continue;
+        }
+        let started = Instant::now();
+        let result = std::panic::catch_unwind(|| scenario(&env))
+            .unwrap_or_else(|_| Err("scenario panicked".into()));
+        let secs = started.elapsed().as_secs_f32();
+        match result {
+            Ok(()) => {
+                passed += 1;
+                println!("PASS {name} ({secs:.1}s)");
+            }
+            Err(why) => {
+                failed += 1;
+                println!("FAIL {name}: {}", why.replace('\n', "\n    "));
+            }
+        }
+    }
+    println!("vm-tests: {passed} passed, {failed} failed");
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
