@@ -12,8 +12,13 @@
 //! - [`btf`]: struct layouts from the running kernel's BTF.
 //! - [`cgroup`]: governed scopes as cgroup v2 directories.
 //! - [`kernel`]: loading, attaching, pinning and filling the BPF program and maps.
+//! - [`artifact`]: signed artifacts (bundles, revocations): envelope, schema, parsing.
+//! - [`trust`]: trusted keys, roles and k-of-n thresholds; signing keys.
+//! - [`verify`]: the one place that decides whether an artifact is authorized.
+//! - [`state`]: accepted serials and revocations, persisted atomically.
 //! - [`cli`]: the command line.
 
+pub mod artifact;
 pub mod btf;
 pub mod cgroup;
 pub mod cli;
@@ -21,3 +26,6 @@ pub mod digest;
 pub mod kernel;
 pub mod policy;
 pub mod preflight;
+pub mod state;
+pub mod trust;
+pub mod verify;

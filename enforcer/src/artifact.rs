@@ -1,0 +1,1015 @@
+//! Signed artifacts: the envelope, the two payloads it carries, and their parsers.
+//!
+//! An artifact is a DSSE-style envelope (`docs/artifacts.md`): a payload type, the payload
+//! bytes, and signatures over the pre-authentication encoding ([`pae`]) of both. Signing the
+//! exact bytes means no JSON canonicalisation is needed, and binding the payload type into
+//! the signed message means a revocation can never be replayed as a bundle.
+//!
+//! Parsing here trusts nothing and decides nothing: it enforces size limits, syntax and
+//! schema, so that every malformed input is refused with a reason before anything else
+//! looks at it. Whether an artifact is *authorized* is decided in [`crate::verify`].
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha3::{Digest as _, Sha3_512};
+
+use crate::digest::{DigestError, FileDigest};
+use crate::trust::{KeyId, Role, SigningKey};
+
+/// Largest envelope accepted, checked before any parsing. A bundle of 100k grants with
+/// names is about 13 MiB once base64-encoded, so this leaves room for that and no more.
+pub const MAX_ARTIFACT_BYTES: usize = 16 * 1024 * 1024;
+/// Most signatures an envelope may carry: each costs a signature check, and no real
+/// threshold needs more.
+pub const MAX_SIGNATURES: usize = 32;
+/// Longest issuer, bundle id or other identifier: they end up in logs and state keys.
+const MAX_LABEL_BYTES: usize = 128;
+/// Longest free text (grant names, revocation reasons); a path fits.
+const MAX_TEXT_BYTES: usize = 4096;
+/// Longest cgroup path, and longest component (the kernel's `NAME_MAX`).
+const MAX_SCOPE_BYTES: usize = 4096;
+const MAX_SCOPE_COMPONENT_BYTES: usize = 255;
+/// How much of an untrusted string an error message repeats.
+const EXCERPT_CHARS: usize = 80;
+
+/// Payload type of an authorization bundle, version 1. The version lives here, inside the
+/// signed message, so a future format cannot be mistaken for this one.
+pub const BUNDLE_PAYLOAD_TYPE: &str = "application/vnd.enforcer.bundle.v1+json";
+/// Payload type of a revocation, version 1.
+pub const REVOCATION_PAYLOAD_TYPE: &str = "application/vnd.enforcer.revocation.v1+json";
+
+/// Every way an artifact can be refused. Each variant names what failed, so an operator
+/// reading a log line or the CLI's verdict knows what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("cannot read artifact {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("artifact is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("malformed {what}: {problem}")]
+    Malformed { what: &'static str, problem: String },
+    #[error(
+        "unknown field `{path}` in the {what}: refusing what this version of enforcer does not understand"
+    )]
+    UnknownField { what: &'static str, path: String },
+    #[error(
+        "unknown artifact type or schema version {found:?}: this enforcer reads {BUNDLE_PAYLOAD_TYPE} and {REVOCATION_PAYLOAD_TYPE}"
+    )]
+    UnknownSchema { found: String },
+    #[error("expected a {expected} artifact but this is a {found}")]
+    WrongKind { expected: ArtifactKind, found: ArtifactKind },
+    #[error("signature by unknown key {key_id}: no key with that id is in the trust store")]
+    UnknownKey { key_id: KeyId },
+    #[error(
+        "bad signature by key {key_id}: it does not verify, so the artifact was changed after signing or the signature is damaged"
+    )]
+    BadSignature { key_id: KeyId },
+    #[error("signature by revoked key {key_id} (revoked by {by})")]
+    KeyRevoked { key_id: KeyId, by: ArtifactId },
+    #[error(
+        "not enough signatures: {valid} valid from distinct keys with the {role} role, {required} required, so more trusted keys must sign it"
+    )]
+    Threshold { role: Role, valid: usize, required: usize },
+    #[error(
+        "not yet valid: valid from {}, it is now {} (clock skew allowance {skew}s)",
+        format_time(*.not_before), format_time(*.now)
+    )]
+    NotYetValid { not_before: u64, now: u64, skew: u64 },
+    #[error(
+        "expired: valid until {}, it is now {} (clock skew allowance {skew}s)",
+        format_time(*.not_after), format_time(*.now)
+    )]
+    Expired { not_after: u64, now: u64, skew: u64 },
+    #[error(
+        "rollback or replay: serial {serial} for issuer {issuer:?} and scope {scope} is not greater than the last accepted serial {last}"
+    )]
+    Rollback { issuer: String, scope: CgroupScope, serial: u64, last: u64 },
+    #[error("revoked bundle: bundle id {bundle_id:?} is revoked (by {by})")]
+    BundleRevoked { bundle_id: String, by: ArtifactId },
+    #[error("revoked artifact: {id} is revoked (by {by})")]
+    ArtifactRevoked { id: ArtifactId, by: ArtifactId },
+    #[error("revoked digest: grant {index} names sha256:{digest}, which is revoked (by {by})")]
+    DigestRevoked { digest: FileDigest, index: usize, by: ArtifactId },
+    #[error("invalid scope {scope:?}: {problem}")]
+    Scope { scope: String, problem: &'static str },
+    #[error("invalid digest in {location}: {source}")]
+    Digest {
+        location: String,
+        #[source]
+        source: DigestError,
+    },
+    #[error("invalid {field}: {problem}")]
+    Field { field: String, problem: String },
+}
+
+fn malformed(what: &'static str, problem: impl fmt::Display) -> ArtifactError {
+    ArtifactError::Malformed { what, problem: problem.to_string() }
+}
+
+fn field_error(field: impl Into<String>, problem: impl Into<String>) -> ArtifactError {
+    ArtifactError::Field { field: field.into(), problem: problem.into() }
+}
+
+/// The start of an untrusted string, so a hostile 16 MiB value cannot flood a log line.
+pub(crate) fn excerpt(s: &str) -> String {
+    match s.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+/// Which of the two payloads an envelope carries; it decides which role must sign it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArtifactKind {
+    Bundle,
+    Revocation,
+}
+
+impl ArtifactKind {
+    #[must_use]
+    pub fn payload_type(self) -> &'static str {
+        match self {
+            Self::Bundle => BUNDLE_PAYLOAD_TYPE,
+            Self::Revocation => REVOCATION_PAYLOAD_TYPE,
+        }
+    }
+
+    /// Maps a payload type to a kind; any other type or version is refused.
+    pub fn from_payload_type(found: &str) -> Result<Self, ArtifactError> {
+        match found {
+            BUNDLE_PAYLOAD_TYPE => Ok(Self::Bundle),
+            REVOCATION_PAYLOAD_TYPE => Ok(Self::Revocation),
+            _ => Err(ArtifactError::UnknownSchema { found: excerpt(found) }),
+        }
+    }
+
+    /// The role a key must hold for its signature to count towards this kind's threshold.
+    #[must_use]
+    pub fn role(self) -> Role {
+        match self {
+            Self::Bundle => Role::Bundle,
+            Self::Revocation => Role::Revocation,
+        }
+    }
+}
+
+impl fmt::Display for ArtifactKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Bundle => "bundle",
+            Self::Revocation => "revocation",
+        })
+    }
+}
+
+/// An artifact's identity: the SHA3-512 of its payload bytes. Audit records and
+/// `enforcer status` cite it. Signatures are not part of it, so adding a signature does not
+/// change which artifact it is.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ArtifactId(pub [u8; 64]);
+
+impl ArtifactId {
+    #[must_use]
+    pub fn of_payload(payload: &[u8]) -> Self {
+        let mut id = [0u8; 64];
+        id.copy_from_slice(&Sha3_512::digest(payload));
+        Self(id)
+    }
+}
+
+impl fmt::Display for ArtifactId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ArtifactId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha3-512:{self}")
+    }
+}
+
+impl FromStr for ArtifactId {
+    type Err = ArtifactError;
+
+    /// Accepts `sha3-512:<hex>` or bare `<hex>`: 128 hexadecimal characters.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let hex_part = input.strip_prefix("sha3-512:").unwrap_or(input);
+        let mut id = [0u8; 64];
+        hex::decode_to_slice(hex_part, &mut id).map_err(|_| {
+            field_error(
+                "artifact id",
+                format!("{:?} is not 128 hexadecimal characters (a SHA3-512)", excerpt(input)),
+            )
+        })?;
+        Ok(Self(id))
+    }
+}
+
+/// The pre-authentication encoding that signatures cover:
+/// `"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`, lengths in ASCII decimal.
+/// Lengths make the split between type and body unambiguous.
+#[must_use]
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let head = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len());
+    let mut out = Vec::with_capacity(head.len() + payload.len());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// One signature in an envelope. The key id only helps find the key: what counts is which
+/// trusted public key the signature verifies under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvelopeSignature {
+    pub key_id: KeyId,
+    pub sig: [u8; 64],
+}
+
+/// A parsed, unverified envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub payload_type: String,
+    pub payload: Vec<u8>,
+    pub signatures: Vec<EnvelopeSignature>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EnvelopeWire {
+    #[serde(rename = "payloadType")]
+    payload_type: String,
+    payload: String,
+    signatures: Vec<SignatureWire>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SignatureWire {
+    keyid: String,
+    sig: String,
+}
+
+impl Envelope {
+    /// An unsigned envelope around `payload`.
+    #[must_use]
+    pub fn new(kind: ArtifactKind, payload: Vec<u8>) -> Self {
+        Self { payload_type: kind.payload_type().to_owned(), payload, signatures: Vec::new() }
+    }
+
+    /// Parses an envelope: size limit first, then strict JSON (no unknown fields, no
+    /// trailing data), canonical base64, well-formed key ids and 64-byte signatures.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ArtifactError> {
+        if bytes.len() > MAX_ARTIFACT_BYTES {
+            return Err(ArtifactError::TooLarge { size: bytes.len(), limit: MAX_ARTIFACT_BYTES });
+        }
+        let wire: EnvelopeWire = from_json(bytes, "envelope")?;
+        let payload = BASE64
+            .decode(&wire.payload)
+            .map_err(|e| malformed("envelope", format!("payload is not canonical base64: {e}")))?;
+        if wire.signatures.len() > MAX_SIGNATURES {
+            return Err(malformed(
+                "envelope",
+                format!("{} signatures, at most {MAX_SIGNATURES} allowed", wire.signatures.len()),
+            ));
+        }
+        let signatures = wire
+            .signatures
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let key_id = s
+                    .keyid
+                    .parse::<KeyId>()
+                    .map_err(|e| malformed("envelope", format!("signature {i}: {e}")))?;
+                let bytes = BASE64.decode(&s.sig).map_err(|e| {
+                    malformed("envelope", format!("signature {i} is not canonical base64: {e}"))
+                })?;
+                let sig = <[u8; 64]>::try_from(bytes.as_slice()).map_err(|_| {
+                    malformed(
+                        "envelope",
+                        format!(
+                            "signature {i} is {} bytes, Ed25519 signatures are 64",
+                            bytes.len()
+                        ),
+                    )
+                })?;
+                Ok(EnvelopeSignature { key_id, sig })
+            })
+            .collect::<Result<_, ArtifactError>>()?;
+        Ok(Self { payload_type: wire.payload_type, payload, signatures })
+    }
+
+    /// Compact JSON with no trailing newline: every byte of it is significant, so any
+    /// change to it is detected (the property tests rely on this).
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let wire = EnvelopeWire {
+            payload_type: self.payload_type.clone(),
+            payload: BASE64.encode(&self.payload),
+            signatures: self
+                .signatures
+                .iter()
+                .map(|s| SignatureWire { keyid: s.key_id.to_string(), sig: BASE64.encode(s.sig) })
+                .collect(),
+        };
+        // Strings and sequences only: serialisation into memory cannot fail.
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+
+    pub fn kind(&self) -> Result<ArtifactKind, ArtifactError> {
+        ArtifactKind::from_payload_type(&self.payload_type)
+    }
+
+    #[must_use]
+    pub fn id(&self) -> ArtifactId {
+        ArtifactId::of_payload(&self.payload)
+    }
+
+    /// The bytes that signatures cover.
+    #[must_use]
+    pub fn signed_message(&self) -> Vec<u8> {
+        pae(&self.payload_type, &self.payload)
+    }
+
+    /// Adds `key`'s signature. Returns false, changing nothing, when that key already
+    /// signed: a second signature by one key would not count anyway.
+    pub fn add_signature(&mut self, key: &SigningKey) -> bool {
+        let key_id = key.key_id();
+        if self.signatures.iter().any(|s| s.key_id == key_id) {
+            return false;
+        }
+        let sig = key.sign(&self.signed_message());
+        self.signatures.push(EnvelopeSignature { key_id, sig });
+        true
+    }
+}
+
+/// Strict JSON: unknown fields are reported with their path (`grants.3.foo`) rather than
+/// silently ignored, and trailing data after the document is refused. serde_ignored gives
+/// the path, which `deny_unknown_fields` would not.
+fn from_json<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, ArtifactError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut unknown = None;
+    let parsed = serde_ignored::deserialize(&mut de, |path| {
+        unknown.get_or_insert_with(|| excerpt(&path.to_string()));
+    });
+    // An unknown field explains a later "missing field" better than the reverse.
+    if let Some(path) = unknown {
+        return Err(ArtifactError::UnknownField { what, path });
+    }
+    let value = parsed.map_err(|e| malformed(what, e))?;
+    de.end().map_err(|e| malformed(what, e))?;
+    Ok(value)
+}
+
+/// What a bundle does in its scopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Programs not covered by a grant are denied.
+    Enforce,
+    /// Programs not covered by a grant run, and the decision is only recorded: for rolling
+    /// out a bundle and seeing what it would deny.
+    Monitor,
+}
+
+/// What happens to running processes when their bundle is revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnRevoke {
+    /// New executions are denied; processes already running continue.
+    DenyNew,
+    /// New executions are denied and processes started under the bundle are killed.
+    Kill,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Enforce => "enforce",
+            Self::Monitor => "monitor",
+        })
+    }
+}
+
+impl fmt::Display for OnRevoke {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::DenyNew => "deny-new",
+            Self::Kill => "kill",
+        })
+    }
+}
+
+/// A governed scope: a cgroup v2 path relative to the cgroup2 root, written absolute
+/// (`/agents.slice/x`). Checked so it can only ever name a descendant of the root: no `..`,
+/// no `.`, no empty components, no control characters, and not the root itself.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CgroupScope(String);
+
+impl CgroupScope {
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path's components, root first (`["agents.slice", "x"]`).
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/').skip(1)
+    }
+}
+
+impl FromStr for CgroupScope {
+    type Err = ArtifactError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let refuse = |problem| ArtifactError::Scope { scope: excerpt(input), problem };
+        if input.len() > MAX_SCOPE_BYTES {
+            return Err(refuse("longer than 4096 bytes"));
+        }
+        if !input.starts_with('/') {
+            return Err(refuse(
+                "must be absolute, relative to the cgroup2 root, e.g. /agents.slice",
+            ));
+        }
+        if input == "/" {
+            return Err(refuse(
+                "the root cgroup cannot be a scope: it would govern every process, the agent's included",
+            ));
+        }
+        if input.chars().any(char::is_control) {
+            return Err(refuse("contains a control character"));
+        }
+        for component in input.split('/').skip(1) {
+            match component {
+                "" => return Err(refuse("has an empty component (// or a trailing /)")),
+                "." | ".." => return Err(refuse("must not contain . or .. components")),
+                c if c.len() > MAX_SCOPE_COMPONENT_BYTES => {
+                    return Err(refuse("has a component longer than 255 bytes"));
+                }
+                _ => {}
+            }
+        }
+        Ok(Self(input.to_owned()))
+    }
+}
+
+impl fmt::Display for CgroupScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Permission to execute one program, named by the SHA-256 of its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub digest: FileDigest,
+    /// A hint for humans (usually the path it was hashed from); never used to decide.
+    pub name: Option<String>,
+    /// When this grant ends, if before the bundle's own `not_after` (unix seconds).
+    pub not_after: Option<u64>,
+}
+
+impl Grant {
+    /// Whether the grant is in force at `now` (unix seconds) within a bundle valid until
+    /// `bundle_not_after`: a grant never outlives its bundle.
+    #[must_use]
+    pub fn is_live(&self, now: u64, bundle_not_after: u64) -> bool {
+        now <= self.not_after.map_or(bundle_not_after, |t| t.min(bundle_not_after))
+    }
+}
+
+/// The content of an authorization bundle, checked for syntax but not yet for authority.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bundle {
+    /// Who issued it (a team or system). With each scope it keys the serial counter.
+    pub issuer: String,
+    /// A stable name for this line of bundles; revocation by bundle id names it.
+    pub bundle_id: String,
+    /// Must grow with each new bundle of an issuer for a scope: that refuses rollback.
+    pub serial: u64,
+    /// Unix seconds.
+    pub issued_at: u64,
+    pub not_before: u64,
+    pub not_after: u64,
+    pub scopes: Vec<CgroupScope>,
+    pub grants: Vec<Grant>,
+    pub mode: Mode,
+    pub on_revoke: OnRevoke,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BundleWire {
+    issuer: String,
+    bundle_id: String,
+    serial: u64,
+    issued_at: u64,
+    not_before: u64,
+    not_after: u64,
+    scopes: Vec<String>,
+    mode: Mode,
+    on_revoke: OnRevoke,
+    grants: Vec<GrantWire>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GrantWire {
+    digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    not_after: Option<u64>,
+}
+
+impl Bundle {
+    /// Parses and checks a bundle payload (the bytes inside the envelope).
+    pub fn from_payload(payload: &[u8]) -> Result<Self, ArtifactError> {
+        let wire: BundleWire = from_json(payload, "bundle payload")?;
+        let scopes = wire.scopes.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+        let grants = wire
+            .grants
+            .into_iter()
+            .enumerate()
+            .map(|(index, g)| {
+                Ok(Grant {
+                    digest: parse_digest(&g.digest, || format!("grant {index}"))?,
+                    name: g.name,
+                    not_after: g.not_after,
+                })
+            })
+            .collect::<Result<_, ArtifactError>>()?;
+        let bundle = Self {
+            issuer: wire.issuer,
+            bundle_id: wire.bundle_id,
+            serial: wire.serial,
+            issued_at: wire.issued_at,
+            not_before: wire.not_before,
+            not_after: wire.not_after,
+            scopes,
+            grants,
+            mode: wire.mode,
+            on_revoke: wire.on_revoke,
+        };
+        bundle.validate()?;
+        Ok(bundle)
+    }
+
+    /// The payload bytes to sign; refuses a bundle that [`Bundle::from_payload`] would.
+    pub fn to_payload(&self) -> Result<Vec<u8>, ArtifactError> {
+        self.validate()?;
+        let wire = BundleWire {
+            issuer: self.issuer.clone(),
+            bundle_id: self.bundle_id.clone(),
+            serial: self.serial,
+            issued_at: self.issued_at,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            scopes: self.scopes.iter().map(ToString::to_string).collect(),
+            mode: self.mode,
+            on_revoke: self.on_revoke,
+            grants: self
+                .grants
+                .iter()
+                .map(|g| GrantWire {
+                    digest: format!("sha256:{}", g.digest),
+                    name: g.name.clone(),
+                    not_after: g.not_after,
+                })
+                .collect(),
+        };
+        serde_json::to_vec(&wire).map_err(|e| malformed("bundle payload", e))
+    }
+
+    /// The rules that syntax alone does not catch.
+    pub fn validate(&self) -> Result<(), ArtifactError> {
+        check_label("issuer", &self.issuer)?;
+        check_label("bundle_id", &self.bundle_id)?;
+        if self.not_before > self.not_after {
+            return Err(field_error(
+                "validity",
+                format!(
+                    "not_before ({}) is after not_after ({})",
+                    format_time(self.not_before),
+                    format_time(self.not_after)
+                ),
+            ));
+        }
+        if self.scopes.is_empty() {
+            return Err(field_error("scopes", "a bundle must name at least one scope"));
+        }
+        let mut seen = BTreeSet::new();
+        if let Some(dup) = self.scopes.iter().find(|s| !seen.insert(*s)) {
+            return Err(field_error("scopes", format!("{dup} is listed twice")));
+        }
+        for (index, grant) in self.grants.iter().enumerate() {
+            if let Some(name) = &grant.name {
+                check_text(|| format!("grant {index} name"), name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The grants in force at `now`.
+    pub fn live_grants(&self, now: SystemTime) -> impl Iterator<Item = &Grant> {
+        let now = unix_seconds(now);
+        self.grants.iter().filter(move |g| g.is_live(now, self.not_after))
+    }
+}
+
+/// What a revocation withdraws.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevocationTarget {
+    /// Every bundle with this bundle id, from any issuer, at any serial.
+    Bundle(String),
+    /// Exactly one artifact.
+    Artifact(ArtifactId),
+    /// A program: no bundle granting it is accepted any more.
+    Digest(FileDigest),
+    /// A signing key: no artifact carrying its signature is accepted any more.
+    Key(KeyId),
+}
+
+impl fmt::Display for RevocationTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bundle(id) => write!(f, "bundle id {id:?}"),
+            Self::Artifact(id) => write!(f, "artifact {id}"),
+            Self::Digest(d) => write!(f, "digest sha256:{d}"),
+            Self::Key(k) => write!(f, "key {k}"),
+        }
+    }
+}
+
+/// The content of a revocation. Revocations never expire and only ever add to what is
+/// revoked, so replaying an old one is harmless and they need no serial.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub issuer: String,
+    /// Unix seconds; for the record.
+    pub issued_at: u64,
+    pub reason: Option<String>,
+    pub targets: Vec<RevocationTarget>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RevocationWire {
+    issuer: String,
+    issued_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    revoke: Vec<TargetWire>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TargetWire {
+    BundleId(String),
+    Artifact(String),
+    Digest(String),
+    KeyId(String),
+}
+
+impl Revocation {
+    /// Parses and checks a revocation payload.
+    pub fn from_payload(payload: &[u8]) -> Result<Self, ArtifactError> {
+        let wire: RevocationWire = from_json(payload, "revocation payload")?;
+        let targets = wire
+            .revoke
+            .into_iter()
+            .enumerate()
+            .map(|(index, t)| {
+                let location = || format!("revocation target {index}");
+                Ok(match t {
+                    TargetWire::BundleId(id) => RevocationTarget::Bundle(id),
+                    TargetWire::Artifact(id) => RevocationTarget::Artifact(id.parse()?),
+                    TargetWire::Digest(d) => RevocationTarget::Digest(parse_digest(&d, location)?),
+                    TargetWire::KeyId(k) => RevocationTarget::Key(
+                        k.parse().map_err(|e| field_error(location(), format!("{e}")))?,
+                    ),
+                })
+            })
+            .collect::<Result<_, ArtifactError>>()?;
+        let revocation =
+            Self { issuer: wire.issuer, issued_at: wire.issued_at, reason: wire.reason, targets };
+        revocation.validate()?;
+        Ok(revocation)
+    }
+
+    /// The payload bytes to sign; refuses a revocation that [`Revocation::from_payload`]
+    /// would.
+    pub fn to_payload(&self) -> Result<Vec<u8>, ArtifactError> {
+        self.validate()?;
+        let wire = RevocationWire {
+            issuer: self.issuer.clone(),
+            issued_at: self.issued_at,
+            reason: self.reason.clone(),
+            revoke: self
+                .targets
+                .iter()
+                .map(|t| match t {
+                    RevocationTarget::Bundle(id) => TargetWire::BundleId(id.clone()),
+                    RevocationTarget::Artifact(id) => TargetWire::Artifact(id.to_string()),
+                    RevocationTarget::Digest(d) => TargetWire::Digest(format!("sha256:{d}")),
+                    RevocationTarget::Key(k) => TargetWire::KeyId(k.to_string()),
+                })
+                .collect(),
+        };
+        serde_json::to_vec(&wire).map_err(|e| malformed("revocation payload", e))
+    }
+
+    pub fn validate(&self) -> Result<(), ArtifactError> {
+        check_label("issuer", &self.issuer)?;
+        if let Some(reason) = &self.reason {
+            check_text(|| "reason".to_owned(), reason)?;
+        }
+        if self.targets.is_empty() {
+            return Err(field_error("revoke", "a revocation must name at least one target"));
+        }
+        for (index, target) in self.targets.iter().enumerate() {
+            if let RevocationTarget::Bundle(id) = target {
+                check_label(&format!("bundle_id in revocation target {index}"), id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a digest, keeping a hostile oversized value out of the error message.
+fn parse_digest(input: &str, location: impl Fn() -> String) -> Result<FileDigest, ArtifactError> {
+    input.parse().map_err(|_| ArtifactError::Digest {
+        location: location(),
+        source: DigestError::Syntax { input: excerpt(input) },
+    })
+}
+
+/// Identifiers: 1 to 128 bytes of ASCII letters, digits and `._:@-`, because they key
+/// persisted state and appear in logs and file names.
+fn check_label(field: &str, value: &str) -> Result<(), ArtifactError> {
+    let problem = if value.is_empty() {
+        "must not be empty"
+    } else if value.len() > MAX_LABEL_BYTES {
+        "is longer than 128 bytes"
+    } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b)) {
+        "may contain only ASCII letters, digits and . _ : @ -"
+    } else {
+        return Ok(());
+    };
+    Err(field_error(field, format!("{:?} {problem}", excerpt(value))))
+}
+
+/// Free text: bounded, and without control characters that could forge log lines.
+fn check_text(field: impl Fn() -> String, value: &str) -> Result<(), ArtifactError> {
+    if value.len() > MAX_TEXT_BYTES {
+        return Err(field_error(field(), "is longer than 4096 bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(field_error(
+            field(),
+            format!("{:?} contains a control character", excerpt(value)),
+        ));
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch; times before it count as 0.
+#[must_use]
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[must_use]
+pub fn from_unix_seconds(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// RFC 3339 in UTC, the form the CLI accepts back (`2030-01-01T00:00:00Z`).
+#[must_use]
+pub fn format_time(secs: u64) -> String {
+    // humantime cannot format past year 9999; such times are shown as raw seconds.
+    if secs > 253_402_300_799 {
+        return format!("{secs} (unix seconds)");
+    }
+    humantime::format_rfc3339_seconds(from_unix_seconds(secs)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::testkit;
+
+    #[test]
+    fn pae_matches_the_dsse_specification() {
+        // The example from the DSSE protocol description.
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+        );
+        assert_eq!(pae("", b""), b"DSSEv1 0  0 ");
+    }
+
+    #[test]
+    fn envelope_round_trips_and_identity_ignores_signatures() {
+        let payload = testkit::bundle().to_payload().expect("payload");
+        let mut env = Envelope::new(ArtifactKind::Bundle, payload.clone());
+        let unsigned_id = env.id();
+        assert!(env.add_signature(&testkit::key(1)));
+        assert!(!env.add_signature(&testkit::key(1)), "second signature by one key is a no-op");
+        assert_eq!(env.id(), unsigned_id);
+        assert_eq!(env.id(), ArtifactId::of_payload(&payload));
+        let parsed = Envelope::parse(&env.to_bytes()).expect("parse");
+        assert_eq!(parsed, env);
+        assert_eq!(parsed.kind().expect("kind"), ArtifactKind::Bundle);
+    }
+
+    #[test]
+    fn artifact_id_is_sha3_512_and_parses_back() {
+        // SHA3-512("") from FIPS 202 test vectors.
+        let id = ArtifactId::of_payload(b"");
+        assert!(
+            id.to_string()
+                .starts_with("a69f73cca23a9ac5c8b567dc185a756e97c982164fe25859e0d1dcc1475c80a6")
+        );
+        assert_eq!(id.to_string().len(), 128);
+        assert_eq!(format!("sha3-512:{id}").parse::<ArtifactId>().expect("parse"), id);
+        assert!("abc".parse::<ArtifactId>().is_err());
+    }
+
+    #[test]
+    fn bundle_payload_round_trips() {
+        let bundle = testkit::bundle();
+        let back = Bundle::from_payload(&bundle.to_payload().expect("payload")).expect("parse");
+        assert_eq!(back, bundle);
+    }
+
+    #[test]
+    fn revocation_payload_round_trips() {
+        let r = Revocation {
+            issuer: "sec".into(),
+            issued_at: 5,
+            reason: Some("leaked".into()),
+            targets: vec![
+                RevocationTarget::Bundle("b".into()),
+                RevocationTarget::Artifact(ArtifactId::of_payload(b"x")),
+                RevocationTarget::Digest(FileDigest::of_bytes(b"x")),
+                RevocationTarget::Key(testkit::key(1).key_id()),
+            ],
+        };
+        assert_eq!(Revocation::from_payload(&r.to_payload().expect("payload")).expect("parse"), r);
+    }
+
+    #[test]
+    fn scopes_accept_descendants_of_the_root() {
+        for ok in ["/agents.slice", "/agents.slice/x", "/a b/c-d_e.f"] {
+            let s: CgroupScope = ok.parse().expect(ok);
+            assert_eq!(s.as_str(), ok);
+        }
+        let s: CgroupScope = "/a/b".parse().expect("parse");
+        assert_eq!(s.components().collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn refuses_scope_syntax_errors_naming_the_scope() {
+        let long_component = format!("/{}", "a".repeat(256));
+        for (bad, why) in [
+            ("agents.slice", "absolute"),
+            ("", "absolute"),
+            ("/", "root cgroup"),
+            ("/a//b", "empty component"),
+            ("/a/", "empty component"),
+            ("/a/../b", ".."),
+            ("/a/./b", ".."),
+            ("/a\nb", "control"),
+            (long_component.as_str(), "255"),
+        ] {
+            let err = bad.parse::<CgroupScope>().expect_err(bad);
+            assert!(matches!(err, ArtifactError::Scope { .. }), "{bad:?}: {err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains("invalid scope") && msg.contains(why), "{bad:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn refuses_oversized_input_before_parsing() {
+        let huge = vec![b' '; MAX_ARTIFACT_BYTES + 1];
+        let err = Envelope::parse(&huge).expect_err("too large");
+        assert!(matches!(err, ArtifactError::TooLarge { .. }), "{err:?}");
+        assert!(err.to_string().contains("over the limit"), "{err}");
+    }
+
+    #[test]
+    fn refuses_malformed_envelopes_naming_the_problem() {
+        let good = testkit::signed_bundle(&testkit::bundle(), &[1]);
+        let text = String::from_utf8(good.clone()).expect("utf8");
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"not json".to_vec(), "malformed envelope"),
+            (b"{}".to_vec(), "missing field"),
+            ([good.as_slice(), b"x"].concat(), "trailing"),
+            (text.replacen("\"payload\":\"", "\"payload\":\"!", 1).into_bytes(), "base64"),
+            (text.replacen("\"keyid\":\"", "\"keyid\":\"zz", 1).into_bytes(), "key id"),
+            (text.replacen("\"sig\":\"", "\"sig\":\"AAAA", 1).into_bytes(), "64"),
+        ];
+        for (bytes, needle) in cases {
+            let err = Envelope::parse(&bytes).expect_err(needle);
+            assert!(matches!(err, ArtifactError::Malformed { .. }), "{needle}: {err:?}");
+            assert!(err.to_string().contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn refuses_too_many_signatures() {
+        let mut env = Envelope::new(ArtifactKind::Bundle, b"{}".to_vec());
+        let sig = EnvelopeSignature { key_id: testkit::key(1).key_id(), sig: [0; 64] };
+        env.signatures = vec![sig; MAX_SIGNATURES + 1];
+        let err = Envelope::parse(&env.to_bytes()).expect_err("too many");
+        assert!(err.to_string().contains("signatures, at most"), "{err}");
+    }
+
+    #[test]
+    fn refuses_unknown_fields_naming_their_path() {
+        let good = testkit::signed_bundle(&testkit::bundle(), &[1]);
+        let text = String::from_utf8(good).expect("utf8");
+        let env = text.replacen('{', "{\"extra\":1,", 1);
+        let err = Envelope::parse(env.as_bytes()).expect_err("envelope field");
+        assert!(matches!(err, ArtifactError::UnknownField { .. }), "{err:?}");
+        assert!(err.to_string().contains("unknown field `extra` in the envelope"), "{err}");
+
+        let payload = String::from_utf8(testkit::bundle().to_payload().expect("p")).expect("utf8");
+        let payload = payload.replacen("\"digest\":", "\"colour\":\"red\",\"digest\":", 1);
+        let err = Bundle::from_payload(payload.as_bytes()).expect_err("grant field");
+        assert!(
+            err.to_string().contains("unknown field `grants.0.colour` in the bundle payload"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_payload_types_and_versions() {
+        for found in ["application/vnd.enforcer.bundle.v2+json", "text/plain", ""] {
+            let err = ArtifactKind::from_payload_type(found).expect_err(found);
+            assert!(matches!(err, ArtifactError::UnknownSchema { .. }), "{err:?}");
+            assert!(err.to_string().contains("unknown artifact type or schema version"), "{err}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_grant_digests_naming_the_grant() {
+        let payload = String::from_utf8(testkit::bundle().to_payload().expect("p")).expect("utf8");
+        let payload = payload.replacen("\"digest\":\"sha256:", "\"digest\":\"sha256:zz", 1);
+        let err = Bundle::from_payload(payload.as_bytes()).expect_err("digest");
+        assert!(matches!(err, ArtifactError::Digest { .. }), "{err:?}");
+        assert!(err.to_string().contains("invalid digest in grant 0"), "{err}");
+    }
+
+    #[test]
+    fn refuses_bundles_that_break_the_rules() {
+        let mut b = testkit::bundle();
+        b.issuer = "ops team".into();
+        assert!(b.to_payload().expect_err("label").to_string().contains("invalid issuer"));
+        let mut b = testkit::bundle();
+        b.not_before = b.not_after + 1;
+        assert!(b.to_payload().expect_err("window").to_string().contains("not_before"));
+        let mut b = testkit::bundle();
+        b.scopes.clear();
+        assert!(b.to_payload().expect_err("scopes").to_string().contains("at least one scope"));
+        let mut b = testkit::bundle();
+        b.scopes.push(b.scopes[0].clone());
+        assert!(b.to_payload().expect_err("dup").to_string().contains("listed twice"));
+        let mut b = testkit::bundle();
+        b.grants[0].name = Some("a\u{1b}[31m".into());
+        assert!(b.to_payload().expect_err("ctl").to_string().contains("control character"));
+    }
+
+    #[test]
+    fn refuses_unknown_modes_naming_the_value() {
+        let payload = String::from_utf8(testkit::bundle().to_payload().expect("p")).expect("utf8");
+        let payload = payload.replacen("\"enforce\"", "\"audit\"", 1);
+        let err = Bundle::from_payload(payload.as_bytes()).expect_err("mode");
+        assert!(err.to_string().contains("unknown variant `audit`"), "{err}");
+    }
+
+    #[test]
+    fn grants_never_outlive_their_bundle() {
+        let g = Grant { digest: FileDigest::of_bytes(b""), name: None, not_after: Some(50) };
+        assert!(g.is_live(50, 100));
+        assert!(!g.is_live(51, 100));
+        let g = Grant { not_after: Some(500), ..g };
+        assert!(!g.is_live(101, 100));
+    }
+
+    #[test]
+    fn error_messages_cut_hostile_strings() {
+        let long = "x".repeat(10_000);
+        let err = format!("/{long}").parse::<CgroupScope>().expect_err("long");
+        assert!(err.to_string().len() < 300, "{err}");
+    }
+}
