@@ -126,6 +126,7 @@ impl Enforcement {
     /// enforcement; otherwise loads, attaches and pins them.
     pub fn open_or_load(pin_dir: &Path) -> Result<Self, KernelError> {
         if is_pinned(pin_dir) {
+            tracing::info!(pin_dir = %pin_dir.display(), "reusing pinned LSM program and maps");
             Self::open_pinned(pin_dir)
         } else {
             Self::load(pin_dir)
@@ -178,7 +179,8 @@ impl Enforcement {
         })
     }
 
-    fn open_pinned(pin_dir: &Path) -> Result<Self, KernelError> {
+    /// Opens the pinned maps of a running enforcement without loading anything.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, KernelError> {
         let open = |name: &'static str| {
             let path = pin_dir.join(name);
             MapData::from_pin(&path).map_err(|source| KernelError::OpenPinned {
@@ -192,7 +194,7 @@ impl Enforcement {
         let events = RingBuf::try_from(Map::RingBuf(open(names::EVENTS)?)).map_err(map_err("event"))?;
         let dropped = PerCpuArray::try_from(Map::PerCpuArray(open(names::DROPPED)?))
             .map_err(map_err("drop counter"))?;
-        tracing::info!(pin_dir = %pin_dir.display(), "reusing pinned LSM program and maps");
+        tracing::debug!(pin_dir = %pin_dir.display(), "opened pinned maps");
         Ok(Self {
             pin_dir: pin_dir.into(),
             attachment: Attachment::Reused,

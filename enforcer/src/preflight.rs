@@ -115,11 +115,12 @@ pub enum SelfTestError {
 
 /// Proves, on this kernel, that the attached program allows a granted exec and denies an
 /// ungranted one: a throwaway scope grants the agent's own binary, which is then executed
-/// in it with and without the grant. The maps are restored afterwards.
+/// in it with and without the grant. The maps are restored afterwards. Returns the
+/// throwaway scope's cgroup id, so its two decisions can be labelled.
 pub fn self_test(
     enforcement: &mut crate::kernel::Enforcement,
     cgroup_root: &Path,
-) -> Result<(), SelfTestError> {
+) -> Result<u64, SelfTestError> {
     use crate::digest::FileDigest;
     use enforcer_common::{Grant, GrantKey, ScopePolicy};
 
@@ -158,7 +159,7 @@ pub fn self_test(
             Err(e) => return Err(SelfTestError::GrantedDenied { detail: e.to_string() }),
         }
         match without_grant? {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(id),
             Err(e) => Err(setup("ungranted trial exec", &e)),
             Ok(status) => Err(SelfTestError::UngrantedAllowed(status.to_string())),
         }

@@ -81,10 +81,13 @@ fn load(args: &LoadArgs) -> anyhow::Result<(Enforcement, Labels)> {
         "using an UNSIGNED local policy file: for development and tests only"
     );
     let mut enforcement = Enforcement::open_or_load(&args.location.pin_dir)?;
-    if !args.skip_self_test {
-        preflight::self_test(&mut enforcement, &args.location.cgroup_root)?;
+    let self_test_scope = if args.skip_self_test {
+        None
+    } else {
+        let id = preflight::self_test(&mut enforcement, &args.location.cgroup_root)?;
         tracing::info!("self-test passed: granted exec allowed, ungranted exec denied");
-    }
+        Some(id)
+    };
     let desired = kernel::resolve(&policy, &args.location.cgroup_root)?;
     let stats = enforcement.apply(&desired)?;
     tracing::info!(
@@ -95,7 +98,11 @@ fn load(args: &LoadArgs) -> anyhow::Result<(Enforcement, Labels)> {
         reused = enforcement.attachment() == Attachment::Reused,
         "policy applied"
     );
-    Ok((enforcement, Labels::new(&policy, &desired, &args.location.cgroup_root)))
+    let mut labels = Labels::new(&policy, &desired, &args.location.cgroup_root);
+    if let Some(id) = self_test_scope {
+        labels.scopes.insert(id, "(startup self-test)".into());
+    }
+    Ok((enforcement, labels))
 }
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
@@ -254,7 +261,7 @@ pub fn status_command(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::from(3));
     }
-    let enforcement = Enforcement::open_or_load(pin_dir)?;
+    let enforcement = Enforcement::open_pinned(pin_dir)?;
     let state = enforcement.read()?;
     let dropped = enforcement.dropped_events()?;
     let mut scopes: Vec<_> = state
