@@ -1,1 +1,175 @@
-fn main() {}
+//! `cargo xtask <verb>`: the one entry point for every workflow of this workspace.
+//!
+//! Everything that needs root-only kernel features (BPF LSM) runs in a qemu VM booted from a
+//! Debian kernel and an initramfs this tool packs; the host only builds and orchestrates.
+
+mod build;
+mod cmd;
+mod host_tests;
+mod initramfs;
+mod kernels;
+mod qemu;
+mod setup;
+mod vm;
+mod workspace;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::kernels::KernelSpec;
+use crate::workspace::Workspace;
+
+/// Workflows for the enforcer workspace. Start with `cargo xtask setup`, then
+/// `cargo xtask test` runs every test.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the host tools (Debian packages, bpf-linker) and download the VM test kernels
+    /// into target/kernels. Installs only what is missing; a second run needs no network.
+    Setup,
+    /// Build the agent, the VM test runner and its fixtures (release mode).
+    Build,
+    /// Boot each kernel in qemu and run the VM scenarios there. A kernel that cannot run
+    /// (download failed, BPF LSM not active, crash, timeout) counts as a failure.
+    VmTest(VmTestArgs),
+    /// Boot one kernel and run vm-tests/demo.sh inside it, showing its output.
+    Demo(DemoArgs),
+    /// Run every test: host unit tests, then the VM tests on every default kernel.
+    Test(VmTimeout),
+}
+
+#[derive(Args)]
+struct VmTestArgs {
+    /// Kernel to boot; repeat for several. Default: every kernel known to run BPF LSM
+    /// (6.1, 6.12, 6.19).
+    #[arg(long = "kernel", value_name = "NAME", value_parser = kernels::parse_name)]
+    kernels: Vec<&'static KernelSpec>,
+    /// Run only the scenarios whose name contains this text.
+    #[arg(long, value_name = "NAME")]
+    filter: Option<String>,
+    #[command(flatten)]
+    timeout: VmTimeout,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Kernel to boot.
+    #[arg(long, value_name = "NAME", value_parser = kernels::parse_name, default_value = kernels::DEFAULT[0])]
+    kernel: &'static KernelSpec,
+    #[command(flatten)]
+    timeout: VmTimeout,
+}
+
+#[derive(Args)]
+struct VmTimeout {
+    /// Seconds a VM may run before it is killed and counted as failed.
+    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    seconds: u64,
+}
+
+impl VmTimeout {
+    fn duration(&self) -> Duration {
+        Duration::from_secs(self.seconds)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            // `{:#}` prints the whole context chain: what failed and why.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let ws = Workspace::load()?;
+    match cli.command {
+        Command::Setup => {
+            setup::host()?;
+            kernels::ensure_all(&ws, kernels::KNOWN)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build => {
+            build::build(&ws)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VmTest(args) => {
+            setup::host()?;
+            build::build(&ws)?;
+            let kernels = if args.kernels.is_empty() {
+                kernels::defaults()
+            } else {
+                args.kernels
+            };
+            let tally = vm::test(
+                &ws,
+                &kernels,
+                args.filter.as_deref(),
+                args.timeout.duration(),
+            )?;
+            Ok(finish("vm-test", tally))
+        }
+        Command::Demo(args) => {
+            setup::host()?;
+            build::build(&ws)?;
+            let code = vm::demo(&ws, args.kernel, args.timeout.duration())?;
+            Ok(ExitCode::from(code))
+        }
+        Command::Test(timeout) => {
+            setup::host()?;
+            let host = host_tests::run(&ws)?;
+            build::build(&ws)?;
+            let vm = vm::test(&ws, &kernels::defaults(), None, timeout.duration())?;
+            println!("host tests: {host}");
+            println!("vm tests: {vm}");
+            Ok(finish("test", host + vm))
+        }
+    }
+}
+
+/// Counts of passed and failed tests, added up across host and VM runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+impl std::ops::Add for Tally {
+    type Output = Tally;
+    fn add(self, other: Tally) -> Tally {
+        Tally {
+            passed: self.passed + other.passed,
+            failed: self.failed + other.failed,
+        }
+    }
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} passed, {} failed", self.passed, self.failed)
+    }
+}
+
+/// Prints the final `N passed, N failed` line and turns it into the exit code.
+fn finish(verb: &str, tally: Tally) -> ExitCode {
+    println!("{verb}: {tally}");
+    if tally.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

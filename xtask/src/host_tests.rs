@@ -1,0 +1,86 @@
+//! The host half of `cargo xtask test`: `cargo test` on the default workspace members,
+//! streamed, with the libtest summaries added up.
+
+use std::process::Stdio;
+use std::sync::mpsc;
+
+use anyhow::{Context, Result};
+
+use crate::Tally;
+use crate::cmd;
+use crate::workspace::{Workspace, cargo};
+
+pub fn run(ws: &Workspace) -> Result<Tally> {
+    // --no-fail-fast: one failing test binary must not hide the others' results.
+    let mut test = cargo();
+    test.current_dir(&ws.root)
+        .args(["test", "--no-fail-fast"])
+        .stdout(Stdio::piped());
+    let mut child = test
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", cmd::display(&test)))?;
+    let (tx, rx) = mpsc::channel();
+    let reader = child
+        .stdout
+        .take()
+        .map(|out| cmd::forward_lines(out, tx, |line| line));
+    let mut tally = Tally::default();
+    for line in rx {
+        println!("{line}");
+        if let Some(result) = parse_summary(&line) {
+            tally = tally + result;
+        }
+    }
+    let status = child.wait().context("cannot wait for cargo test")?;
+    if let Some(reader) = reader {
+        let _ = reader.join();
+    }
+    if !status.success() && tally.failed == 0 {
+        // A build error or a crashed test binary prints no failed count of its own.
+        eprintln!(
+            "host tests: `cargo test` failed ({status}) without a failing test; counted as one failure"
+        );
+        tally.failed += 1;
+    }
+    Ok(tally)
+}
+
+/// libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
+fn parse_summary(line: &str) -> Option<Tally> {
+    let (_, counts) = line.strip_prefix("test result: ")?.split_once(". ")?;
+    let mut tally = Tally::default();
+    for part in counts.split("; ") {
+        match part.split_once(' ') {
+            Some((n, "passed")) => tally.passed = n.parse().ok()?,
+            Some((n, "failed")) => tally.failed = n.parse().ok()?,
+            _ => {}
+        }
+    }
+    Some(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_summaries() {
+        let ok = "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(
+            parse_summary(ok),
+            Some(Tally {
+                passed: 12,
+                failed: 0
+            })
+        );
+        let bad = "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!(
+            parse_summary(bad),
+            Some(Tally {
+                passed: 3,
+                failed: 2
+            })
+        );
+        assert_eq!(parse_summary("running 3 tests"), None);
+    }
+}

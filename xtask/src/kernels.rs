@@ -1,0 +1,450 @@
+//! Debian kernels for the VM tests, cached in `target/kernels/<name>/` as `vmlinuz`, `config`
+//! (when Debian still publishes it) and a `package` marker. Package names are resolved with a
+//! private apt state under `target/apt/<suite>/`, so the system's sources are never touched
+//! and a cached kernel needs no network.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd;
+use crate::workspace::Workspace;
+
+pub struct KernelSpec {
+    pub name: &'static str,
+    /// The Debian suite (component `main`) that publishes it.
+    suite: &'static str,
+    image: Image,
+}
+
+/// How to find the package that holds `/boot/vmlinuz-*`.
+enum Image {
+    /// The dependency of a metapackage whose name starts with `prefix`.
+    DependencyOf {
+        meta: &'static str,
+        prefix: &'static str,
+    },
+    /// The newest `<prefix><x.y.z>+<tag>-amd64` (no flavour such as `-cloud` or `-rt`).
+    Newest {
+        prefix: &'static str,
+        tag: &'static str,
+    },
+}
+
+pub const KNOWN: &[KernelSpec] = &[
+    KernelSpec {
+        name: "6.1",
+        suite: "bookworm",
+        image: Image::DependencyOf {
+            meta: "linux-image-amd64",
+            prefix: "linux-image-6.1.",
+        },
+    },
+    KernelSpec {
+        name: "6.12",
+        suite: "bookworm-backports",
+        image: Image::Newest {
+            prefix: "linux-image-6.12.",
+            tag: "deb12",
+        },
+    },
+    // 6.19's image package is split: linux-binary-* holds vmlinuz, linux-base-* the config.
+    KernelSpec {
+        name: "6.19",
+        suite: "trixie-backports",
+        image: Image::Newest {
+            prefix: "linux-binary-6.19.",
+            tag: "deb13",
+        },
+    },
+];
+
+/// Kernels `vm-test` and `test` boot by default: each was seen booting with BPF LSM active.
+pub const DEFAULT: &[&str] = &["6.1", "6.12", "6.19"];
+
+const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+const MIRROR: &str = "http://deb.debian.org/debian";
+const MARKER: &str = "package";
+
+/// clap value parser for `--kernel`.
+pub fn parse_name(name: &str) -> Result<&'static KernelSpec, String> {
+    KNOWN.iter().find(|k| k.name == name).ok_or_else(|| {
+        let known: Vec<_> = KNOWN.iter().map(|k| k.name).collect();
+        format!(
+            "unknown kernel `{name}`; known kernels: {}",
+            known.join(", ")
+        )
+    })
+}
+
+pub fn defaults() -> Vec<&'static KernelSpec> {
+    KNOWN.iter().filter(|k| DEFAULT.contains(&k.name)).collect()
+}
+
+/// A kernel ready to boot.
+pub struct Kernel {
+    pub vmlinuz: PathBuf,
+    pub config: Option<PathBuf>,
+    /// What the marker records: package, version, where the config came from.
+    pub package: String,
+}
+
+impl Kernel {
+    /// The built-in LSM order (`CONFIG_LSM`), when the config is known.
+    pub fn config_lsm(&self) -> Result<Option<String>> {
+        let Some(path) = &self.config else {
+            return Ok(None);
+        };
+        let text =
+            fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(parse_config_lsm(&text))
+    }
+}
+
+fn parse_config_lsm(config: &str) -> Option<String> {
+    let value = config.lines().find_map(|l| l.strip_prefix("CONFIG_LSM="))?;
+    Some(value.trim().trim_matches('"').to_owned())
+}
+
+/// Makes sure every kernel in `specs` is cached, trying all before reporting failures.
+pub fn ensure_all(ws: &Workspace, specs: &[KernelSpec]) -> Result<()> {
+    let mut failed = Vec::new();
+    for spec in specs {
+        if let Err(err) = ensure(ws, spec) {
+            eprintln!("setup: kernel {}: {err:#}", spec.name);
+            failed.push(spec.name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "could not download kernel(s) {}; see the messages above",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The cached kernel, downloading it first if needed.
+pub fn ensure(ws: &Workspace, spec: &KernelSpec) -> Result<Kernel> {
+    let dir = ws.target.join("kernels").join(spec.name);
+    if let Some(kernel) = cached(&dir) {
+        println!("setup: kernel {} cached ({})", spec.name, kernel.package);
+        return Ok(kernel);
+    }
+    println!(
+        "setup: downloading kernel {} from Debian {}",
+        spec.name, spec.suite
+    );
+    download(ws, spec, &dir)?;
+    let kernel = cached(&dir).context("the download finished but left no kernel behind")?;
+    println!("setup: kernel {} ready ({})", spec.name, kernel.package);
+    Ok(kernel)
+}
+
+fn cached(dir: &Path) -> Option<Kernel> {
+    let vmlinuz = dir.join("vmlinuz");
+    // The marker is written last, so its presence means the copy finished.
+    let package = fs::read_to_string(dir.join(MARKER)).ok()?;
+    let config = dir.join("config");
+    vmlinuz.is_file().then(|| Kernel {
+        vmlinuz,
+        config: config.is_file().then_some(config),
+        package: package.lines().collect::<Vec<_>>().join(", "),
+    })
+}
+
+fn download(ws: &Workspace, spec: &KernelSpec, dir: &Path) -> Result<()> {
+    let apt = Apt::new(&ws.target.join("apt").join(spec.suite), spec.suite)?;
+    apt.update()?;
+    let image = resolve(&apt, &spec.image)?;
+
+    let work = ws
+        .target
+        .join("kernels")
+        .join(format!(".{}.tmp", spec.name));
+    recreate_dir(&work)?;
+    let tree = work.join("tree");
+    let version = apt.fetch(&image, &work, &tree)?;
+    let vmlinuz = find_vmlinuz(&tree.join("boot"))?;
+    let release = vmlinuz
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .context("vmlinuz file name has no kernel release")?
+        .to_owned();
+
+    // Split packages keep the config in linux-base-<release>, which Debian removes from
+    // the archive before the signed binary; then we boot without it (the VM itself checks
+    // that BPF LSM is active).
+    let mut config = Some(tree.join("boot").join(format!("config-{release}")));
+    let mut config_from = image.clone();
+    if !config.as_ref().is_some_and(|c| c.is_file()) {
+        let base = format!("linux-base-{release}");
+        config = None;
+        config_from = format!("none ({base} is not in the archive)");
+        if apt.knows(&base)? {
+            apt.fetch(&base, &work, &tree)?;
+            let path = tree.join("usr/lib/modules").join(&release).join("config");
+            if path.is_file() {
+                config = Some(path);
+                config_from = base;
+            }
+        }
+    }
+
+    recreate_dir(dir)?;
+    copy(&vmlinuz, &dir.join("vmlinuz"))?;
+    if let Some(config) = &config {
+        copy(config, &dir.join("config"))?;
+    }
+    let marker = format!("{image} {version}\nconfig: {config_from}\n");
+    fs::write(dir.join(MARKER), marker)
+        .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))?;
+    fs::remove_dir_all(&work).with_context(|| format!("cannot remove {}", work.display()))
+}
+
+fn find_vmlinuz(boot: &Path) -> Result<PathBuf> {
+    let entries = fs::read_dir(boot)
+        .with_context(|| format!("the package has no /boot ({})", boot.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("vmlinuz-"))
+        {
+            return Ok(path);
+        }
+    }
+    bail!("the package has no /boot/vmlinuz-*")
+}
+
+fn resolve(apt: &Apt, image: &Image) -> Result<String> {
+    match image {
+        Image::DependencyOf { meta, prefix } => {
+            let depends = apt
+                .field(meta, "Depends")?
+                .with_context(|| format!("{meta} has no Depends field"))?;
+            dependency_with_prefix(&depends, prefix).with_context(|| {
+                format!("{meta} does not depend on a {prefix}* package (Depends: {depends})")
+            })
+        }
+        Image::Newest { prefix, tag } => {
+            let names = apt.names_starting_with(prefix)?;
+            newest(&names, prefix, tag)
+                .with_context(|| format!("no {prefix}*+{tag}-amd64 package in {}", apt.suite))
+        }
+    }
+}
+
+/// The package named `prefix...-amd64` in a Depends field (`a (= 1), b | c`).
+fn dependency_with_prefix(depends: &str, prefix: &str) -> Option<String> {
+    depends
+        .split([',', '|'])
+        .filter_map(|dep| dep.split_whitespace().next())
+        .find(|name| name.starts_with(prefix) && name.ends_with("-amd64"))
+        .map(str::to_owned)
+}
+
+/// The highest `<prefix><x.y.z>+<tag>-amd64` among `names`.
+fn newest(names: &[String], prefix: &str, tag: &str) -> Option<String> {
+    let version_of = |name: &str| -> Option<Vec<u32>> {
+        let middle = name
+            .strip_prefix("linux-")?
+            .split_once('-')?
+            .1
+            .strip_suffix("-amd64")?;
+        // A dash left in the middle is a flavour (`-cloud`, `-rt`): not the plain kernel.
+        let (upstream, deb) = middle.split_once('+')?;
+        if middle.contains('-') || !deb.starts_with(tag) {
+            return None;
+        }
+        upstream.split('.').map(|part| part.parse().ok()).collect()
+    };
+    names
+        .iter()
+        .filter(|n| n.starts_with(prefix))
+        .filter_map(|n| Some((version_of(n)?, n)))
+        .max()
+        .map(|(_, n)| n.clone())
+}
+
+/// apt-get and apt-cache on a private state directory with one suite as their only source.
+struct Apt {
+    dir: PathBuf,
+    suite: &'static str,
+}
+
+impl Apt {
+    fn new(dir: &Path, suite: &'static str) -> Result<Apt> {
+        if !Path::new(KEYRING).is_file() {
+            bail!("{KEYRING} is missing: install the debian-archive-keyring package");
+        }
+        for sub in ["lists/partial", "cache/archives/partial"] {
+            fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
+        }
+        let sources = format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n");
+        fs::write(dir.join("sources.list"), sources)
+            .with_context(|| format!("cannot write {}/sources.list", dir.display()))?;
+        Ok(Apt {
+            dir: dir.to_owned(),
+            suite,
+        })
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        let opt = |name: &str, value: &Path| format!("{name}={}", value.display());
+        for option in [
+            opt("Dir::Etc::SourceList", &self.dir.join("sources.list")),
+            opt("Dir::Etc::SourceParts", Path::new("/dev/null")),
+            opt("Dir::Etc::Preferences", Path::new("/dev/null")),
+            opt("Dir::Etc::PreferencesParts", Path::new("/dev/null")),
+            opt("Dir::State::Lists", &self.dir.join("lists")),
+            opt("Dir::Cache", &self.dir.join("cache")),
+            // Downloads land in our own directory; the _apt sandbox user may not reach it.
+            "APT::Sandbox::User=root".to_owned(),
+            "Acquire::Languages=none".to_owned(),
+        ] {
+            cmd.arg("-o").arg(option);
+        }
+        cmd.arg("-q");
+        cmd
+    }
+
+    fn update(&self) -> Result<()> {
+        cmd::run(self.command("apt-get").arg("update"))
+            .with_context(|| format!("cannot fetch the package lists of Debian {}", self.suite))
+    }
+
+    fn names_starting_with(&self, prefix: &str) -> Result<Vec<String>> {
+        let out = cmd::stdout(self.command("apt-cache").args(["pkgnames", prefix]))?;
+        Ok(out.lines().map(str::to_owned).collect())
+    }
+
+    fn knows(&self, package: &str) -> Result<bool> {
+        Ok(self
+            .names_starting_with(package)?
+            .iter()
+            .any(|n| n == package))
+    }
+
+    /// One field of the candidate version's record.
+    fn field(&self, package: &str, field: &str) -> Result<Option<String>> {
+        let out =
+            cmd::stdout(
+                self.command("apt-cache")
+                    .args(["show", "--no-all-versions", package]),
+            )?;
+        let prefix = format!("{field}: ");
+        Ok(out
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(str::to_owned))
+    }
+
+    /// Downloads `package` into `work`, unpacks it into `tree` and returns its version.
+    fn fetch(&self, package: &str, work: &Path, tree: &Path) -> Result<String> {
+        cmd::run(
+            self.command("apt-get")
+                .arg("download")
+                .arg(package)
+                .current_dir(work),
+        )
+        .with_context(|| format!("cannot download {package} from Debian {}", self.suite))?;
+        let deb = fs::read_dir(work)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                name.starts_with(&format!("{package}_")) && name.ends_with(".deb")
+            })
+            .with_context(|| format!("apt-get download left no {package}_*.deb"))?;
+        let version = cmd::stdout(
+            Command::new("dpkg-deb")
+                .args(["-f"])
+                .arg(&deb)
+                .arg("Version"),
+        )?;
+        cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(tree))?;
+        fs::remove_file(&deb).with_context(|| format!("cannot remove {}", deb.display()))?;
+        Ok(version.trim().to_owned())
+    }
+}
+
+fn recreate_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to)
+        .map(drop)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn newest_plain_flavour_by_numeric_version() {
+        let list = names(&[
+            "linux-image-6.12.9+deb12-amd64",
+            "linux-image-6.12.95+deb12-amd64",
+            "linux-image-6.12.95+deb12-amd64-dbg",
+            "linux-image-6.12.96+deb12-cloud-amd64",
+            "linux-image-6.12.99+deb13-amd64",
+            "linux-image-6.13.1+deb12-amd64",
+        ]);
+        assert_eq!(
+            newest(&list, "linux-image-6.12.", "deb12").as_deref(),
+            Some("linux-image-6.12.95+deb12-amd64")
+        );
+        let list = names(&[
+            "linux-binary-6.19.8+deb13-amd64",
+            "linux-binary-6.19.14+deb13-amd64",
+        ]);
+        assert_eq!(
+            newest(&list, "linux-binary-6.19.", "deb13").as_deref(),
+            Some("linux-binary-6.19.14+deb13-amd64")
+        );
+        assert_eq!(newest(&[], "linux-image-6.12.", "deb12"), None);
+    }
+
+    #[test]
+    fn dependency_of_metapackage() {
+        let depends = "linux-image-6.1.0-50-amd64 (= 6.1.176-1)";
+        assert_eq!(
+            dependency_with_prefix(depends, "linux-image-6.1.").as_deref(),
+            Some("linux-image-6.1.0-50-amd64")
+        );
+        let newer = "linux-base-amd64 (= 7.3.4-1), linux-image-7.3.4+deb13-amd64 (= 7.3.4-1)";
+        assert_eq!(dependency_with_prefix(newer, "linux-image-6.1."), None);
+    }
+
+    #[test]
+    fn config_lsm() {
+        let config = "CONFIG_LSM_MMAP_MIN_ADDR=65536\nCONFIG_LSM=\"landlock,lockdown,bpf\"\n";
+        assert_eq!(
+            parse_config_lsm(config).as_deref(),
+            Some("landlock,lockdown,bpf")
+        );
+        assert_eq!(parse_config_lsm("# CONFIG_LSM is not set\n"), None);
+    }
+
+    #[test]
+    fn unknown_kernel_lists_known_ones() {
+        let err = parse_name("5.4").err().unwrap_or_default();
+        assert!(err.contains("6.1, 6.12, 6.19"), "{err}");
+        assert!(parse_name("6.12").is_ok());
+    }
+}

@@ -1,0 +1,190 @@
+//! Host tools: Debian packages and bpf-linker. Each is checked first so a second run does
+//! nothing; installing needs Debian and root, otherwise we print the command to run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd;
+use crate::workspace::cargo;
+
+/// Debian 12 packages the workflows need: Debian's rustc with library source builds the
+/// eBPF crate (rustup has no rust-src here), LLVM 22 is what bpf-linker links against, and
+/// qemu + busybox-static + cpio boot the VM tests.
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Any 0.13 patch release links our object the same way.
+const BPF_LINKER_ACCEPTED: &str = "bpf-linker 0.13.";
+
+pub fn host() -> Result<()> {
+    packages()?;
+    bpf_linker()
+}
+
+fn packages() -> Result<()> {
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        println!("setup: Debian packages present");
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    let is_debian = Path::new("/etc/debian_version").exists();
+    if !is_debian {
+        bail!(
+            "missing packages: {list}. This is not Debian: install the equivalents with your \
+             package manager, or use Debian 12 where `cargo xtask setup` installs them as root"
+        );
+    }
+    if effective_uid()? != 0 {
+        bail!(
+            "missing Debian packages: {list}. Install them as root, then run `cargo xtask \
+             setup` again:\n  sudo apt-get update && sudo apt-get install -y \
+             --no-install-recommends {list}"
+        );
+    }
+    println!("setup: installing {list}");
+    cmd::run(apt_get().arg("update"))?;
+    cmd::run(
+        apt_get()
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing),
+    )?;
+    let still = missing_packages()?;
+    if !still.is_empty() {
+        bail!(
+            "apt-get reported success but these are still not installed: {}",
+            still.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn apt_get() -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["-q", "-o", "Dpkg::Use-Pty=0"])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+fn missing_packages() -> Result<Vec<&'static str>> {
+    // dpkg-query exits non-zero when a package is unknown; the status lines it does print
+    // are what matter, so read them whatever the exit status.
+    let out = cmd::capture(
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Package} ${Status}\\n"])
+            .args(PACKAGES),
+    )
+    .context("cannot ask dpkg which packages are installed (is this Debian?)")?;
+    let installed = String::from_utf8_lossy(&out.stdout);
+    Ok(PACKAGES
+        .iter()
+        .copied()
+        .filter(|pkg| !installed.lines().any(|l| is_installed_line(l, pkg)))
+        .collect())
+}
+
+/// A `dpkg-query -f '${Package} ${Status}'` line saying `pkg` is fully installed.
+/// Multi-arch packages print as `name:arch`.
+fn is_installed_line(line: &str, pkg: &str) -> bool {
+    let Some((name, status)) = line.split_once(' ') else {
+        return false;
+    };
+    let name = name.split(':').next().unwrap_or(name);
+    name == pkg && status == "install ok installed"
+}
+
+fn bpf_linker() -> Result<()> {
+    if let Some(version) = bpf_linker_version() {
+        if version.starts_with(BPF_LINKER_ACCEPTED) {
+            println!("setup: {version} present");
+            return Ok(());
+        }
+        println!("setup: found {version}, replacing it with {BPF_LINKER_VERSION}");
+    }
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+    // Without LLVM_PREFIX the build finds Debian's default LLVM 14 and fails.
+    cmd::run(
+        cargo()
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", "llvm-22"]),
+    )
+    .context("cannot build bpf-linker; llvm-22-dev, libpolly-22-dev and libzstd-dev are needed")?;
+    match bpf_linker_version() {
+        Some(v) if v.starts_with(BPF_LINKER_ACCEPTED) => Ok(()),
+        _ => bail!(
+            "bpf-linker was installed into {} but that directory is not on PATH: add it",
+            cargo_bin_dir().display()
+        ),
+    }
+}
+
+/// `bpf-linker --version` from PATH, or from cargo's bin directory when PATH lacks it
+/// (a fresh rustup shell), so an installed linker is never rebuilt.
+fn bpf_linker_version() -> Option<String> {
+    let candidates = [
+        PathBuf::from("bpf-linker"),
+        cargo_bin_dir().join("bpf-linker"),
+    ];
+    candidates.iter().find_map(|program| {
+        let out = Command::new(program).arg("--version").output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    })
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    home.unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+/// The effective uid, from /proc so no unsafe libc call is needed.
+fn effective_uid() -> Result<u32> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .context("cannot read /proc/self/status to check for root")?;
+    parse_effective_uid(&status).context("no Uid line in /proc/self/status")
+}
+
+fn parse_effective_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installed_lines() {
+        assert!(is_installed_line("cpio install ok installed", "cpio"));
+        assert!(is_installed_line(
+            "libzstd-dev:amd64 install ok installed",
+            "libzstd-dev"
+        ));
+        assert!(!is_installed_line("cpio deinstall ok config-files", "cpio"));
+        assert!(!is_installed_line("cpio-doc install ok installed", "cpio"));
+        assert!(!is_installed_line("", "cpio"));
+    }
+
+    #[test]
+    fn effective_uid_is_the_second_field() {
+        let status = "Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
+        assert_eq!(parse_effective_uid(status), Some(0));
+        assert_eq!(parse_effective_uid("Name:\tx\n"), None);
+    }
+}
