@@ -108,6 +108,12 @@ impl PolicyState {
             .map_err(|problem| StateError::Corrupt { path: path.to_owned(), problem })
     }
 
+    /// Reads the state recorded in the state directory `dir`, without locking it: for
+    /// read-only checks such as `enforcer bundle verify --state`.
+    pub fn load_dir(dir: &Path) -> Result<Self, StateError> {
+        Self::load(&dir.join(STATE_FILE))
+    }
+
     fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         let wire: StateWire = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if wire.version != STATE_VERSION {

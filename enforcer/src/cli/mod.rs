@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod security;
 
 /// Execution enforcer: inside governed cgroups, only programs covered by a live, signed
 /// authorization may run. Everything else is denied in the kernel.
@@ -32,6 +33,9 @@ pub enum Commands {
     Status(agent::StatusArgs),
     /// Stop enforcing: remove the pinned program and maps. The operator's way out.
     Unload(agent::Location),
+    /// The security team's commands: key, bundle and revoke.
+    #[command(flatten)]
+    Security(security::SecurityCommand),
 }
 
 /// Sets up structured logging on stderr; RUST_LOG wins over `-v`.
@@ -59,5 +63,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Run(args) => agent::run_command(&args),
         Commands::Status(args) => agent::status_command(&args),
         Commands::Unload(args) => agent::unload_command(&args),
+        Commands::Security(cmd) => security::run(cmd),
     }
 }

@@ -1,0 +1,671 @@
+//! The security team's commands: signing keys, authorization bundles and revocations.
+//!
+//! The workflow they teach: each signer generates a key once; the trust store lists the
+//! public keys, their roles and how many must sign; someone creates an unsigned bundle;
+//! each signer adds a signature; anyone verifies it against the trust store before it is
+//! handed to the agent.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+
+use crate::artifact::{
+    ArtifactId, ArtifactKind, Bundle, CgroupScope, Envelope, Grant, Mode, OnRevoke, Revocation,
+    RevocationTarget, format_time, from_unix_seconds, unix_seconds,
+};
+use crate::digest::FileDigest;
+use crate::state::{Accepted, PolicyState, write_atomic};
+use crate::trust::{KeyId, SigningKey, TrustStore, encode_public_key, parse_public_key};
+use crate::verify::{RevocationSet, Verifier, read_artifact};
+
+#[derive(Debug, Subcommand)]
+pub enum SecurityCommand {
+    /// Signing keys: generate one per person who signs, and show a key's id.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Authorization bundles: the only thing that lets a program run in a governed scope.
+    ///
+    /// A bundle grants programs, named by the SHA-256 of their content, in one or more
+    /// scopes (cgroup v2 paths), for a validity window. It counts only once enough trusted
+    /// keys have signed it. Typical flow:
+    ///
+    ///   enforcer bundle create ... --out b.json   (unsigned)
+    ///   enforcer bundle sign --key alice.key b.json
+    ///   enforcer bundle sign --key bob.key b.json
+    ///   enforcer bundle verify --trust trust.toml b.json
+    #[command(subcommand, verbatim_doc_comment)]
+    Bundle(BundleCommand),
+    /// Revocations: withdraw a bundle, a program digest or a signing key, for good.
+    ///
+    /// A revocation is signed like a bundle, by keys with the "revocation" role. Once the
+    /// agent accepts it, it never lapses.
+    #[command(subcommand)]
+    Revoke(RevokeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate an Ed25519 signing key: PREFIX.key (private, mode 0600) and PREFIX.pub.
+    ///
+    /// The key id printed is derived from the public key; paste the printed entry into
+    /// the trust store and choose its roles there. The private key is never printed.
+    Generate {
+        /// Path prefix of the files to write, e.g. keys/alice; existing files are never
+        /// overwritten.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+    /// Print the key id and public key of a .pub or .key file (never the private key).
+    Show {
+        /// A .pub or .key file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Create an unsigned bundle from program paths (hashed here) or digests.
+    #[command(after_help = BUNDLE_CREATE_EXAMPLES)]
+    Create(BundleCreateArgs),
+    /// Add one signature to a bundle, in place. Each signer runs this with their own key,
+    /// so k-of-n signing works across people and machines.
+    Sign(SignArgs),
+    /// Check a bundle against a trust store: exit 0 if it is authorized now, 1 with the
+    /// reason if not.
+    Verify(VerifyArgs),
+    /// Show what a bundle grants, where, until when, and who signed it. Does not check
+    /// signatures: that is `verify`.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RevokeCommand {
+    /// Create an unsigned revocation of bundle ids, artifacts, digests or keys.
+    #[command(after_help = REVOKE_CREATE_EXAMPLES)]
+    Create(RevokeCreateArgs),
+    /// Add one signature to a revocation, in place.
+    Sign(SignArgs),
+    /// Check a revocation against a trust store: exit 0 if authorized, 1 with the reason.
+    Verify(VerifyArgs),
+    /// Show what a revocation withdraws and who signed it. Does not check signatures.
+    Inspect(InspectArgs),
+}
+
+const BUNDLE_CREATE_EXAMPLES: &str = "\
+Examples:
+  enforcer bundle create --issuer ops --bundle-id agents-base --serial 1 \\
+      --scope /agents.slice --valid-for 8h --file /usr/bin/git --file /bin/sh \\
+      --out agents-base.json
+  enforcer bundle create --issuer ops --bundle-id tools --serial 7 --scope /ci.slice \\
+      --not-before 2030-01-01T00:00:00Z --not-after 2030-02-01T00:00:00Z \\
+      --digest sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad,name=abc,valid-for=2h \\
+      --mode monitor --out tools.json
+
+The serial must be greater than the last one the agent accepted from this issuer for
+each scope: that is how old bundles are kept from coming back.";
+
+const REVOKE_CREATE_EXAMPLES: &str = "\
+Examples:
+  enforcer revoke create --issuer sec --bundle-id agents-base --reason 'superseded' --out r.json
+  enforcer revoke create --issuer sec --key-id 0123456789abcdef0123456789abcdef \\
+      --reason 'laptop stolen' --out r.json
+  enforcer revoke create --issuer sec --file ./compromised-tool --out r.json";
+
+/// When an artifact is made and how long a bundle is valid.
+#[derive(Debug, Args)]
+pub struct Validity {
+    /// Start of validity, RFC 3339 in UTC (2030-01-01T00:00:00Z) or @UNIX_SECONDS.
+    /// Default: now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    not_before: Option<u64>,
+    /// End of validity, RFC 3339 in UTC or @UNIX_SECONDS.
+    #[arg(long, value_name = "TIME", value_parser = parse_time, required_unless_present = "valid_for")]
+    not_after: Option<u64>,
+    /// Length of validity from --not-before, e.g. 8h, 30m, 7days.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "not_after")]
+    valid_for: Option<Duration>,
+    /// Recorded issue time. Default: now. Set it to regenerate identical artifacts.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    issued_at: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleCreateArgs {
+    /// Who issues the bundle (a team or system): letters, digits and . _ : @ -.
+    #[arg(long)]
+    issuer: String,
+    /// Stable name of this line of bundles; revocations can name it.
+    #[arg(long)]
+    bundle_id: String,
+    /// Must be greater than the serial of the bundle this one replaces.
+    #[arg(long)]
+    serial: u64,
+    /// A governed scope: a cgroup v2 path from the cgroup2 root, e.g. /agents.slice.
+    /// Repeat for several.
+    #[arg(long = "scope", value_name = "CGROUP", required = true)]
+    scopes: Vec<String>,
+    #[command(flatten)]
+    validity: Validity,
+    /// Grant the program at PATH, hashed now. Options after commas: name=NAME (default:
+    /// the path), not-after=TIME, valid-for=DURATION (grant ends before the bundle).
+    #[arg(long = "file", value_name = "PATH[,OPTION]...")]
+    files: Vec<GrantSpec>,
+    /// Grant a program by SHA-256 (sha256:HEX or HEX), with the same options as --file.
+    #[arg(long = "digest", value_name = "DIGEST[,OPTION]...")]
+    digests: Vec<GrantSpec>,
+    /// enforce: deny what is not granted. monitor: allow, but record what would be denied.
+    #[arg(long, value_enum, default_value_t = Mode::Enforce)]
+    mode: Mode,
+    /// On revocation, deny new executions only, or also kill processes it allowed.
+    #[arg(long, value_enum, default_value_t = OnRevoke::DenyNew)]
+    on_revoke: OnRevoke,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeCreateArgs {
+    /// Who issues the revocation: letters, digits and . _ : @ -.
+    #[arg(long)]
+    issuer: String,
+    /// Revoke every bundle with this bundle id, whatever its issuer or serial.
+    #[arg(long = "bundle-id", value_name = "ID")]
+    bundle_ids: Vec<String>,
+    /// Revoke exactly one artifact, by the id `inspect` shows (SHA3-512 of its payload).
+    #[arg(long = "artifact", value_name = "ID")]
+    artifacts: Vec<ArtifactId>,
+    /// Revoke a program by SHA-256: no bundle granting it is accepted any more.
+    #[arg(long = "digest", value_name = "DIGEST")]
+    digests: Vec<FileDigest>,
+    /// Revoke the program at PATH (hashed now).
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// Revoke a signing key by id (`enforcer key show FILE` prints it): nothing it signed
+    /// is accepted any more.
+    #[arg(long = "key-id", value_name = "KEY_ID")]
+    key_ids: Vec<KeyId>,
+    /// Why, for the record.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Recorded issue time, RFC 3339 or @UNIX_SECONDS. Default: now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    issued_at: Option<u64>,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// File to write the unsigned artifact to.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Overwrite --out if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Your private key file (from `enforcer key generate`); must be mode 0600.
+    #[arg(long, value_name = "FILE", env = "ENFORCER_SIGNING_KEY")]
+    key: PathBuf,
+    /// The artifact to sign; it is rewritten atomically with your signature added.
+    artifact: PathBuf,
+    /// Write the signed artifact here instead of in place.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Trust store: trusted public keys, their roles and thresholds (see policies/trust.toml).
+    #[arg(long, value_name = "FILE", env = "ENFORCER_TRUST")]
+    trust: PathBuf,
+    /// Revocation artifacts to apply first (each verified too). Repeat for several.
+    #[arg(long = "revocation", value_name = "FILE")]
+    revocations: Vec<PathBuf>,
+    /// The agent's state directory: also apply its accepted revocations and the serial
+    /// rule, read-only, to tell whether the agent would accept this bundle.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// How far clocks may disagree at either end of the validity window.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    clock_skew: Duration,
+    /// Verify as of this time (RFC 3339 or @UNIX_SECONDS) instead of now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    at: Option<u64>,
+    /// The artifact to verify.
+    artifact: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print JSON (the payload as signed, plus id and signing key ids) for scripts.
+    #[arg(long)]
+    json: bool,
+    /// The artifact to inspect.
+    artifact: PathBuf,
+}
+
+/// Runs one of the security team's commands.
+pub fn run(cmd: SecurityCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SecurityCommand::Key(KeyCommand::Generate { out }) => key_generate(&out),
+        SecurityCommand::Key(KeyCommand::Show { path }) => key_show(&path),
+        SecurityCommand::Bundle(BundleCommand::Create(args)) => bundle_create(&args),
+        SecurityCommand::Revoke(RevokeCommand::Create(args)) => revoke_create(&args),
+        SecurityCommand::Bundle(BundleCommand::Sign(args)) => sign(&args, ArtifactKind::Bundle),
+        SecurityCommand::Revoke(RevokeCommand::Sign(args)) => sign(&args, ArtifactKind::Revocation),
+        SecurityCommand::Bundle(BundleCommand::Verify(args)) => verify(&args, ArtifactKind::Bundle),
+        SecurityCommand::Revoke(RevokeCommand::Verify(args)) => {
+            verify(&args, ArtifactKind::Revocation)
+        }
+        SecurityCommand::Bundle(BundleCommand::Inspect(args)) => {
+            inspect(&args, ArtifactKind::Bundle)
+        }
+        SecurityCommand::Revoke(RevokeCommand::Inspect(args)) => {
+            inspect(&args, ArtifactKind::Revocation)
+        }
+    }
+}
+
+fn key_generate(prefix: &Path) -> anyhow::Result<ExitCode> {
+    let name = prefix
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("--out must end in a file name, e.g. keys/alice")?
+        .to_owned();
+    let key_path = prefix.with_file_name(format!("{name}.key"));
+    let pub_path = prefix.with_file_name(format!("{name}.pub"));
+    for path in [&key_path, &pub_path] {
+        if path.exists() {
+            bail!("{} already exists; refusing to overwrite a key", path.display());
+        }
+    }
+    let key = SigningKey::generate();
+    key.write_new(&key_path, &name)?;
+    let public = encode_public_key(&key.public_key());
+    write_new_file(&pub_path, format!("{public}\n").as_bytes())?;
+    println!("generated key {name:?}, key id {}", key.key_id());
+    println!("  private key: {} (mode 0600: keep it secret)", key_path.display());
+    println!("  public key:  {}", pub_path.display());
+    println!("To trust it, add this to the trust store and choose its roles:");
+    println!(
+        "[[keys]]\nname = {name:?}\npublic_key = {public:?}\nroles = [\"bundle\"]  # and/or \"revocation\""
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_new_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn key_show(path: &Path) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let public = match parse_public_key(&text) {
+        Ok(public) => public,
+        Err(_) => SigningKey::load(path)?.public_key(),
+    };
+    println!("key id:     {}", KeyId::of(&public));
+    println!("public key: {}", encode_public_key(&public));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A grant on the command line: `SUBJECT[,name=NAME][,not-after=TIME][,valid-for=DUR]`.
+#[derive(Clone, Debug)]
+pub struct GrantSpec {
+    subject: String,
+    name: Option<String>,
+    not_after: Option<u64>,
+    valid_for: Option<Duration>,
+}
+
+impl FromStr for GrantSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split(',');
+        let subject = parts.next().unwrap_or_default().to_owned();
+        if subject.is_empty() {
+            return Err("empty grant".into());
+        }
+        let mut spec = Self { subject, name: None, not_after: None, valid_for: None };
+        for option in parts {
+            match option.split_once('=') {
+                Some(("name", v)) => spec.name = Some(v.to_owned()),
+                Some(("not-after", v)) => spec.not_after = Some(parse_time(v)?),
+                Some(("valid-for", v)) => {
+                    spec.valid_for = Some(
+                        humantime::parse_duration(v).map_err(|e| format!("valid-for={v}: {e}"))?,
+                    );
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown grant option {option:?}: expected name=NAME, not-after=TIME or valid-for=DURATION"
+                    ));
+                }
+            }
+        }
+        if spec.not_after.is_some() && spec.valid_for.is_some() {
+            return Err("give not-after or valid-for, not both".into());
+        }
+        Ok(spec)
+    }
+}
+
+impl GrantSpec {
+    fn to_grant(&self, digest: FileDigest, name: Option<String>, not_before: u64) -> Grant {
+        let not_after = self
+            .not_after
+            .or_else(|| self.valid_for.map(|d| not_before.saturating_add(d.as_secs())));
+        Grant { digest, name: self.name.clone().or(name), not_after }
+    }
+}
+
+/// RFC 3339 in UTC (`2030-01-01T00:00:00Z`) or `@<unix seconds>`.
+fn parse_time(s: &str) -> Result<u64, String> {
+    if let Some(secs) = s.strip_prefix('@') {
+        return secs.parse().map_err(|e| format!("{s:?}: {e}"));
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map(unix_seconds)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2030-01-01T00:00:00Z: {e}"))
+}
+
+fn now_or(t: Option<u64>) -> u64 {
+    t.unwrap_or_else(|| unix_seconds(SystemTime::now()))
+}
+
+fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode> {
+    let v = &args.validity;
+    let issued_at = now_or(v.issued_at);
+    let not_before = v.not_before.unwrap_or(issued_at);
+    let not_after = match (v.not_after, v.valid_for) {
+        (Some(t), _) => t,
+        (None, Some(d)) => not_before.saturating_add(d.as_secs()),
+        (None, None) => bail!("give --not-after or --valid-for"),
+    };
+    let mut grants = Vec::new();
+    for spec in &args.files {
+        let digest = FileDigest::of_file(Path::new(&spec.subject))?;
+        grants.push(spec.to_grant(digest, Some(spec.subject.clone()), not_before));
+    }
+    for spec in &args.digests {
+        grants.push(spec.to_grant(spec.subject.parse()?, None, not_before));
+    }
+    let bundle = Bundle {
+        issuer: args.issuer.clone(),
+        bundle_id: args.bundle_id.clone(),
+        serial: args.serial,
+        issued_at,
+        not_before,
+        not_after,
+        scopes: args.scopes.iter().map(|s| s.parse::<CgroupScope>()).collect::<Result<_, _>>()?,
+        grants,
+        mode: args.mode,
+        on_revoke: args.on_revoke,
+    };
+    write_unsigned(ArtifactKind::Bundle, bundle.to_payload()?, &args.output)
+}
+
+fn revoke_create(args: &RevokeCreateArgs) -> anyhow::Result<ExitCode> {
+    let mut targets: Vec<RevocationTarget> =
+        args.bundle_ids.iter().cloned().map(RevocationTarget::Bundle).collect();
+    targets.extend(args.artifacts.iter().copied().map(RevocationTarget::Artifact));
+    targets.extend(args.digests.iter().copied().map(RevocationTarget::Digest));
+    for path in &args.files {
+        targets.push(RevocationTarget::Digest(FileDigest::of_file(path)?));
+    }
+    targets.extend(args.key_ids.iter().copied().map(RevocationTarget::Key));
+    let revocation = Revocation {
+        issuer: args.issuer.clone(),
+        issued_at: now_or(args.issued_at),
+        reason: args.reason.clone(),
+        targets,
+    };
+    write_unsigned(ArtifactKind::Revocation, revocation.to_payload()?, &args.output)
+}
+
+fn write_unsigned(
+    kind: ArtifactKind,
+    payload: Vec<u8>,
+    output: &Output,
+) -> anyhow::Result<ExitCode> {
+    let envelope = Envelope::new(kind, payload);
+    if output.out.exists() && !output.force {
+        bail!("{} already exists; pass --force to overwrite it", output.out.display());
+    }
+    write_atomic(&output.out, &envelope.to_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", output.out.display()))?;
+    println!("wrote unsigned {kind} {} to {}", envelope.id(), output.out.display());
+    println!("next: enforcer {} sign --key YOUR.key {}", verb(kind), output.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The command that handles artifacts of `kind`.
+fn verb(kind: ArtifactKind) -> &'static str {
+    match kind {
+        ArtifactKind::Bundle => "bundle",
+        ArtifactKind::Revocation => "revoke",
+    }
+}
+
+/// Reads an artifact and checks it is the kind the command is about, so a revocation is
+/// never signed by mistake under `bundle sign`.
+fn read_envelope(path: &Path, expected: ArtifactKind) -> anyhow::Result<Envelope> {
+    let envelope = Envelope::parse(&read_artifact(path)?)
+        .with_context(|| format!("cannot use {}", path.display()))?;
+    let found = envelope.kind()?;
+    if found != expected {
+        bail!("{} is a {found}, not a {expected}: use `enforcer {}`", path.display(), verb(found));
+    }
+    Ok(envelope)
+}
+
+fn sign(args: &SignArgs, kind: ArtifactKind) -> anyhow::Result<ExitCode> {
+    let mut envelope = read_envelope(&args.artifact, kind)?;
+    // Refuse to sign what the verifier would refuse, and show the signer what they sign.
+    let summary = summarize(&envelope, kind)?;
+    let key = SigningKey::load(&args.key)?;
+    print!("{summary}");
+    if !envelope.add_signature(&key) {
+        println!("already signed by key {}; nothing to do", key.key_id());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = args.out.as_ref().unwrap_or(&args.artifact);
+    write_atomic(out, &envelope.to_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "signed with key {}: {} signature(s) now, written to {}",
+        key.key_id(),
+        envelope.signatures.len(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(args: &VerifyArgs, kind: ArtifactKind) -> anyhow::Result<ExitCode> {
+    let trust = TrustStore::load(&args.trust)?;
+    let verifier = Verifier::new(trust).with_clock_skew(args.clock_skew);
+    let state = match &args.state {
+        Some(dir) => Some(PolicyState::load_dir(dir)?),
+        None => None,
+    };
+    let mut revocations = state.as_ref().map(|s| s.revocations().clone()).unwrap_or_default();
+    for path in &args.revocations {
+        let r = verifier
+            .verify_revocation(&read_artifact(path)?, &revocations)
+            .with_context(|| format!("revocation {} refused", path.display()))?;
+        revocations.insert(r.id, &r.revocation);
+    }
+    let bytes = read_artifact(&args.artifact)?;
+    let now = args.at.map_or_else(SystemTime::now, from_unix_seconds);
+    let verdict = match kind {
+        ArtifactKind::Bundle => verify_bundle(&verifier, &bytes, now, &revocations, state.as_ref()),
+        ArtifactKind::Revocation => verifier.verify_revocation(&bytes, &revocations).map(|r| {
+            format!(
+                "OK: revocation {} from {:?} ({} target(s))\n  signed by {}\n",
+                r.id,
+                r.revocation.issuer,
+                r.revocation.targets.len(),
+                signer_names(&verifier, &r.signers)
+            )
+        }),
+    };
+    match verdict {
+        Ok(report) => {
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(reason) => {
+            eprintln!("refused: {} {}: {reason}", kind, args.artifact.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn verify_bundle(
+    verifier: &Verifier,
+    bytes: &[u8],
+    now: SystemTime,
+    revocations: &RevocationSet,
+    state: Option<&PolicyState>,
+) -> Result<String, crate::artifact::ArtifactError> {
+    let v = verifier.verify_bundle(bytes, now, revocations)?;
+    let b = &v.bundle;
+    let mut report = format!(
+        "OK: bundle {:?} serial {} from {:?} (artifact {})\n  signed by {}\n  valid until {}\n",
+        b.bundle_id,
+        b.serial,
+        b.issuer,
+        v.id,
+        signer_names(verifier, &v.signers),
+        describe_time(b.not_after, unix_seconds(now))
+    );
+    if let Some(state) = state {
+        report.push_str(match state.check_bundle(&v)? {
+            Accepted::New => "  the agent's state would accept it as new\n",
+            Accepted::AlreadyAccepted => "  the agent's state has already accepted it\n",
+        });
+    }
+    Ok(report)
+}
+
+fn signer_names(verifier: &Verifier, signers: &[KeyId]) -> String {
+    signers
+        .iter()
+        .map(|id| match verifier.trust().key(id) {
+            Some(k) => format!("{} ({id})", k.name),
+            None => id.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `2030-01-01T00:00:00Z (in 7h 59m)` or `(expired 2h ago)`.
+fn describe_time(t: u64, now: u64) -> String {
+    let rel = |secs: u64| match secs / 86_400 {
+        days @ 2.. => format!("{days} days"),
+        _ => humantime::format_duration(Duration::from_secs(secs / 60 * 60)).to_string(),
+    };
+    if t.abs_diff(now) < 60 {
+        format!("{} (now)", format_time(t))
+    } else if t > now {
+        format!("{} (in {})", format_time(t), rel(t - now))
+    } else {
+        format!("{} ({} ago)", format_time(t), rel(now - t))
+    }
+}
+
+fn inspect(args: &InspectArgs, kind: ArtifactKind) -> anyhow::Result<ExitCode> {
+    let envelope = read_envelope(&args.artifact, kind)?;
+    if args.json {
+        // Parsing first refuses a malformed payload; the JSON shown is the payload as signed.
+        summarize(&envelope, kind)?;
+        let payload: serde_json::Value = serde_json::from_slice(&envelope.payload)?;
+        let out = serde_json::json!({
+            "kind": kind.to_string(),
+            "id": envelope.id().to_string(),
+            "payload_type": envelope.payload_type,
+            "signatures": envelope.signatures.iter().map(|s| s.key_id.to_string()).collect::<Vec<_>>(),
+            "payload": payload,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", summarize(&envelope, kind)?);
+        match kind {
+            ArtifactKind::Bundle => {
+                print!("{}", describe_grants(&Bundle::from_payload(&envelope.payload)?))
+            }
+            ArtifactKind::Revocation => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A human summary of an artifact's content and signatures (unchecked). Fails on a
+/// malformed payload.
+fn summarize(envelope: &Envelope, kind: ArtifactKind) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let now = unix_seconds(SystemTime::now());
+    let mut s = String::new();
+    match kind {
+        ArtifactKind::Bundle => {
+            let b = Bundle::from_payload(&envelope.payload)?;
+            let scopes: Vec<_> = b.scopes.iter().map(ToString::to_string).collect();
+            let _ = writeln!(s, "bundle {:?} serial {} from {:?}", b.bundle_id, b.serial, b.issuer);
+            let _ = writeln!(s, "  artifact id  {}", envelope.id());
+            let _ = writeln!(s, "  issued       {}", format_time(b.issued_at));
+            let _ = writeln!(s, "  valid from   {}", describe_time(b.not_before, now));
+            let _ = writeln!(s, "  valid until  {}", describe_time(b.not_after, now));
+            let _ = writeln!(s, "  mode         {} (on revoke: {})", b.mode, b.on_revoke);
+            let _ = writeln!(s, "  scopes       {}", scopes.join(", "));
+            let _ = writeln!(s, "  grants       {}", b.grants.len());
+        }
+        ArtifactKind::Revocation => {
+            let r = Revocation::from_payload(&envelope.payload)?;
+            let _ = writeln!(s, "revocation from {:?}", r.issuer);
+            let _ = writeln!(s, "  artifact id  {}", envelope.id());
+            let _ = writeln!(s, "  issued       {}", format_time(r.issued_at));
+            let _ = writeln!(s, "  reason       {}", r.reason.as_deref().unwrap_or("(none given)"));
+            for t in &r.targets {
+                let _ = writeln!(s, "  revokes      {t}");
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  signatures   {} (not checked here; `verify` checks them)",
+        envelope.signatures.len()
+    );
+    for sig in &envelope.signatures {
+        let _ = writeln!(s, "    key {}", sig.key_id);
+    }
+    Ok(s)
+}
+
+fn describe_grants(bundle: &Bundle) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    for g in &bundle.grants {
+        let _ = write!(s, "  sha256:{}  {}", g.digest, g.name.as_deref().unwrap_or("-"));
+        if let Some(t) = g.not_after {
+            let _ = write!(s, "  (until {})", format_time(t));
+        }
+        s.push('\n');
+    }
+    s
+}

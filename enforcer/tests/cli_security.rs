@@ -1,0 +1,349 @@
+//! The security team's command line, run as a person would: the built binary, through
+//! key generation, bundle creation, k-of-n signing, verification and revocation.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What one run of the binary said and how it ended.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `enforcer` with `args` in `dir`, recording every output so tests can check that
+/// no private key was ever printed.
+struct Cli {
+    dir: tempfile::TempDir,
+    transcript: String,
+}
+
+impl Cli {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("tempdir"), transcript: String::new() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&mut self, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_enforcer"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("ENFORCER_TRUST")
+            .env_remove("ENFORCER_SIGNING_KEY")
+            .output()
+            .expect("run enforcer");
+        let run = Run {
+            code: out.status.code().expect("exit code"),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        self.transcript.push_str(&run.stdout);
+        self.transcript.push_str(&run.stderr);
+        run
+    }
+
+    /// Runs and expects success.
+    fn ok(&mut self, args: &[&str]) -> Run {
+        let run = self.run(args);
+        assert_eq!(run.code, 0, "enforcer {args:?} failed:\n{}{}", run.stdout, run.stderr);
+        run
+    }
+
+    /// Runs and expects exit code 1 with `needle` in stderr.
+    fn refused(&mut self, args: &[&str], needle: &str) -> Run {
+        let run = self.run(args);
+        assert_eq!(run.code, 1, "enforcer {args:?} should fail:\n{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains(needle),
+            "enforcer {args:?}: want {needle:?} in:\n{}",
+            run.stderr
+        );
+        run
+    }
+
+    /// Generates keys and a trust store: alice and bob sign bundles (2 of 2 needed), carol
+    /// signs revocations.
+    fn with_keys(&mut self, bundle_threshold: usize) {
+        std::fs::create_dir(self.path("keys")).expect("mkdir");
+        let mut trust =
+            format!("version = 1\n[thresholds]\nbundle = {bundle_threshold}\nrevocation = 1\n");
+        for (name, role) in [("alice", "bundle"), ("bob", "bundle"), ("carol", "revocation")] {
+            let run = self.ok(&["key", "generate", "--out", &format!("keys/{name}")]);
+            assert!(run.stdout.contains("key id"), "{}", run.stdout);
+            let public =
+                std::fs::read_to_string(self.path(&format!("keys/{name}.pub"))).expect("pub");
+            trust.push_str(&format!(
+                "[[keys]]\nname = \"{name}\"\npublic_key = \"{}\"\nroles = [\"{role}\"]\n",
+                public.trim()
+            ));
+        }
+        std::fs::write(self.path("trust.toml"), trust).expect("trust store");
+    }
+
+    /// Creates an unsigned bundle granting a program made for the test.
+    fn create_bundle(&mut self, serial: &str) {
+        std::fs::write(self.path("tool"), b"#!/bin/sh\necho tool\n").expect("tool");
+        self.ok(&[
+            "bundle", "create", "--issuer", "ops", "--bundle-id", "agents-base", "--serial", serial,
+            "--scope", "/agents.slice", "--valid-for", "8h", "--file", "tool",
+            "--digest", "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad,name=abc,valid-for=1h",
+            "--out", "bundle.json", "--force",
+        ]);
+    }
+
+    /// The base64 secrets of every generated private key.
+    fn secrets(&self) -> Vec<String> {
+        ["alice", "bob", "carol"]
+            .iter()
+            .map(|name| {
+                let text =
+                    std::fs::read_to_string(self.path(&format!("keys/{name}.key"))).expect("key");
+                let line =
+                    text.lines().find(|l| l.starts_with("ed25519-private:")).expect("key line");
+                line["ed25519-private:".len()..].to_owned()
+            })
+            .collect()
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+}
+
+#[test]
+fn two_of_two_signing_flow() {
+    let mut cli = Cli::new();
+    cli.with_keys(2);
+    for name in ["alice", "bob", "carol"] {
+        assert_eq!(mode(&cli.path(&format!("keys/{name}.key"))), 0o600, "{name}.key");
+    }
+    cli.create_bundle("1");
+    let verify = ["bundle", "verify", "--trust", "trust.toml", "bundle.json"];
+    cli.refused(&verify, "not enough signatures: 0 valid");
+
+    cli.ok(&["bundle", "sign", "--key", "keys/alice.key", "bundle.json"]);
+    cli.refused(
+        &verify,
+        "not enough signatures: 1 valid from distinct keys with the bundle role, 2 required",
+    );
+
+    // Signing twice with one key adds nothing and still counts once.
+    let again = cli.ok(&["bundle", "sign", "--key", "keys/alice.key", "bundle.json"]);
+    assert!(again.stdout.contains("already signed"), "{}", again.stdout);
+    cli.refused(&verify, "1 valid");
+
+    // A key without the bundle role does not count.
+    cli.ok(&["bundle", "sign", "--key", "keys/carol.key", "bundle.json"]);
+    cli.refused(&verify, "1 valid");
+
+    cli.ok(&["bundle", "sign", "--key", "keys/bob.key", "bundle.json"]);
+    let ok = cli.ok(&verify);
+    assert!(ok.stdout.starts_with("OK: bundle \"agents-base\" serial 1"), "{}", ok.stdout);
+    assert!(ok.stdout.contains("alice (") && ok.stdout.contains("bob ("), "{}", ok.stdout);
+
+    let inspect = cli.ok(&["bundle", "inspect", "bundle.json"]);
+    assert!(inspect.stdout.contains("scopes       /agents.slice"), "{}", inspect.stdout);
+    assert!(inspect.stdout.contains("  tool"), "grant named after its path: {}", inspect.stdout);
+    assert!(inspect.stdout.contains("abc  (until "), "{}", inspect.stdout);
+    let json = cli.ok(&["bundle", "inspect", "--json", "bundle.json"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(json["payload"]["serial"], 1);
+    assert_eq!(json["signatures"].as_array().expect("signatures").len(), 3);
+    let id = json["id"].as_str().expect("id");
+    assert!(ok.stdout.contains(id), "verify and inspect cite the same artifact id");
+
+    // Tampering with the signed file is refused.
+    let mut bytes = std::fs::read(cli.path("bundle.json")).expect("read");
+    let i = bytes.len() / 2;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    std::fs::write(cli.path("tampered.json"), bytes).expect("write");
+    let tampered = cli.run(&["bundle", "verify", "--trust", "trust.toml", "tampered.json"]);
+    assert_eq!(tampered.code, 1, "{}", tampered.stderr);
+    assert!(tampered.stderr.starts_with("refused: bundle tampered.json: "), "{}", tampered.stderr);
+
+    // Out of its window, a signed bundle is refused too.
+    cli.refused(
+        &[
+            "bundle",
+            "verify",
+            "--trust",
+            "trust.toml",
+            "--at",
+            "2099-01-01T00:00:00Z",
+            "bundle.json",
+        ],
+        "expired: valid until",
+    );
+
+    for secret in cli.secrets() {
+        assert!(!cli.transcript.contains(&secret), "a private key was printed");
+    }
+}
+
+#[test]
+fn revocations_withdraw_bundles() {
+    let mut cli = Cli::new();
+    cli.with_keys(1);
+    cli.create_bundle("1");
+    cli.ok(&["bundle", "sign", "--key", "keys/alice.key", "bundle.json"]);
+    cli.ok(&["bundle", "verify", "--trust", "trust.toml", "bundle.json"]);
+
+    cli.ok(&[
+        "revoke",
+        "create",
+        "--issuer",
+        "sec",
+        "--bundle-id",
+        "agents-base",
+        "--reason",
+        "test",
+        "--out",
+        "r.json",
+    ]);
+    // Bundle keys may not sign revocations.
+    cli.ok(&["revoke", "sign", "--key", "keys/alice.key", "r.json"]);
+    cli.refused(
+        &["revoke", "verify", "--trust", "trust.toml", "r.json"],
+        "with the revocation role",
+    );
+    cli.ok(&["revoke", "sign", "--key", "keys/carol.key", "r.json"]);
+    cli.ok(&["revoke", "verify", "--trust", "trust.toml", "r.json"]);
+    let inspect = cli.ok(&["revoke", "inspect", "r.json"]);
+    assert!(
+        inspect.stdout.contains("revokes      bundle id \"agents-base\""),
+        "{}",
+        inspect.stdout
+    );
+
+    cli.refused(
+        &["bundle", "verify", "--trust", "trust.toml", "--revocation", "r.json", "bundle.json"],
+        "revoked bundle: bundle id \"agents-base\"",
+    );
+
+    // Revoking alice's key withdraws everything she signed.
+    let alice = cli.ok(&["key", "show", "keys/alice.pub"]);
+    let key_id =
+        alice.stdout.lines().next().expect("line").trim_start_matches("key id:").trim().to_owned();
+    cli.ok(&["revoke", "create", "--issuer", "sec", "--key-id", &key_id, "--out", "rk.json"]);
+    cli.ok(&["revoke", "sign", "--key", "keys/carol.key", "rk.json"]);
+    cli.refused(
+        &["bundle", "verify", "--trust", "trust.toml", "--revocation", "rk.json", "bundle.json"],
+        &format!("signature by revoked key {key_id}"),
+    );
+
+    // The wrong command for the kind of artifact is refused before anything is signed.
+    let wrong = cli.run(&["bundle", "sign", "--key", "keys/alice.key", "r.json"]);
+    assert_eq!(wrong.code, 1);
+    assert!(
+        wrong.stderr.contains("is a revocation, not a bundle: use `enforcer revoke`"),
+        "{}",
+        wrong.stderr
+    );
+}
+
+#[test]
+fn keys_are_never_overwritten_and_loose_permissions_are_refused() {
+    let mut cli = Cli::new();
+    cli.with_keys(1);
+    let again = cli.run(&["key", "generate", "--out", "keys/alice"]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+
+    cli.create_bundle("1");
+    std::fs::set_permissions(cli.path("keys/alice.key"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod");
+    cli.refused(&["bundle", "sign", "--key", "keys/alice.key", "bundle.json"], "chmod 600");
+}
+
+#[test]
+fn state_directory_tells_whether_the_agent_would_accept() {
+    let mut cli = Cli::new();
+    cli.with_keys(1);
+    cli.create_bundle("3");
+    cli.ok(&["bundle", "sign", "--key", "keys/alice.key", "bundle.json"]);
+    let run = cli.ok(&[
+        "bundle",
+        "verify",
+        "--trust",
+        "trust.toml",
+        "--state",
+        "no-state-yet",
+        "bundle.json",
+    ]);
+    assert!(run.stdout.contains("would accept it as new"), "{}", run.stdout);
+}
+
+#[test]
+fn bad_arguments_are_explained() {
+    let mut cli = Cli::new();
+    let run = cli.run(&[
+        "bundle",
+        "create",
+        "--issuer",
+        "ops",
+        "--bundle-id",
+        "b",
+        "--serial",
+        "1",
+        "--scope",
+        "/a/../b",
+        "--valid-for",
+        "1h",
+        "--out",
+        "b.json",
+    ]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("invalid scope \"/a/../b\""), "{}", run.stderr);
+    let run = cli.run(&[
+        "bundle",
+        "create",
+        "--issuer",
+        "ops",
+        "--bundle-id",
+        "b",
+        "--serial",
+        "1",
+        "--scope",
+        "/a",
+        "--valid-for",
+        "1h",
+        "--digest",
+        "sha256:12,colour=red",
+        "--out",
+        "b.json",
+    ]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("unknown grant option \"colour=red\""), "{}", run.stderr);
+}
+
+/// The examples in policies/ must keep verifying against the example trust store.
+#[test]
+fn policy_examples_verify() {
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let trust = policies.join("trust.toml");
+    let mut cli = Cli::new();
+    for example in ["examples/demo-bundle.json"] {
+        let path = policies.join(example);
+        let run = cli.run(&[
+            "bundle",
+            "verify",
+            "--trust",
+            trust.to_str().expect("utf8"),
+            path.to_str().expect("utf8"),
+        ]);
+        assert_eq!(run.code, 0, "{example}: {}{}", run.stdout, run.stderr);
+    }
+    let revocation = policies.join("examples/demo-revocation.json");
+    let run = cli.run(&[
+        "revoke",
+        "verify",
+        "--trust",
+        trust.to_str().expect("utf8"),
+        revocation.to_str().expect("utf8"),
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+}
