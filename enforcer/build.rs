@@ -45,8 +45,12 @@ fn main() {
         .env("RUSTC", BPF_RUSTC)
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS", "fallback")
-        // BTF lets the kernel verifier and tools name our maps and types.
-        .env("CARGO_ENCODED_RUSTFLAGS", "-C\x1fdebuginfo=2\x1f-C\x1flink-arg=--btf");
+        // BTF lets the kernel verifier and tools name our maps and types; BPF ISA v3 gives
+        // atomic fetch-and-add (exec ids), which every supported kernel (5.18+) has.
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "-C\x1fdebuginfo=2\x1f-C\x1flink-arg=--btf\x1f-C\x1ftarget-cpu=v3",
+        );
     // The outer build's compiler settings (clippy's wrapper, host flags, coverage) must not
     // leak into the BPF build.
     for var in [

@@ -25,6 +25,8 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 pub const EVENT_PATH_LEN: usize = 128;
 /// Length of the authorization id prefix carried in grants and events.
 pub const AUTH_ID_LEN: usize = 16;
+/// Processes whose current image the lineage map remembers (least recently used go).
+pub const MAX_TRACKED_IMAGES: u32 = 65_536;
 
 /// Names of the maps and globals, shared so the loader and the program cannot disagree.
 pub mod names {
@@ -35,7 +37,13 @@ pub mod names {
     pub const EVENTS: &str = "ENFORCER_EVENTS";
     pub const DROPPED: &str = "ENFORCER_DROPPED";
     pub const BPRM_FILE_OFFSET: &str = "BPRM_FILE_OFFSET";
-    pub const BPRM_FILENAME_OFFSET: &str = "BPRM_FILENAME_OFFSET";
+    pub const BPRM_INTERP_OFFSET: &str = "BPRM_INTERP_OFFSET";
+    pub const EXEC_SEQ: &str = "ENFORCER_EXEC_SEQ";
+    pub const IMAGES: &str = "ENFORCER_IMAGES";
+    pub const TASK_REAL_PARENT_OFFSET: &str = "TASK_REAL_PARENT_OFFSET";
+    pub const TASK_GROUP_LEADER_OFFSET: &str = "TASK_GROUP_LEADER_OFFSET";
+    pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
+    pub const TASK_START_TIME_OFFSET: &str = "TASK_START_TIME_OFFSET";
 }
 
 /// Scope modes (`ScopePolicy::mode`).
@@ -76,6 +84,17 @@ pub struct Grant {
     pub auth_serial: u64,
     /// First bytes of the authorization's identity (SHA3-512 of its payload).
     pub auth_id: [u8; AUTH_ID_LEN],
+}
+
+/// Value of the lineage map, keyed by tgid: the exec id of the image a process runs now.
+///
+/// The start time of the process (its thread-group leader's `start_time`) guards against
+/// pid reuse: a record whose start time differs belongs to an earlier process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Image {
+    pub exec_id: u64,
+    pub leader_start_ns: u64,
 }
 
 /// What the kernel decided (`ExecEvent::decision`).
@@ -128,14 +147,24 @@ pub struct ExecEvent {
     pub scope_id: u64,
     /// Serial of the matching authorization (0 when none matched).
     pub auth_serial: u64,
+    /// Per-boot id of this exec decision (1, 2, 3...): with the boot id it names one
+    /// exec uniquely.
+    pub exec_id: u64,
+    /// Exec id of the image that started this one: the image this task ran before (an
+    /// exec chain), else its parent process's current image; 0 when unknown (started
+    /// before enforcement, or outside every governed scope).
+    pub parent_exec_id: u64,
     pub pid: u32,
     pub tgid: u32,
+    /// Parent's tgid (the process that forked this one).
+    pub ppid: u32,
     pub uid: u32,
     pub gid: u32,
     /// One of [`decision`].
     pub decision: u32,
     /// One of [`reason`].
     pub reason: u32,
+    pub _pad: u32,
     /// SHA-256 of the file (zero when unavailable).
     pub digest: [u8; DIGEST_LEN],
     /// Identity prefix of the matching authorization (zero when none matched).
@@ -152,6 +181,7 @@ mod pod {
     unsafe impl aya::Pod for super::GrantKey {}
     unsafe impl aya::Pod for super::Grant {}
     unsafe impl aya::Pod for super::ExecEvent {}
+    unsafe impl aya::Pod for super::Image {}
 }
 
 #[cfg(test)]
@@ -179,11 +209,13 @@ mod tests {
 
     #[test]
     fn event_layout_has_no_padding() {
-        assert_eq!(offset_of!(ExecEvent, pid), 32);
-        assert_eq!(offset_of!(ExecEvent, digest), 56);
-        assert_eq!(offset_of!(ExecEvent, auth_id), 88);
-        assert_eq!(offset_of!(ExecEvent, path), 104);
-        assert_eq!(size_of::<ExecEvent>(), 104 + EVENT_PATH_LEN);
+        assert_eq!(offset_of!(ExecEvent, exec_id), 32);
+        assert_eq!(offset_of!(ExecEvent, pid), 48);
+        assert_eq!(offset_of!(ExecEvent, _pad), 76);
+        assert_eq!(offset_of!(ExecEvent, digest), 80);
+        assert_eq!(offset_of!(ExecEvent, auth_id), 112);
+        assert_eq!(offset_of!(ExecEvent, path), 128);
+        assert_eq!(size_of::<ExecEvent>(), 256);
     }
 
     #[test]

@@ -11,6 +11,11 @@
 //! be granted.
 #![no_std]
 #![no_main]
+// The BPF target has atomic add but no compare-and-swap, so core's AtomicU64::fetch_add is
+// not offered; the intrinsic lowers to BPF's atomic fetch-add (ISA v3). The BPF build runs
+// under RUSTC_BOOTSTRAP with a pinned rustc, so this internal API cannot drift under us.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 use core::ffi::c_void;
 use core::ptr;
@@ -19,16 +24,18 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ima_file_hash, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ima_file_hash, bpf_ktime_get_boot_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
     },
     macros::{lsm, map},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::LsmContext,
 };
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use enforcer_common::{
-    DIGEST_LEN, EVENTS_BYTES, ExecEvent, Grant, GrantKey, HASH_ALGO_SHA256, MAX_GRANTS,
-    MAX_SCOPE_LEVEL, MAX_SCOPES, ScopePolicy, decision, mode, reason,
+    DIGEST_LEN, EVENTS_BYTES, ExecEvent, Grant, GrantKey, HASH_ALGO_SHA256, Image, MAX_GRANTS,
+    MAX_SCOPE_LEVEL, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, decision, mode, reason,
 };
 
 /// Byte offset of `struct linux_binprm::file` in the running kernel, read from its BTF by
@@ -38,9 +45,22 @@ use enforcer_common::{
 #[unsafe(no_mangle)]
 static BPRM_FILE_OFFSET: u32 = 0;
 
-/// Byte offset of `struct linux_binprm::filename`, for the path reported in events.
+/// Byte offset of `struct linux_binprm::interp`, for the path reported in events: the file
+/// really being loaded (for a script's second pass, the interpreter), where `filename`
+/// would stay the script.
 #[unsafe(no_mangle)]
-static BPRM_FILENAME_OFFSET: u32 = 0;
+static BPRM_INTERP_OFFSET: u32 = 0;
+
+/// Offsets in `struct task_struct`, for lineage (read with probe_read: reporting only, never
+/// part of a decision). Zero: lineage unknown.
+#[unsafe(no_mangle)]
+static TASK_REAL_PARENT_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_GROUP_LEADER_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_TGID_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_START_TIME_OFFSET: u32 = 0;
 
 /// Governed scopes: cgroup id -> policy. Pinned by name so a restarted agent reuses it.
 #[map(name = "ENFORCER_SCOPES")]
@@ -59,6 +79,14 @@ static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 /// silent, and the agent turns the count into a gap record.
 #[map(name = "ENFORCER_DROPPED")]
 static DROPPED: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
+
+/// Source of per-boot exec ids.
+#[map(name = "ENFORCER_EXEC_SEQ")]
+static EXEC_SEQ: Array<u64> = Array::pinned(1, 0);
+
+/// tgid -> the exec id of the image the process runs now, for lineage.
+#[map(name = "ENFORCER_IMAGES")]
+static IMAGES: LruHashMap<u32, Image> = LruHashMap::pinned(MAX_TRACKED_IMAGES, 0);
 
 const EPERM: i32 = 1;
 
@@ -104,9 +132,70 @@ unsafe fn try_bprm_check(ctx: &LsmContext) -> Result<i32, i32> {
     } else {
         verdict.decision
     };
-    unsafe { report(bprm, scope_id, decision, &verdict, &digest) };
+    let lineage = unsafe { lineage() };
+    let exec_id = next_exec_id();
+    if decision != decision::DENY {
+        // The process now runs this image: its children and its next exec descend from it.
+        let image = Image { exec_id, leader_start_ns: lineage.leader_start_ns };
+        let _ = IMAGES.insert(&lineage.tgid, &image, 0);
+    }
+    unsafe { report(bprm, scope_id, decision, &verdict, &digest, &lineage, exec_id) };
 
     if decision == decision::DENY { Err(-EPERM) } else { Ok(0) }
+}
+
+/// Where an exec comes from.
+struct Lineage {
+    tgid: u32,
+    ppid: u32,
+    leader_start_ns: u64,
+    parent_exec_id: u64,
+}
+
+/// Reads a value at `base + offset` in kernel memory; `None` when unreadable or the loader
+/// did not provide the offset.
+unsafe fn read_at<T>(base: *const u8, offset: u32) -> Option<T> {
+    if base.is_null() || offset == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T) }.ok()
+}
+
+/// The current process, its parent, and which recorded image started this exec: the
+/// image this process ran before (an exec chain), else its parent's current image.
+unsafe fn lineage() -> Lineage {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: every read goes through bpf_probe_read_kernel, which tolerates bad pointers.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let start_of = |t: *const u8| -> u64 {
+            let leader: Option<*const u8> = read_at(t, ptr::read_volatile(&TASK_GROUP_LEADER_OFFSET));
+            leader.and_then(|l| read_at(l, ptr::read_volatile(&TASK_START_TIME_OFFSET))).unwrap_or(0)
+        };
+        let leader_start_ns = start_of(task);
+        let parent: *const u8 =
+            read_at(task, ptr::read_volatile(&TASK_REAL_PARENT_OFFSET)).unwrap_or(ptr::null());
+        let ppid: u32 = read_at(parent, ptr::read_volatile(&TASK_TGID_OFFSET)).unwrap_or(0);
+        let recorded = |key: u32, start: u64| -> Option<u64> {
+            let image = IMAGES.get(&key)?;
+            (start != 0 && image.leader_start_ns == start).then_some(image.exec_id)
+        };
+        let parent_exec_id = recorded(tgid, leader_start_ns)
+            .or_else(|| recorded(ppid, start_of(parent)))
+            .unwrap_or(0);
+        Lineage { tgid, ppid, leader_start_ns, parent_exec_id }
+    }
+}
+
+/// The next per-boot exec id (1, 2, ...); 0 only if the counter map is unreadable.
+fn next_exec_id() -> u64 {
+    match EXEC_SEQ.get_ptr_mut(0) {
+        // SAFETY: the array slot lives as long as the map; the atomic add makes concurrent
+        // execs on other CPUs get distinct ids.
+        Some(slot) => (unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) }) + 1,
+        None => 0,
+    }
 }
 
 /// The deepest governed scope among the current task's cgroup and its ancestors.
@@ -178,6 +267,8 @@ unsafe fn report(
     decision: u32,
     verdict: &Verdict,
     digest: &[u8; DIGEST_LEN],
+    lineage: &Lineage,
+    exec_id: u64,
 ) {
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         if let Some(count) = DROPPED.get_ptr_mut(0) {
@@ -197,6 +288,9 @@ unsafe fn report(
         (*event).boot_ns = bpf_ktime_get_boot_ns();
         (*event).cgroup_id = bpf_get_current_cgroup_id();
         (*event).scope_id = scope_id;
+        (*event).exec_id = exec_id;
+        (*event).parent_exec_id = lineage.parent_exec_id;
+        (*event).ppid = lineage.ppid;
         (*event).pid = pid_tgid as u32;
         (*event).tgid = (pid_tgid >> 32) as u32;
         (*event).uid = uid_gid as u32;
@@ -208,7 +302,7 @@ unsafe fn report(
             (*event).auth_serial = grant.auth_serial;
             (*event).auth_id = grant.auth_id;
         }
-        let name_offset = ptr::read_volatile(&BPRM_FILENAME_OFFSET);
+        let name_offset = ptr::read_volatile(&BPRM_INTERP_OFFSET);
         if name_offset != 0 {
             if let Ok(name) = bpf_probe_read_kernel(bprm.add(name_offset as usize) as *const *const u8) {
                 // A path that cannot be read stays empty: the event is still sent.

@@ -209,14 +209,8 @@ impl Btf {
         None
     }
 
-    /// Byte offset of `strukt.member`, which must be a pointer to `struct pointee` when
-    /// `pointee` is given, or any pointer otherwise.
-    pub fn pointer_member_offset(
-        &self,
-        strukt: &str,
-        member: &str,
-        pointee: Option<&str>,
-    ) -> Result<u32, BtfError> {
+    /// Finds `strukt.member` and its byte offset; bitfields are refused.
+    fn member(&self, strukt: &str, member: &str) -> Result<(u32, &Member), BtfError> {
         let s = self
             .types
             .iter()
@@ -233,6 +227,18 @@ impl Btf {
         if bitfield_size != 0 || bit_offset % 8 != 0 {
             return Err(BtfError::Bitfield { strukt: strukt.into(), member: member.into() });
         }
+        Ok((bit_offset / 8, m))
+    }
+
+    /// Byte offset of `strukt.member`, which must be a pointer to `struct pointee` when
+    /// `pointee` is given, or any pointer otherwise.
+    pub fn pointer_member_offset(
+        &self,
+        strukt: &str,
+        member: &str,
+        pointee: Option<&str>,
+    ) -> Result<u32, BtfError> {
+        let (offset, m) = self.member(strukt, member)?;
         let unexpected = |expected: String| BtfError::UnexpectedType {
             strukt: strukt.into(),
             member: member.into(),
@@ -251,7 +257,22 @@ impl Btf {
                 return Err(unexpected(format!("a pointer to struct {pointee}")));
             }
         }
-        Ok(bit_offset / 8)
+        Ok(offset)
+    }
+
+    /// Byte offset of `strukt.member`, which must be an integer of `size` bytes.
+    pub fn int_member_offset(&self, strukt: &str, member: &str, size: u32) -> Result<u32, BtfError> {
+        let (offset, m) = self.member(strukt, member)?;
+        let ty = self.resolve(m.type_id).ok_or(BtfError::Malformed("dangling type id"))?;
+        // For INT, `referenced` holds the size in bytes (the size/type union).
+        if ty.kind != KIND_INT || ty.referenced != size {
+            return Err(BtfError::UnexpectedType {
+                strukt: strukt.into(),
+                member: member.into(),
+                expected: format!("a {}-bit integer", size * 8),
+            });
+        }
+        Ok(offset)
     }
 }
 
@@ -308,6 +329,21 @@ mod tests {
     }
 
     #[test]
+    fn finds_integer_members_by_size() {
+        let btf = Btf::parse(&sample()).expect("parse");
+        // `pad` is typed `char` (1 byte) in the sample.
+        assert_eq!(btf.int_member_offset("linux_binprm", "pad", 1).expect("pad"), 0);
+        assert!(matches!(
+            btf.int_member_offset("linux_binprm", "pad", 4),
+            Err(BtfError::UnexpectedType { .. })
+        ));
+        assert!(matches!(
+            btf.int_member_offset("linux_binprm", "file", 8),
+            Err(BtfError::UnexpectedType { .. })
+        ));
+    }
+
+    #[test]
     fn refuses_wrong_types_and_missing_names() {
         let btf = Btf::parse(&sample()).expect("parse");
         assert!(matches!(
@@ -343,6 +379,10 @@ mod tests {
         if Path::new(VMLINUX_BTF).exists() {
             let btf = Btf::from_sys_fs().expect("vmlinux BTF parses");
             btf.pointer_member_offset("linux_binprm", "file", Some("file")).expect("binprm file");
+            btf.int_member_offset("task_struct", "tgid", 4).expect("task tgid");
+            btf.int_member_offset("task_struct", "start_time", 8).expect("task start_time");
+            btf.pointer_member_offset("task_struct", "real_parent", Some("task_struct"))
+                .expect("task real_parent");
         }
     }
 }

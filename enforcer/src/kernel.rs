@@ -138,7 +138,11 @@ impl Enforcement {
             .map_err(|source| KernelError::PinDir { path: pin_dir.into(), source })?;
         let layout = KernelBtf::from_sys_fs()?;
         let file_offset = layout.pointer_member_offset("linux_binprm", "file", Some("file"))?;
-        let filename_offset = layout.pointer_member_offset("linux_binprm", "filename", None)?;
+        let interp_offset = layout.pointer_member_offset("linux_binprm", "interp", None)?;
+        let real_parent = layout.pointer_member_offset("task_struct", "real_parent", Some("task_struct"))?;
+        let group_leader = layout.pointer_member_offset("task_struct", "group_leader", Some("task_struct"))?;
+        let tgid = layout.int_member_offset("task_struct", "tgid", 4)?;
+        let start_time = layout.int_member_offset("task_struct", "start_time", 8)?;
         let btf = Btf::from_sys_fs().map_err(KernelError::KernelBtf)?;
 
         // Maps are pinned by name under pin_dir; stale pinned maps from an earlier run are
@@ -147,7 +151,11 @@ impl Enforcement {
             .btf(Some(&btf))
             .default_map_pin_directory(pin_dir)
             .override_global(names::BPRM_FILE_OFFSET, &file_offset, true)
-            .override_global(names::BPRM_FILENAME_OFFSET, &filename_offset, true)
+            .override_global(names::BPRM_INTERP_OFFSET, &interp_offset, true)
+            .override_global(names::TASK_REAL_PARENT_OFFSET, &real_parent, true)
+            .override_global(names::TASK_GROUP_LEADER_OFFSET, &group_leader, true)
+            .override_global(names::TASK_TGID_OFFSET, &tgid, true)
+            .override_global(names::TASK_START_TIME_OFFSET, &start_time, true)
             .load(EBPF_OBJECT)
             .map_err(KernelError::Object)?;
 
@@ -276,7 +284,15 @@ pub fn is_pinned(pin_dir: &Path) -> bool {
 /// Stops enforcement: removes the link and map pins. Returns whether anything was pinned.
 pub fn unload(pin_dir: &Path) -> Result<bool, KernelError> {
     let mut removed = false;
-    for name in [LINK_PIN, names::SCOPES, names::GRANTS, names::EVENTS, names::DROPPED] {
+    for name in [
+        LINK_PIN,
+        names::SCOPES,
+        names::GRANTS,
+        names::EVENTS,
+        names::DROPPED,
+        names::EXEC_SEQ,
+        names::IMAGES,
+    ] {
         let path = pin_dir.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => removed = true,

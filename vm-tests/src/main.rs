@@ -302,6 +302,45 @@ fn decisions_are_reported(env: &Env) -> Check {
     if code == Some(0) { Ok(()) } else { Err(format!("agent exited {code:?} on SIGTERM")) }
 }
 
+fn lineage_links_each_exec_to_what_started_it(env: &Env) -> Check {
+    // A granted script that runs a granted child: script -> interpreter -> child.
+    let child = copy_executable(&env.probe, &Path::new(WORK).join("lineage/child-tool"));
+    let script = Path::new(WORK).join("lineage/run-child.sh");
+    std::fs::write(&script, format!("#!/bin/sh\n{}\nexit 0\n", child.display())).expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let policy = std::fs::read_to_string(&env.policy).expect("read policy");
+    let lineage_policy = Path::new(WORK).join("lineage/policy.toml");
+    std::fs::write(
+        &lineage_policy,
+        policy.replacen("files = [", &format!("files = [\"{}\", ", script.display()), 1),
+    )
+    .expect("write policy");
+    let lineage_env = Env { policy: lineage_policy, ..Env::from_env() };
+    let mut agent = Agent::start(&lineage_env)?;
+    let result = (|| {
+        expect_exit(Some(SCOPE), &script, 0)?;
+        let s = agent.decision_for(&script)?;
+        let interp = agent.decision_for(Path::new("/bin/sh"))?;
+        let c = agent.decision_for(&child)?;
+        for d in [&s, &interp, &c] {
+            field_is(d, "decision", "allow")?;
+        }
+        let id = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+        if id(&interp, "parent_exec_id") != id(&s, "exec_id") || id(&s, "exec_id") == 0 {
+            return Err(format!("interpreter should descend from the script:\n{s}\n{interp}"));
+        }
+        if id(&c, "parent_exec_id") != id(&interp, "exec_id") || id(&c, "ppid") != id(&interp, "tgid") {
+            return Err(format!("child should descend from the interpreter:\n{interp}\n{c}"));
+        }
+        Ok(())
+    })();
+    agent.signal(libc::SIGTERM);
+    agent.wait()?;
+    result?;
+    // Leave the shared policy in force for the scenarios that follow.
+    load_policy(env).map(|_| ())
+}
+
 fn enforcement_survives_agent_kill(env: &Env) -> Check {
     let agent = Agent::start(env)?;
     agent.signal(libc::SIGKILL);
@@ -343,6 +382,7 @@ const SCENARIOS: &[Scenario] = &[
     ("script-denied-when-interpreter-not-granted", script_denied_when_interpreter_not_granted),
     ("monitor-scope-allows-ungranted", monitor_scope_allows_ungranted),
     ("decisions-are-reported", decisions_are_reported),
+    ("lineage-links-each-exec-to-what-started-it", lineage_links_each_exec_to_what_started_it),
     ("enforcement-survives-agent-kill", enforcement_survives_agent_kill),
     ("restart-reuses-pinned-program", restart_reuses_pinned_program),
     // Last: it turns enforcement off.
