@@ -98,7 +98,8 @@ pub enum ArtifactError {
     #[error("revoked bundle: bundle id {bundle_id:?} is revoked (by {by})")]
     BundleRevoked { bundle_id: String, by: ArtifactId },
     #[error("revoked artifact: {id} is revoked (by {by})")]
-    ArtifactRevoked { id: ArtifactId, by: ArtifactId },
+    // Boxed: two 64-byte ids inline would double the size of every Result carrying this.
+    ArtifactRevoked { id: Box<ArtifactId>, by: ArtifactId },
     #[error("revoked digest: grant {index} names sha256:{digest}, which is revoked (by {by})")]
     DigestRevoked { digest: FileDigest, index: usize, by: ArtifactId },
     #[error("invalid scope {scope:?}: {problem}")]

@@ -105,7 +105,7 @@ impl RevocationSet {
 
     fn check_content(&self, id: &ArtifactId, bundle: &Bundle) -> Result<(), ArtifactError> {
         if let Some(by) = self.artifacts.get(id) {
-            return Err(ArtifactError::ArtifactRevoked { id: *id, by: *by });
+            return Err(ArtifactError::ArtifactRevoked { id: Box::new(*id), by: *by });
         }
         if let Some(by) = self.bundles.get(&bundle.bundle_id) {
             return Err(ArtifactError::BundleRevoked {
