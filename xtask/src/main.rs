@@ -5,6 +5,7 @@
 
 mod build;
 mod cmd;
+mod fuzz;
 mod host_tests;
 mod initramfs;
 mod kernels;
@@ -25,7 +26,7 @@ use crate::workspace::Workspace;
 /// Workflows for the enforcer workspace. Start with `cargo xtask setup`, then
 /// `cargo xtask test` runs every test.
 #[derive(Parser)]
-#[command(name = "cargo xtask", version)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,7 +44,10 @@ enum Command {
     VmTest(VmTestArgs),
     /// Boot one kernel and run vm-tests/demo.sh inside it, showing its output.
     Demo(DemoArgs),
-    /// Run every test: host unit tests, then the VM tests on every default kernel.
+    /// Run a fuzz target from fuzz/ for a bounded time; fails if it finds a crash.
+    Fuzz(FuzzArgs),
+    /// Run every test: host unit tests, a short fuzz run of each parser of untrusted input,
+    /// then the VM tests on every default kernel.
     Test(VmTimeout),
 }
 
@@ -67,6 +71,16 @@ struct DemoArgs {
     kernel: &'static KernelSpec,
     #[command(flatten)]
     timeout: VmTimeout,
+}
+
+#[derive(Args)]
+struct FuzzArgs {
+    /// Fuzz target (a binary in fuzz/Cargo.toml).
+    #[arg(default_value = "artifact")]
+    target: String,
+    /// How long to fuzz.
+    #[arg(default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    seconds: u64,
 }
 
 #[derive(Args)]
@@ -129,14 +143,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let code = vm::demo(&ws, args.kernel, args.timeout.duration())?;
             Ok(ExitCode::from(code))
         }
+        Command::Fuzz(args) => {
+            fuzz::run(&args.target, args.seconds)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Test(timeout) => {
             setup::host()?;
             let host = host_tests::run(&ws)?;
+            let fuzzing = fuzz_briefly();
             build::build(&ws)?;
             let vm = vm::test(&ws, &kernels::defaults(), None, timeout.duration())?;
             println!("host tests: {host}");
+            println!("fuzzing: {fuzzing}");
             println!("vm tests: {vm}");
-            Ok(finish("test", host + vm))
+            Ok(finish("test", host + fuzzing + vm))
         }
     }
 }
@@ -162,6 +182,26 @@ impl std::fmt::Display for Tally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} passed, {} failed", self.passed, self.failed)
     }
+}
+
+/// Parsers of untrusted input, each fuzzed for this long by `cargo xtask test`: enough to
+/// catch a regression on the seeds and their near neighbours, short enough for CI.
+const FUZZ_TARGETS: &[&str] = &["artifact"];
+const FUZZ_SECONDS: u64 = 30;
+
+/// A short fuzz run of every target, each counted as one test.
+fn fuzz_briefly() -> Tally {
+    let mut tally = Tally::default();
+    for target in FUZZ_TARGETS {
+        match fuzz::run(target, FUZZ_SECONDS) {
+            Ok(()) => tally.passed += 1,
+            Err(err) => {
+                eprintln!("fuzz {target}: {err:#}");
+                tally.failed += 1;
+            }
+        }
+    }
+    tally
 }
 
 /// Prints the final `N passed, N failed` line and turns it into the exit code.
