@@ -189,7 +189,7 @@ fn revocations_withdraw_bundles() {
     cli.ok("bundle verify --trust trust.toml bundle.json");
 
     cli.ok("revoke create --issuer sec --bundle-id agents-base --reason test --out r.json");
-    // Bundle keys may not sign revocations.
+    // A key with only the bundle role can sign, but its signature does not count.
     cli.ok("revoke sign --key keys/alice.key r.json");
     cli.refused("revoke verify --trust trust.toml r.json", "with the revocation role");
     cli.ok("revoke sign --key keys/carol.key r.json");
