@@ -16,9 +16,11 @@
 //! - [`trust`]: trusted keys, roles and k-of-n thresholds; signing keys.
 //! - [`verify`]: the one place that decides whether an artifact is authorized.
 //! - [`state`]: accepted serials and revocations, persisted atomically.
+//! - [`audit`]: the tamper-evident audit log of decisions, and execution lineage.
 //! - [`cli`]: the command line.
 
 pub mod artifact;
+pub mod audit;
 pub mod btf;
 pub mod cgroup;
 pub mod cli;

@@ -1,0 +1,242 @@
+//! The chain: what exactly is hashed, and what exactly a checkpoint signs.
+//!
+//! **Canonical bytes.** A record's line is `C` with its closing `}` replaced by
+//! `,"hash":"<H>"}`, where `C` is the record serialized as compact JSON without the hash
+//! member and `H` is the lowercase hex SHA3-512 of `C`. Put the other way round: to check a
+//! line, cut the last member `,"hash":"<H>"` off it and hash what remains, byte for byte.
+//! No re-serialization is involved, so there is no second opinion on key order, spacing or
+//! escaping: a change to any byte of a line changes its hash or its stated hash.
+//!
+//! **Chain.** Every record's `prev` is the previous record's `H` (all zeros for seq 0), so
+//! changing, removing or reordering a record breaks the next record's link. The chain
+//! alone proves nothing against someone who can recompute it; signatures do.
+//!
+//! **Checkpoint signature.** A checkpoint's `C` ends with `,"signature":"<S>"}`. `S` is the
+//! base64 Ed25519 signature of [`CHECKPOINT_DOMAIN`] followed by `C` without that member
+//! (so `…,"key_id":"<id>"}`). That covers the checkpoint's seq, `prev` (the head it commits
+//! to, which commits to every record before it), time, trigger and next file. The domain
+//! prefix keeps a host key's checkpoint signature from meaning anything anywhere else.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha3::{Digest as _, Sha3_512};
+
+use super::record::Record;
+use crate::trust::SigningKey;
+
+/// Length of a SHA3-512 hash.
+pub const HASH_LEN: usize = 64;
+
+/// What the host key signs before a checkpoint's bytes.
+pub const CHECKPOINT_DOMAIN: &[u8] = b"enforcer-audit-checkpoint-v1\n";
+
+const HASH_MEMBER: &str = "hash";
+const SIGNATURE_MEMBER: &str = "signature";
+
+/// A record's SHA3-512 hash; lowercase hex in JSON.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChainHash(pub [u8; HASH_LEN]);
+
+impl ChainHash {
+    /// The `prev` of the first record.
+    pub const GENESIS: Self = Self([0; HASH_LEN]);
+
+    /// The hash of canonical bytes.
+    #[must_use]
+    pub fn of(canonical: &[u8]) -> Self {
+        Self(Sha3_512::digest(canonical).into())
+    }
+
+    /// Parses exactly 128 lowercase hex characters: one hash, one spelling.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 2 * HASH_LEN
+            || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return None;
+        }
+        let mut out = [0; HASH_LEN];
+        hex::decode_to_slice(text, &mut out).ok()?;
+        Some(Self(out))
+    }
+}
+
+impl fmt::Display for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChainHash({self})")
+    }
+}
+
+impl Serialize for ChainHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChainHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom("expected 128 lowercase hex characters"))
+    }
+}
+
+/// Writes `record`'s line (with its `hash` member and the newline) into `line`, replacing
+/// what was there, and returns the hash.
+pub fn seal(record: &Record, line: &mut Vec<u8>) -> Result<ChainHash, serde_json::Error> {
+    line.clear();
+    serde_json::to_writer(&mut *line, record)?;
+    let hash = ChainHash::of(line);
+    // `to_writer` of a struct always ends with the object's closing brace.
+    line.pop();
+    line.extend_from_slice(b",\"hash\":\"");
+    line.extend_from_slice(hex::encode(hash.0).as_bytes());
+    line.extend_from_slice(b"\"}\n");
+    Ok(hash)
+}
+
+/// A line taken apart: the canonical bytes and the hash it states.
+#[derive(Debug)]
+pub struct Unsealed {
+    /// The line without its hash member: what was hashed, and what is parsed.
+    pub canonical: Vec<u8>,
+    /// The hash the line states.
+    pub stated: ChainHash,
+}
+
+impl Unsealed {
+    /// Takes a line (without its newline) apart. Fails when it does not end with a
+    /// well-formed hash member; says nothing yet about whether the hash is right.
+    pub fn new(line: &[u8]) -> Result<Self, &'static str> {
+        let (canonical, value) = split_last_member(line, HASH_MEMBER)
+            .ok_or("the line does not end with a \"hash\" member")?;
+        let stated =
+            ChainHash::parse(value).ok_or("its \"hash\" is not 128 lowercase hex characters")?;
+        Ok(Self { canonical, stated })
+    }
+
+    /// The hash of the canonical bytes as they are now.
+    #[must_use]
+    pub fn actual(&self) -> ChainHash {
+        ChainHash::of(&self.canonical)
+    }
+
+    /// Parses the canonical bytes.
+    pub fn record(&self) -> Result<Record, serde_json::Error> {
+        serde_json::from_slice(&self.canonical)
+    }
+}
+
+/// Signs a checkpoint whose canonical bytes (`unsigned`, without a signature member) are
+/// given, returning the base64 signature to put in it.
+#[must_use]
+pub fn sign_checkpoint(key: &SigningKey, unsigned: &[u8]) -> String {
+    let mut message = Vec::with_capacity(CHECKPOINT_DOMAIN.len() + unsigned.len());
+    message.extend_from_slice(CHECKPOINT_DOMAIN);
+    message.extend_from_slice(unsigned);
+    BASE64.encode(key.sign(&message))
+}
+
+/// Why a checkpoint's signature does not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SignatureProblem {
+    /// There is no signature member.
+    Unsigned,
+    /// The member is there but is not a base64 Ed25519 signature.
+    Malformed,
+    /// It does not verify under the key.
+    Invalid,
+}
+
+/// Checks the signature of a checkpoint given its canonical bytes.
+pub fn verify_checkpoint(canonical: &[u8], key: &VerifyingKey) -> Result<(), SignatureProblem> {
+    let (unsigned, value) =
+        split_last_member(canonical, SIGNATURE_MEMBER).ok_or(SignatureProblem::Unsigned)?;
+    let bytes = BASE64.decode(value).map_err(|_| SignatureProblem::Malformed)?;
+    let raw = <[u8; 64]>::try_from(bytes.as_slice()).map_err(|_| SignatureProblem::Malformed)?;
+    let mut message = Vec::with_capacity(CHECKPOINT_DOMAIN.len() + unsigned.len());
+    message.extend_from_slice(CHECKPOINT_DOMAIN);
+    message.extend_from_slice(&unsigned);
+    key.verify_strict(&message, &Signature::from_bytes(&raw)).map_err(|_| SignatureProblem::Invalid)
+}
+
+/// Splits `{…,"<name>":"<value>"}` into `{…}` and `value`, when that member is the last
+/// one and its value is a plain string (no quote, no backslash). Searching from the end
+/// for `,"<name>":"` cannot land inside an earlier string value: inside a JSON string
+/// every `"` is escaped, so `,"` never occurs there.
+fn split_last_member<'a>(object: &'a [u8], name: &str) -> Option<(Vec<u8>, &'a str)> {
+    let marker = format!(",\"{name}\":\"");
+    let marker = marker.as_bytes();
+    let start = object.windows(marker.len()).rposition(|w| w == marker)?;
+    let value = object.get(start + marker.len()..)?.strip_suffix(b"\"}")?;
+    if value.iter().any(|&b| b == b'"' || b == b'\\') {
+        return None;
+    }
+    let value = std::str::from_utf8(value).ok()?;
+    let mut rest = object[..start].to_vec();
+    rest.push(b'}');
+    Some((rest, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{Body, Gap};
+
+    fn record() -> Record {
+        Record {
+            seq: 3,
+            prev: ChainHash([7; HASH_LEN]),
+            time: "2025-01-01T00:00:00.000000Z".into(),
+            body: Body::Gap(Gap { lost: 5 }),
+        }
+    }
+
+    #[test]
+    fn a_line_is_its_canonical_bytes_plus_their_hash() {
+        let mut line = Vec::new();
+        let hash = seal(&record(), &mut line).expect("seal");
+        let canonical = serde_json::to_vec(&record()).expect("json");
+        assert_eq!(hash, ChainHash::of(&canonical));
+        let text = std::str::from_utf8(&line).expect("utf8");
+        assert!(text.starts_with("{\"seq\":3,\"prev\":\"0707"), "{text}");
+        assert!(
+            text.ends_with(&format!(",\"kind\":\"gap\",\"lost\":5,\"hash\":\"{hash}\"}}\n")),
+            "{text}"
+        );
+
+        let unsealed = Unsealed::new(line.strip_suffix(b"\n").expect("newline")).expect("unseal");
+        assert_eq!(unsealed.canonical, canonical);
+        assert_eq!(unsealed.stated, hash);
+        assert_eq!(unsealed.actual(), hash);
+        assert_eq!(unsealed.record().expect("parse"), record());
+    }
+
+    #[test]
+    fn a_hash_member_inside_a_string_is_not_taken_for_the_real_one() {
+        let object = br#"{"path":"a\",\"hash\":\"00\"}","hash":"ab"}"#;
+        let (rest, value) = split_last_member(object, "hash").expect("split");
+        assert_eq!(value, "ab");
+        assert_eq!(rest, br#"{"path":"a\",\"hash\":\"00\"}"}"#);
+        assert!(split_last_member(br#"{"hash":"ab","x":1}"#, "hash").is_none(), "not last");
+        assert!(split_last_member(br#"{"a":1}"#, "hash").is_none());
+    }
+
+    #[test]
+    fn hashes_have_one_spelling() {
+        let hash = ChainHash([0xab; HASH_LEN]);
+        assert_eq!(ChainHash::parse(&hash.to_string()), Some(hash));
+        assert_eq!(ChainHash::parse(&hash.to_string().to_uppercase()), None);
+        assert_eq!(ChainHash::parse("ab"), None);
+    }
+}

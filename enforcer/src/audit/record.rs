@@ -1,0 +1,325 @@
+//! What one audit record says.
+//!
+//! A record is one JSON object on one line. The fields of every record come first, in this
+//! order: `seq`, `prev`, `time`, `kind`; then the fields of its kind; then `hash`, which
+//! [`super::chain`] appends. Structs fix the field order, so the writer's bytes are the
+//! same for the same record (the hash is over bytes, see [`super::chain`]).
+//!
+//! Decisions are rendered for people, not as raw codes: names for the decision and reason,
+//! hex for digests and ids, the scope's path when the agent knows it. Unknown codes are kept
+//! as `unknown-<code>`, so nothing the kernel said is lost.
+
+use serde::{Deserialize, Serialize};
+
+use enforcer_common::{ExecEvent, decision, hook, reason};
+
+use super::chain::ChainHash;
+
+/// One record of the chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the chain: 0 for the first record ever written, then +1 per record,
+    /// across files. A missing number is a removed record.
+    pub seq: u64,
+    /// Hash of the record before (all zeros for seq 0).
+    pub prev: ChainHash,
+    /// Wall-clock time the agent wrote the record, RFC 3339 UTC with microseconds.
+    pub time: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// What a record is about; serialized as `"kind": "<name>"` followed by its fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Body {
+    /// The agent opened the log.
+    Start(Start),
+    /// The kernel decided on an exec in a governed scope.
+    Decision(Decision),
+    /// The kernel dropped decisions (its ring buffer was full).
+    Gap(Gap),
+    /// A signed commitment to the chain so far.
+    Checkpoint(Checkpoint),
+}
+
+impl Body {
+    /// The `kind` value, for messages.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Start(_) => "start",
+            Self::Decision(_) => "decision",
+            Self::Gap(_) => "gap",
+            Self::Checkpoint(_) => "checkpoint",
+        }
+    }
+}
+
+/// Written every time the agent opens the log, so restarts are part of the record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    /// Boot the agent started in.
+    pub boot_id: String,
+    /// Version of the agent that writes from here on.
+    pub version: String,
+    /// Key id of the host key that signs checkpoints from here on (null: unsigned).
+    pub host_key: Option<String>,
+    /// How the log ended before this start; `unclean` means the agent crashed or the
+    /// log's end was cut off while it was down.
+    pub previous: PreviousEnd,
+    /// Set when the previous file ended with a partial line (a crash in mid-write): the
+    /// agent leaves that file as it is and names what it found here.
+    pub recovered: Option<Recovered>,
+}
+
+/// How the log ended before a start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreviousEnd {
+    /// There was no log: this is its first record.
+    None,
+    /// The last record was a shutdown checkpoint.
+    Clean,
+    /// Anything else.
+    Unclean,
+}
+
+impl PreviousEnd {
+    /// The name used in the JSON.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Clean => "clean",
+            Self::Unclean => "unclean",
+        }
+    }
+}
+
+/// A partial last line the agent found and left in place when it resumed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovered {
+    /// File that ends with the partial line.
+    pub file: String,
+    /// Byte offset where the partial line starts.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub bytes: u64,
+}
+
+/// One decision, every field of the kernel's [`ExecEvent`] in readable form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `allow`, `deny`, `would-deny` (monitor mode), or `unknown-<code>`.
+    pub decision: String,
+    /// [`reason::name`], or `unknown-<code>`.
+    pub reason: String,
+    /// The LSM hook that decided ([`hook::NAMES`]: `bprm_check_security` for an exec,
+    /// `mmap_file` for a mapping...), or `unknown-<code>`.
+    pub hook: String,
+    /// Path as passed to execve (truncated by the kernel to 127 bytes; bytes that are not
+    /// UTF-8 are replaced by U+FFFD).
+    pub path: String,
+    /// SHA-256 of the file, hex (zeros when the kernel had no digest).
+    pub sha256: String,
+    /// Name of the grant that matched, when the policy gave it one.
+    pub grant: Option<String>,
+    /// Path of the governed scope, when the agent knows it.
+    pub scope: Option<String>,
+    /// cgroup id of the governed scope.
+    pub scope_id: u64,
+    /// cgroup id the task ran in (the scope or a descendant).
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Boot of the decision: exec ids are unique only within one boot.
+    pub boot_id: String,
+    /// Per-boot id of this exec.
+    pub exec_id: u64,
+    /// Exec id of the image that started this one (0: unknown).
+    pub parent_exec_id: u64,
+    /// CLOCK_BOOTTIME of the decision, in nanoseconds.
+    pub boot_ns: u64,
+    /// Identity prefix of the authorization the exec ran under, hex (null: none).
+    pub auth_id: Option<String>,
+    /// Serial of that authorization (0: none).
+    pub auth_serial: u64,
+}
+
+/// Labels only the agent knows: the kernel reports ids, the policy names them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecisionLabels<'a> {
+    /// Path of the governed scope (`event.scope_id`).
+    pub scope: Option<&'a str>,
+    /// Name of the grant that covers `event.digest` in that scope.
+    pub grant_name: Option<&'a str>,
+}
+
+impl Decision {
+    /// Renders a kernel event.
+    #[must_use]
+    pub fn from_event(event: &ExecEvent, labels: &DecisionLabels<'_>, boot_id: &str) -> Self {
+        let auth_id = (event.auth_id != [0; enforcer_common::AUTH_ID_LEN])
+            .then(|| hex::encode(event.auth_id));
+        Self {
+            decision: decision_name(event.decision),
+            reason: reason_name(event.reason),
+            hook: hook_name(event.hook),
+            path: c_string(&event.path),
+            sha256: hex::encode(event.digest),
+            grant: labels.grant_name.map(str::to_owned),
+            scope: labels.scope.map(str::to_owned),
+            scope_id: event.scope_id,
+            cgroup_id: event.cgroup_id,
+            pid: event.pid,
+            tgid: event.tgid,
+            ppid: event.ppid,
+            uid: event.uid,
+            gid: event.gid,
+            boot_id: boot_id.to_owned(),
+            exec_id: event.exec_id,
+            parent_exec_id: event.parent_exec_id,
+            boot_ns: event.boot_ns,
+            auth_id,
+            auth_serial: event.auth_serial,
+        }
+    }
+
+    /// Whether the kernel refused the exec, or would have in monitor mode.
+    #[must_use]
+    pub fn is_denial(&self) -> bool {
+        self.decision == DENY || self.decision == WOULD_DENY
+    }
+}
+
+const DENY: &str = "deny";
+const WOULD_DENY: &str = "would-deny";
+
+/// Name of a decision code.
+#[must_use]
+pub fn decision_name(code: u32) -> String {
+    match code {
+        decision::ALLOW => "allow".to_owned(),
+        decision::DENY => DENY.to_owned(),
+        decision::WOULD_DENY => WOULD_DENY.to_owned(),
+        other => format!("unknown-{other}"),
+    }
+}
+
+fn reason_name(code: u32) -> String {
+    match reason::name(code) {
+        "unknown" => format!("unknown-{code}"),
+        name => name.to_owned(),
+    }
+}
+
+fn hook_name(code: u32) -> String {
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| hook::NAMES.get(i))
+        .map_or_else(|| format!("unknown-{code}"), |name| (*name).to_owned())
+}
+
+/// The bytes before the first NUL.
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Decisions the kernel could not deliver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// How many decisions were lost since the previous gap record.
+    pub lost: u64,
+}
+
+/// A commitment to the chain up to here: the record's `prev` is the head it commits to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Why it was written.
+    pub trigger: Trigger,
+    /// Set on the last record of a file: the file the chain continues in.
+    pub next_file: Option<String>,
+    /// Key id of the host key that signed (null: the agent had no host key).
+    pub key_id: Option<String>,
+    /// Ed25519 signature, base64; see [`super::chain::checkpoint_message`] for what it
+    /// covers. Absent when unsigned, and always the last field before `hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// Why a checkpoint was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// The agent (re)started: commits to what it found.
+    Start,
+    /// So many records since the last checkpoint.
+    Records,
+    /// So much time since the last checkpoint.
+    Interval,
+    /// The file is full; the chain continues in `next_file`.
+    Rotate,
+    /// The agent stopped cleanly: nothing follows until the next start.
+    Shutdown,
+    /// Someone asked for one.
+    Requested,
+}
+
+impl Trigger {
+    /// The name used in the JSON.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Records => "records",
+            Self::Interval => "interval",
+            Self::Rotate => "rotate",
+            Self::Shutdown => "shutdown",
+            Self::Requested => "requested",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_codes_keep_their_value() {
+        assert_eq!(decision_name(decision::WOULD_DENY), "would-deny");
+        assert_eq!(decision_name(9), "unknown-9");
+        assert_eq!(reason_name(reason::EXPIRED), "expired");
+        assert_eq!(reason_name(77), "unknown-77");
+        assert_eq!(hook_name(hook::BPRM_CHECK_SECURITY), "bprm_check_security");
+        assert_eq!(hook_name(u32::MAX), format!("unknown-{}", u32::MAX));
+    }
+
+    #[test]
+    fn names_match_the_json() {
+        for trigger in [
+            Trigger::Start,
+            Trigger::Records,
+            Trigger::Interval,
+            Trigger::Rotate,
+            Trigger::Shutdown,
+            Trigger::Requested,
+        ] {
+            assert_eq!(serde_json::to_value(trigger).expect("json"), trigger.name());
+        }
+        for end in [PreviousEnd::None, PreviousEnd::Clean, PreviousEnd::Unclean] {
+            assert_eq!(serde_json::to_value(end).expect("json"), end.name());
+        }
+    }
+
+    #[test]
+    fn paths_stop_at_nul_and_survive_invalid_utf8() {
+        assert_eq!(c_string(b"/bin/sh\0garbage"), "/bin/sh");
+        assert_eq!(c_string(b"/x\xff"), "/x\u{fffd}");
+        assert_eq!(c_string(b"no-nul"), "no-nul");
+    }
+}
