@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod audit;
 mod security;
 
 /// Execution enforcer: inside governed cgroups, only programs covered by a live, signed
@@ -33,6 +34,9 @@ pub enum Commands {
     Status(agent::StatusArgs),
     /// Stop enforcing: remove the pinned program and maps. The operator's way out.
     Unload(agent::Location),
+    /// The tamper-evident audit log: verify it, show and follow decisions, trace the
+    /// lineage of an exec.
+    Audit(audit::AuditArgs),
     /// The security team's commands: key, bundle and revoke.
     #[command(flatten)]
     Security(security::SecurityCommand),
@@ -63,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Run(args) => agent::run_command(&args),
         Commands::Status(args) => agent::status_command(&args),
         Commands::Unload(args) => agent::unload_command(&args),
+        Commands::Audit(args) => audit::command(&args),
         Commands::Security(cmd) => security::run(cmd),
     }
 }
