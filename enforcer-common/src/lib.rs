@@ -30,8 +30,13 @@ pub const MAX_TRACKED_IMAGES: u32 = 65_536;
 
 /// Names of the maps and globals, shared so the loader and the program cannot disagree.
 pub mod names {
-    pub const PROGRAM: &str = "bprm_check_security";
-    pub const HOOK: &str = "bprm_check_security";
+    pub const PROTECTED: &str = "ENFORCER_PROTECTED";
+    pub const FILE_INODE_OFFSET: &str = "FILE_INODE_OFFSET";
+    pub const FILE_DENTRY_OFFSET: &str = "FILE_DENTRY_OFFSET";
+    pub const DENTRY_NAME_OFFSET: &str = "DENTRY_NAME_OFFSET";
+    pub const INODE_NLINK_OFFSET: &str = "INODE_NLINK_OFFSET";
+    pub const VMA_FILE_OFFSET: &str = "VMA_FILE_OFFSET";
+    pub const VMA_FLAGS_OFFSET: &str = "VMA_FLAGS_OFFSET";
     pub const SCOPES: &str = "ENFORCER_SCOPES";
     pub const GRANTS: &str = "ENFORCER_GRANTS";
     pub const EVENTS: &str = "ENFORCER_EVENTS";
@@ -54,13 +59,46 @@ pub mod mode {
     pub const MONITOR: u32 = 1;
 }
 
+/// Opt-ins a scope may carry (`ScopePolicy::flags`). Without them, doubt means deny.
+pub mod scope_flags {
+    /// Anonymous executable memory (mmap or mprotect with PROT_EXEC and no file): JIT
+    /// runtimes need it.
+    pub const ALLOW_ANON_EXEC: u32 = 1;
+    /// Exec or executable mapping of a file with no name left (memfd, deleted file).
+    pub const ALLOW_FILELESS: u32 = 2;
+}
+
 /// Value of the scope map, keyed by cgroup id (the cgroup directory's inode number).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScopePolicy {
     /// One of [`mode`].
     pub mode: u32,
-    pub _pad: u32,
+    /// Bits of [`scope_flags`].
+    pub flags: u32,
+}
+
+/// The LSM hooks enforcer attaches to; `ExecEvent::hook` names one by index.
+pub mod hook {
+    pub const BPRM_CHECK_SECURITY: u32 = 0;
+    pub const MMAP_FILE: u32 = 1;
+    pub const FILE_MPROTECT: u32 = 2;
+    pub const PTRACE_ACCESS_CHECK: u32 = 3;
+    pub const PTRACE_TRACEME: u32 = 4;
+    pub const BPF: u32 = 5;
+    pub const TASK_KILL: u32 = 6;
+    /// Number of hooks.
+    pub const COUNT: usize = 7;
+    /// Kernel hook names, by index.
+    pub const NAMES: [&str; COUNT] = [
+        "bprm_check_security",
+        "mmap_file",
+        "file_mprotect",
+        "ptrace_access_check",
+        "ptrace_traceme",
+        "bpf",
+        "task_kill",
+    ];
 }
 
 /// Key of the grant map: a file digest allowed in one scope.
@@ -119,6 +157,14 @@ pub mod reason {
     pub const UNEXPECTED_ALGORITHM: u32 = 4;
     /// The loader did not configure the program (no file offset).
     pub const NOT_CONFIGURED: u32 = 5;
+    /// Exec or executable mapping of a file with no name (memfd, deleted).
+    pub const FILELESS: u32 = 6;
+    /// Anonymous executable memory.
+    pub const ANON_EXEC: u32 = 7;
+    /// A file mapping made executable after it was mapped (its digest was never checked).
+    pub const LATE_EXEC: u32 = 8;
+    /// ptrace, /proc/PID/mem, bpf() or a signal to the agent: tampering.
+    pub const TAMPER: u32 = 9;
 
     /// Short, stable name used in logs and audit records.
     #[must_use]
@@ -130,6 +176,10 @@ pub mod reason {
             DIGEST_UNAVAILABLE => "digest-unavailable",
             UNEXPECTED_ALGORITHM => "unexpected-algorithm",
             NOT_CONFIGURED => "not-configured",
+            FILELESS => "fileless",
+            ANON_EXEC => "anonymous-exec",
+            LATE_EXEC => "late-exec-mapping",
+            TAMPER => "tamper",
             _ => "unknown",
         }
     }
@@ -164,12 +214,14 @@ pub struct ExecEvent {
     pub decision: u32,
     /// One of [`reason`].
     pub reason: u32,
-    pub _pad: u32,
+    /// One of [`hook`]: which operation was decided.
+    pub hook: u32,
     /// SHA-256 of the file (zero when unavailable).
     pub digest: [u8; DIGEST_LEN],
     /// Identity prefix of the matching authorization (zero when none matched).
     pub auth_id: [u8; AUTH_ID_LEN],
-    /// Path as passed to execve (or the interpreter's path), truncated, NUL-terminated.
+    /// For execs, the file really loaded (`bprm->interp`: for a script's second pass, the
+    /// interpreter); for mappings, the file's name; truncated, NUL-terminated.
     pub path: [u8; EVENT_PATH_LEN],
 }
 
@@ -192,7 +244,7 @@ mod tests {
     #[test]
     fn scope_policy_layout() {
         assert_eq!(size_of::<ScopePolicy>(), 8);
-        assert_eq!(offset_of!(ScopePolicy, _pad), 4);
+        assert_eq!(offset_of!(ScopePolicy, flags), 4);
     }
 
     #[test]
@@ -211,7 +263,7 @@ mod tests {
     fn event_layout_has_no_padding() {
         assert_eq!(offset_of!(ExecEvent, exec_id), 32);
         assert_eq!(offset_of!(ExecEvent, pid), 48);
-        assert_eq!(offset_of!(ExecEvent, _pad), 76);
+        assert_eq!(offset_of!(ExecEvent, hook), 76);
         assert_eq!(offset_of!(ExecEvent, digest), 80);
         assert_eq!(offset_of!(ExecEvent, auth_id), 112);
         assert_eq!(offset_of!(ExecEvent, path), 128);
@@ -227,6 +279,10 @@ mod tests {
             reason::DIGEST_UNAVAILABLE,
             reason::UNEXPECTED_ALGORITHM,
             reason::NOT_CONFIGURED,
+            reason::FILELESS,
+            reason::ANON_EXEC,
+            reason::LATE_EXEC,
+            reason::TAMPER,
         ];
         for (i, a) in all.iter().enumerate() {
             assert_ne!(reason::name(*a), "unknown");

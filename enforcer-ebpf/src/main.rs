@@ -1,14 +1,24 @@
-//! enforcer's kernel side: a sleepable BPF LSM program on `bprm_check_security`.
+//! enforcer's kernel side: BPF LSM programs that make execution conditional on
+//! authorization inside governed scopes.
 //!
-//! For a task whose cgroup is a governed scope, or lies below one, an exec is allowed only
-//! when the SHA-256 of the executed file (IMA's digest) is granted for that scope and the
-//! grant has not expired. Every path that cannot prove this denies: no digest, another
-//! algorithm, no grant, an expired grant, an unconfigured program. Tasks outside every
-//! governed scope are never touched.
+//! A task is governed when its cgroup is a governed scope or lies below one. For a
+//! governed task:
+//! - `bprm_check_security` (sleepable) allows an exec only when the SHA-256 of the file
+//!   (IMA's digest) has an unexpired grant in the scope. It runs once for a script and
+//!   again for its interpreter, so both must be granted.
+//! - `mmap_file` (sleepable) applies the same rule to executable file mappings (shared
+//!   libraries, `ld.so ./prog`, LD_PRELOAD) and refuses anonymous executable memory.
+//! - `file_mprotect` refuses making memory executable after the fact: anonymous memory,
+//!   and file mappings whose digest was never checked (the hook cannot hash on every
+//!   supported kernel, so a file mapping must be executable from its mmap).
+//! - files with no name left (memfd, deleted) may not be executed or mapped executable.
+//! - `ptrace_access_check`, `ptrace_traceme`, `bpf` and `task_kill` refuse tampering with
+//!   other processes, the enforcer's BPF objects, and the agent.
 //!
-//! The hook runs once for a script and again for its interpreter (and for binfmt_misc
-//! handlers), each time with `bprm->file` set to the file about to be loaded, so both must
-//! be granted.
+//! Scopes may opt in to anonymous executable memory or fileless code (JIT runtimes), and
+//! may run in monitor mode (allow, but report what would have been denied). Every path
+//! that cannot prove an operation is allowed denies it. Tasks outside every governed
+//! scope are never touched.
 #![no_std]
 #![no_main]
 // The BPF target has atomic add but no compare-and-swap, so core's AtomicU64::fetch_add is
@@ -16,8 +26,11 @@
 // under RUSTC_BOOTSTRAP with a pinned rustc, so this internal API cannot drift under us.
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+// Helpers are #[inline(always)]: a BPF-to-BPF call that returns a struct through the
+// caller's stack is refused by the verifier, and inlining also keeps stack use visible.
 
 use core::ffi::c_void;
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use core::ptr;
 
 use aya_ebpf::{
@@ -31,28 +44,28 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::LsmContext,
 };
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
-
 use enforcer_common::{
     DIGEST_LEN, EVENTS_BYTES, ExecEvent, Grant, GrantKey, HASH_ALGO_SHA256, Image, MAX_GRANTS,
-    MAX_SCOPE_LEVEL, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, decision, mode, reason,
+    MAX_SCOPE_LEVEL, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, decision, hook, mode, reason,
+    scope_flags,
 };
 
-/// Byte offset of `struct linux_binprm::file` in the running kernel, read from its BTF by
-/// the loader and frozen into .rodata before load. The verifier sees it as a constant, so
-/// the load below yields a trusted `struct file *` on every kernel, with no offset compiled
-/// in for one kernel. Zero means the loader did not set it: deny.
+// ---- configuration frozen into .rodata by the loader -----------------------------------
+//
+// Rust BPF has no CO-RE relocations, so the loader reads struct offsets and hook argument
+// counts from the running kernel's BTF, by name and type, and sets them here before load.
+// The verifier sees read-only data as constants, so one object fits every kernel. Reads go
+// through read_volatile, or LLVM would fold the initial zeros. A zero offset means "not
+// configured": decisions deny, reporting leaves the field empty.
+
+/// `linux_binprm::file`: loaded directly, giving the verifier a trusted `struct file *`.
 #[unsafe(no_mangle)]
 static BPRM_FILE_OFFSET: u32 = 0;
-
-/// Byte offset of `struct linux_binprm::interp`, for the path reported in events: the file
-/// really being loaded (for a script's second pass, the interpreter), where `filename`
-/// would stay the script.
+/// `linux_binprm::interp`: the file really loaded (for a script's second pass, the
+/// interpreter), where `filename` would stay the script.
 #[unsafe(no_mangle)]
 static BPRM_INTERP_OFFSET: u32 = 0;
-
-/// Offsets in `struct task_struct`, for lineage (read with probe_read: reporting only, never
-/// part of a decision). Zero: lineage unknown.
+/// `task_struct` members, for lineage and for recognising the agent.
 #[unsafe(no_mangle)]
 static TASK_REAL_PARENT_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
@@ -61,6 +74,27 @@ static TASK_GROUP_LEADER_OFFSET: u32 = 0;
 static TASK_TGID_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_START_TIME_OFFSET: u32 = 0;
+/// `file::f_inode`, `file::f_path.dentry`, `dentry::d_name.name`, `inode::i_nlink`.
+#[unsafe(no_mangle)]
+static FILE_INODE_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static FILE_DENTRY_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static DENTRY_NAME_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_NLINK_OFFSET: u32 = 0;
+/// `vm_area_struct::vm_file` and `vm_area_struct::vm_flags`.
+#[unsafe(no_mangle)]
+static VMA_FILE_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static VMA_FLAGS_OFFSET: u32 = 0;
+
+fn config(value: &u32) -> u32 {
+    // SAFETY: a plain read of our own static.
+    unsafe { ptr::read_volatile(value) }
+}
+
+// ---- maps --------------------------------------------------------------------------
 
 /// Governed scopes: cgroup id -> policy. Pinned by name so a restarted agent reuses it.
 #[map(name = "ENFORCER_SCOPES")]
@@ -88,121 +122,49 @@ static EXEC_SEQ: Array<u64> = Array::pinned(1, 0);
 #[map(name = "ENFORCER_IMAGES")]
 static IMAGES: LruHashMap<u32, Image> = LruHashMap::pinned(MAX_TRACKED_IMAGES, 0);
 
-const EPERM: i32 = 1;
+/// tgids governed tasks may not signal: the agent registers itself here.
+#[map(name = "ENFORCER_PROTECTED")]
+static PROTECTED: HashMap<u32, u32> = HashMap::pinned(64, 0);
 
-/// The outcome of the checks, before it is reported.
+const EPERM: i32 = 1;
+const PROT_EXEC: u64 = 0x4;
+const MAP_ANONYMOUS: u64 = 0x20;
+const VM_EXEC: u64 = 0x4;
+/// `PTRACE_MODE_ATTACH`: ptrace attach and /proc/PID/mem, as opposed to reading status.
+const PTRACE_MODE_ATTACH: u32 = 0x02;
+
+// ---- decisions ---------------------------------------------------------------------
+
+/// The outcome of the checks, before monitor mode and reporting.
 struct Verdict {
-    decision: u32,
+    allowed: bool,
     reason: u32,
     grant: Option<Grant>,
 }
 
 impl Verdict {
     const fn deny(reason: u32) -> Self {
-        Self { decision: decision::DENY, reason, grant: None }
+        Self { allowed: false, reason, grant: None }
+    }
+
+    const fn allow_unless(denied: bool, reason: u32) -> Self {
+        Self { allowed: !denied, reason: if denied { reason } else { reason::GRANTED }, grant: None }
     }
 }
 
-#[lsm(hook = "bprm_check_security", sleepable)]
-pub fn bprm_check_security(ctx: LsmContext) -> i32 {
-    // SAFETY: the hook's signature is `int (struct linux_binprm *bprm)` plus the return
-    // value of earlier BPF LSM programs; `try_bprm_check` reads only those.
-    match unsafe { try_bprm_check(&ctx) } {
-        Ok(ret) | Err(ret) => ret,
-    }
-}
-
-unsafe fn try_bprm_check(ctx: &LsmContext) -> Result<i32, i32> {
-    // An earlier BPF LSM program already decided to deny: keep its verdict.
-    let previous: i32 = ctx.arg(1);
-    if previous != 0 {
-        return Ok(previous);
-    }
-
-    let Some((scope_id, policy)) = governing_scope() else {
-        return Ok(0);
-    };
-
-    let bprm: *const u8 = ctx.arg(0);
-    let mut digest = [0u8; DIGEST_LEN];
-    let verdict = unsafe { decide(bprm, scope_id, &mut digest) };
-
-    let decision = if verdict.decision == decision::DENY && policy.mode == mode::MONITOR {
-        decision::WOULD_DENY
-    } else {
-        verdict.decision
-    };
-    let lineage = unsafe { lineage() };
-    let exec_id = next_exec_id();
-    if decision != decision::DENY {
-        // The process now runs this image: its children and its next exec descend from it.
-        let image = Image { exec_id, leader_start_ns: lineage.leader_start_ns };
-        let _ = IMAGES.insert(&lineage.tgid, &image, 0);
-    }
-    unsafe { report(bprm, scope_id, decision, &verdict, &digest, &lineage, exec_id) };
-
-    if decision == decision::DENY { Err(-EPERM) } else { Ok(0) }
-}
-
-/// Where an exec comes from.
-struct Lineage {
-    tgid: u32,
-    ppid: u32,
-    leader_start_ns: u64,
-    parent_exec_id: u64,
-}
-
-/// Reads a value at `base + offset` in kernel memory; `None` when unreadable or the loader
-/// did not provide the offset.
-unsafe fn read_at<T>(base: *const u8, offset: u32) -> Option<T> {
-    if base.is_null() || offset == 0 {
-        return None;
-    }
-    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T) }.ok()
-}
-
-/// The current process, its parent, and which recorded image started this exec: the
-/// image this process ran before (an exec chain), else its parent's current image.
-unsafe fn lineage() -> Lineage {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: every read goes through bpf_probe_read_kernel, which tolerates bad pointers.
-    unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let start_of = |t: *const u8| -> u64 {
-            let leader: Option<*const u8> = read_at(t, ptr::read_volatile(&TASK_GROUP_LEADER_OFFSET));
-            leader.and_then(|l| read_at(l, ptr::read_volatile(&TASK_START_TIME_OFFSET))).unwrap_or(0)
-        };
-        let leader_start_ns = start_of(task);
-        let parent: *const u8 =
-            read_at(task, ptr::read_volatile(&TASK_REAL_PARENT_OFFSET)).unwrap_or(ptr::null());
-        let ppid: u32 = read_at(parent, ptr::read_volatile(&TASK_TGID_OFFSET)).unwrap_or(0);
-        let recorded = |key: u32, start: u64| -> Option<u64> {
-            let image = IMAGES.get(&key)?;
-            (start != 0 && image.leader_start_ns == start).then_some(image.exec_id)
-        };
-        let parent_exec_id = recorded(tgid, leader_start_ns)
-            .or_else(|| recorded(ppid, start_of(parent)))
-            .unwrap_or(0);
-        Lineage { tgid, ppid, leader_start_ns, parent_exec_id }
-    }
-}
-
-/// The next per-boot exec id (1, 2, ...); 0 only if the counter map is unreadable.
-fn next_exec_id() -> u64 {
-    match EXEC_SEQ.get_ptr_mut(0) {
-        // SAFETY: the array slot lives as long as the map; the atomic add makes concurrent
-        // execs on other CPUs get distinct ids.
-        Some(slot) => (unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) }) + 1,
-        None => 0,
-    }
-}
+// Earlier BPF LSM verdicts: the kernel runs BPF LSM programs as fmod_ret programs in the
+// hook's trampoline, which stops at the first non-zero verdict, so a program only ever
+// runs when every earlier one allowed. There is no earlier denial to preserve, and the
+// hooks below do not read the verdict slot (whose position also moves when a hook gains
+// parameters, as `bpf` did). Every hook returns 0 or -EPERM, the range 6.12+ verifiers
+// enforce for LSM programs.
 
 /// The deepest governed scope among the current task's cgroup and its ancestors.
 ///
 /// Ancestor levels are walked from the root down; the agent refuses scopes deeper than
 /// `MAX_SCOPE_LEVEL`, so every governed cgroup is reached by this bounded loop. When
 /// scopes nest, the innermost one governs.
+#[inline(always)]
 fn governing_scope() -> Option<(u64, ScopePolicy)> {
     let current = unsafe { bpf_get_current_cgroup_id() };
     let mut found = None;
@@ -225,19 +187,46 @@ fn governing_scope() -> Option<(u64, ScopePolicy)> {
     found
 }
 
-/// Decides for a task in a governed scope. Fills `digest` when IMA produced one.
-unsafe fn decide(bprm: *const u8, scope_id: u64, digest: &mut [u8; DIGEST_LEN]) -> Verdict {
-    // SAFETY: read_volatile keeps LLVM from folding the global to its initial 0; the
-    // loader has frozen the real value into read-only data before the program loads.
-    let file_offset = unsafe { ptr::read_volatile(&BPRM_FILE_OFFSET) };
-    if file_offset == 0 {
-        return Verdict::deny(reason::NOT_CONFIGURED);
+/// Reads a value at `base + offset` in kernel memory; `None` when unreadable or the loader
+/// did not provide the offset.
+#[inline(always)]
+unsafe fn read_at<T>(base: *const u8, offset: u32) -> Option<T> {
+    if base.is_null() || offset == 0 {
+        return None;
     }
-    // SAFETY: `bprm` is the hook's trusted `struct linux_binprm *` and the offset is that of
-    // its `file` member (looked up by name in the kernel's BTF); the verifier checks the
-    // member's type and gives us a trusted `struct file *`.
-    let file = unsafe { *(bprm.add(file_offset as usize) as *const *mut c_void) };
+    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T) }.ok()
+}
 
+/// The `i_nlink` of a file's inode: 0 for a memfd or a deleted file. `None` when it cannot
+/// be read, which also catches a null `file` at run time: the verifier may take hook
+/// arguments for non-null and prune a plain null check, but not a failed probe read.
+#[inline(always)]
+unsafe fn link_count(file: *const u8) -> Option<u32> {
+    unsafe {
+        let inode: Option<*const u8> = read_at(file, config(&FILE_INODE_OFFSET));
+        inode.and_then(|i| read_at(i, config(&INODE_NLINK_OFFSET)))
+    }
+}
+
+/// Decides whether `file` may be executed or mapped executable in the scope. Fills
+/// `digest` when IMA produced one.
+///
+/// # Safety
+/// `file` must be a trusted `struct file *` from the hook's arguments (or loaded from one
+/// at a BTF-checked offset), as `bpf_ima_file_hash` requires.
+#[inline(always)]
+unsafe fn file_verdict(
+    file: *mut c_void,
+    scope_id: u64,
+    policy: ScopePolicy,
+    digest: &mut [u8; DIGEST_LEN],
+) -> Verdict {
+    let Some(links) = (unsafe { link_count(file.cast()) }) else {
+        return Verdict::deny(reason::DIGEST_UNAVAILABLE);
+    };
+    if links == 0 && policy.flags & scope_flags::ALLOW_FILELESS == 0 {
+        return Verdict::deny(reason::FILELESS);
+    }
     // SAFETY: the helper writes at most DIGEST_LEN bytes into `digest`.
     let algo = unsafe {
         bpf_ima_file_hash(file.cast(), digest.as_mut_ptr().cast(), DIGEST_LEN as u32)
@@ -248,69 +237,312 @@ unsafe fn decide(bprm: *const u8, scope_id: u64, digest: &mut [u8; DIGEST_LEN]) 
     if algo != HASH_ALGO_SHA256 {
         return Verdict::deny(reason::UNEXPECTED_ALGORITHM);
     }
-
     let key = GrantKey { scope_id, digest: *digest };
     // SAFETY: the value is copied out at once.
     let Some(grant) = (unsafe { GRANTS.get(&key) }).copied() else {
         return Verdict::deny(reason::NOT_GRANTED);
     };
     if unsafe { bpf_ktime_get_boot_ns() } >= grant.not_after_boot_ns {
-        return Verdict { decision: decision::DENY, reason: reason::EXPIRED, grant: Some(grant) };
+        return Verdict { allowed: false, reason: reason::EXPIRED, grant: Some(grant) };
     }
-    Verdict { decision: decision::ALLOW, reason: reason::GRANTED, grant: Some(grant) }
+    Verdict { allowed: true, reason: reason::GRANTED, grant: Some(grant) }
 }
 
-/// Sends the decision to the agent, or counts it as dropped when the ring buffer is full.
-unsafe fn report(
-    bprm: *const u8,
+/// What a governed operation produces: the final decision after monitor mode, reported
+/// through the ring buffer, and the return value for the hook.
+struct Outcome<'a> {
+    which: u32,
     scope_id: u64,
-    decision: u32,
-    verdict: &Verdict,
-    digest: &[u8; DIGEST_LEN],
-    lineage: &Lineage,
-    exec_id: u64,
-) {
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        if let Some(count) = DROPPED.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot; this CPU is the only writer while the program runs
-            // (sleepable programs run with migration disabled).
-            unsafe { *count += 1 };
+    policy: ScopePolicy,
+    verdict: Verdict,
+    digest: &'a [u8; DIGEST_LEN],
+    /// Kernel string to report as the path (may be null).
+    path: *const u8,
+}
+
+impl Outcome<'_> {
+    /// Applies monitor mode, reports, and returns the hook's verdict. Allowed mappings and
+    /// tamper checks are not reported (they are many and say nothing); every exec, and
+    /// every denial or would-be denial, is.
+    #[inline(always)]
+    fn finish(self) -> Result<i32, i32> {
+        let decision = match (self.verdict.allowed, self.policy.mode) {
+            (true, _) => decision::ALLOW,
+            (false, mode::MONITOR) => decision::WOULD_DENY,
+            (false, _) => decision::DENY,
+        };
+        let is_exec = self.which == hook::BPRM_CHECK_SECURITY;
+        if is_exec || decision != decision::ALLOW {
+            let lineage = unsafe { lineage() };
+            let exec_id = if is_exec { next_exec_id() } else { 0 };
+            if is_exec && decision != decision::DENY {
+                // The process now runs this image: its children and its next exec
+                // descend from it.
+                let image = Image { exec_id, leader_start_ns: lineage.leader_start_ns };
+                let _ = IMAGES.insert(&lineage.tgid, &image, 0);
+            }
+            unsafe { self.report(decision, &lineage, exec_id) };
         }
-        return;
-    };
-    let event = entry.as_mut_ptr();
-    // SAFETY: `event` points at a reserved ExecEvent; zeroing it first means no stale ring
-    // buffer bytes reach userspace through fields or a short path.
-    unsafe {
-        ptr::write_bytes(event, 0, 1);
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let uid_gid = bpf_get_current_uid_gid();
-        (*event).boot_ns = bpf_ktime_get_boot_ns();
-        (*event).cgroup_id = bpf_get_current_cgroup_id();
-        (*event).scope_id = scope_id;
-        (*event).exec_id = exec_id;
-        (*event).parent_exec_id = lineage.parent_exec_id;
-        (*event).ppid = lineage.ppid;
-        (*event).pid = pid_tgid as u32;
-        (*event).tgid = (pid_tgid >> 32) as u32;
-        (*event).uid = uid_gid as u32;
-        (*event).gid = (uid_gid >> 32) as u32;
-        (*event).decision = decision;
-        (*event).reason = verdict.reason;
-        (*event).digest = *digest;
-        if let Some(grant) = &verdict.grant {
-            (*event).auth_serial = grant.auth_serial;
-            (*event).auth_id = grant.auth_id;
-        }
-        let name_offset = ptr::read_volatile(&BPRM_INTERP_OFFSET);
-        if name_offset != 0 {
-            if let Ok(name) = bpf_probe_read_kernel(bprm.add(name_offset as usize) as *const *const u8) {
+        if decision == decision::DENY { Err(-EPERM) } else { Ok(0) }
+    }
+
+    /// Sends the decision to the agent, or counts it as dropped when the ring buffer is
+    /// full.
+    #[inline(always)]
+    unsafe fn report(&self, decision: u32, lineage: &Lineage, exec_id: u64) {
+        let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+            if let Some(count) = DROPPED.get_ptr_mut(0) {
+                // SAFETY: per-CPU slot; this CPU is the only writer while the program
+                // runs (BPF programs run with migration disabled).
+                unsafe { *count += 1 };
+            }
+            return;
+        };
+        let event = entry.as_mut_ptr();
+        // SAFETY: `event` points at a reserved ExecEvent; zeroing it first means no stale
+        // ring buffer bytes reach userspace through fields or a short path.
+        unsafe {
+            ptr::write_bytes(event, 0, 1);
+            let pid_tgid = bpf_get_current_pid_tgid();
+            let uid_gid = bpf_get_current_uid_gid();
+            (*event).boot_ns = bpf_ktime_get_boot_ns();
+            (*event).cgroup_id = bpf_get_current_cgroup_id();
+            (*event).scope_id = self.scope_id;
+            (*event).exec_id = exec_id;
+            (*event).parent_exec_id = lineage.parent_exec_id;
+            (*event).pid = pid_tgid as u32;
+            (*event).tgid = (pid_tgid >> 32) as u32;
+            (*event).ppid = lineage.ppid;
+            (*event).uid = uid_gid as u32;
+            (*event).gid = (uid_gid >> 32) as u32;
+            (*event).decision = decision;
+            (*event).reason = self.verdict.reason;
+            (*event).hook = self.which;
+            (*event).digest = *self.digest;
+            if let Some(grant) = &self.verdict.grant {
+                (*event).auth_serial = grant.auth_serial;
+                (*event).auth_id = grant.auth_id;
+            }
+            if !self.path.is_null() {
                 // A path that cannot be read stays empty: the event is still sent.
-                let _ = bpf_probe_read_kernel_str_bytes(name, &mut (*event).path);
+                let _ = bpf_probe_read_kernel_str_bytes(self.path, &mut (*event).path);
             }
         }
+        entry.submit(0);
     }
-    entry.submit(0);
+}
+
+/// The name of a file's dentry (its last path component), for reports.
+#[inline(always)]
+unsafe fn file_name(file: *const u8) -> *const u8 {
+    unsafe {
+        let dentry: Option<*const u8> = read_at(file, config(&FILE_DENTRY_OFFSET));
+        dentry.and_then(|d| read_at(d, config(&DENTRY_NAME_OFFSET))).unwrap_or(ptr::null())
+    }
+}
+
+// ---- lineage -----------------------------------------------------------------------
+
+/// Where an operation comes from.
+struct Lineage {
+    tgid: u32,
+    ppid: u32,
+    leader_start_ns: u64,
+    parent_exec_id: u64,
+}
+
+/// The current process, its parent, and which recorded image started this exec: the
+/// image this process ran before (an exec chain), else its parent's current image. The
+/// leader's start time guards against pid reuse.
+#[inline(always)]
+unsafe fn lineage() -> Lineage {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: every read goes through bpf_probe_read_kernel, which tolerates bad pointers.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let start_of = |t: *const u8| -> u64 {
+            let leader: Option<*const u8> = read_at(t, config(&TASK_GROUP_LEADER_OFFSET));
+            leader.and_then(|l| read_at(l, config(&TASK_START_TIME_OFFSET))).unwrap_or(0)
+        };
+        let leader_start_ns = start_of(task);
+        let parent: *const u8 =
+            read_at(task, config(&TASK_REAL_PARENT_OFFSET)).unwrap_or(ptr::null());
+        let ppid: u32 = read_at(parent, config(&TASK_TGID_OFFSET)).unwrap_or(0);
+        let recorded = |key: u32, start: u64| -> Option<u64> {
+            let image = IMAGES.get(&key)?;
+            (start != 0 && image.leader_start_ns == start).then_some(image.exec_id)
+        };
+        let parent_exec_id = recorded(tgid, leader_start_ns)
+            .or_else(|| recorded(ppid, start_of(parent)))
+            .unwrap_or(0);
+        Lineage { tgid, ppid, leader_start_ns, parent_exec_id }
+    }
+}
+
+/// The next per-boot exec id (1, 2, ...); 0 only if the counter map is unreadable.
+#[inline(always)]
+fn next_exec_id() -> u64 {
+    match EXEC_SEQ.get_ptr_mut(0) {
+        // SAFETY: the array slot lives as long as the map; the atomic add makes concurrent
+        // execs on other CPUs get distinct ids.
+        Some(slot) => (unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) }) + 1,
+        None => 0,
+    }
+}
+
+// ---- hooks -------------------------------------------------------------------------
+
+/// Turns a hook's `Result` into its return value.
+fn ret(result: Result<i32, i32>) -> i32 {
+    match result {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+const NO_DIGEST: [u8; DIGEST_LEN] = [0; DIGEST_LEN];
+
+#[lsm(hook = "bprm_check_security", sleepable)]
+pub fn bprm_check_security(ctx: LsmContext) -> i32 {
+    // SAFETY: argument 0 is `struct linux_binprm *bprm`.
+    ret(unsafe { try_bprm_check(&ctx) })
+}
+
+unsafe fn try_bprm_check(ctx: &LsmContext) -> Result<i32, i32> {
+    let Some((scope_id, policy)) = governing_scope() else {
+        return Ok(0);
+    };
+    let bprm: *const u8 = ctx.arg(0);
+    let mut digest = NO_DIGEST;
+    let file_offset = config(&BPRM_FILE_OFFSET);
+    let verdict = if file_offset == 0 {
+        Verdict::deny(reason::NOT_CONFIGURED)
+    } else {
+        // SAFETY: `bprm` is the hook's trusted `struct linux_binprm *` and the offset is
+        // that of its `file` member (looked up by name and type in the kernel's BTF); the
+        // verifier checks the member's type and gives us a trusted `struct file *`.
+        let file = unsafe { *(bprm.add(file_offset as usize) as *const *mut c_void) };
+        unsafe { file_verdict(file, scope_id, policy, &mut digest) }
+    };
+    let path = unsafe { read_at(bprm, config(&BPRM_INTERP_OFFSET)) }.unwrap_or(ptr::null());
+    Outcome { which: hook::BPRM_CHECK_SECURITY, scope_id, policy, verdict, digest: &digest, path }
+        .finish()
+}
+
+#[lsm(hook = "mmap_file", sleepable)]
+pub fn mmap_file(ctx: LsmContext) -> i32 {
+    // SAFETY: arguments are (struct file *file, reqprot, prot, flags).
+    ret(unsafe { try_mmap_file(&ctx) })
+}
+
+unsafe fn try_mmap_file(ctx: &LsmContext) -> Result<i32, i32> {
+    // `prot` is what the mapping will get, READ_IMPLIES_EXEC included.
+    let prot: u64 = ctx.arg(2);
+    if prot & PROT_EXEC == 0 {
+        return Ok(0);
+    }
+    let Some((scope_id, policy)) = governing_scope() else {
+        return Ok(0);
+    };
+    // Anonymous memory is told by the flag, not by a null `file`: newer verifiers take the
+    // argument for non-null and drop such a check (MAP_ANONYMOUS|MAP_HUGETLB even comes
+    // with a hugetlbfs file).
+    let flags: u64 = ctx.arg(3);
+    let file: *mut c_void = ctx.arg(0);
+    let mut digest = NO_DIGEST;
+    let (verdict, path) = if flags & MAP_ANONYMOUS != 0 {
+        let denied = policy.flags & scope_flags::ALLOW_ANON_EXEC == 0;
+        (Verdict::allow_unless(denied, reason::ANON_EXEC), ptr::null())
+    } else {
+        // SAFETY: `file` is the hook's own `struct file *` argument; file_verdict proves it
+        // readable before handing it to a helper.
+        (unsafe { file_verdict(file, scope_id, policy, &mut digest) }, unsafe { file_name(file.cast()) })
+    };
+    Outcome { which: hook::MMAP_FILE, scope_id, policy, verdict, digest: &digest, path }.finish()
+}
+
+#[lsm(hook = "file_mprotect")]
+pub fn file_mprotect(ctx: LsmContext) -> i32 {
+    // SAFETY: arguments are (struct vm_area_struct *vma, reqprot, prot).
+    ret(unsafe { try_file_mprotect(&ctx) })
+}
+
+unsafe fn try_file_mprotect(ctx: &LsmContext) -> Result<i32, i32> {
+    let prot: u64 = ctx.arg(2);
+    if prot & PROT_EXEC == 0 {
+        return Ok(0);
+    }
+    let Some((scope_id, policy)) = governing_scope() else {
+        return Ok(0);
+    };
+    let vma: *const u8 = ctx.arg(0);
+    // SAFETY: probe reads of the hook's own vma.
+    let flags: Option<u64> = unsafe { read_at(vma, config(&VMA_FLAGS_OFFSET)) };
+    let file: Option<*const u8> = unsafe { read_at(vma, config(&VMA_FILE_OFFSET)) };
+    let (verdict, path) = match (flags, file) {
+        // Unreadable: doubt means deny.
+        (None, _) | (_, None) => (Verdict::deny(reason::NOT_CONFIGURED), ptr::null()),
+        // Already executable (its file was checked when it was mapped): nothing changes.
+        (Some(f), _) if f & VM_EXEC != 0 => return Ok(0),
+        (Some(_), Some(f)) if f.is_null() => {
+            let denied = policy.flags & scope_flags::ALLOW_ANON_EXEC == 0;
+            (Verdict::allow_unless(denied, reason::ANON_EXEC), ptr::null())
+        }
+        // A file mapping turning executable after the fact skipped the digest check at
+        // mmap time, and this hook cannot hash on every supported kernel: deny.
+        (Some(_), Some(f)) => (Verdict::deny(reason::LATE_EXEC), unsafe { file_name(f) }),
+    };
+    Outcome { which: hook::FILE_MPROTECT, scope_id, policy, verdict, digest: &NO_DIGEST, path }
+        .finish()
+}
+
+/// Tamper checks share this: a governed task is refused when `tampering` holds.
+#[inline(always)]
+fn tamper_check(ctx: &LsmContext, which: u32, tampering: impl FnOnce(&LsmContext) -> bool) -> i32 {
+    let Some((scope_id, policy)) = governing_scope() else {
+        return 0;
+    };
+    if !tampering(ctx) {
+        return 0;
+    }
+    let verdict = Verdict::deny(reason::TAMPER);
+    ret(Outcome { which, scope_id, policy, verdict, digest: &NO_DIGEST, path: ptr::null() }.finish())
+}
+
+#[lsm(hook = "ptrace_access_check")]
+pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
+    // Arguments: (struct task_struct *child, unsigned int mode). Attach mode covers
+    // PTRACE_ATTACH/SEIZE and writing /proc/PID/mem; reading status stays allowed.
+    tamper_check(&ctx, hook::PTRACE_ACCESS_CHECK, |ctx| {
+        let mode: u32 = ctx.arg(1);
+        mode & PTRACE_MODE_ATTACH != 0
+    })
+}
+
+#[lsm(hook = "ptrace_traceme")]
+pub fn ptrace_traceme(ctx: LsmContext) -> i32 {
+    // PTRACE_TRACEME hands the caller to its parent without an access check on the
+    // parent's side: refuse it like an attach.
+    tamper_check(&ctx, hook::PTRACE_TRACEME, |_| true)
+}
+
+#[lsm(hook = "bpf")]
+pub fn bpf(ctx: LsmContext) -> i32 {
+    // Governed tasks may not use bpf() at all: it is how the enforcer's own programs,
+    // links and maps would be detached or changed.
+    tamper_check(&ctx, hook::BPF, |_| true)
+}
+
+#[lsm(hook = "task_kill")]
+pub fn task_kill(ctx: LsmContext) -> i32 {
+    // Arguments: (struct task_struct *p, struct kernel_siginfo *info, int sig, cred).
+    tamper_check(&ctx, hook::TASK_KILL, |ctx| {
+        let target: *const u8 = ctx.arg(0);
+        // SAFETY: probe read of the hook's own task argument.
+        let tgid: Option<u32> = unsafe { read_at(target, config(&TASK_TGID_OFFSET)) };
+        // SAFETY: the value is only tested for presence.
+        tgid.is_none_or(|t| unsafe { PROTECTED.get(&t) }.is_some())
+    })
 }
 
 #[cfg(not(test))]

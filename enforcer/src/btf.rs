@@ -50,6 +50,8 @@ pub enum BtfError {
     Malformed(&'static str),
     #[error("kernel BTF has no struct {0}")]
     NoStruct(String),
+    #[error("kernel BTF has no function {0}")]
+    NoFunction(String),
     #[error("struct {strukt} in kernel BTF has no member {member}")]
     NoMember { strukt: String, member: String },
     #[error("{strukt}::{member} is not {expected} in kernel BTF")]
@@ -68,6 +70,8 @@ struct Type {
     /// For STRUCT and UNION: members.
     members: Vec<Member>,
     kind_flag: bool,
+    /// Number of members, enumerators or parameters.
+    vlen: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +147,7 @@ impl Btf {
             referenced: 0,
             members: Vec::new(),
             kind_flag: false,
+            vlen: 0,
         }];
         let mut at = 0;
         while at < type_data.len() {
@@ -178,7 +183,7 @@ impl Btf {
             if at > type_data.len() {
                 return Err(BtfError::Malformed("truncated type section"));
             }
-            types.push(Type { kind, name_off, referenced: size_or_type, members, kind_flag });
+            types.push(Type { kind, name_off, referenced: size_or_type, members, kind_flag, vlen });
         }
         Ok(Self { types, strings })
     }
@@ -209,25 +214,74 @@ impl Btf {
         None
     }
 
-    /// Finds `strukt.member` and its byte offset; bitfields are refused.
-    fn member(&self, strukt: &str, member: &str) -> Result<(u32, &Member), BtfError> {
+    /// Finds `strukt.member` and its byte offset, looking inside anonymous structs and
+    /// unions too (the kernel wraps fields such as `inode::i_nlink` and
+    /// `vm_area_struct::vm_flags` in them); bitfields are refused.
+    fn member(&self, strukt: &str, member: &str) -> Result<(u32, Member), BtfError> {
         let s = self
             .types
             .iter()
             .find(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == strukt.as_bytes())
             .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
-        let m = s
-            .members
-            .iter()
-            .find(|m| self.name(m.name_off) == member.as_bytes())
+        let (bits, bitfield_size, m) = self
+            .find_member(s, member.as_bytes(), 0, 0)?
             .ok_or_else(|| BtfError::NoMember { strukt: strukt.into(), member: member.into() })?;
-        // With kind_flag set, the top 8 bits hold a bitfield size.
-        let (bit_offset, bitfield_size) =
-            if s.kind_flag { (m.offset & 0x00ff_ffff, m.offset >> 24) } else { (m.offset, 0) };
-        if bitfield_size != 0 || bit_offset % 8 != 0 {
+        if bitfield_size != 0 || bits % 8 != 0 {
             return Err(BtfError::Bitfield { strukt: strukt.into(), member: member.into() });
         }
-        Ok((bit_offset / 8, m))
+        Ok((bits / 8, m))
+    }
+
+    /// Depth-first search through anonymous members; returns the bit offset from the
+    /// outermost struct and the bitfield size (0: not a bitfield).
+    fn find_member(
+        &self,
+        within: &Type,
+        name: &[u8],
+        base_bits: u32,
+        depth: u32,
+    ) -> Result<Option<(u32, u32, Member)>, BtfError> {
+        if depth > 8 {
+            return Err(BtfError::Malformed("anonymous members nested too deep"));
+        }
+        for m in &within.members {
+            // With kind_flag set, the top 8 bits hold a bitfield size.
+            let (bits, bitfield_size) = if within.kind_flag {
+                (m.offset & 0x00ff_ffff, m.offset >> 24)
+            } else {
+                (m.offset, 0)
+            };
+            let at = base_bits.saturating_add(bits);
+            let member_name = self.name(m.name_off);
+            if member_name == name {
+                return Ok(Some((at, bitfield_size, *m)));
+            }
+            if member_name.is_empty() {
+                if let Some(inner) = self.resolve(m.type_id) {
+                    if matches!(inner.kind, KIND_STRUCT | KIND_UNION) {
+                        if let Some(found) = self.find_member(inner, name, at, depth + 1)? {
+                            return Ok(Some(found));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Number of parameters of the kernel function `name` (for example `bpf_lsm_bpf`);
+    /// an error names a function this kernel lacks, such as an LSM hook.
+    pub fn function_arg_count(&self, name: &str) -> Result<u32, BtfError> {
+        let func = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_FUNC && self.name(t.name_off) == name.as_bytes())
+            .ok_or_else(|| BtfError::NoFunction(name.to_owned()))?;
+        let proto = self
+            .ty(func.referenced)
+            .filter(|t| t.kind == KIND_FUNC_PROTO)
+            .ok_or(BtfError::Malformed("function without prototype"))?;
+        u32::try_from(proto.vlen).map_err(|_| BtfError::Malformed("parameter count"))
     }
 
     /// Byte offset of `strukt.member`, which must be a pointer to `struct pointee` when
@@ -260,6 +314,22 @@ impl Btf {
         Ok(offset)
     }
 
+    /// Byte offset of `strukt.member`, which must be an embedded `struct inner`.
+    pub fn struct_member_offset(&self, strukt: &str, member: &str, inner: &str) -> Result<u32, BtfError> {
+        let (offset, m) = self.member(strukt, member)?;
+        let ok = self
+            .resolve(m.type_id)
+            .is_some_and(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == inner.as_bytes());
+        if !ok {
+            return Err(BtfError::UnexpectedType {
+                strukt: strukt.into(),
+                member: member.into(),
+                expected: format!("an embedded struct {inner}"),
+            });
+        }
+        Ok(offset)
+    }
+
     /// Byte offset of `strukt.member`, which must be an integer of `size` bytes.
     pub fn int_member_offset(&self, strukt: &str, member: &str, size: u32) -> Result<u32, BtfError> {
         let (offset, m) = self.member(strukt, member)?;
@@ -283,9 +353,11 @@ mod tests {
     /// Builds a tiny BTF blob:
     /// 1: struct file {}           2: ptr -> 1      3: const -> 2
     /// 4: int (char)               5: ptr -> 4
-    /// 6: struct linux_binprm { long pad @0; const struct file *file @64 bits; char *filename @128 }
+    /// 6: struct linux_binprm { char pad @0; const struct file *file @64 bits; char *filename @128;
+    ///    union { char nlink; } @192 }
+    /// 7: union { char nlink @0 }    8: func_proto (char, char)    9: func bpf_lsm_x -> 8
     fn sample() -> Vec<u8> {
-        let mut strings = b"\0file\0linux_binprm\0filename\0char\0pad\0".to_vec();
+        let mut strings = b"\0file\0linux_binprm\0filename\0char\0pad\0nlink\0bpf_lsm_x\0".to_vec();
         let off = |s: &str, strings: &[u8]| -> u32 {
             let needle = [s.as_bytes(), b"\0"].concat();
             strings.windows(needle.len()).position(|w| w == needle).map(|p| p as u32).expect(s)
@@ -297,6 +369,7 @@ mod tests {
             off("char", &strings),
             off("pad", &strings),
         );
+        let (nlink, func) = (off("nlink", &strings), off("bpf_lsm_x", &strings));
         let mut t = Vec::new();
         let mut push = |words: &[u32]| words.iter().for_each(|w| t.extend_from_slice(&w.to_le_bytes()));
         let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
@@ -305,10 +378,16 @@ mod tests {
         push(&[0, info(KIND_CONST, 0), 2]); // 3
         push(&[chr, info(KIND_INT, 0), 1, 8]); // 4
         push(&[0, info(KIND_PTR, 0), 4]); // 5
-        push(&[binprm, info(KIND_STRUCT, 3), 24]); // 6
+        push(&[binprm, info(KIND_STRUCT, 4), 32]); // 6
         push(&[pad, 4, 0]);
         push(&[file, 3, 64]);
         push(&[filename, 5, 128]);
+        push(&[0, 7, 192]);
+        push(&[0, info(KIND_UNION, 1), 1]); // 7
+        push(&[nlink, 4, 0]);
+        push(&[0, info(KIND_FUNC_PROTO, 2), 4]); // 8
+        push(&[0, 4, 0, 4]);
+        push(&[func, info(KIND_FUNC, 0), 8]); // 9
         strings.push(0);
         let mut blob = Vec::new();
         blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
@@ -326,6 +405,19 @@ mod tests {
         let btf = Btf::parse(&sample()).expect("parse");
         assert_eq!(btf.pointer_member_offset("linux_binprm", "file", Some("file")).expect("file"), 8);
         assert_eq!(btf.pointer_member_offset("linux_binprm", "filename", None).expect("filename"), 16);
+    }
+
+    #[test]
+    fn finds_members_inside_anonymous_unions() {
+        let btf = Btf::parse(&sample()).expect("parse");
+        assert_eq!(btf.int_member_offset("linux_binprm", "nlink", 1).expect("nlink"), 24);
+    }
+
+    #[test]
+    fn counts_function_parameters() {
+        let btf = Btf::parse(&sample()).expect("parse");
+        assert_eq!(btf.function_arg_count("bpf_lsm_x").expect("func"), 2);
+        assert!(matches!(btf.function_arg_count("nope"), Err(BtfError::NoFunction(_))));
     }
 
     #[test]
@@ -383,6 +475,8 @@ mod tests {
             btf.int_member_offset("task_struct", "start_time", 8).expect("task start_time");
             btf.pointer_member_offset("task_struct", "real_parent", Some("task_struct"))
                 .expect("task real_parent");
+            btf.int_member_offset("inode", "i_nlink", 4).expect("inode i_nlink (anonymous union)");
+            assert_eq!(btf.function_arg_count("bpf_lsm_bprm_check_security").expect("hook"), 1);
         }
     }
 }

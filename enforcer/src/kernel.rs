@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{Lsm, links::FdLink};
 use aya::{Btf, EbpfLoader};
-use enforcer_common::{Grant, GrantKey, ScopePolicy, mode, names};
+use enforcer_common::{Grant, GrantKey, ScopePolicy, hook, mode, names, scope_flags};
 
 use crate::btf::{Btf as KernelBtf, BtfError};
 use crate::cgroup::{self, CgroupError};
@@ -21,7 +21,60 @@ use crate::policy::{Mode, Policy};
 
 /// Default pin directory on bpffs.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/enforcer";
-const LINK_PIN: &str = "link";
+/// Maps the program pins (by name) in the pin directory.
+const MAP_PINS: [&str; 7] = [
+    names::SCOPES,
+    names::GRANTS,
+    names::EVENTS,
+    names::DROPPED,
+    names::EXEC_SEQ,
+    names::IMAGES,
+    names::PROTECTED,
+];
+
+fn link_pin(pin_dir: &Path, hook: &str) -> PathBuf {
+    pin_dir.join(format!("link-{hook}"))
+}
+
+/// Struct offsets the programs need, read from the running kernel's BTF by name and type
+/// (see the globals in enforcer-ebpf).
+struct KernelLayout {
+    offsets: Vec<(&'static str, u32)>,
+}
+
+impl KernelLayout {
+    fn read() -> Result<Self, KernelError> {
+        let btf = KernelBtf::from_sys_fs()?;
+        let task = |m| btf.pointer_member_offset("task_struct", m, Some("task_struct"));
+        let offsets = vec![
+            (names::BPRM_FILE_OFFSET, btf.pointer_member_offset("linux_binprm", "file", Some("file"))?),
+            (names::BPRM_INTERP_OFFSET, btf.pointer_member_offset("linux_binprm", "interp", None)?),
+            (names::TASK_REAL_PARENT_OFFSET, task("real_parent")?),
+            (names::TASK_GROUP_LEADER_OFFSET, task("group_leader")?),
+            (names::TASK_TGID_OFFSET, btf.int_member_offset("task_struct", "tgid", 4)?),
+            (names::TASK_START_TIME_OFFSET, btf.int_member_offset("task_struct", "start_time", 8)?),
+            (names::FILE_INODE_OFFSET, btf.pointer_member_offset("file", "f_inode", Some("inode"))?),
+            (names::FILE_DENTRY_OFFSET, {
+                // `f_path` is an embedded `struct path`; its `dentry` pointer is inside it.
+                let path = btf.struct_member_offset("file", "f_path", "path")?;
+                path + btf.pointer_member_offset("path", "dentry", Some("dentry"))?
+            }),
+            (names::DENTRY_NAME_OFFSET, {
+                let qstr = btf.struct_member_offset("dentry", "d_name", "qstr")?;
+                qstr + btf.pointer_member_offset("qstr", "name", None)?
+            }),
+            (names::INODE_NLINK_OFFSET, btf.int_member_offset("inode", "i_nlink", 4)?),
+            (names::VMA_FILE_OFFSET, btf.pointer_member_offset("vm_area_struct", "vm_file", Some("file"))?),
+            (names::VMA_FLAGS_OFFSET, btf.int_member_offset("vm_area_struct", "vm_flags", 8)?),
+        ];
+        // Name a missing hook before the load fails on it with a bare errno.
+        for name in hook::NAMES {
+            btf.function_arg_count(&format!("bpf_lsm_{name}"))?;
+        }
+        tracing::debug!(?offsets, "kernel layout from BTF");
+        Ok(Self { offsets })
+    }
+}
 
 /// The kernel programs, built by build.rs and embedded so the agent is self-contained.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));
@@ -46,10 +99,15 @@ pub enum KernelError {
     #[error("the BPF object has no map {0}")]
     MissingMap(&'static str),
     #[error(
-        "the kernel refused the LSM program: {0}. BPF LSM programs need a 5.18+ kernel with \
-         CONFIG_BPF_LSM, `bpf` in the active LSM list and IMA (bpf_ima_file_hash)"
+        "the kernel refused the LSM program for {hook}: {source}. BPF LSM programs need a \
+         5.18+ kernel with CONFIG_BPF_LSM, `bpf` in the active LSM list and IMA \
+         (bpf_ima_file_hash)"
     )]
-    Program(#[source] aya::programs::ProgramError),
+    Program {
+        hook: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("cannot pin {what} at {path}: {source}")]
     Pin {
         what: &'static str,
@@ -76,6 +134,11 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "pins removed, but {programs} enforcer program(s) are still attached: another \
+         process holds them (a running `enforcer run`?); stop it and check again"
+    )]
+    StillAttached { programs: usize },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error("cannot read CLOCK_BOOTTIME: {0}")]
@@ -115,6 +178,7 @@ pub struct Enforcement {
     grants: HashMap<MapData, GrantKey, Grant>,
     events: Option<RingBuf<MapData>>,
     dropped: PerCpuArray<MapData, u64>,
+    protected: HashMap<MapData, u32, u32>,
 }
 
 fn map_err(what: &'static str) -> impl Fn(MapError) -> KernelError {
@@ -136,47 +200,43 @@ impl Enforcement {
     fn load(pin_dir: &Path) -> Result<Self, KernelError> {
         std::fs::create_dir_all(pin_dir)
             .map_err(|source| KernelError::PinDir { path: pin_dir.into(), source })?;
-        let layout = KernelBtf::from_sys_fs()?;
-        let file_offset = layout.pointer_member_offset("linux_binprm", "file", Some("file"))?;
-        let interp_offset = layout.pointer_member_offset("linux_binprm", "interp", None)?;
-        let real_parent = layout.pointer_member_offset("task_struct", "real_parent", Some("task_struct"))?;
-        let group_leader = layout.pointer_member_offset("task_struct", "group_leader", Some("task_struct"))?;
-        let tgid = layout.int_member_offset("task_struct", "tgid", 4)?;
-        let start_time = layout.int_member_offset("task_struct", "start_time", 8)?;
+        let layout = KernelLayout::read()?;
         let btf = Btf::from_sys_fs().map_err(KernelError::KernelBtf)?;
 
         // Maps are pinned by name under pin_dir; stale pinned maps from an earlier run are
         // reused, and apply() then makes their contents right.
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .default_map_pin_directory(pin_dir)
-            .override_global(names::BPRM_FILE_OFFSET, &file_offset, true)
-            .override_global(names::BPRM_INTERP_OFFSET, &interp_offset, true)
-            .override_global(names::TASK_REAL_PARENT_OFFSET, &real_parent, true)
-            .override_global(names::TASK_GROUP_LEADER_OFFSET, &group_leader, true)
-            .override_global(names::TASK_TGID_OFFSET, &tgid, true)
-            .override_global(names::TASK_START_TIME_OFFSET, &start_time, true)
-            .load(EBPF_OBJECT)
-            .map_err(KernelError::Object)?;
+        let mut loader = EbpfLoader::new();
+        loader.btf(Some(&btf)).default_map_pin_directory(pin_dir);
+        for (name, value) in &layout.offsets {
+            loader.override_global(*name, value, true);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(KernelError::Object)?;
 
-        let program: &mut Lsm = ebpf
-            .program_mut(names::PROGRAM)
-            .ok_or(KernelError::MissingProgram(names::PROGRAM))?
-            .try_into()
-            .map_err(KernelError::Program)?;
-        program.load(names::HOOK, &btf).map_err(KernelError::Program)?;
-        let link_id = program.attach().map_err(KernelError::Program)?;
-        let link = FdLink::from(program.take_link(link_id).map_err(KernelError::Program)?);
-        let link_path = pin_dir.join(LINK_PIN);
-        link.pin(&link_path)
-            .map_err(|source| KernelError::Pin { what: "program link", path: link_path, source })?;
-        tracing::info!(pin_dir = %pin_dir.display(), file_offset, "LSM program loaded, attached and pinned");
+        // The exec hook goes last: once it is attached, governed scopes are enforced, and
+        // by then every other hook is in place too.
+        for name in hook::NAMES.iter().rev() {
+            let program: &mut Lsm = ebpf
+                .program_mut(name)
+                .ok_or(KernelError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| KernelError::Program { hook: name, source })?;
+            program.load(name, &btf).map_err(|source| KernelError::Program { hook: name, source })?;
+            let link_id = program.attach().map_err(|source| KernelError::Program { hook: name, source })?;
+            let link = FdLink::from(
+                program.take_link(link_id).map_err(|source| KernelError::Program { hook: name, source })?,
+            );
+            let link_path = link_pin(pin_dir, name);
+            link.pin(&link_path)
+                .map_err(|source| KernelError::Pin { what: "program link", path: link_path, source })?;
+        }
+        tracing::info!(pin_dir = %pin_dir.display(), hooks = hook::COUNT, "LSM programs loaded, attached and pinned");
 
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(KernelError::MissingMap(name));
         let scopes = HashMap::try_from(take(names::SCOPES)?).map_err(map_err("scope"))?;
         let grants = HashMap::try_from(take(names::GRANTS)?).map_err(map_err("grant"))?;
         let events = RingBuf::try_from(take(names::EVENTS)?).map_err(map_err("event"))?;
         let dropped = PerCpuArray::try_from(take(names::DROPPED)?).map_err(map_err("drop counter"))?;
+        let protected = HashMap::try_from(take(names::PROTECTED)?).map_err(map_err("protected"))?;
         Ok(Self {
             pin_dir: pin_dir.into(),
             attachment: Attachment::Loaded,
@@ -184,6 +244,7 @@ impl Enforcement {
             grants,
             events: Some(events),
             dropped,
+            protected,
         })
     }
 
@@ -202,6 +263,8 @@ impl Enforcement {
         let events = RingBuf::try_from(Map::RingBuf(open(names::EVENTS)?)).map_err(map_err("event"))?;
         let dropped = PerCpuArray::try_from(Map::PerCpuArray(open(names::DROPPED)?))
             .map_err(map_err("drop counter"))?;
+        let protected =
+            HashMap::try_from(Map::HashMap(open(names::PROTECTED)?)).map_err(map_err("protected"))?;
         tracing::debug!(pin_dir = %pin_dir.display(), "opened pinned maps");
         Ok(Self {
             pin_dir: pin_dir.into(),
@@ -210,6 +273,7 @@ impl Enforcement {
             grants,
             events: Some(events),
             dropped,
+            protected,
         })
     }
 
@@ -239,6 +303,19 @@ impl Enforcement {
     pub fn dropped_events(&self) -> Result<u64, KernelError> {
         let per_cpu = self.dropped.get(&0, 0).map_err(map_err("drop counter"))?;
         Ok(per_cpu.iter().sum())
+    }
+
+    /// Marks `tgid` (the agent) as a process governed tasks may not signal.
+    pub fn protect(&mut self, tgid: u32) -> Result<(), KernelError> {
+        self.protected.insert(tgid, 1, 0).map_err(map_err("protected"))
+    }
+
+    /// Undoes [`Self::protect`] (the agent is stopping).
+    pub fn unprotect(&mut self, tgid: u32) -> Result<(), KernelError> {
+        match self.protected.remove(&tgid) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(KernelError::Map { what: "protected", source }),
+        }
     }
 
     /// Makes the maps hold exactly `desired`.
@@ -275,25 +352,18 @@ impl Enforcement {
     }
 }
 
-/// Whether a pinned program link exists in `pin_dir`.
+/// Whether the exec hook's link is pinned in `pin_dir` (it is pinned last, so its pin
+/// means every hook is in place).
 #[must_use]
 pub fn is_pinned(pin_dir: &Path) -> bool {
-    pin_dir.join(LINK_PIN).exists()
+    link_pin(pin_dir, hook::NAMES[0]).exists()
 }
 
 /// Stops enforcement: removes the link and map pins. Returns whether anything was pinned.
 pub fn unload(pin_dir: &Path) -> Result<bool, KernelError> {
     let mut removed = false;
-    for name in [
-        LINK_PIN,
-        names::SCOPES,
-        names::GRANTS,
-        names::EVENTS,
-        names::DROPPED,
-        names::EXEC_SEQ,
-        names::IMAGES,
-    ] {
-        let path = pin_dir.join(name);
+    let links = hook::NAMES.iter().map(|h| link_pin(pin_dir, h));
+    for path in links.chain(MAP_PINS.iter().map(|m| pin_dir.join(m))) {
         match std::fs::remove_file(&path) {
             Ok(()) => removed = true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -302,7 +372,37 @@ pub fn unload(pin_dir: &Path) -> Result<bool, KernelError> {
     }
     // Only an empty directory is removed; anything else in it is not ours to delete.
     let _ = std::fs::remove_dir(pin_dir);
+    if removed {
+        wait_detached()?;
+    }
     Ok(removed)
+}
+
+/// Waits until the kernel has let go of our programs. Sleepable programs are released
+/// only after an RCU tasks-trace grace period, so for a moment after the pins go some
+/// hooks still enforce while others do not; "stopped" must mean stopped.
+fn wait_detached() -> Result<(), KernelError> {
+    /// `BPF_PROG_TYPE_LSM` in include/uapi/linux/bpf.h (aya 0.14 does not re-export it).
+    const BPF_PROG_TYPE_LSM: u32 = 29;
+    const LIMIT: Duration = Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    loop {
+        let ours = aya::programs::loaded_programs()
+            .flatten()
+            .filter(|p| p.program_type() as u32 == BPF_PROG_TYPE_LSM)
+            .filter(|p| {
+                // The kernel keeps the first 15 bytes of a program's name.
+                p.name_as_str().is_some_and(|n| hook::NAMES.iter().any(|h| h.get(..n.len()) == Some(n)))
+            })
+            .count();
+        if ours == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > LIMIT {
+            return Err(KernelError::StillAttached { programs: ours });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Turns a policy into map entries: resolves scopes to cgroup ids (creating missing
@@ -317,7 +417,14 @@ pub fn resolve(policy: &Policy, cgroup_root: &Path) -> Result<MapState, KernelEr
             Mode::Enforce => mode::ENFORCE,
             Mode::Monitor => mode::MONITOR,
         };
-        state.scopes.insert(id, ScopePolicy { mode: kernel_mode, _pad: 0 });
+        let mut flags = 0;
+        if scope.allow_anonymous_exec {
+            flags |= scope_flags::ALLOW_ANON_EXEC;
+        }
+        if scope.allow_fileless {
+            flags |= scope_flags::ALLOW_FILELESS;
+        }
+        state.scopes.insert(id, ScopePolicy { mode: kernel_mode, flags });
         for grant in &scope.grants {
             let key = GrantKey { scope_id: id, digest: grant.digest.0 };
             let value = Grant {

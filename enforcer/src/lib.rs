@@ -8,6 +8,7 @@
 //!
 //! One module per concept:
 //! - [`digest`]: SHA-256 file digests, the identity of a program.
+//! - [`elf`]: the shared-library closure of a program.
 //! - [`policy`]: what the kernel should enforce, and the local (test-only) policy file.
 //! - [`btf`]: struct layouts from the running kernel's BTF.
 //! - [`cgroup`]: governed scopes as cgroup v2 directories.
@@ -25,6 +26,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod cli;
 pub mod digest;
+pub mod elf;
 pub mod kernel;
 pub mod policy;
 pub mod preflight;

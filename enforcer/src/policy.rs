@@ -103,10 +103,14 @@ pub struct GrantSpec {
 }
 
 /// One governed scope.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScopeSpec {
     pub mode: Mode,
     pub grants: Vec<GrantSpec>,
+    /// Opt-in: anonymous executable memory (JIT runtimes). Denied by default.
+    pub allow_anonymous_exec: bool,
+    /// Opt-in: executing or mapping files with no name (memfd, deleted). Denied by default.
+    pub allow_fileless: bool,
 }
 
 /// The complete desired state: every governed scope and its grants.
@@ -137,6 +141,12 @@ pub enum PolicyFileError {
         path: String,
         #[source]
         source: DigestError,
+    },
+    #[error("policy file {path}: {source}")]
+    Elf {
+        path: String,
+        #[source]
+        source: crate::elf::ElfError,
     },
     #[error("policy file {path}: scope {scope} is listed twice")]
     DuplicateScope { path: String, scope: String },
@@ -169,6 +179,13 @@ struct LocalScope {
     files: Vec<String>,
     #[serde(default)]
     digests: Vec<String>,
+    /// Also grant the shared libraries and dynamic loader each file in `files` needs.
+    #[serde(default)]
+    with_libraries: bool,
+    #[serde(default)]
+    allow_anonymous_exec: bool,
+    #[serde(default)]
+    allow_fileless: bool,
 }
 
 impl Policy {
@@ -184,15 +201,25 @@ impl Policy {
             let scope_path = ScopePath::parse(&scope.path)
                 .map_err(|source| PolicyFileError::Scope { path: shown.clone(), source })?;
             let digest_err = |source| PolicyFileError::Digest { path: shown.clone(), source };
+            let mut files: Vec<std::path::PathBuf> = scope.files.iter().map(Into::into).collect();
+            if scope.with_libraries {
+                files = crate::elf::with_dependencies(&files)
+                    .map_err(|source| PolicyFileError::Elf { path: shown.clone(), source })?;
+            }
             let mut grants = Vec::new();
-            for f in &scope.files {
-                let digest = FileDigest::of_file(Path::new(f)).map_err(digest_err)?;
-                grants.push(local_grant(digest, Some(f.clone())));
+            for f in &files {
+                let digest = FileDigest::of_file(f).map_err(digest_err)?;
+                grants.push(local_grant(digest, Some(f.display().to_string())));
             }
             for d in &scope.digests {
                 grants.push(local_grant(d.parse().map_err(digest_err)?, None));
             }
-            let spec = ScopeSpec { mode: scope.mode, grants };
+            let spec = ScopeSpec {
+                mode: scope.mode,
+                grants,
+                allow_anonymous_exec: scope.allow_anonymous_exec,
+                allow_fileless: scope.allow_fileless,
+            };
             if policy.scopes.insert(scope_path.clone(), spec).is_some() {
                 return Err(PolicyFileError::DuplicateScope {
                     path: shown,

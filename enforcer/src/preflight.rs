@@ -127,6 +127,13 @@ pub fn self_test(
     let setup = |what: &str, e: &dyn std::fmt::Display| SelfTestError::Setup(format!("{what}: {e}"));
     let exe = std::env::current_exe().map_err(|e| setup("locating own binary", &e))?;
     let digest = FileDigest::of_file(&exe).map_err(|e| setup("hashing own binary", &e))?;
+    // Executable mappings are checked too: the trial needs the loader and libraries.
+    let libraries = crate::elf::with_dependencies(&[exe.clone()])
+        .map_err(|e| setup("finding own libraries", &e))?;
+    let mut library_digests = Vec::new();
+    for lib in libraries.iter().skip(1) {
+        library_digests.push(FileDigest::of_file(lib).map_err(|e| setup("hashing own libraries", &e))?);
+    }
     let dir = cgroup_root.join(format!("enforcer-selftest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| setup("creating self-test cgroup", &e))?;
     let result = (|| {
@@ -134,8 +141,12 @@ pub fn self_test(
         let before = enforcement.read().map_err(|e| setup("reading maps", &e))?;
         let mut granted = before.clone();
         granted.scopes.insert(id, ScopePolicy::default());
+        let forever = Grant { not_after_boot_ns: u64::MAX, ..Grant::default() };
         let key = GrantKey { scope_id: id, digest: digest.0 };
-        granted.grants.insert(key, Grant { not_after_boot_ns: u64::MAX, ..Grant::default() });
+        granted.grants.insert(key, forever);
+        for lib in &library_digests {
+            granted.grants.insert(GrantKey { scope_id: id, digest: lib.0 }, forever);
+        }
         let mut ungranted = granted.clone();
         ungranted.grants.remove(&key);
 

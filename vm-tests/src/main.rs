@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use vm_tests::{PROBE_EXIT, UNLISTED_EXIT};
+use vm_tests::{PROBE_EXIT, UNLISTED_EXIT, attack};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Enforcing scope: grants probe, busybox (the shell) and one script.
@@ -19,6 +19,10 @@ const SCOPE: &str = "vmtest";
 const NO_INTERPRETER_SCOPE: &str = "vmtest-nointerp";
 /// Monitor-mode scope: grants probe; everything else is allowed and reported.
 const MONITOR_SCOPE: &str = "vmtest-monitor";
+/// Enforcing scope that opts in to anonymous executable memory and fileless code.
+const JIT_SCOPE: &str = "vmtest-jit";
+/// The dynamic loader on x86_64 glibc systems.
+const LD_SO: &str = "/lib64/ld-linux-x86-64.so.2";
 const WORK: &str = "/tmp/vmtest";
 const SCRIPT_EXIT: i32 = 5;
 /// How long a background agent may take to report ready under TCG.
@@ -31,6 +35,7 @@ struct Env {
     enforcer: PathBuf,
     probe: PathBuf,
     unlisted: PathBuf,
+    attacks: PathBuf,
     policy: PathBuf,
 }
 
@@ -42,6 +47,7 @@ impl Env {
             enforcer: var("ENFORCER_BIN", "/usr/bin/enforcer"),
             probe: fixtures.join("probe"),
             unlisted: fixtures.join("unlisted"),
+            attacks: fixtures.join("attacks"),
             policy: Path::new(WORK).join("policy.toml"),
         }
     }
@@ -64,17 +70,31 @@ fn cgroup(scope: &str) -> PathBuf {
     Path::new(CGROUP_ROOT).join(scope)
 }
 
-/// Runs `program` in the cgroup `scope` (None: stay in the runner's cgroup, which no
-/// policy governs).
-fn run_in(scope: Option<&str>, program: &Path) -> Outcome {
-    let mut cmd = Command::new(program);
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+/// Runs `cmd` in the cgroup `scope` (None: stay in the runner's cgroup, which no policy
+/// governs), returning what happened and its output.
+fn run_cmd(scope: Option<&str>, cmd: &mut Command) -> (Outcome, String) {
     if let Some(scope) = scope {
-        enforcer::cgroup::spawn_into(&mut cmd, &cgroup(scope)).expect("prepare cgroup move");
+        enforcer::cgroup::spawn_into(cmd, &cgroup(scope)).expect("prepare cgroup move");
     }
-    match cmd.status() {
-        Ok(status) => status.code().map_or(Outcome::Signalled, Outcome::Exited),
-        Err(e) => Outcome::ExecFailed(e.raw_os_error().unwrap_or(-1)),
+    match cmd.output() {
+        Ok(out) => {
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (out.status.code().map_or(Outcome::Signalled, Outcome::Exited), text)
+        }
+        Err(e) => (Outcome::ExecFailed(e.raw_os_error().unwrap_or(-1)), String::new()),
+    }
+}
+
+fn run_in(scope: Option<&str>, program: &Path) -> Outcome {
+    run_cmd(scope, &mut Command::new(program)).0
+}
+
+/// Runs the attacks fixture and checks its exit code.
+fn expect_attack(env: &Env, scope: Option<&str>, args: &[&str], code: i32) -> Check {
+    let (outcome, output) = run_cmd(scope, Command::new(&env.attacks).args(args));
+    match outcome {
+        Outcome::Exited(c) if c == code => Ok(()),
+        other => Err(format!("attacks {args:?} in {scope:?}: expected exit {code}, got {other:?}: {output}")),
     }
 }
 
@@ -122,10 +142,16 @@ fn prepare(env: &Env) {
     let probe = env.probe.display();
     let script = granted_script();
     let script = script.display();
+    let attacks = env.attacks.display();
+    // Every scope grants its programs' loader and libraries (with_libraries), since
+    // executable mappings are checked too.
     let policy = format!(
-        "[[scope]]\npath = \"/{SCOPE}\"\nfiles = [\"{probe}\", \"/bin/busybox\", \"{script}\"]\n\n\
-         [[scope]]\npath = \"/{NO_INTERPRETER_SCOPE}\"\nfiles = [\"{probe}\", \"{script}\"]\n\n\
-         [[scope]]\npath = \"/{MONITOR_SCOPE}\"\nmode = \"monitor\"\nfiles = [\"{probe}\"]\n"
+        "[[scope]]\npath = \"/{SCOPE}\"\nwith_libraries = true\n\
+         files = [\"{probe}\", \"{attacks}\", \"/bin/busybox\", \"{script}\"]\n\n\
+         [[scope]]\npath = \"/{NO_INTERPRETER_SCOPE}\"\nwith_libraries = true\nfiles = [\"{probe}\", \"{script}\"]\n\n\
+         [[scope]]\npath = \"/{MONITOR_SCOPE}\"\nmode = \"monitor\"\nwith_libraries = true\nfiles = [\"{probe}\"]\n\n\
+         [[scope]]\npath = \"/{JIT_SCOPE}\"\nwith_libraries = true\nallow_anonymous_exec = true\n\
+         allow_fileless = true\nfiles = [\"{probe}\", \"{attacks}\"]\n"
     );
     std::fs::write(&env.policy, policy).expect("write policy");
 }
@@ -276,6 +302,103 @@ fn monitor_scope_allows_ungranted(env: &Env) -> Check {
     expect_exit(Some(MONITOR_SCOPE), &env.unlisted, UNLISTED_EXIT)
 }
 
+fn ld_so_cannot_run_an_unlisted_binary(env: &Env) -> Check {
+    let unlisted = env.unlisted.to_str().expect("utf-8 path");
+    // The loader itself is granted (a library of every granted program); mapping the
+    // unlisted program is not.
+    let (outcome, output) = run_cmd(Some(SCOPE), Command::new(LD_SO).arg(unlisted));
+    if !matches!(outcome, Outcome::Exited(127)) || output.contains("unlisted ran") {
+        return Err(format!("ld.so ./unlisted in scope: expected the loader to fail (127), got {outcome:?}: {output}"));
+    }
+    match run_cmd(None, Command::new(LD_SO).arg(unlisted)).0 {
+        Outcome::Exited(UNLISTED_EXIT) => Ok(()),
+        other => Err(format!("ld.so ./unlisted outside scopes should run it, got {other:?}")),
+    }
+}
+
+fn ld_preload_of_unlisted_library_refused(env: &Env) -> Check {
+    // An unlisted library: a real one (so it loads fine outside scopes) with one byte more.
+    let closure = enforcer::elf::with_dependencies(&[env.probe.clone()]).map_err(|e| e.to_string())?;
+    let real = closure
+        .iter()
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libgcc_s")))
+        .ok_or_else(|| format!("probe links no libgcc_s: {closure:?}"))?;
+    let evil = Path::new(WORK).join("preload/libevil.so");
+    copy_executable(real, &evil);
+    let mut bytes = std::fs::read(&evil).expect("read");
+    bytes.push(0);
+    std::fs::write(&evil, bytes).expect("write");
+    let preload = |scope| run_cmd(scope, Command::new(&env.probe).env("LD_PRELOAD", &evil));
+    let (outcome, output) = preload(Some(SCOPE));
+    if !matches!(outcome, Outcome::Exited(PROBE_EXIT)) || !output.contains("cannot be preloaded") {
+        return Err(format!("LD_PRELOAD in scope: expected the loader to refuse the library, got {outcome:?}: {output}"));
+    }
+    let (outcome, output) = preload(None);
+    if matches!(outcome, Outcome::Exited(PROBE_EXIT)) && !output.contains("cannot be preloaded") {
+        Ok(())
+    } else {
+        Err(format!("LD_PRELOAD outside scopes should load the library, got {outcome:?}: {output}"))
+    }
+}
+
+fn memfd_exec_denied(env: &Env) -> Check {
+    // The memfd holds a granted program: fileless execution is refused regardless.
+    let probe = env.probe.to_str().expect("utf-8 path");
+    expect_attack(env, Some(SCOPE), &["memfd-exec", probe], attack::EPERM)?;
+    expect_attack(env, Some(JIT_SCOPE), &["memfd-exec", probe], PROBE_EXIT)
+}
+
+fn deleted_file_exec_denied(env: &Env) -> Check {
+    let probe = Path::new(WORK).join("deleted/probe");
+    copy_executable(&env.probe, &probe);
+    let probe = probe.to_str().expect("utf-8 path");
+    expect_attack(env, Some(SCOPE), &["deleted-exec", probe], attack::EPERM)?;
+    expect_attack(env, Some(JIT_SCOPE), &["deleted-exec", probe], PROBE_EXIT)
+}
+
+fn anonymous_executable_memory_denied(env: &Env) -> Check {
+    expect_attack(env, Some(SCOPE), &["anon-rwx"], attack::EPERM)?;
+    expect_attack(env, Some(SCOPE), &["mprotect-exec"], attack::EPERM)?;
+    expect_attack(env, Some(JIT_SCOPE), &["anon-rwx"], attack::INJECTED_CODE)?;
+    expect_attack(env, Some(JIT_SCOPE), &["mprotect-exec"], attack::INJECTED_CODE)?;
+    expect_attack(env, None, &["anon-rwx"], attack::INJECTED_CODE)
+}
+
+/// A long-lived process outside every scope, as a target.
+fn bystander() -> Child {
+    Command::new("/bin/sleep").arg("60").spawn().expect("start bystander")
+}
+
+fn ptrace_and_proc_mem_denied(env: &Env) -> Check {
+    let mut target = bystander();
+    let pid = target.id().to_string();
+    let result = (|| {
+        expect_attack(env, Some(SCOPE), &["ptrace", &pid], attack::EPERM)?;
+        expect_attack(env, Some(SCOPE), &["proc-mem", &pid], attack::EACCES)?;
+        // The same techniques work outside scopes: the refusal is enforcer's.
+        expect_attack(env, None, &["ptrace", &pid], attack::WORKED)?;
+        expect_attack(env, None, &["proc-mem", &pid], attack::WORKED)
+    })();
+    let _ = target.kill();
+    let _ = target.wait();
+    result
+}
+
+fn bpf_syscall_denied(env: &Env) -> Check {
+    expect_attack(env, Some(SCOPE), &["bpf"], attack::EPERM)?;
+    expect_attack(env, None, &["bpf"], attack::WORKED)
+}
+
+fn agent_cannot_be_signalled(env: &Env) -> Check {
+    let agent = Agent::start(env)?;
+    let pid = agent.child.id().to_string();
+    let attempt = expect_attack(env, Some(SCOPE), &["kill", &pid], attack::EPERM);
+    agent.signal(libc::SIGTERM);
+    let code = agent.wait()?;
+    attempt?;
+    if code == Some(0) { Ok(()) } else { Err(format!("agent exited {code:?} on the runner's SIGTERM")) }
+}
+
 fn decisions_are_reported(env: &Env) -> Check {
     // Fresh paths, so records left in the ring buffer by earlier scenarios cannot match.
     let denied = copy_executable(&env.unlisted, &Path::new(WORK).join("report/denied-tool"));
@@ -381,6 +504,14 @@ const SCENARIOS: &[Scenario] = &[
     ("script-denied-when-script-not-granted", script_denied_when_script_not_granted),
     ("script-denied-when-interpreter-not-granted", script_denied_when_interpreter_not_granted),
     ("monitor-scope-allows-ungranted", monitor_scope_allows_ungranted),
+    ("ld-so-cannot-run-an-unlisted-binary", ld_so_cannot_run_an_unlisted_binary),
+    ("ld-preload-of-unlisted-library-refused", ld_preload_of_unlisted_library_refused),
+    ("memfd-exec-denied", memfd_exec_denied),
+    ("deleted-file-exec-denied", deleted_file_exec_denied),
+    ("anonymous-executable-memory-denied", anonymous_executable_memory_denied),
+    ("ptrace-and-proc-mem-denied", ptrace_and_proc_mem_denied),
+    ("bpf-syscall-denied", bpf_syscall_denied),
+    ("agent-cannot-be-signalled", agent_cannot_be_signalled),
     ("decisions-are-reported", decisions_are_reported),
     ("lineage-links-each-exec-to-what-started-it", lineage_links_each_exec_to_what_started_it),
     ("enforcement-survives-agent-kill", enforcement_survives_agent_kill),

@@ -123,12 +123,17 @@ pub fn load_command(args: &LoadArgs) -> anyhow::Result<ExitCode> {
 /// enforcement pinned and on.
 pub fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (mut enforcement, labels) = load(&args.load)?;
+    // Governed tasks may not signal the agent while it runs.
+    let me = std::process::id();
+    enforcement.protect(me)?;
     let ring = enforcement.take_events().context("decision ring buffer already taken")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(follow(ring, &enforcement, &labels, args.json))?;
+    let followed = runtime.block_on(follow(ring, &enforcement, &labels, args.json));
+    enforcement.unprotect(me)?;
+    followed?;
     tracing::info!("agent stopping; enforcement stays pinned and on");
     Ok(ExitCode::SUCCESS)
 }
@@ -206,6 +211,7 @@ impl Labels {
     }
 
     fn render(&self, e: &ExecEvent, json: bool) -> String {
+        let what = enforcer_common::hook::NAMES.get(e.hook as usize).copied().unwrap_or("unknown");
         let verdict = match e.decision {
             decision::ALLOW => "allow",
             decision::DENY => "deny",
@@ -219,6 +225,7 @@ impl Labels {
             serde_json::json!({
                 "decision": verdict,
                 "reason": reason::name(e.reason),
+                "hook": what,
                 "path": path,
                 "sha256": digest.to_string(),
                 "name": self.names.get(&(e.scope_id, e.digest)),
@@ -237,6 +244,11 @@ impl Labels {
             })
             .to_string()
         } else {
+            let path = if e.hook == enforcer_common::hook::BPRM_CHECK_SECURITY {
+                path
+            } else {
+                format!("{what}: {path}")
+            };
             format!(
                 "{verdict:<10} {path}  [{reason}] pid={pid} uid={uid} scope={scope} sha256={short}",
                 reason = reason::name(e.reason),
