@@ -27,13 +27,33 @@ pub enum CgroupError {
     },
     #[error("{path} is not a cgroup v2 directory (is cgroup2 mounted at {root}?)")]
     NotCgroup { path: PathBuf, root: PathBuf },
+    #[error("scope {scope} is {depth} levels deep; the kernel program looks {max} levels down")]
+    TooDeep { scope: String, depth: usize, max: u32 },
+}
+
+/// Where `scope` lives under the cgroup2 mount `root`.
+#[must_use]
+pub fn dir_of(root: &Path, scope: &ScopePath) -> PathBuf {
+    let mut dir = root.to_path_buf();
+    dir.extend(scope.components());
+    dir
 }
 
 /// Returns the cgroup id of `scope` under `root`, creating the cgroup if it does not
 /// exist yet: a scope must be governed from the moment its cgroup exists, not from the
 /// moment someone notices it.
 pub fn ensure_scope(root: &Path, scope: &ScopePath) -> Result<u64, CgroupError> {
-    let path = scope.under(root);
+    // The kernel program walks a bounded number of ancestor levels; a deeper scope would
+    // silently not be governed, so it is refused.
+    let depth = scope.components().count();
+    if depth > enforcer_common::MAX_SCOPE_LEVEL as usize {
+        return Err(CgroupError::TooDeep {
+            scope: scope.to_string(),
+            depth,
+            max: enforcer_common::MAX_SCOPE_LEVEL,
+        });
+    }
+    let path = dir_of(root, scope);
     if !path.exists() {
         std::fs::create_dir_all(&path).map_err(|source| CgroupError::Create {
             scope: scope.to_string(),
@@ -107,4 +127,28 @@ pub fn find_path(root: &Path, id: u64, limit: usize) -> Option<PathBuf> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(s: &str) -> ScopePath {
+        s.parse().expect("valid scope")
+    }
+
+    #[test]
+    fn scope_dirs_are_below_the_root() {
+        assert_eq!(dir_of(Path::new("/sys/fs/cgroup"), &scope("/a.slice/b")), Path::new("/sys/fs/cgroup/a.slice/b"));
+    }
+
+    #[test]
+    fn scopes_deeper_than_the_kernel_walks_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deep = scope(&"/x".repeat(enforcer_common::MAX_SCOPE_LEVEL as usize + 1));
+        assert!(matches!(ensure_scope(dir.path(), &deep), Err(CgroupError::TooDeep { .. })));
+        // At the limit it is accepted as far as depth goes (a tempdir is no cgroup).
+        let ok = scope(&"/x".repeat(enforcer_common::MAX_SCOPE_LEVEL as usize));
+        assert!(matches!(ensure_scope(dir.path(), &ok), Err(CgroupError::NotCgroup { .. })));
+    }
 }

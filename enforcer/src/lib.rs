@@ -12,6 +12,7 @@
 //! - [`policy`]: what the kernel should enforce, and the local (test-only) policy file.
 //! - [`btf`]: struct layouts from the running kernel's BTF.
 //! - [`cgroup`]: governed scopes as cgroup v2 directories.
+//! - [`ima`]: the IMA policy that caches executables' digests.
 //! - [`kernel`]: loading, attaching, pinning and filling the BPF program and maps.
 //! - [`artifact`]: signed artifacts (bundles, revocations): envelope, schema, parsing.
 //! - [`trust`]: trusted keys, roles and k-of-n thresholds; signing keys.
@@ -22,6 +23,7 @@
 
 pub mod artifact;
 pub mod audit;
+pub mod authz;
 pub mod btf;
 pub mod cgroup;
 pub mod cli;

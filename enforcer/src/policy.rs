@@ -6,13 +6,13 @@
 //! "what the maps hold".
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path};
+use std::path::Path;
 use std::time::SystemTime;
 
 use serde::Deserialize;
 
 use crate::digest::{DigestError, FileDigest};
-use enforcer_common::{AUTH_ID_LEN, MAX_SCOPE_LEVEL};
+use enforcer_common::AUTH_ID_LEN;
 
 /// How a scope treats execs that no grant covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -25,69 +25,8 @@ pub enum Mode {
     Monitor,
 }
 
-/// A governed cgroup v2 subtree, named by its path below the cgroup2 mount
-/// (for example `/agents.slice`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ScopePath(String);
-
-/// Why a scope path was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ScopeError {
-    #[error("scope {0:?} must be an absolute path below the cgroup2 root, such as /agents.slice")]
-    NotAbsolute(String),
-    #[error("scope {0:?} names the cgroup root; governing the whole host is refused")]
-    Root(String),
-    #[error("scope {0:?} may contain only plain components (no '.', '..' or empty parts)")]
-    BadComponent(String),
-    #[error("scope {path:?} is {depth} levels deep; at most {max} are supported")]
-    TooDeep { path: String, depth: usize, max: u32 },
-}
-
-impl ScopePath {
-    /// Validates a cgroup path: absolute, plain components, not the root, not deeper
-    /// than the kernel program walks.
-    pub fn parse(input: &str) -> Result<Self, ScopeError> {
-        if !input.starts_with('/') {
-            return Err(ScopeError::NotAbsolute(input.into()));
-        }
-        let trimmed = input.trim_end_matches('/');
-        if trimmed.is_empty() {
-            return Err(ScopeError::Root(input.into()));
-        }
-        // `Path::components` would silently fold "a//b" and "a/./b"; check raw parts.
-        let mut depth = 0;
-        for part in trimmed[1..].split('/') {
-            if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
-                return Err(ScopeError::BadComponent(input.into()));
-            }
-            depth += 1;
-        }
-        if depth > MAX_SCOPE_LEVEL as usize {
-            return Err(ScopeError::TooDeep { path: input.into(), depth, max: MAX_SCOPE_LEVEL });
-        }
-        Ok(Self(trimmed.to_owned()))
-    }
-
-    /// The path as written, without a trailing slash.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Where this scope lives under a cgroup2 mount point.
-    #[must_use]
-    pub fn under(&self, cgroup_root: &Path) -> std::path::PathBuf {
-        let mut p = cgroup_root.to_path_buf();
-        p.extend(Path::new(&self.0[1..]).components().filter(|c| matches!(c, Component::Normal(_))));
-        p
-    }
-}
-
-impl std::fmt::Display for ScopePath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// Scopes are cgroup paths as signed artifacts carry them.
+pub use crate::artifact::CgroupScope as ScopePath;
 
 /// One digest granted in a scope, with the authorization that grants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +73,7 @@ pub enum PolicyFileError {
     Scope {
         path: String,
         #[source]
-        source: ScopeError,
+        source: crate::artifact::ArtifactError,
     },
     #[error("policy file {path}: {source}")]
     Digest {
@@ -198,7 +137,7 @@ impl Policy {
             .map_err(|e| PolicyFileError::Syntax { path: shown.clone(), message: e.to_string() })?;
         let mut policy = Self::default();
         for scope in file.scope {
-            let scope_path = ScopePath::parse(&scope.path)
+            let scope_path: ScopePath = scope.path.parse()
                 .map_err(|source| PolicyFileError::Scope { path: shown.clone(), source })?;
             let digest_err = |source| PolicyFileError::Digest { path: shown.clone(), source };
             let mut files: Vec<std::path::PathBuf> = scope.files.iter().map(Into::into).collect();
@@ -246,24 +185,6 @@ fn local_grant(digest: FileDigest, name: Option<String>) -> GrantSpec {
 mod tests {
     use super::*;
 
-    #[test]
-    fn scope_paths() {
-        assert_eq!(ScopePath::parse("/a.slice/b/").expect("ok").as_str(), "/a.slice/b");
-        assert_eq!(ScopePath::parse("rel"), Err(ScopeError::NotAbsolute("rel".into())));
-        assert_eq!(ScopePath::parse("/"), Err(ScopeError::Root("/".into())));
-        for bad in ["/a//b", "/a/../b", "/./a", "/a/.", "/a\0b"] {
-            assert_eq!(ScopePath::parse(bad), Err(ScopeError::BadComponent(bad.into())), "{bad}");
-        }
-        let deep = "/x".repeat(MAX_SCOPE_LEVEL as usize + 1);
-        assert!(matches!(ScopePath::parse(&deep), Err(ScopeError::TooDeep { .. })));
-        let ok = "/x".repeat(MAX_SCOPE_LEVEL as usize);
-        assert!(ScopePath::parse(&ok).is_ok());
-        assert_eq!(
-            ScopePath::parse("/a/b").expect("ok").under(Path::new("/sys/fs/cgroup")),
-            Path::new("/sys/fs/cgroup/a/b")
-        );
-    }
-
     fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, text).expect("write");
@@ -284,7 +205,7 @@ mod tests {
             ),
         );
         let policy = Policy::from_local_file(&policy_path).expect("policy");
-        let scope = &policy.scopes[&ScopePath::parse("/demo").expect("scope")];
+        let scope = &policy.scopes[&"/demo".parse::<ScopePath>().expect("scope")];
         assert_eq!(scope.mode, Mode::Monitor);
         let digests: Vec<_> = scope.grants.iter().map(|g| g.digest).collect();
         assert_eq!(digests, vec![FileDigest::of_bytes(b"program"), d]);
@@ -296,10 +217,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let cases = [
             ("[[scope]]\npath = \"/a\"\nbogus = 1\n", "unknown field"),
-            ("[[scope]]\npath = \"a\"\n", "absolute path"),
+            ("[[scope]]\npath = \"a\"\n", "must be absolute"),
             ("[[scope]]\npath = \"/a\"\ndigests = [\"xyz\"]\n", "invalid SHA-256 digest"),
             ("[[scope]]\npath = \"/a\"\nfiles = [\"/nonexistent/x\"]\n", "/nonexistent/x"),
-            ("[[scope]]\npath = \"/a\"\n[[scope]]\npath = \"/a/\"\n", "listed twice"),
+            ("[[scope]]\npath = \"/a\"\n[[scope]]\npath = \"/a\"\n", "listed twice"),
             ("[[scope]]\npath = \"/a\"\nmode = \"lenient\"\n", "unknown variant"),
         ];
         for (text, needle) in cases {

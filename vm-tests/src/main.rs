@@ -176,10 +176,15 @@ struct Agent {
 
 impl Agent {
     fn start(env: &Env) -> Result<Self, String> {
+        Self::start_with(env, &[])
+    }
+
+    fn start_with(env: &Env, extra: &[&str]) -> Result<Self, String> {
         let mut child = env
             .enforcer()
             .args(["run", "--json", "--unsigned-policy"])
             .arg(&env.policy)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -464,6 +469,119 @@ fn lineage_links_each_exec_to_what_started_it(env: &Env) -> Check {
     load_policy(env).map(|_| ())
 }
 
+/// Finds `key` anywhere in a JSON value (records nest their body).
+fn find_key<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    match v {
+        serde_json::Value::Object(map) => map.get(key).or_else(|| map.values().find_map(|x| find_key(x, key))),
+        serde_json::Value::Array(items) => items.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
+}
+
+/// Every audit record in `dir`, as `enforcer audit show --all --json` prints them.
+fn audit_records(env: &Env, dir: &Path) -> Result<Vec<serde_json::Value>, String> {
+    let (code, out) = run_tool(env.enforcer().arg("audit").arg("--dir").arg(dir).args(["show", "--all", "--json"]))?;
+    if code != 0 {
+        return Err(format!("audit show exited {code}: {out}"));
+    }
+    Ok(out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+fn records_under(records: &[serde_json::Value], prefix: &str) -> usize {
+    records
+        .iter()
+        .filter(|r| find_key(r, "path").and_then(|p| p.as_str()).is_some_and(|p| p.starts_with(prefix)))
+        .count()
+}
+
+fn audit_records_every_decision_and_verifies(env: &Env) -> Check {
+    let work = Path::new(WORK).join("audit");
+    let dir = work.join("log");
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let (code, out) = run_tool(env.enforcer().args(["key", "generate", "--out"]).arg(work.join("host")))?;
+    if code != 0 {
+        return Err(format!("key generate exited {code}: {out}"));
+    }
+    let host_key = work.join("host.key");
+    let mut agent = Agent::start_with(
+        env,
+        &["--audit-dir", dir.to_str().expect("utf-8"), "--host-key", host_key.to_str().expect("utf-8")],
+    )?;
+    const EACH: usize = 6;
+    let result = (|| -> Check {
+        for i in 0..EACH {
+            let allowed = copy_executable(&env.probe, &work.join(format!("runs/allowed-{i}")));
+            let denied = copy_executable(&env.unlisted, &work.join(format!("runs/denied-{i}")));
+            expect_exit(Some(SCOPE), &allowed, PROBE_EXIT)?;
+            expect_eperm(Some(SCOPE), &denied)?;
+            agent.decision_for(&allowed)?;
+            agent.decision_for(&denied)?;
+        }
+        Ok(())
+    })();
+    agent.signal(libc::SIGTERM);
+    agent.wait()?;
+    result?;
+    let records = audit_records(env, &dir)?;
+    let prefix = work.join("runs/").display().to_string();
+    let counted = records_under(&records, &prefix);
+    if counted != 2 * EACH {
+        return Err(format!("{} execs, {counted} audit records under {prefix}", 2 * EACH));
+    }
+    let public = work.join("host.pub");
+    let verify = |extra: &[&str]| {
+        run_tool(
+            env.enforcer().arg("audit").arg("--dir").arg(&dir).arg("verify").arg("--trust").arg(&public).args(extra),
+        )
+    };
+    let (code, out) = verify(&[])?;
+    if code != 0 {
+        return Err(format!("audit verify exited {code}: {out}"));
+    }
+    // Editing one record is detected and named.
+    let file = std::fs::read_dir(&dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("denied-3")))
+        .ok_or("no log file holds the denied-3 record")?;
+    let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+    std::fs::write(&file, text.replacen("denied-3", "denied-X", 1)).map_err(|e| e.to_string())?;
+    let (code, out) = verify(&[])?;
+    if code == 1 { Ok(()) } else { Err(format!("verify after an edit exited {code}: {out}")) }
+}
+
+fn ring_buffer_overflow_becomes_a_gap_record(env: &Env) -> Check {
+    let work = Path::new(WORK).join("storm");
+    let dir = work.join("log");
+    let target = copy_executable(&env.unlisted, &work.join("flood-target"));
+    let mut agent = Agent::start_with(env, &["--audit-dir", dir.to_str().expect("utf-8")])?;
+    // Paused (from outside every scope, which may signal it), the agent drains nothing
+    // while more denials than the ring buffer holds happen.
+    agent.signal(libc::SIGSTOP);
+    // The ring buffer holds about 3,970 events.
+    const STORM: u32 = 5000;
+    let storm = expect_attack(env, Some(SCOPE), &["exec-storm", target.to_str().expect("utf-8"), &STORM.to_string()], attack::WORKED);
+    agent.signal(libc::SIGCONT);
+    // A marker after the storm: once it is reported, the storm has been drained.
+    let marker = copy_executable(&env.unlisted, &work.join("after-storm"));
+    let result = storm.and_then(|()| expect_eperm(Some(SCOPE), &marker)).and_then(|()| agent.decision_for(&marker).map(|_| ()));
+    agent.signal(libc::SIGTERM);
+    agent.wait()?;
+    result?;
+    let records = audit_records(env, &dir)?;
+    let recorded = records_under(&records, &target.display().to_string());
+    let lost: u64 = records.iter().filter_map(|r| find_key(r, "lost").and_then(serde_json::Value::as_u64)).sum();
+    if lost == 0 {
+        return Err(format!("no gap record after {STORM} denials ({recorded} recorded)"));
+    }
+    if recorded as u64 + lost == u64::from(STORM) {
+        Ok(())
+    } else {
+        Err(format!("{STORM} denials: {recorded} recorded + {lost} in gap records"))
+    }
+}
+
 fn enforcement_survives_agent_kill(env: &Env) -> Check {
     let agent = Agent::start(env)?;
     agent.signal(libc::SIGKILL);
@@ -514,6 +632,8 @@ const SCENARIOS: &[Scenario] = &[
     ("agent-cannot-be-signalled", agent_cannot_be_signalled),
     ("decisions-are-reported", decisions_are_reported),
     ("lineage-links-each-exec-to-what-started-it", lineage_links_each_exec_to_what_started_it),
+    ("audit-records-every-decision-and-verifies", audit_records_every_decision_and_verifies),
+    ("ring-buffer-overflow-becomes-a-gap-record", ring_buffer_overflow_becomes_a_gap_record),
     ("enforcement-survives-agent-kill", enforcement_survives_agent_kill),
     ("restart-reuses-pinned-program", restart_reuses_pinned_program),
     // Last: it turns enforcement off.

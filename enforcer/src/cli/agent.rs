@@ -9,6 +9,8 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use enforcer_common::{ExecEvent, decision, reason};
 
+use crate::audit::{self, AuditLog, AuditOptions, DecisionLabels};
+use crate::authz;
 use crate::cgroup;
 use crate::digest::FileDigest;
 use crate::kernel::{self, Attachment, Enforcement, MapState};
@@ -27,16 +29,58 @@ pub struct Location {
     pub cgroup_root: PathBuf,
 }
 
+/// Where the state directory lives by default.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/enforcer/state";
+
+/// Where authorizations come from.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Trust store (TOML): the keys that may sign bundles and revocations, and how many
+    /// distinct keys must sign each. Only artifacts it accepts grant anything.
+    #[arg(
+        long,
+        env = "ENFORCER_TRUST",
+        value_name = "FILE",
+        required_unless_present = "unsigned_policy",
+        conflicts_with = "unsigned_policy"
+    )]
+    pub trust: Option<PathBuf>,
+
+    /// Signed bundles and revocations: files, or directories whose *.json files are
+    /// artifacts. Repeat the flag for more. A refused artifact grants nothing and is
+    /// reported with the reason; the others still apply.
+    #[arg(long = "artifacts", env = "ENFORCER_ARTIFACTS", value_name = "PATH")]
+    pub artifacts: Vec<PathBuf>,
+
+    /// A governed scope (cgroup path below the cgroup2 root, such as /agents.slice).
+    /// Declared scopes stay governed when no live authorization covers them, and then
+    /// deny every exec; scopes named by bundles are governed too. Repeat for more.
+    #[arg(long = "scope", value_name = "CGROUP")]
+    pub scopes: Vec<String>,
+
+    /// Accepted serials and revocations, kept across restarts (rollback protection).
+    #[arg(long, env = "ENFORCER_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
+    /// How far artifact validity windows stretch to allow for clock differences.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub clock_skew: std::time::Duration,
+
+    /// DEVELOPMENT AND TESTS ONLY: an unsigned local policy file (TOML) instead of signed
+    /// artifacts. Refused in production mode: under systemd (INVOCATION_ID set) or with
+    /// ENFORCER_PRODUCTION=1.
+    #[arg(long, value_name = "FILE")]
+    pub unsigned_policy: Option<PathBuf>,
+}
+
 /// Arguments of `load` and `run`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     #[command(flatten)]
     pub location: Location,
 
-    /// Local, UNSIGNED policy file (TOML). For development and tests only: production
-    /// policy comes from signed bundles.
-    #[arg(long, value_name = "FILE")]
-    pub unsigned_policy: PathBuf,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 
     /// Skip the startup self-test (a trial exec granted and then denied in a throwaway
     /// scope). Only for kernels where the test itself cannot run.
@@ -53,6 +97,16 @@ pub struct RunArgs {
     /// Print decisions as JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// Directory of the tamper-evident audit log (hash-chained JSON Lines).
+    #[arg(long, env = "ENFORCER_AUDIT_DIR", default_value = audit::DEFAULT_DIR)]
+    pub audit_dir: PathBuf,
+
+    /// Host key (Ed25519, from `enforcer key generate`) that signs audit checkpoints.
+    /// Defaults to /etc/enforcer/audit-host.key when that file exists; without a key,
+    /// checkpoints are unsigned and prove nothing against whoever can edit the log.
+    #[arg(long, env = "ENFORCER_HOST_KEY", value_name = "FILE")]
+    pub host_key: Option<PathBuf>,
 }
 
 /// Arguments of `status`.
@@ -75,11 +129,7 @@ fn load(args: &LoadArgs) -> anyhow::Result<(Enforcement, Labels)> {
         }
         bail!("enforcement cannot start on this host: {}", join(&problems));
     }
-    let policy = Policy::from_local_file(&args.unsigned_policy)?;
-    tracing::warn!(
-        file = %args.unsigned_policy.display(),
-        "using an UNSIGNED local policy file: for development and tests only"
-    );
+    let policy = policy_from(&args.policy)?;
     let mut enforcement = Enforcement::open_or_load(&args.location.pin_dir)?;
     let self_test_scope = if args.skip_self_test {
         None
@@ -103,6 +153,61 @@ fn load(args: &LoadArgs) -> anyhow::Result<(Enforcement, Labels)> {
         labels.scopes.insert(id, "(startup self-test)".into());
     }
     Ok((enforcement, labels))
+}
+
+/// Whether this agent runs as a production service, where unsigned policy is refused.
+fn production_mode() -> bool {
+    std::env::var_os("INVOCATION_ID").is_some()
+        || std::env::var("ENFORCER_PRODUCTION").is_ok_and(|v| v == "1")
+}
+
+/// The policy to enforce: verified artifacts, or (development only) an unsigned file.
+fn policy_from(args: &PolicyArgs) -> anyhow::Result<Policy> {
+    if let Some(file) = &args.unsigned_policy {
+        if production_mode() {
+            bail!(
+                "--unsigned-policy is refused in production mode (running under systemd, or \
+                 ENFORCER_PRODUCTION=1): grant execution with signed bundles (--trust, --artifacts)"
+            );
+        }
+        tracing::warn!(file = %file.display(), "using an UNSIGNED local policy file: for development and tests only");
+        return Ok(Policy::from_local_file(file)?);
+    }
+    let trust = args.trust.clone().context("--trust is required")?;
+    let declared_scopes = args
+        .scopes
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<Vec<_>, _>>()
+        .context("--scope")?;
+    let sources = authz::Sources {
+        trust,
+        artifacts: args.artifacts.clone(),
+        state_dir: args.state_dir.clone(),
+        declared_scopes,
+        clock_skew: args.clock_skew,
+    };
+    let loaded = authz::load(&sources, std::time::SystemTime::now())?;
+    for b in &loaded.accepted {
+        tracing::info!(
+            file = %b.path.display(),
+            issuer = %b.issuer,
+            bundle_id = %b.bundle_id,
+            serial = b.serial,
+            id = %b.id,
+            new = b.new,
+            "bundle accepted"
+        );
+    }
+    for (path, why) in &loaded.refused {
+        eprintln!("refused: {}: {why}", path.display());
+    }
+    for (scope, spec) in &loaded.policy.scopes {
+        if spec.grants.is_empty() && spec.mode == crate::policy::Mode::Enforce {
+            tracing::warn!(%scope, "no live authorization covers this scope: every exec in it is denied");
+        }
+    }
+    Ok(loaded.policy)
 }
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
@@ -131,18 +236,32 @@ pub fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let followed = runtime.block_on(follow(ring, &enforcement, &labels, args.json));
+    let host_key = match &args.host_key {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from(audit::DEFAULT_HOST_KEY)).filter(|p| p.exists()),
+    };
+    let host_key = host_key
+        .map(|p| crate::trust::SigningKey::load(&p).with_context(|| format!("audit host key {}", p.display())))
+        .transpose()?;
+    if host_key.is_none() {
+        tracing::warn!("no audit host key: checkpoints are unsigned (see --host-key)");
+    }
+    let log = AuditLog::open(&args.audit_dir, host_key, AuditOptions::default())
+        .with_context(|| format!("opening the audit log in {}", args.audit_dir.display()))?;
+    let followed = runtime.block_on(follow(ring, &enforcement, &labels, args.json, log));
     enforcement.unprotect(me)?;
     followed?;
     tracing::info!("agent stopping; enforcement stays pinned and on");
     Ok(ExitCode::SUCCESS)
 }
 
+/// Records every decision in the audit log (and on stdout) until SIGINT or SIGTERM.
 async fn follow(
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     enforcement: &Enforcement,
     labels: &Labels,
     json: bool,
+    mut log: AuditLog,
 ) -> anyhow::Result<()> {
     use tokio::io::unix::AsyncFd;
     use tokio::signal::unix::{SignalKind, signal};
@@ -154,29 +273,38 @@ async fn follow(
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut dropped_seen = enforcement.dropped_events()?;
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
     println!("following decisions (Ctrl-C to stop; enforcement stays on)");
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = ticker.tick() => log.tick()?,
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for decisions")?;
                 let rb = guard.get_inner_mut();
                 while let Some(item) = rb.next() {
-                    match decode(&item) {
-                        Some(event) => println!("{}", labels.render(&event, json)),
-                        None => tracing::error!(len = item.len(), "malformed decision record"),
-                    }
+                    let Some(event) = decode(&item) else {
+                        tracing::error!(len = item.len(), "malformed decision record");
+                        continue;
+                    };
+                    log.append_decision(&event, &labels.audit(&event))?;
+                    println!("{}", labels.render(&event, json));
                 }
                 guard.clear_ready();
+                // Losses are recorded where they happened in the stream, as a gap.
                 let dropped = enforcement.dropped_events()?;
                 if dropped > dropped_seen {
                     tracing::error!(lost = dropped - dropped_seen, "decisions lost: ring buffer was full");
+                    log.append_gap(dropped - dropped_seen)?;
                     dropped_seen = dropped;
                 }
+                log.flush()?;
             }
         }
     }
+    log.close()?;
+    Ok(())
 }
 
 fn decode(bytes: &[u8]) -> Option<ExecEvent> {
@@ -197,7 +325,7 @@ impl Labels {
         let mut scopes = HashMap::new();
         let mut names = HashMap::new();
         for (path, spec) in &policy.scopes {
-            let Ok(id) = cgroup::id_of(&path.under(cgroup_root), path.as_str()) else { continue };
+            let Ok(id) = cgroup::id_of(&cgroup::dir_of(cgroup_root, path), path.as_str()) else { continue };
             if desired.scopes.contains_key(&id) {
                 scopes.insert(id, path.to_string());
             }
@@ -208,6 +336,13 @@ impl Labels {
             }
         }
         Self { scopes, names }
+    }
+
+    fn audit(&self, e: &ExecEvent) -> DecisionLabels<'_> {
+        DecisionLabels {
+            scope: self.scopes.get(&e.scope_id).map(String::as_str),
+            grant_name: self.names.get(&(e.scope_id, e.digest)).map(String::as_str),
+        }
     }
 
     fn render(&self, e: &ExecEvent, json: bool) -> String {

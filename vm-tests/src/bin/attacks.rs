@@ -148,6 +148,30 @@ fn kill(pid: libc::pid_t) -> ! {
     std::process::exit(WORKED)
 }
 
+/// Execs `path` `count` times from inside the scope (posix_spawn, no fork of a large
+/// process), counting the EPERM refusals: floods the decision ring buffer fast.
+fn exec_storm(path: &str, count: u32) -> ! {
+    let prog = CString::new(path).expect("path");
+    let argv = [prog.as_ptr(), std::ptr::null_mut()];
+    let envp: [*mut libc::c_char; 1] = [std::ptr::null_mut()];
+    let mut refused = 0;
+    for _ in 0..count {
+        let mut pid = 0;
+        // SAFETY: argv and envp are NULL-terminated; pid is written by the call.
+        let r = unsafe {
+            libc::posix_spawn(&mut pid, prog.as_ptr(), std::ptr::null(), std::ptr::null(), argv.as_ptr().cast(), envp.as_ptr())
+        };
+        if r == libc::EPERM {
+            refused += 1;
+        } else if r == 0 {
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        }
+    }
+    println!("exec storm: {refused} of {count} refused");
+    std::process::exit(if refused == count { WORKED } else { OTHER })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let pid = || args.get(2).and_then(|p| p.parse().ok()).expect("pid argument");
@@ -160,6 +184,10 @@ fn main() {
         Some("proc-mem") => proc_mem(pid()),
         Some("bpf") => bpf_syscall(),
         Some("kill") => kill(pid()),
+        Some("exec-storm") => exec_storm(
+            args.get(2).expect("program path"),
+            args.get(3).and_then(|n| n.parse().ok()).expect("count"),
+        ),
         _ => {
             eprintln!("usage: attacks anon-rwx|mprotect-exec|memfd-exec PATH|deleted-exec PATH|ptrace PID|proc-mem PID|bpf|kill PID");
             std::process::exit(OTHER)
