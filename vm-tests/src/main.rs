@@ -582,6 +582,89 @@ fn ring_buffer_overflow_becomes_a_gap_record(env: &Env) -> Check {
     }
 }
 
+/// Runs `enforcer ARGS`, which must exit 0; returns its output.
+fn enforcer_ok(env: &Env, args: &[&str]) -> Result<String, String> {
+    let (code, out) = run_tool(env.enforcer().args(args))?;
+    if code == 0 { Ok(out) } else { Err(format!("enforcer {args:?} exited {code}: {out}")) }
+}
+
+fn signed_bundles_grant_and_refusals_are_named(env: &Env) -> Check {
+    let work = Path::new(WORK).join("signed");
+    let policies = Path::new("/usr/share/enforcer/policies");
+    let keys = work.join("keys");
+    std::fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
+    // The example trust store: TEST-ONLY alice and bob sign bundles (2 of 2), carol
+    // revocations. Private keys must not be readable by others to be used.
+    for who in ["alice", "bob", "carol"] {
+        let key = keys.join(format!("{who}.key"));
+        std::fs::copy(policies.join(format!("keys/TEST-ONLY-{who}.key")), &key).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    }
+    let key = |who: &str| keys.join(format!("{who}.key")).display().to_string();
+    let trust = policies.join("trust.toml").display().to_string();
+    let state = work.join("state").display().to_string();
+    let path = |p: PathBuf| p.display().to_string();
+    let (good, bad, revoked) = (work.join("good"), work.join("bad"), work.join("revocations"));
+    for d in [&good, &bad, &revoked] {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    // The security team's workflow: create from the binaries (with their libraries), sign
+    // by two people.
+    let closure = enforcer::elf::with_dependencies(&[env.probe.clone()]).map_err(|e| e.to_string())?;
+    let create = |serial: &str, out: &str| {
+        let mut args = vec!["bundle", "create", "--issuer", "vm", "--bundle-id", "vmtest", "--serial", serial];
+        args.extend(["--scope", "/vmtest-signed", "--valid-for", "1h", "--out", out]);
+        let files: Vec<String> = closure.iter().map(|p| p.display().to_string()).collect();
+        for f in &files {
+            args.extend(["--file", f.as_str()]);
+        }
+        enforcer_ok(env, &args).map(|_| ())
+    };
+    let bundle = path(good.join("bundle.json"));
+    create("1", &bundle)?;
+    enforcer_ok(env, &["bundle", "sign", "--key", &key("alice"), &bundle])?;
+    enforcer_ok(env, &["bundle", "sign", "--key", &key("bob"), &bundle])?;
+    let load = |dirs: &[&PathBuf]| {
+        let mut args = vec!["load".to_string(), "--trust".into(), trust.clone(), "--state-dir".into(), state.clone()];
+        args.extend(["--scope", "/vmtest-signed", "--scope", "/vmtest-signed-empty"].map(String::from));
+        for d in dirs {
+            args.extend(["--artifacts".to_string(), path((*d).clone())]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        enforcer_ok(env, &args)
+    };
+    load(&[&good])?;
+    expect_exit(Some("vmtest-signed"), &env.probe, PROBE_EXIT)?;
+    expect_eperm(Some("vmtest-signed"), &env.unlisted)?;
+    // Declared, and no bundle covers it: everything is denied.
+    expect_eperm(Some("vmtest-signed-empty"), &env.probe)?;
+
+    // Refusals name the file and the problem, and grant nothing; the good bundle holds.
+    let one_signature = path(bad.join("one-signature.json"));
+    create("2", &one_signature)?;
+    enforcer_ok(env, &["bundle", "sign", "--key", &key("alice"), &one_signature])?;
+    let mut tampered = std::fs::read(&bundle).map_err(|e| e.to_string())?;
+    let at = tampered.len() / 2;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    std::fs::write(bad.join("tampered.json"), tampered).map_err(|e| e.to_string())?;
+    let out = load(&[&good, &bad])?;
+    for name in ["one-signature.json", "tampered.json"] {
+        if !out.lines().any(|l| l.starts_with("refused:") && l.contains(name)) {
+            return Err(format!("no refusal named {name}:\n{out}"));
+        }
+    }
+    expect_exit(Some("vmtest-signed"), &env.probe, PROBE_EXIT)?;
+
+    // A revocation signed by carol withdraws the bundle: its scope stays governed.
+    let revocation = path(revoked.join("vmtest.json"));
+    enforcer_ok(env, &["revoke", "create", "--issuer", "security", "--bundle-id", "vmtest", "--out", &revocation])?;
+    enforcer_ok(env, &["revoke", "sign", "--key", &key("carol"), &revocation])?;
+    load(&[&good, &revoked])?;
+    expect_eperm(Some("vmtest-signed"), &env.probe)?;
+    // Back to the shared policy for the scenarios that follow.
+    load_policy(env).map(|_| ())
+}
+
 fn enforcement_survives_agent_kill(env: &Env) -> Check {
     let agent = Agent::start(env)?;
     agent.signal(libc::SIGKILL);
@@ -632,6 +715,7 @@ const SCENARIOS: &[Scenario] = &[
     ("agent-cannot-be-signalled", agent_cannot_be_signalled),
     ("decisions-are-reported", decisions_are_reported),
     ("lineage-links-each-exec-to-what-started-it", lineage_links_each_exec_to_what_started_it),
+    ("signed-bundles-grant-and-refusals-are-named", signed_bundles_grant_and_refusals_are_named),
     ("audit-records-every-decision-and-verifies", audit_records_every_decision_and_verifies),
     ("ring-buffer-overflow-becomes-a-gap-record", ring_buffer_overflow_becomes_a_gap_record),
     ("enforcement-survives-agent-kill", enforcement_survives_agent_kill),
