@@ -507,8 +507,20 @@ pub struct Bundle {
     pub grants: Vec<Grant>,
     pub mode: Mode,
     pub on_revoke: OnRevoke,
+    /// Opt-in for JIT runtimes: in the bundle's scopes, anonymous memory may be made
+    /// executable (mmap or mprotect with PROT_EXEC and no file). Then code that no grant
+    /// covers can run inside a granted program, so it is off unless a bundle says so.
+    pub allow_anonymous_exec: bool,
+    /// Opt-in: in the bundle's scopes, files with no name left (memfd, deleted files) may
+    /// be executed or mapped executable. Their content must still match a grant, but it
+    /// can change after the check, so this is off unless a bundle says so.
+    pub allow_fileless: bool,
 }
 
+/// Wire form of a bundle. The opt-ins were added to v1 before its release: they are
+/// optional, default to false and are left out when false, so a bundle without them
+/// serialises exactly as before. An enforcer that predates them refuses a bundle that
+/// sets them (unknown field) rather than ignoring what the signers allowed.
 #[derive(Serialize, Deserialize)]
 struct BundleWire {
     issuer: String,
@@ -520,7 +532,16 @@ struct BundleWire {
     scopes: Vec<String>,
     mode: Mode,
     on_revoke: OnRevoke,
+    #[serde(default, skip_serializing_if = "is_false")]
+    allow_anonymous_exec: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    allow_fileless: bool,
     grants: Vec<GrantWire>,
+}
+
+// serde's skip_serializing_if takes a function of a reference.
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Serialize, Deserialize)]
@@ -560,6 +581,8 @@ impl Bundle {
             grants,
             mode: wire.mode,
             on_revoke: wire.on_revoke,
+            allow_anonymous_exec: wire.allow_anonymous_exec,
+            allow_fileless: wire.allow_fileless,
         };
         bundle.validate()?;
         Ok(bundle)
@@ -578,6 +601,8 @@ impl Bundle {
             scopes: self.scopes.iter().map(ToString::to_string).collect(),
             mode: self.mode,
             on_revoke: self.on_revoke,
+            allow_anonymous_exec: self.allow_anonymous_exec,
+            allow_fileless: self.allow_fileless,
             grants: self
                 .grants
                 .iter()
@@ -850,6 +875,49 @@ mod tests {
         let bundle = testkit::bundle();
         let back = Bundle::from_payload(&bundle.to_payload().expect("payload")).expect("parse");
         assert_eq!(back, bundle);
+    }
+
+    #[test]
+    fn opt_ins_round_trip_and_are_left_out_when_off() {
+        let plain = testkit::bundle().to_payload().expect("payload");
+        let text = String::from_utf8(plain.clone()).expect("utf8");
+        assert!(!text.contains("allow_"), "a bundle without opt-ins serialises as before: {text}");
+
+        let mut b = testkit::bundle();
+        b.allow_anonymous_exec = true;
+        let payload = b.to_payload().expect("payload");
+        let text = String::from_utf8(payload.clone()).expect("utf8");
+        assert!(text.contains("\"allow_anonymous_exec\":true"), "{text}");
+        assert!(!text.contains("allow_fileless"), "{text}");
+        assert_eq!(Bundle::from_payload(&payload).expect("parse"), b);
+
+        b.allow_fileless = true;
+        let back = Bundle::from_payload(&b.to_payload().expect("payload")).expect("parse");
+        assert!(back.allow_anonymous_exec && back.allow_fileless);
+        assert_eq!(back, b);
+    }
+
+    #[test]
+    fn opt_ins_default_to_off_and_must_be_booleans() {
+        let text = String::from_utf8(testkit::bundle().to_payload().expect("p")).expect("utf8");
+        let parsed = Bundle::from_payload(text.as_bytes()).expect("no opt-in fields");
+        assert!(!parsed.allow_anonymous_exec && !parsed.allow_fileless);
+
+        let explicit = text.replacen('{', "{\"allow_fileless\":false,", 1);
+        assert_eq!(Bundle::from_payload(explicit.as_bytes()).expect("explicit false"), parsed);
+
+        let string = text.replacen('{', "{\"allow_fileless\":\"yes\",", 1);
+        let err = Bundle::from_payload(string.as_bytes()).expect_err("not a boolean");
+        assert!(err.to_string().contains("malformed bundle payload"), "{err}");
+
+        let twice = text.replacen('{', "{\"allow_fileless\":true,\"allow_fileless\":false,", 1);
+        let err = Bundle::from_payload(twice.as_bytes()).expect_err("duplicate");
+        assert!(err.to_string().contains("duplicate field `allow_fileless`"), "{err}");
+
+        // A misspelt opt-in is refused, never read as "off".
+        let typo = text.replacen('{', "{\"allow_anon_exec\":true,", 1);
+        let err = Bundle::from_payload(typo.as_bytes()).expect_err("unknown");
+        assert!(err.to_string().contains("unknown field `allow_anon_exec`"), "{err}");
     }
 
     #[test]

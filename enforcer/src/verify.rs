@@ -316,6 +316,8 @@ pub(crate) mod testkit {
             ],
             mode: Mode::Enforce,
             on_revoke: OnRevoke::DenyNew,
+            allow_anonymous_exec: false,
+            allow_fileless: false,
         }
     }
 

@@ -67,6 +67,12 @@ impl Cli {
         run
     }
 
+    /// `bundle inspect --json` of `artifact`, parsed.
+    fn inspect_json(&mut self, artifact: &str) -> serde_json::Value {
+        let run = self.ok(&format!("bundle inspect --json {artifact}"));
+        serde_json::from_str(&run.stdout).expect("inspect --json prints JSON")
+    }
+
     /// Generates keys and a trust store: alice and bob sign bundles (2 of 2 needed), carol
     /// signs revocations.
     fn with_keys(&mut self, bundle_threshold: usize) {
@@ -153,8 +159,7 @@ fn two_of_two_signing_flow() {
     assert!(inspect.stdout.contains("scopes       /agents.slice"), "{}", inspect.stdout);
     assert!(inspect.stdout.contains("  tool"), "grant named after its path: {}", inspect.stdout);
     assert!(inspect.stdout.contains("abc  (until "), "{}", inspect.stdout);
-    let json = cli.ok("bundle inspect --json bundle.json");
-    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    let json = cli.inspect_json("bundle.json");
     assert_eq!(json["payload"]["serial"], 1);
     assert_eq!(json["signatures"].as_array().expect("signatures").len(), 3);
     let id = json["id"].as_str().expect("id");
@@ -249,6 +254,24 @@ fn state_directory_tells_whether_the_agent_would_accept() {
     cli.ok("bundle sign --key keys/alice.key bundle.json");
     let run = cli.ok("bundle verify --trust trust.toml --state no-state-yet bundle.json");
     assert!(run.stdout.contains("would accept it as new"), "{}", run.stdout);
+}
+
+/// The JIT opt-ins are signed like everything else in the bundle, and shown to signers.
+#[test]
+fn opt_ins_are_signed_and_shown() {
+    let mut cli = Cli::new();
+    cli.with_keys(1);
+    cli.ok(&format!(
+        "bundle create --issuer ops --bundle-id jit --serial 1 --scope /jit.slice --valid-for 1h \
+         --digest sha256:{ABC} --allow-anonymous-exec --allow-fileless --out b.json"
+    ));
+    cli.ok("bundle sign --key keys/alice.key b.json");
+    cli.ok("bundle verify --trust trust.toml b.json");
+    let inspect = cli.ok("bundle inspect b.json");
+    assert!(inspect.stdout.contains("opt-ins      anonymous-exec, fileless"), "{}", inspect.stdout);
+    let json = cli.inspect_json("b.json");
+    assert_eq!(json["payload"]["allow_anonymous_exec"], true);
+    assert_eq!(json["payload"]["allow_fileless"], true);
 }
 
 #[test]

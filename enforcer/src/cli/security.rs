@@ -163,6 +163,16 @@ pub struct BundleCreateArgs {
     /// On revocation, deny new executions only, or also kill processes it allowed.
     #[arg(long, value_enum, default_value_t = OnRevoke::DenyNew)]
     on_revoke: OnRevoke,
+    /// Let the scopes run anonymous executable memory, as JIT runtimes (node, JVMs,
+    /// LuaJIT) need. Code generated in memory is checked by nothing, so any process in the
+    /// scope can then run code no grant covers: give JIT workloads a scope of their own.
+    #[arg(long)]
+    allow_anonymous_exec: bool,
+    /// Let the scopes execute or map executable files with no name left (memfd, deleted
+    /// files). Their content must still match a grant, but it can be changed after the
+    /// check through any writable descriptor.
+    #[arg(long)]
+    allow_fileless: bool,
     #[command(flatten)]
     output: Output,
 }
@@ -417,6 +427,8 @@ fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode> {
         grants,
         mode: args.mode,
         on_revoke: args.on_revoke,
+        allow_anonymous_exec: args.allow_anonymous_exec,
+        allow_fileless: args.allow_fileless,
     };
     write_unsigned(ArtifactKind::Bundle, bundle.to_payload()?, &args.output)
 }
@@ -633,6 +645,13 @@ fn summarize(envelope: &Envelope, kind: ArtifactKind) -> anyhow::Result<String> 
             let _ = writeln!(s, "  valid until  {}", describe_time(b.not_after, now));
             let _ = writeln!(s, "  mode         {} (on revoke: {})", b.mode, b.on_revoke);
             let _ = writeln!(s, "  scopes       {}", scopes.join(", "));
+            let opt_ins: Vec<&str> =
+                [(b.allow_anonymous_exec, "anonymous-exec"), (b.allow_fileless, "fileless")]
+                    .into_iter()
+                    .filter_map(|(on, name)| on.then_some(name))
+                    .collect();
+            let opt_ins = if opt_ins.is_empty() { "none".to_owned() } else { opt_ins.join(", ") };
+            let _ = writeln!(s, "  opt-ins      {opt_ins}");
             let _ = writeln!(s, "  grants       {}", b.grants.len());
         }
         ArtifactKind::Revocation => {
