@@ -256,6 +256,59 @@ fn state_directory_tells_whether_the_agent_would_accept() {
     assert!(run.stdout.contains("would accept it as new"), "{}", run.stdout);
 }
 
+/// `--with-libraries` grants what a dynamically linked program maps, named so a signer
+/// sees what they sign; scripts get a note, not their interpreter.
+#[test]
+fn with_libraries_grants_the_loader_and_libc() {
+    let mut cli = Cli::new();
+    std::fs::write(cli.path("tool"), b"#!/bin/sh\necho tool\n").expect("tool");
+    let program = env!("CARGO_BIN_EXE_enforcer");
+    let create = "bundle create --issuer ops --bundle-id libs --serial 1 --scope /agents.slice \
+                  --valid-for 8h --out b.json --force";
+    let run = cli.ok(&format!("{create} --with-libraries --file {program},valid-for=1h"));
+    assert!(
+        run.stdout.contains("for the dynamic loader and shared libraries of 1 file"),
+        "{}",
+        run.stdout
+    );
+
+    let json = cli.inspect_json("b.json");
+    let grants = json["payload"]["grants"].as_array().expect("grants");
+    let names: Vec<&str> = grants.iter().map(|g| g["name"].as_str().expect("named")).collect();
+    assert_eq!(names[0], program, "the file first, under its own name");
+    let file_name =
+        |n: &&str| Path::new(n).file_name().expect("name").to_string_lossy().into_owned();
+    for prefix in ["ld-linux", "libc.so"] {
+        assert!(names.iter().any(|n| file_name(n).starts_with(prefix)), "{prefix}: {names:?}");
+    }
+    let file_not_after = &grants[0]["not_after"];
+    assert!(file_not_after.is_u64(), "{grants:?}");
+    assert!(grants.iter().all(|g| &g["not_after"] == file_not_after), "libraries share the expiry");
+
+    let inspect = cli.ok("bundle inspect b.json");
+    assert!(inspect.stdout.contains("libc.so"), "{}", inspect.stdout);
+    assert!(inspect.stdout.contains("opt-ins      none"), "{}", inspect.stdout);
+
+    // Without the flag, only the file itself.
+    cli.ok(&format!("{create} --file {program}"));
+    assert_eq!(
+        cli.inspect_json("b.json")["payload"]["grants"].as_array().expect("grants").len(),
+        1
+    );
+
+    // A script brings no interpreter, and the person is told so.
+    let run = cli.ok(&format!("{create} --with-libraries --file tool"));
+    assert!(
+        run.stderr.contains("tool is a script: its interpreter /bin/sh is not added"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        cli.inspect_json("b.json")["payload"]["grants"].as_array().expect("grants").len(),
+        1
+    );
+}
+
 /// The JIT opt-ins are signed like everything else in the bundle, and shown to signers.
 #[test]
 fn opt_ins_are_signed_and_shown() {

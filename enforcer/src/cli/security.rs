@@ -104,6 +104,8 @@ Examples:
       --not-before 2030-01-01T00:00:00Z --not-after 2030-02-01T00:00:00Z \\
       --digest sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad,name=abc,valid-for=2h \\
       --mode monitor --out tools.json
+  enforcer bundle create --issuer ops --bundle-id git --serial 1 --scope /agents.slice \\
+      --valid-for 8h --with-libraries --file /usr/bin/git --out git.json
 
 The serial must be greater than the last one the agent accepted from this issuer for
 each scope: that is how old bundles are kept from coming back.";
@@ -157,6 +159,23 @@ pub struct BundleCreateArgs {
     /// Grant a program by SHA-256 (sha256:HEX or HEX), with the same options as --file.
     #[arg(long = "digest", value_name = "DIGEST[,OPTION]...")]
     digests: Vec<GrantSpec>,
+    /// Also grant what each --file needs to run: its dynamic loader and shared libraries.
+    ///
+    /// In a governed scope every executable mapping is checked, not only exec: a
+    /// dynamically linked program runs only if its loader (e.g. ld-linux-x86-64.so.2) and
+    /// every library it maps (libc.so.6, ...) are granted too. This adds the closure of
+    /// each --file, resolved here the way the dynamic loader resolves it (RPATH,
+    /// RUNPATH, $ORIGIN, /etc/ld.so.conf, system directories; LD_LIBRARY_PATH ignored),
+    /// one grant per library, named by its path. A library inherits its file's
+    /// not-after/valid-for; one needed by several files lasts as long as the longest of
+    /// them; an explicit --file/--digest grant of the same content keeps its own options.
+    /// Libraries loaded with dlopen (plugins, Python extension modules, NSS modules) are
+    /// not found this way: grant them with --file.
+    ///
+    /// A script's interpreter is NOT added: grant it explicitly with --file, knowing that
+    /// granting a shell or Python grants everything it can be told to run.
+    #[arg(long, verbatim_doc_comment)]
+    with_libraries: bool,
     /// enforce: deny what is not granted. monitor: allow, but record what would be denied.
     #[arg(long, value_enum, default_value_t = Mode::Enforce)]
     mode: Mode,
@@ -378,10 +397,12 @@ impl FromStr for GrantSpec {
 
 impl GrantSpec {
     fn to_grant(&self, digest: FileDigest, name: Option<String>, not_before: u64) -> Grant {
-        let not_after = self
-            .not_after
-            .or_else(|| self.valid_for.map(|d| not_before.saturating_add(d.as_secs())));
-        Grant { digest, name: self.name.clone().or(name), not_after }
+        Grant { digest, name: self.name.clone().or(name), not_after: self.not_after(not_before) }
+    }
+
+    /// When the grant ends, if before its bundle does.
+    fn not_after(&self, not_before: u64) -> Option<u64> {
+        self.not_after.or_else(|| self.valid_for.map(|d| not_before.saturating_add(d.as_secs())))
     }
 }
 
@@ -416,6 +437,15 @@ fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode> {
     for spec in &args.digests {
         grants.push(spec.to_grant(spec.subject.parse()?, None, not_before));
     }
+    if args.with_libraries {
+        let libraries = library_grants(&args.files, &grants, not_before)?;
+        println!(
+            "added {} grant(s) for the dynamic loader and shared libraries of {} file(s)",
+            libraries.len(),
+            args.files.len()
+        );
+        grants.extend(libraries);
+    }
     let bundle = Bundle {
         issuer: args.issuer.clone(),
         bundle_id: args.bundle_id.clone(),
@@ -431,6 +461,61 @@ fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode> {
         allow_fileless: args.allow_fileless,
     };
     write_unsigned(ArtifactKind::Bundle, bundle.to_payload()?, &args.output)
+}
+
+/// Grants for the dynamic loader and shared libraries of each file in `files`, named by
+/// their paths. A library takes its file's expiry; one several files need gets the latest
+/// (none if any file's grant has none). Content already in `explicit` is not granted
+/// again: the explicit grant and its options stand.
+fn library_grants(
+    files: &[GrantSpec],
+    explicit: &[Grant],
+    not_before: u64,
+) -> anyhow::Result<Vec<Grant>> {
+    let mut grants: Vec<Grant> = Vec::new();
+    for spec in files {
+        let path = Path::new(&spec.subject);
+        if let Some(interpreter) = script_interpreter(path) {
+            eprintln!(
+                "note: {} is a script: its interpreter {interpreter} is not added; grant it \
+                 with --file if this scope may run it",
+                spec.subject
+            );
+        }
+        let not_after = spec.not_after(not_before);
+        let closure = crate::elf::with_dependencies(&[path.to_path_buf()]).with_context(|| {
+            format!("cannot find the libraries of {} (--with-libraries)", spec.subject)
+        })?;
+        // The closure starts with the file itself, granted already.
+        for library in closure.iter().skip(1) {
+            let digest = FileDigest::of_file(library)?;
+            if explicit.iter().any(|g| g.digest == digest) {
+                continue;
+            }
+            match grants.iter_mut().find(|g| g.digest == digest) {
+                Some(existing) => {
+                    existing.not_after = existing.not_after.zip(not_after).map(|(a, b)| a.max(b));
+                }
+                None => grants.push(Grant {
+                    digest,
+                    name: Some(library.display().to_string()),
+                    not_after,
+                }),
+            }
+        }
+    }
+    Ok(grants)
+}
+
+/// The `#!` line's interpreter, when `path` is a script.
+fn script_interpreter(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+    let interpreter = String::from_utf8_lossy(line).trim().to_owned();
+    Some(if interpreter.is_empty() { "(none named)".to_owned() } else { interpreter })
 }
 
 fn revoke_create(args: &RevokeCreateArgs) -> anyhow::Result<ExitCode> {
@@ -687,4 +772,70 @@ fn describe_grants(bundle: &Bundle) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This test binary: dynamically linked against glibc on every supported host.
+    fn me() -> String {
+        std::env::current_exe().expect("exe").display().to_string()
+    }
+
+    fn spec(options: &str) -> GrantSpec {
+        format!("{}{options}", me()).parse().expect("grant spec")
+    }
+
+    fn named<'a>(grants: &'a [Grant], prefix: &str) -> &'a Grant {
+        grants
+            .iter()
+            .find(|g| {
+                let name = g.name.as_deref().unwrap_or_default();
+                Path::new(name).file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
+            .unwrap_or_else(|| panic!("no grant for {prefix}*: {grants:?}"))
+    }
+
+    #[test]
+    fn libraries_are_named_by_path_and_take_their_files_expiry() {
+        let grants = library_grants(&[spec(",valid-for=1h")], &[], 1000).expect("closure");
+        for prefix in ["ld-linux", "libc.so"] {
+            let g = named(&grants, prefix);
+            assert!(Path::new(g.name.as_deref().expect("name")).is_absolute(), "{g:?}");
+            assert_eq!(g.not_after, Some(4600), "{g:?}");
+        }
+        let own = FileDigest::of_file(Path::new(&me())).expect("digest");
+        assert!(grants.iter().all(|g| g.digest != own), "the file itself is granted by --file");
+    }
+
+    #[test]
+    fn a_library_several_files_need_lasts_as_long_as_the_longest() {
+        let grants =
+            library_grants(&[spec(",valid-for=1h"), spec(",valid-for=2h")], &[], 0).expect("x");
+        assert_eq!(named(&grants, "libc.so").not_after, Some(7200));
+        let digests: std::collections::BTreeSet<_> = grants.iter().map(|g| g.digest).collect();
+        assert_eq!(digests.len(), grants.len(), "one grant per library");
+
+        let grants = library_grants(&[spec(",valid-for=1h"), spec("")], &[], 0).expect("x");
+        assert_eq!(named(&grants, "libc.so").not_after, None, "no expiry wins");
+    }
+
+    #[test]
+    fn an_explicit_grant_of_a_library_keeps_its_options() {
+        let libc = library_grants(&[spec("")], &[], 0).expect("closure");
+        let libc = named(&libc, "libc.so").clone();
+        let explicit = Grant { digest: libc.digest, name: Some("mine".into()), not_after: Some(5) };
+        let grants = library_grants(&[spec("")], &[explicit], 0).expect("closure");
+        assert!(grants.iter().all(|g| g.digest != libc.digest), "{grants:?}");
+    }
+
+    #[test]
+    fn scripts_are_recognised_by_their_interpreter_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("s");
+        std::fs::write(&script, "#!/bin/sh -e\necho hi\n").expect("write");
+        assert_eq!(script_interpreter(&script).as_deref(), Some("/bin/sh -e"));
+        assert_eq!(script_interpreter(Path::new(&me())), None);
+    }
 }
