@@ -1,36 +1,50 @@
 #!/bin/sh
 # The enforcer demo, run inside a VM by `cargo xtask demo`. Read it top to bottom: every
-# step is a command an operator or a security team would type.
+# `enforcer` line is a command a security team or an operator would type.
 set -u
 POLICIES=/usr/share/enforcer/policies
 FIXTURES=/usr/libexec/enforcer-tests
 SCOPE=/sys/fs/cgroup/agents
-LOG=/tmp/enforcer-decisions.log
+WORK=/tmp/demo
+LOG=$WORK/agent-decisions.log
+mkdir -p $WORK/keys $WORK/bundles $WORK/audit
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '  \033[2m$ %s\033[0m\n' "$*"; "$@" 2>&1 | sed 's/^/    /'; }
 # Runs a program inside the governed scope: the subshell moves itself into the cgroup,
-# then execs the program, so the exec is the one the kernel decides on.
+# then execs the program, so that exec is the one the kernel decides on.
 in_scope() {
     label=$1; shift
     out=$(sh -c 'echo 0 > '"$SCOPE"'/cgroup.procs && exec "$@"' sh "$@" 2>&1)
-    code=$?
-    verdict_of "$label" "$code" "$out"
+    verdict_of "$label" "$?" "$out"
 }
 outside() {
     label=$1; shift
-    out=$("$@" 2>&1); code=$?
-    verdict_of "$label" "$code" "$out"
+    out=$("$@" 2>&1)
+    verdict_of "$label" "$?" "$out"
 }
 verdict_of() {
     case "$3" in
-        *"Operation not permitted"*) printf '  %-44s \033[31mDENIED\033[0m  (EPERM from the kernel)\n' "$1" ;;
-        *) printf '  %-44s \033[32mRAN\033[0m     (exit %s: %s)\n' "$1" "$2" "$3" ;;
+        *"Operation not permitted"*) printf '  %-46s \033[31mDENIED\033[0m  (EPERM from the kernel)\n' "$1" ;;
+        *"failed to map segment"*) printf '  %-46s \033[31mDENIED\033[0m  (the loader could not map it)\n' "$1" ;;
+        *) printf '  %-46s \033[32mRAN\033[0m     (exit %s: %s)\n' "$1" "$2" "$3" ;;
     esac
+}
+start_agent() {
+    enforcer run --trust $POLICIES/trust.toml --artifacts $WORK/bundles --scope /agents \
+        --state-dir $WORK/state --audit-dir $WORK/audit --host-key $WORK/keys/host.key \
+        >> $LOG 2>>$WORK/agent.err &
+    AGENT=$!
+    for _ in $(seq 1 120); do
+        [ "$(grep -c 'following decisions' $LOG 2>/dev/null)" -ge "$1" ] && return 0
+        sleep 0.5
+    done
+    echo "agent did not start:"; cat $WORK/agent.err; exit 1
 }
 
 step "Host: $(uname -r), active LSMs: $(cat /sys/kernel/security/lsm)"
 
-step "An agent workspace: its tools, and a payload it downloaded"
+step "An agent workspace: its tool, and what else may end up there"
 mkdir -p /opt/agent/bin /tmp/downloads
 cp $FIXTURES/probe /opt/agent/bin/report-tool
 cp $FIXTURES/unlisted /tmp/downloads/payload
@@ -38,39 +52,59 @@ cp $FIXTURES/probe /tmp/downloads/renamed-report-tool
 cp $FIXTURES/probe /tmp/downloads/patched-report-tool
 printf '\001' | dd of=/tmp/downloads/patched-report-tool bs=1 seek=4000 conv=notrunc 2>/dev/null
 chmod 755 /opt/agent/bin/* /tmp/downloads/*
-echo '  /opt/agent/bin/report-tool          the tool the policy grants (by SHA-256)'
-echo '  /tmp/downloads/payload               something the policy never granted'
+echo '  /opt/agent/bin/report-tool          the tool the security team will authorize'
+echo '  /tmp/downloads/payload               something nobody authorized'
 echo '  /tmp/downloads/renamed-report-tool   the same bytes as report-tool, another name'
 echo '  /tmp/downloads/patched-report-tool   report-tool with one byte changed'
 
-step "Start the agent on the example policy ($POLICIES/demo.unsigned.toml)"
-sed 's/^/  | /' $POLICIES/demo.unsigned.toml
-enforcer run --unsigned-policy $POLICIES/demo.unsigned.toml > $LOG 2>/tmp/enforcer-agent.err &
-AGENT=$!
-for _ in $(seq 1 120); do grep -q "following decisions" $LOG 2>/dev/null && break; sleep 0.5; done
-grep -q "following decisions" $LOG || { echo "agent did not start:"; cat /tmp/enforcer-agent.err; exit 1; }
-enforcer status | sed 's/^/  /'
+step "Security team: authorize report-tool for the /agents scope, signed by two people"
+# The example trust store needs 2 of 2 bundle keys (TEST-ONLY alice and bob) and 1
+# revocation key (TEST-ONLY carol). Private keys must be private to be used.
+for who in alice bob carol; do
+    cp $POLICIES/keys/TEST-ONLY-$who.key $WORK/keys/$who.key; chmod 600 $WORK/keys/$who.key
+done
+show enforcer bundle create --issuer demo-team --bundle-id agents-tools --serial 1 \
+    --scope /agents --valid-for 2h --with-libraries \
+    --file /opt/agent/bin/report-tool,name=report-tool --out $WORK/bundles/agents-tools.json
+show enforcer bundle sign --key $WORK/keys/alice.key $WORK/bundles/agents-tools.json
+show enforcer bundle sign --key $WORK/keys/bob.key $WORK/bundles/agents-tools.json
+show enforcer bundle verify --trust $POLICIES/trust.toml $WORK/bundles/agents-tools.json
 
-step "Inside the governed scope (cgroup /agents): only granted content runs"
-in_scope "report-tool (granted)" /opt/agent/bin/report-tool
-in_scope "payload (not granted)" /tmp/downloads/payload
+step "Operator: start the agent (it accepts only what the trust store verifies)"
+show enforcer key generate --out $WORK/keys/host
+start_agent 1
+show enforcer status
+
+step "Inside the governed scope (cgroup /agents): only authorized content runs"
+in_scope "report-tool (authorized)" /opt/agent/bin/report-tool
+in_scope "payload (not authorized)" /tmp/downloads/payload
 in_scope "renamed-report-tool (same content)" /tmp/downloads/renamed-report-tool
 in_scope "patched-report-tool (one byte changed)" /tmp/downloads/patched-report-tool
+in_scope "ld.so payload (loader trick)" /lib64/ld-linux-x86-64.so.2 /tmp/downloads/payload
 
 step "Outside every governed scope nothing changes"
 outside "payload" /tmp/downloads/payload
 
-step "What the agent saw (one line per decision in a governed scope)"
-sleep 1
-grep -v "following decisions" $LOG | sed 's/^/  /'
-
-step "The agent dies; enforcement does not (program and maps are pinned)"
+step "The agent dies; enforcement does not (programs and maps are pinned)"
 kill -9 $AGENT; wait $AGENT 2>/dev/null
 in_scope "payload, with no agent running" /tmp/downloads/payload
 in_scope "report-tool, with no agent running" /opt/agent/bin/report-tool
 
+step "Security team: revoke the authorization (signed by the revocation key)"
+show enforcer revoke create --issuer security --bundle-id agents-tools --reason "demo" \
+    --out $WORK/bundles/revoke-agents-tools.json
+show enforcer revoke sign --key $WORK/keys/carol.key $WORK/bundles/revoke-agents-tools.json
+start_agent 2
+in_scope "report-tool, after the revocation" /opt/agent/bin/report-tool
+show enforcer status
+kill -TERM $AGENT; wait $AGENT 2>/dev/null
+
+step "The audit trail: every decision, hash-chained, checkpoints signed by the host key"
+show enforcer audit --dir $WORK/audit show
+show enforcer audit --dir $WORK/audit verify --trust $WORK/keys/host.pub
+
 step "The operator's way out: enforcer unload"
-enforcer unload | sed 's/^/  /'
+show enforcer unload
 in_scope "payload, after unload" /tmp/downloads/payload
 echo
 echo "Demo finished."

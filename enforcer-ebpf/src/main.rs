@@ -385,8 +385,10 @@ unsafe fn lineage() -> Lineage {
 fn next_exec_id() -> u64 {
     match EXEC_SEQ.get_ptr_mut(0) {
         // SAFETY: the array slot lives as long as the map; the atomic add makes concurrent
-        // execs on other CPUs get distinct ids.
-        Some(slot) => (unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) }) + 1,
+        // execs on other CPUs get distinct ids. SeqCst, not Relaxed: LLVM lowers a relaxed
+        // add to BPF's legacy XADD, which returns nothing, and then uses the addend as the
+        // "old value" (every id came out as 2); SeqCst gives the fetching instruction.
+        Some(slot) => (unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(slot, 1) }) + 1,
         None => 0,
     }
 }

@@ -454,7 +454,11 @@ fn lineage_links_each_exec_to_what_started_it(env: &Env) -> Check {
             field_is(d, "decision", "allow")?;
         }
         let id = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
-        if id(&interp, "parent_exec_id") != id(&s, "exec_id") || id(&s, "exec_id") == 0 {
+        let ids = [id(&s, "exec_id"), id(&interp, "exec_id"), id(&c, "exec_id")];
+        if ids[0] == 0 || !(ids[0] < ids[1] && ids[1] < ids[2]) {
+            return Err(format!("exec ids must be distinct and increase in order: {ids:?}"));
+        }
+        if id(&interp, "parent_exec_id") != id(&s, "exec_id") {
             return Err(format!("interpreter should descend from the script:\n{s}\n{interp}"));
         }
         if id(&c, "parent_exec_id") != id(&interp, "exec_id") || id(&c, "ppid") != id(&interp, "tgid") {
