@@ -11,6 +11,8 @@
 //! - `file_mprotect` refuses making memory executable after the fact: anonymous memory,
 //!   and file mappings whose digest was never checked (the hook cannot hash on every
 //!   supported kernel, so a file mapping must be executable from its mmap).
+//! - memory both writable and executable counts as anonymous executable memory, even
+//!   when a granted file backs it: its code can be overwritten at will.
 //! - files with no name left (memfd, deleted) may not be executed or mapped executable.
 //! - `ptrace_access_check`, `ptrace_traceme`, `bpf` and `task_kill` refuse tampering with
 //!   other processes, the enforcer's BPF objects, and the agent.
@@ -127,6 +129,7 @@ static IMAGES: LruHashMap<u32, Image> = LruHashMap::pinned(MAX_TRACKED_IMAGES, 0
 static PROTECTED: HashMap<u32, u32> = HashMap::pinned(64, 0);
 
 const EPERM: i32 = 1;
+const PROT_WRITE: u64 = 0x2;
 const PROT_EXEC: u64 = 0x4;
 const MAP_ANONYMOUS: u64 = 0x20;
 const VM_EXEC: u64 = 0x4;
@@ -452,9 +455,13 @@ unsafe fn try_mmap_file(ctx: &LsmContext) -> Result<i32, i32> {
     let flags: u64 = ctx.arg(3);
     let file: *mut c_void = ctx.arg(0);
     let mut digest = NO_DIGEST;
+    let anon_exec_denied = policy.flags & scope_flags::ALLOW_ANON_EXEC == 0;
     let (verdict, path) = if flags & MAP_ANONYMOUS != 0 {
-        let denied = policy.flags & scope_flags::ALLOW_ANON_EXEC == 0;
-        (Verdict::allow_unless(denied, reason::ANON_EXEC), ptr::null())
+        (Verdict::allow_unless(anon_exec_denied, reason::ANON_EXEC), ptr::null())
+    } else if prot & PROT_WRITE != 0 && anon_exec_denied {
+        // Writable and executable at once: whatever the file held, the process can write
+        // any code there. That is anonymous executable memory in all but name.
+        (Verdict::deny(reason::ANON_EXEC), unsafe { file_name(file.cast()) })
     } else {
         // SAFETY: `file` is the hook's own `struct file *` argument; file_verdict proves it
         // readable before handing it to a helper.
@@ -481,15 +488,16 @@ unsafe fn try_file_mprotect(ctx: &LsmContext) -> Result<i32, i32> {
     // SAFETY: probe reads of the hook's own vma.
     let flags: Option<u64> = unsafe { read_at(vma, config(&VMA_FLAGS_OFFSET)) };
     let file: Option<*const u8> = unsafe { read_at(vma, config(&VMA_FILE_OFFSET)) };
+    let anon_exec_denied = policy.flags & scope_flags::ALLOW_ANON_EXEC == 0;
     let (verdict, path) = match (flags, file) {
         // Unreadable: doubt means deny.
         (None, _) | (_, None) => (Verdict::deny(reason::NOT_CONFIGURED), ptr::null()),
+        // Anonymous memory, or any mapping becoming writable and executable at once.
+        (Some(_), Some(f)) if f.is_null() || prot & PROT_WRITE != 0 => {
+            (Verdict::allow_unless(anon_exec_denied, reason::ANON_EXEC), ptr::null())
+        }
         // Already executable (its file was checked when it was mapped): nothing changes.
         (Some(f), _) if f & VM_EXEC != 0 => return Ok(0),
-        (Some(_), Some(f)) if f.is_null() => {
-            let denied = policy.flags & scope_flags::ALLOW_ANON_EXEC == 0;
-            (Verdict::allow_unless(denied, reason::ANON_EXEC), ptr::null())
-        }
         // A file mapping turning executable after the fact skipped the digest check at
         // mmap time, and this hook cannot hash on every supported kernel: deny.
         (Some(_), Some(f)) => (Verdict::deny(reason::LATE_EXEC), unsafe { file_name(f) }),

@@ -180,6 +180,9 @@ pub fn policy_of(bundles: &[&VerifiedBundle], declared: &[ScopePath], now: Syste
                 spec.mode = Mode::Enforce;
                 *seen_monitor_only = false;
             }
+            // JIT opt-ins hold while a live bundle for the scope carries them.
+            spec.allow_anonymous_exec |= b.allow_anonymous_exec;
+            spec.allow_fileless |= b.allow_fileless;
             spec.grants.extend(b.live_grants(now).map(|g| GrantSpec {
                 digest: g.digest,
                 name: g.name.clone(),
@@ -279,6 +282,19 @@ mod tests {
         assert_eq!(out.refused.len(), 1);
         assert!(out.policy.scopes.values().all(|spec| spec.grants.is_empty()));
         assert_eq!(out.policy.scopes.len(), 1);
+    }
+
+    #[test]
+    fn opt_ins_come_from_live_bundles_only() {
+        let mut jit = bundle();
+        jit.allow_anonymous_exec = true;
+        let with = crate::verify::VerifiedBundle { id: ArtifactId([1; 64]), signers: vec![], bundle: jit };
+        let scope: ScopePath = "/agents.slice".parse().expect("scope");
+        let policy = policy_of(&[&with], &[], now());
+        assert!(policy.scopes[&scope].allow_anonymous_exec);
+        assert!(!policy.scopes[&scope].allow_fileless);
+        // Declared, with no bundle: no opt-in.
+        assert!(!policy_of(&[], &[scope.clone()], now()).scopes[&scope].allow_anonymous_exec);
     }
 
     #[test]

@@ -364,6 +364,10 @@ fn deleted_file_exec_denied(env: &Env) -> Check {
 fn anonymous_executable_memory_denied(env: &Env) -> Check {
     expect_attack(env, Some(SCOPE), &["anon-rwx"], attack::EPERM)?;
     expect_attack(env, Some(SCOPE), &["mprotect-exec"], attack::EPERM)?;
+    // A granted file mapped writable and executable is no better than anonymous memory.
+    let probe = env.probe.to_str().expect("utf-8 path");
+    expect_attack(env, Some(SCOPE), &["wx-file", probe], attack::EPERM)?;
+    expect_attack(env, Some(JIT_SCOPE), &["wx-file", probe], attack::INJECTED_CODE)?;
     expect_attack(env, Some(JIT_SCOPE), &["anon-rwx"], attack::INJECTED_CODE)?;
     expect_attack(env, Some(JIT_SCOPE), &["mprotect-exec"], attack::INJECTED_CODE)?;
     expect_attack(env, None, &["anon-rwx"], attack::INJECTED_CODE)

@@ -69,6 +69,28 @@ fn mprotect_exec() -> ! {
     }
 }
 
+/// Maps a (granted) file writable and executable, privately: its code could then be
+/// replaced at will, so this is anonymous executable memory in disguise.
+fn wx_file(path: &str) -> ! {
+    let file = std::fs::File::open(path).expect("open program");
+    // SAFETY: plain syscalls on memory we own.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            refused("mmap of a file RWX");
+        }
+        std::ptr::copy_nonoverlapping(CODE.as_ptr(), p.cast(), CODE.len());
+        run_code(p)
+    }
+}
+
 fn memfd_exec(path: &str) -> ! {
     let mut bytes = Vec::new();
     std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).expect("read program");
@@ -179,6 +201,7 @@ fn main() {
         Some("anon-rwx") => anon_rwx(),
         Some("mprotect-exec") => mprotect_exec(),
         Some("memfd-exec") => memfd_exec(args.get(2).expect("program path")),
+        Some("wx-file") => wx_file(args.get(2).expect("program path")),
         Some("deleted-exec") => deleted_exec(args.get(2).expect("program path")),
         Some("ptrace") => ptrace_attach(pid()),
         Some("proc-mem") => proc_mem(pid()),
@@ -189,7 +212,7 @@ fn main() {
             args.get(3).and_then(|n| n.parse().ok()).expect("count"),
         ),
         _ => {
-            eprintln!("usage: attacks anon-rwx|mprotect-exec|memfd-exec PATH|deleted-exec PATH|ptrace PID|proc-mem PID|bpf|kill PID");
+            eprintln!("usage: attacks anon-rwx|mprotect-exec|wx-file PATH|memfd-exec PATH|deleted-exec PATH|ptrace PID|proc-mem PID|bpf|kill PID");
             std::process::exit(OTHER)
         }
     }
