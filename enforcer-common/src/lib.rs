@@ -37,6 +37,9 @@ pub mod names {
     pub const INODE_NLINK_OFFSET: &str = "INODE_NLINK_OFFSET";
     pub const VMA_FILE_OFFSET: &str = "VMA_FILE_OFFSET";
     pub const VMA_FLAGS_OFFSET: &str = "VMA_FLAGS_OFFSET";
+    pub const FILE_MODE_OFFSET: &str = "FILE_MODE_OFFSET";
+    pub const INODE_SB_OFFSET: &str = "INODE_SB_OFFSET";
+    pub const SB_MAGIC_OFFSET: &str = "SB_MAGIC_OFFSET";
     pub const SCOPES: &str = "ENFORCER_SCOPES";
     pub const GRANTS: &str = "ENFORCER_GRANTS";
     pub const EVENTS: &str = "ENFORCER_EVENTS";
@@ -87,8 +90,9 @@ pub mod hook {
     pub const PTRACE_TRACEME: u32 = 4;
     pub const BPF: u32 = 5;
     pub const TASK_KILL: u32 = 6;
+    pub const FILE_OPEN: u32 = 7;
     /// Number of hooks.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     /// Kernel hook names, by index.
     pub const NAMES: [&str; COUNT] = [
         "bprm_check_security",
@@ -98,6 +102,7 @@ pub mod hook {
         "ptrace_traceme",
         "bpf",
         "task_kill",
+        "file_open",
     ];
 }
 

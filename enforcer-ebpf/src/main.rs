@@ -90,6 +90,14 @@ static INODE_NLINK_OFFSET: u32 = 0;
 static VMA_FILE_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static VMA_FLAGS_OFFSET: u32 = 0;
+/// `file::f_mode`, `inode::i_sb`, `super_block::s_magic`: to recognise /proc/PID/mem
+/// opened for writing.
+#[unsafe(no_mangle)]
+static FILE_MODE_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_SB_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static SB_MAGIC_OFFSET: u32 = 0;
 
 fn config(value: &u32) -> u32 {
     // SAFETY: a plain read of our own static.
@@ -133,6 +141,8 @@ const PROT_WRITE: u64 = 0x2;
 const PROT_EXEC: u64 = 0x4;
 const MAP_ANONYMOUS: u64 = 0x20;
 const VM_EXEC: u64 = 0x4;
+const FMODE_WRITE: u32 = 0x2;
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 /// `PTRACE_MODE_ATTACH`: ptrace attach and /proc/PID/mem, as opposed to reading status.
 const PTRACE_MODE_ATTACH: u32 = 0x02;
 
@@ -552,6 +562,37 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
         let tgid: Option<u32> = unsafe { read_at(target, config(&TASK_TGID_OFFSET)) };
         // SAFETY: the value is only tested for presence.
         tgid.is_none_or(|t| unsafe { PROTECTED.get(&t) }.is_some())
+    })
+}
+
+#[lsm(hook = "file_open")]
+pub fn file_open(ctx: LsmContext) -> i32 {
+    // Argument: (struct file *file). Writing a process's memory through /proc/PID/mem
+    // ignores page protections, and for a process's own memory no ptrace check runs: a
+    // granted program could patch its own code. Governed tasks may not open any
+    // /proc/PID/mem for writing.
+    tamper_check(&ctx, hook::FILE_OPEN, |ctx| {
+        let file: *const u8 = ctx.arg(0);
+        // SAFETY: probe reads of the hook's own file argument.
+        unsafe {
+            let mode: Option<u32> = read_at(file, config(&FILE_MODE_OFFSET));
+            if mode.is_some_and(|m| m & FMODE_WRITE == 0) {
+                return false;
+            }
+            let inode: Option<*const u8> = read_at(file, config(&FILE_INODE_OFFSET));
+            let sb: Option<*const u8> = inode.and_then(|i| read_at(i, config(&INODE_SB_OFFSET)));
+            let magic: Option<u64> = sb.and_then(|s| read_at(s, config(&SB_MAGIC_OFFSET)));
+            if magic.is_some_and(|m| m != PROC_SUPER_MAGIC) {
+                return false;
+            }
+            // On procfs (or unreadable): is it a `mem` file? Unreadable counts as yes.
+            let name = file_name(file);
+            let mut buf = [0u8; 4];
+            if name.is_null() || bpf_probe_read_kernel_str_bytes(name, &mut buf).is_err() {
+                return true;
+            }
+            buf == *b"mem\0"
+        }
     })
 }
 

@@ -66,6 +66,9 @@ impl KernelLayout {
             (names::INODE_NLINK_OFFSET, btf.int_member_offset("inode", "i_nlink", 4)?),
             (names::VMA_FILE_OFFSET, btf.pointer_member_offset("vm_area_struct", "vm_file", Some("file"))?),
             (names::VMA_FLAGS_OFFSET, btf.int_member_offset("vm_area_struct", "vm_flags", 8)?),
+            (names::FILE_MODE_OFFSET, btf.int_member_offset("file", "f_mode", 4)?),
+            (names::INODE_SB_OFFSET, btf.pointer_member_offset("inode", "i_sb", Some("super_block"))?),
+            (names::SB_MAGIC_OFFSET, btf.int_member_offset("super_block", "s_magic", 8)?),
         ];
         // Name a missing hook before the load fails on it with a bare errno.
         for name in hook::NAMES {

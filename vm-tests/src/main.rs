@@ -383,7 +383,9 @@ fn ptrace_and_proc_mem_denied(env: &Env) -> Check {
     let pid = target.id().to_string();
     let result = (|| {
         expect_attack(env, Some(SCOPE), &["ptrace", &pid], attack::EPERM)?;
-        expect_attack(env, Some(SCOPE), &["proc-mem", &pid], attack::EACCES)?;
+        expect_attack(env, Some(SCOPE), &["proc-mem", &pid], attack::EPERM)?;
+        expect_attack(env, Some(SCOPE), &["self-mem"], attack::EPERM)?;
+        expect_attack(env, None, &["self-mem"], attack::WORKED)?;
         // The same techniques work outside scopes: the refusal is enforcer's.
         expect_attack(env, None, &["ptrace", &pid], attack::WORKED)?;
         expect_attack(env, None, &["proc-mem", &pid], attack::WORKED)

@@ -149,6 +149,18 @@ fn proc_mem(pid: libc::pid_t) -> ! {
     }
 }
 
+fn self_mem() -> ! {
+    // No ptrace check applies to a process's own memory; writes through this file ignore
+    // page protections, so a granted program could patch its own code.
+    match std::fs::OpenOptions::new().read(true).write(true).open("/proc/self/mem") {
+        Ok(_) => {
+            println!("open /proc/self/mem: opened for writing");
+            std::process::exit(WORKED)
+        }
+        Err(_) => refused("open /proc/self/mem"),
+    }
+}
+
 fn bpf_syscall() -> ! {
     // BPF_PROG_GET_NEXT_ID (11): the first step of finding and detaching programs.
     let mut attr = [0u32; 4];
@@ -206,13 +218,14 @@ fn main() {
         Some("ptrace") => ptrace_attach(pid()),
         Some("proc-mem") => proc_mem(pid()),
         Some("bpf") => bpf_syscall(),
+        Some("self-mem") => self_mem(),
         Some("kill") => kill(pid()),
         Some("exec-storm") => exec_storm(
             args.get(2).expect("program path"),
             args.get(3).and_then(|n| n.parse().ok()).expect("count"),
         ),
         _ => {
-            eprintln!("usage: attacks anon-rwx|mprotect-exec|wx-file PATH|memfd-exec PATH|deleted-exec PATH|ptrace PID|proc-mem PID|bpf|kill PID");
+            eprintln!("usage: attacks anon-rwx|mprotect-exec|wx-file PATH|memfd-exec PATH|deleted-exec PATH|ptrace PID|proc-mem PID|self-mem|bpf|kill PID");
             std::process::exit(OTHER)
         }
     }
