@@ -98,8 +98,8 @@ pub enum RevokeCommand {
 const BUNDLE_CREATE_EXAMPLES: &str = "\
 Examples:
   enforcer bundle create --issuer ops --bundle-id agents-base --serial 1 \\
-      --scope /agents.slice --valid-for 8h --file /usr/bin/git --file /bin/sh \\
-      --out agents-base.json
+      --scope /agents.slice --valid-for 8h --with-libraries \\
+      --file /usr/bin/git --file /usr/local/bin/agent-report --out agents-base.json
   enforcer bundle create --issuer ops --bundle-id tools --serial 7 --scope /ci.slice \\
       --not-before 2030-01-01T00:00:00Z --not-after 2030-02-01T00:00:00Z \\
       --digest sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad,name=abc,valid-for=2h \\
