@@ -99,12 +99,12 @@ in_scope "report-tool, after the revocation" /opt/agent/bin/report-tool
 show enforcer status
 kill -TERM $AGENT; wait $AGENT 2>/dev/null
 
-step "The audit trail: every decision, hash-chained, checkpoints signed by the host key"
-show enforcer audit --dir $WORK/audit show
-show enforcer audit --dir $WORK/audit verify --trust $WORK/keys/host.pub
-
 step "The operator's way out: enforcer unload"
 show enforcer unload
 in_scope "payload, after unload" /tmp/downloads/payload
+
+step "The audit trail: every decision, hash-chained, checkpoints signed by the host key"
+show enforcer audit --dir $WORK/audit show
+show enforcer audit --dir $WORK/audit verify --trust $WORK/keys/host.pub
 echo
 echo "Demo finished."
