@@ -40,6 +40,11 @@ pub mod names {
     pub const FILE_MODE_OFFSET: &str = "FILE_MODE_OFFSET";
     pub const INODE_SB_OFFSET: &str = "INODE_SB_OFFSET";
     pub const SB_MAGIC_OFFSET: &str = "SB_MAGIC_OFFSET";
+    /// Digest cache: `inode::i_writecount`, `dentry::d_inode`, and which argument of the
+    /// `inode_setattr` hook is the dentry (it gained an idmap argument in 6.3).
+    pub const INODE_WRITECOUNT_OFFSET: &str = "INODE_WRITECOUNT_OFFSET";
+    pub const DENTRY_INODE_OFFSET: &str = "DENTRY_INODE_OFFSET";
+    pub const SETATTR_DENTRY_ARG: &str = "SETATTR_DENTRY_ARG";
     pub const SCOPES: &str = "ENFORCER_SCOPES";
     pub const GRANTS: &str = "ENFORCER_GRANTS";
     pub const EVENTS: &str = "ENFORCER_EVENTS";
@@ -91,8 +96,10 @@ pub mod hook {
     pub const BPF: u32 = 5;
     pub const TASK_KILL: u32 = 6;
     pub const FILE_OPEN: u32 = 7;
+    /// Invalidates cached digests when a file's attributes (its size among them) change.
+    pub const INODE_SETATTR: u32 = 8;
     /// Number of hooks.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     /// Kernel hook names, by index.
     pub const NAMES: [&str; COUNT] = [
         "bprm_check_security",
@@ -103,7 +110,29 @@ pub mod hook {
         "bpf",
         "task_kill",
         "file_open",
+        "inode_setattr",
     ];
+}
+
+/// Value of the digest cache, an inode storage map: a file's SHA-256, kept until the file
+/// may have changed, so an exec or executable mapping of an unchanged file costs a lookup
+/// instead of a hash of the whole file.
+///
+/// Every way to change a file's content needs write access to it, which is taken by an
+/// open for writing or by a size change (`truncate(2)` by path): both bump `generation`
+/// (hooks `file_open` and `inode_setattr`). A digest is stored only when no writer exists
+/// before and after hashing and `generation` did not move meanwhile, and it is used only
+/// while `valid_for == generation + 1`. `docs/performance.md` has the reasoning.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CachedDigest {
+    /// Moves whenever the file may have changed.
+    pub generation: u64,
+    /// `generation + 1` of the moment `digest` was computed; 0 when never.
+    pub valid_for: u64,
+    /// Programs filling the entry now; only the one that found 0 stores its digest.
+    pub fillers: u64,
+    pub digest: [u8; DIGEST_LEN],
 }
 
 /// Key of the grant map: a file digest allowed in one scope.
@@ -239,6 +268,7 @@ mod pod {
     unsafe impl aya::Pod for super::Grant {}
     unsafe impl aya::Pod for super::ExecEvent {}
     unsafe impl aya::Pod for super::Image {}
+    unsafe impl aya::Pod for super::CachedDigest {}
 }
 
 #[cfg(test)]
@@ -262,6 +292,14 @@ mod tests {
     fn grant_layout() {
         assert_eq!(size_of::<Grant>(), 16 + AUTH_ID_LEN);
         assert_eq!(offset_of!(Grant, auth_id), 16);
+    }
+
+    #[test]
+    fn cached_digest_layout() {
+        assert_eq!(offset_of!(CachedDigest, valid_for), 8);
+        assert_eq!(offset_of!(CachedDigest, fillers), 16);
+        assert_eq!(offset_of!(CachedDigest, digest), 24);
+        assert_eq!(size_of::<CachedDigest>(), 24 + DIGEST_LEN);
     }
 
     #[test]

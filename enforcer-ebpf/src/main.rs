@@ -39,7 +39,7 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ima_file_hash, bpf_ktime_get_boot_ns,
+        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
         bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
     },
     macros::{lsm, map},
@@ -51,6 +51,8 @@ use enforcer_common::{
     MAX_SCOPE_LEVEL, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, decision, hook, mode, reason,
     scope_flags,
 };
+
+mod digest_cache;
 
 // ---- configuration frozen into .rodata by the loader -----------------------------------
 //
@@ -240,10 +242,8 @@ unsafe fn file_verdict(
     if links == 0 && policy.flags & scope_flags::ALLOW_FILELESS == 0 {
         return Verdict::deny(reason::FILELESS);
     }
-    // SAFETY: the helper writes at most DIGEST_LEN bytes into `digest`.
-    let algo = unsafe {
-        bpf_ima_file_hash(file.cast(), digest.as_mut_ptr().cast(), DIGEST_LEN as u32)
-    };
+    // SAFETY: `file` is trusted, as this function requires.
+    let algo = unsafe { digest_cache::file_digest(file, links, digest) };
     if algo < 0 {
         return Verdict::deny(reason::DIGEST_UNAVAILABLE);
     }
@@ -567,6 +567,8 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
 
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
+    // Whoever opens a file for writing may change it: its cached digest goes stale.
+    digest_cache::opened(&ctx);
     // Argument: (struct file *file). Writing a process's memory through /proc/PID/mem
     // ignores page protections, and for a process's own memory no ptrace check runs: a
     // granted program could patch its own code. Governed tasks may not open any

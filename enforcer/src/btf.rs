@@ -316,18 +316,34 @@ impl Btf {
 
     /// Byte offset of `strukt.member`, which must be an embedded `struct inner`.
     pub fn struct_member_offset(&self, strukt: &str, member: &str, inner: &str) -> Result<u32, BtfError> {
+        self.member_of_type(strukt, member, &format!("an embedded struct {inner}"), |id| {
+            self.resolve(id).is_some_and(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == inner.as_bytes())
+        })
+    }
+
+    /// Byte offset of `strukt.member`, whose declared type must be the typedef `name` (such
+    /// as `atomic_t`, a typedef of an anonymous struct).
+    pub fn typedef_member_offset(&self, strukt: &str, member: &str, name: &str) -> Result<u32, BtfError> {
+        self.member_of_type(strukt, member, &format!("a {name}"), |id| {
+            self.ty(id).is_some_and(|t| t.kind == KIND_TYPEDEF && self.name(t.name_off) == name.as_bytes())
+        })
+    }
+
+    /// Byte offset of `strukt.member` when `fits` accepts its type id; else an error that
+    /// says the member should have been `expected`.
+    fn member_of_type(
+        &self,
+        strukt: &str,
+        member: &str,
+        expected: &str,
+        fits: impl FnOnce(u32) -> bool,
+    ) -> Result<u32, BtfError> {
         let (offset, m) = self.member(strukt, member)?;
-        let ok = self
-            .resolve(m.type_id)
-            .is_some_and(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == inner.as_bytes());
-        if !ok {
-            return Err(BtfError::UnexpectedType {
-                strukt: strukt.into(),
-                member: member.into(),
-                expected: format!("an embedded struct {inner}"),
-            });
+        if fits(m.type_id) {
+            Ok(offset)
+        } else {
+            Err(BtfError::UnexpectedType { strukt: strukt.into(), member: member.into(), expected: expected.into() })
         }
-        Ok(offset)
     }
 
     /// Byte offset of `strukt.member`, which must be an integer of `size` bytes.
@@ -357,7 +373,8 @@ mod tests {
     ///    union { char nlink; } @192 }
     /// 7: union { char nlink @0 }    8: func_proto (char, char)    9: func bpf_lsm_x -> 8
     fn sample() -> Vec<u8> {
-        let mut strings = b"\0file\0linux_binprm\0filename\0char\0pad\0nlink\0bpf_lsm_x\0".to_vec();
+        let mut strings =
+            b"\0file\0linux_binprm\0filename\0char\0pad\0nlink\0bpf_lsm_x\0atomic_t\0inode\0i_writecount\0".to_vec();
         let off = |s: &str, strings: &[u8]| -> u32 {
             let needle = [s.as_bytes(), b"\0"].concat();
             strings.windows(needle.len()).position(|w| w == needle).map(|p| p as u32).expect(s)
@@ -388,6 +405,12 @@ mod tests {
         push(&[0, info(KIND_FUNC_PROTO, 2), 4]); // 8
         push(&[0, 4, 0, 4]);
         push(&[func, info(KIND_FUNC, 0), 8]); // 9
+        let (atomic, inode, writecount) =
+            (off("atomic_t", &strings), off("inode", &strings), off("i_writecount", &strings));
+        push(&[atomic, info(KIND_TYPEDEF, 0), 4]); // 10: typedef char atomic_t
+        push(&[inode, info(KIND_STRUCT, 2), 16]); // 11: struct inode
+        push(&[writecount, 10, 64]);
+        push(&[pad, 4, 0]);
         strings.push(0);
         let mut blob = Vec::new();
         blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
@@ -431,6 +454,16 @@ mod tests {
         ));
         assert!(matches!(
             btf.int_member_offset("linux_binprm", "file", 8),
+            Err(BtfError::UnexpectedType { .. })
+        ));
+    }
+
+    #[test]
+    fn finds_typedef_members_by_name() {
+        let btf = Btf::parse(&sample()).expect("parse");
+        assert_eq!(btf.typedef_member_offset("inode", "i_writecount", "atomic_t").expect("typedef"), 8);
+        assert!(matches!(
+            btf.typedef_member_offset("inode", "pad", "atomic_t"),
             Err(BtfError::UnexpectedType { .. })
         ));
     }

@@ -8,6 +8,7 @@
 //!
 //! One module per concept:
 //! - [`digest`]: SHA-256 file digests, the identity of a program.
+//! - [`digest_cache`]: what the kernel's cache of file digests needs from the loader.
 //! - [`elf`]: the shared-library closure of a program.
 //! - [`policy`]: what the kernel should enforce, and the local (test-only) policy file.
 //! - [`btf`]: struct layouts from the running kernel's BTF.
@@ -28,6 +29,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod cli;
 pub mod digest;
+pub mod digest_cache;
 pub mod elf;
 pub mod kernel;
 pub mod policy;
