@@ -13,7 +13,7 @@
 //! - [`policy`]: what the kernel should enforce, and the local (test-only) policy file.
 //! - [`btf`]: struct layouts from the running kernel's BTF.
 //! - [`cgroup`]: governed scopes as cgroup v2 directories.
-//! - [`ima`]: the IMA policy that caches executables' digests.
+//! - [`ima`]: whether an IMA policy hands out cached digests underneath ours.
 //! - [`kernel`]: loading, attaching, pinning and filling the BPF program and maps.
 //! - [`artifact`]: signed artifacts (bundles, revocations): envelope, schema, parsing.
 //! - [`trust`]: trusted keys, roles and k-of-n thresholds; signing keys.
@@ -31,6 +31,7 @@ pub mod cli;
 pub mod digest;
 pub mod digest_cache;
 pub mod elf;
+pub mod ima;
 pub mod kernel;
 pub mod policy;
 pub mod preflight;
