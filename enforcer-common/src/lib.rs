@@ -98,8 +98,11 @@ pub mod hook {
     pub const FILE_OPEN: u32 = 7;
     /// Invalidates cached digests when a file's attributes (its size among them) change.
     pub const INODE_SETATTR: u32 = 8;
+    /// Refuse removing or moving the pins in bpffs from a governed scope.
+    pub const INODE_UNLINK: u32 = 9;
+    pub const INODE_RENAME: u32 = 10;
     /// Number of hooks.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 11;
     /// Kernel hook names, by index.
     pub const NAMES: [&str; COUNT] = [
         "bprm_check_security",
@@ -111,6 +114,8 @@ pub mod hook {
         "task_kill",
         "file_open",
         "inode_setattr",
+        "inode_unlink",
+        "inode_rename",
     ];
 }
 

@@ -14,8 +14,10 @@
 //! - memory both writable and executable counts as anonymous executable memory, even
 //!   when a granted file backs it: its code can be overwritten at will.
 //! - files with no name left (memfd, deleted) may not be executed or mapped executable.
-//! - `ptrace_access_check`, `ptrace_traceme`, `bpf` and `task_kill` refuse tampering with
-//!   other processes, the enforcer's BPF objects, and the agent.
+//! - `ptrace_access_check`, `ptrace_traceme`, `bpf`, `task_kill`, `file_open`,
+//!   `inode_unlink` and `inode_rename` refuse tampering: with other processes or the
+//!   process's own code, with the enforcer's BPF objects and pins, with the agent, and
+//!   leaving the scope through cgroup.procs.
 //!
 //! Scopes may opt in to anonymous executable memory or fileless code (JIT runtimes), and
 //! may run in monitor mode (allow, but report what would have been denied). Every path
@@ -145,6 +147,8 @@ const MAP_ANONYMOUS: u64 = 0x20;
 const VM_EXEC: u64 = 0x4;
 const FMODE_WRITE: u32 = 0x2;
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 /// `PTRACE_MODE_ATTACH`: ptrace attach and /proc/PID/mem, as opposed to reading status.
 const PTRACE_MODE_ATTACH: u32 = 0x02;
 
@@ -565,14 +569,39 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
     })
 }
 
+/// The filesystem magic of an inode's superblock; `None` when unreadable.
+#[inline(always)]
+unsafe fn fs_magic(inode: *const u8) -> Option<u64> {
+    unsafe {
+        let sb: Option<*const u8> = read_at(inode, config(&INODE_SB_OFFSET));
+        sb.and_then(|s| read_at(s, config(&SB_MAGIC_OFFSET)))
+    }
+}
+
+/// Whether the NUL-terminated kernel string `name` equals `want` (which ends in NUL).
+/// `None` when unreadable.
+#[inline(always)]
+unsafe fn name_is<const N: usize>(name: *const u8, want: &[u8; N]) -> Option<bool> {
+    if name.is_null() {
+        return None;
+    }
+    let mut buf = [0u8; N];
+    // SAFETY: probe read of a kernel string into our buffer.
+    unsafe { bpf_probe_read_kernel_str_bytes(name, &mut buf) }.ok()?;
+    Some(buf == *want)
+}
+
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     // Whoever opens a file for writing may change it: its cached digest goes stale.
     digest_cache::opened(&ctx);
-    // Argument: (struct file *file). Writing a process's memory through /proc/PID/mem
-    // ignores page protections, and for a process's own memory no ptrace check runs: a
-    // granted program could patch its own code. Governed tasks may not open any
-    // /proc/PID/mem for writing.
+    // Argument: (struct file *file). Two files are refused for writing to governed tasks:
+    // - /proc/PID/mem, the process's own included: writes there ignore page protections,
+    //   and for a process's own memory no ptrace check runs, so a granted program could
+    //   patch its own code;
+    // - cgroup.procs and cgroup.threads: writing them moves a process to another cgroup,
+    //   which is how a governed process would leave its scope.
+    // Anything unreadable counts as a match.
     tamper_check(&ctx, hook::FILE_OPEN, |ctx| {
         let file: *const u8 = ctx.arg(0);
         // SAFETY: probe reads of the hook's own file argument.
@@ -582,20 +611,39 @@ pub fn file_open(ctx: LsmContext) -> i32 {
                 return false;
             }
             let inode: Option<*const u8> = read_at(file, config(&FILE_INODE_OFFSET));
-            let sb: Option<*const u8> = inode.and_then(|i| read_at(i, config(&INODE_SB_OFFSET)));
-            let magic: Option<u64> = sb.and_then(|s| read_at(s, config(&SB_MAGIC_OFFSET)));
-            if magic.is_some_and(|m| m != PROC_SUPER_MAGIC) {
-                return false;
-            }
-            // On procfs (or unreadable): is it a `mem` file? Unreadable counts as yes.
             let name = file_name(file);
-            let mut buf = [0u8; 4];
-            if name.is_null() || bpf_probe_read_kernel_str_bytes(name, &mut buf).is_err() {
-                return true;
+            match inode.and_then(|i| fs_magic(i)) {
+                Some(PROC_SUPER_MAGIC) => name_is(name, b"mem\0").unwrap_or(true),
+                Some(CGROUP2_SUPER_MAGIC) => {
+                    name_is(name, b"cgroup.procs\0").unwrap_or(true)
+                        || name_is(name, b"cgroup.threads\0").unwrap_or(true)
+                }
+                Some(_) => false,
+                None => true,
             }
-            buf == *b"mem\0"
         }
     })
+}
+
+/// Whether a directory inode lies on bpffs (unreadable counts as yes).
+#[inline(always)]
+fn on_bpffs(dir: *const u8) -> bool {
+    // SAFETY: probe reads of the hook's own inode argument.
+    unsafe { fs_magic(dir) }.is_none_or(|m| m == BPF_FS_MAGIC)
+}
+
+#[lsm(hook = "inode_unlink")]
+pub fn inode_unlink(ctx: LsmContext) -> i32 {
+    // Arguments: (struct inode *dir, struct dentry *dentry). Unlinking the pins in bpffs
+    // detaches enforcement once nothing else holds it: governed tasks may not unlink there.
+    tamper_check(&ctx, hook::INODE_UNLINK, |ctx| on_bpffs(ctx.arg(0)))
+}
+
+#[lsm(hook = "inode_rename")]
+pub fn inode_rename(ctx: LsmContext) -> i32 {
+    // Arguments: (old_dir, old_dentry, new_dir, new_dentry): moving a pin away is as good
+    // as unlinking it.
+    tamper_check(&ctx, hook::INODE_RENAME, |ctx| on_bpffs(ctx.arg(0)) || on_bpffs(ctx.arg(2)))
 }
 
 #[cfg(not(test))]

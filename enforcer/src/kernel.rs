@@ -215,22 +215,17 @@ impl Enforcement {
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(KernelError::Object)?;
 
+        // Link pins without the exec hook's are what a failed earlier load left behind:
+        // they would make this one fail, so they go.
+        remove_link_pins(pin_dir)?;
         // The exec hook goes last: once it is attached, governed scopes are enforced, and
-        // by then every other hook is in place too.
+        // by then every other hook is in place too. A failure part-way removes what this
+        // load pinned, so no half-attached enforcement is left behind.
         for name in hook::NAMES.iter().rev() {
-            let program: &mut Lsm = ebpf
-                .program_mut(name)
-                .ok_or(KernelError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| KernelError::Program { hook: name, source })?;
-            program.load(name, &btf).map_err(|source| KernelError::Program { hook: name, source })?;
-            let link_id = program.attach().map_err(|source| KernelError::Program { hook: name, source })?;
-            let link = FdLink::from(
-                program.take_link(link_id).map_err(|source| KernelError::Program { hook: name, source })?,
-            );
-            let link_path = link_pin(pin_dir, name);
-            link.pin(&link_path)
-                .map_err(|source| KernelError::Pin { what: "program link", path: link_path, source })?;
+            if let Err(e) = attach_and_pin(&mut ebpf, &btf, pin_dir, name) {
+                let _ = remove_link_pins(pin_dir);
+                return Err(e);
+            }
         }
         tracing::info!(pin_dir = %pin_dir.display(), hooks = hook::COUNT, "LSM programs loaded, attached and pinned");
 
@@ -355,6 +350,35 @@ impl Enforcement {
     }
 }
 
+/// Loads the program for `hook`, attaches it and pins its link.
+fn attach_and_pin(ebpf: &mut aya::Ebpf, btf: &Btf, pin_dir: &Path, name: &'static str) -> Result<(), KernelError> {
+    let refused = |source| KernelError::Program { hook: name, source };
+    let program: &mut Lsm = ebpf
+        .program_mut(name)
+        .ok_or(KernelError::MissingProgram(name))?
+        .try_into()
+        .map_err(refused)?;
+    program.load(name, btf).map_err(refused)?;
+    let link_id = program.attach().map_err(refused)?;
+    let link = FdLink::from(program.take_link(link_id).map_err(refused)?);
+    let path = link_pin(pin_dir, name);
+    link.pin(&path).map_err(|source| KernelError::Pin { what: "program link", path, source })?;
+    Ok(())
+}
+
+/// Removes every program link pin in `pin_dir`; returns whether there was any.
+fn remove_link_pins(pin_dir: &Path) -> Result<bool, KernelError> {
+    let mut removed = false;
+    for path in hook::NAMES.iter().map(|h| link_pin(pin_dir, h)) {
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(KernelError::Unpin { path, source }),
+        }
+    }
+    Ok(removed)
+}
+
 /// Whether the exec hook's link is pinned in `pin_dir` (it is pinned last, so its pin
 /// means every hook is in place).
 #[must_use]
@@ -364,9 +388,8 @@ pub fn is_pinned(pin_dir: &Path) -> bool {
 
 /// Stops enforcement: removes the link and map pins. Returns whether anything was pinned.
 pub fn unload(pin_dir: &Path) -> Result<bool, KernelError> {
-    let mut removed = false;
-    let links = hook::NAMES.iter().map(|h| link_pin(pin_dir, h));
-    for path in links.chain(MAP_PINS.iter().map(|m| pin_dir.join(m))) {
+    let mut removed = remove_link_pins(pin_dir)?;
+    for path in MAP_PINS.iter().map(|m| pin_dir.join(m)) {
         match std::fs::remove_file(&path) {
             Ok(()) => removed = true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

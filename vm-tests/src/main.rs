@@ -395,6 +395,21 @@ fn ptrace_and_proc_mem_denied(env: &Env) -> Check {
     result
 }
 
+fn leaving_the_scope_and_unpinning_denied(env: &Env) -> Check {
+    let elsewhere = cgroup("vmtest-elsewhere");
+    std::fs::create_dir_all(&elsewhere).map_err(|e| e.to_string())?;
+    let elsewhere = elsewhere.to_str().expect("utf-8");
+    expect_attack(env, Some(SCOPE), &["cgroup-escape", elsewhere], attack::EPERM)?;
+    // Outside every scope the same move works: the refusal is enforcer's.
+    expect_attack(env, None, &["cgroup-escape", elsewhere], attack::WORKED)?;
+    let pin = format!("{}/link-bprm_check_security", enforcer::kernel::DEFAULT_PIN_DIR);
+    expect_attack(env, Some(SCOPE), &["unpin", &pin], attack::EPERM)?;
+    if !Path::new(&pin).exists() {
+        return Err(format!("{pin} is gone"));
+    }
+    expect_eperm(Some(SCOPE), &env.unlisted)
+}
+
 fn bpf_syscall_denied(env: &Env) -> Check {
     expect_attack(env, Some(SCOPE), &["bpf"], attack::EPERM)?;
     expect_attack(env, None, &["bpf"], attack::WORKED)
@@ -722,6 +737,7 @@ const SCENARIOS: &[Scenario] = &[
     ("anonymous-executable-memory-denied", anonymous_executable_memory_denied),
     ("ptrace-and-proc-mem-denied", ptrace_and_proc_mem_denied),
     ("bpf-syscall-denied", bpf_syscall_denied),
+    ("leaving-the-scope-and-unpinning-denied", leaving_the_scope_and_unpinning_denied),
     ("agent-cannot-be-signalled", agent_cannot_be_signalled),
     ("decisions-are-reported", decisions_are_reported),
     ("lineage-links-each-exec-to-what-started-it", lineage_links_each_exec_to_what_started_it),

@@ -161,6 +161,28 @@ fn self_mem() -> ! {
     }
 }
 
+fn cgroup_escape(to: &str) -> ! {
+    // Moving oneself to another cgroup is how a governed process would leave its scope.
+    match std::fs::write(format!("{to}/cgroup.procs"), "0") {
+        Ok(()) => {
+            println!("moved to {to}");
+            std::process::exit(WORKED)
+        }
+        Err(_) => refused("write cgroup.procs"),
+    }
+}
+
+fn unpin(path: &str) -> ! {
+    // Pins keep enforcement alive without the agent; removing them detaches it.
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            println!("unlinked {path}");
+            std::process::exit(WORKED)
+        }
+        Err(_) => refused("unlink pin"),
+    }
+}
+
 fn bpf_syscall() -> ! {
     // BPF_PROG_GET_NEXT_ID (11): the first step of finding and detaching programs.
     let mut attr = [0u32; 4];
@@ -219,13 +241,15 @@ fn main() {
         Some("proc-mem") => proc_mem(pid()),
         Some("bpf") => bpf_syscall(),
         Some("self-mem") => self_mem(),
+        Some("cgroup-escape") => cgroup_escape(args.get(2).expect("cgroup dir")),
+        Some("unpin") => unpin(args.get(2).expect("pin path")),
         Some("kill") => kill(pid()),
         Some("exec-storm") => exec_storm(
             args.get(2).expect("program path"),
             args.get(3).and_then(|n| n.parse().ok()).expect("count"),
         ),
         _ => {
-            eprintln!("usage: attacks anon-rwx|mprotect-exec|wx-file PATH|memfd-exec PATH|deleted-exec PATH|ptrace PID|proc-mem PID|self-mem|bpf|kill PID");
+            eprintln!("usage: attacks anon-rwx|mprotect-exec|wx-file PATH|memfd-exec PATH|deleted-exec PATH|ptrace PID|proc-mem PID|self-mem|cgroup-escape DIR|unpin PATH|bpf|kill PID");
             std::process::exit(OTHER)
         }
     }
