@@ -31,7 +31,8 @@ pub fn build(ws: &Workspace) -> Result<()> {
 pub fn binaries(ws: &Workspace) -> Result<Vec<Binary>> {
     let mut out = Vec::new();
     for package in ["enforcer", "vm-tests"] {
-        for name in ws.bins(package)? {
+        // vm-bench is for `cargo xtask bench`, which packs its own initramfs.
+        for name in ws.bins(package)?.into_iter().filter(|n| *n != "vm-bench") {
             // The agent and the runner go on PATH; the runner's other binaries are fixtures
             // that scenarios exec by path.
             let install_dir = match (package, name) {

@@ -1,8 +1,8 @@
 //! Running external tools with errors that name the command, and streaming their output.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Output};
-use std::sync::mpsc::Sender;
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Sender};
 use std::thread;
 
 use anyhow::{Context, Result, bail};
@@ -46,6 +46,30 @@ pub fn stdout(cmd: &mut Command) -> Result<String> {
         );
     }
     String::from_utf8(out.stdout).with_context(|| format!("`{}` printed non-UTF-8", display(cmd)))
+}
+
+/// Runs `cmd` with its stdout piped and hands each line to `on_line` as it comes (stderr
+/// stays the terminal's); returns the exit status.
+pub fn stream(cmd: &mut Command, mut on_line: impl FnMut(String)) -> Result<ExitStatus> {
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start `{}`: is it installed?", display(cmd)))?;
+    let (tx, rx) = mpsc::channel();
+    let reader = child
+        .stdout
+        .take()
+        .map(|out| forward_lines(out, tx, |line| line));
+    for line in rx {
+        on_line(line);
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot wait for `{}`", display(cmd)))?;
+    if let Some(reader) = reader {
+        let _ = reader.join();
+    }
+    Ok(status)
 }
 
 /// Reads `source` line by line on a thread and sends each line, without its line ending,

@@ -1,10 +1,7 @@
 //! The host half of `cargo xtask test`: `cargo test` on the default workspace members,
 //! streamed, with the libtest summaries added up.
 
-use std::process::Stdio;
-use std::sync::mpsc;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::Tally;
 use crate::cmd;
@@ -13,28 +10,14 @@ use crate::workspace::{Workspace, cargo};
 pub fn run(ws: &Workspace) -> Result<Tally> {
     // --no-fail-fast: one failing test binary must not hide the others' results.
     let mut test = cargo();
-    test.current_dir(&ws.root)
-        .args(["test", "--no-fail-fast"])
-        .stdout(Stdio::piped());
-    let mut child = test
-        .spawn()
-        .with_context(|| format!("cannot start `{}`", cmd::display(&test)))?;
-    let (tx, rx) = mpsc::channel();
-    let reader = child
-        .stdout
-        .take()
-        .map(|out| cmd::forward_lines(out, tx, |line| line));
+    test.current_dir(&ws.root).args(["test", "--no-fail-fast"]);
     let mut tally = Tally::default();
-    for line in rx {
+    let status = cmd::stream(&mut test, |line| {
         println!("{line}");
         if let Some(result) = parse_summary(&line) {
             tally = tally + result;
         }
-    }
-    let status = child.wait().context("cannot wait for cargo test")?;
-    if let Some(reader) = reader {
-        let _ = reader.join();
-    }
+    })?;
     if !status.success() && tally.failed == 0 {
         // A build error or a crashed test binary prints no failed count of its own.
         eprintln!(

@@ -29,6 +29,8 @@ pub enum Payload<'a> {
     Tests { filter: Option<&'a str> },
     /// vm-tests/demo.sh.
     Demo,
+    /// The exec overhead benchmark, with its arguments.
+    Bench { args: &'a [String] },
 }
 
 impl Payload<'_> {
@@ -37,6 +39,14 @@ impl Payload<'_> {
             Payload::Tests { filter: None } => "/usr/bin/vm-tests run".to_owned(),
             Payload::Tests { filter: Some(f) } => format!("/usr/bin/vm-tests run {}", quote(f)),
             Payload::Demo => format!("/bin/sh {DEMO}"),
+            Payload::Bench { args } => {
+                let mut line = "/usr/bin/vm-bench".to_owned();
+                for arg in *args {
+                    line.push(' ');
+                    line.push_str(&quote(arg));
+                }
+                line
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Everything that needs root-only kernel features (BPF LSM) runs in a qemu VM booted from a
 //! Debian kernel and an initramfs this tool packs; the host only builds and orchestrates.
 
+mod bench;
 mod build;
 mod cmd;
 mod fuzz;
@@ -46,6 +47,9 @@ enum Command {
     Demo(DemoArgs),
     /// Run a fuzz target from fuzz/ for a bounded time; fails if it finds a crash.
     Fuzz(FuzzArgs),
+    /// Measure: host benchmarks (bundle verification, map loading, audit throughput) and
+    /// the exec benchmark in a VM per kernel; prints a table. Both unless one is chosen.
+    Bench(BenchArgs),
     /// Run every test: host unit tests, a short fuzz run of each parser of untrusted input,
     /// then the VM tests on every default kernel.
     Test(VmTimeout),
@@ -62,6 +66,32 @@ struct VmTestArgs {
     filter: Option<String>,
     #[command(flatten)]
     timeout: VmTimeout,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Only the host benchmarks.
+    #[arg(long, conflicts_with = "vm")]
+    host: bool,
+    /// Only the VM exec benchmark.
+    #[arg(long)]
+    vm: bool,
+    /// Kernel to boot for the VM benchmark; repeat for several. Default: 6.1, 6.12, 6.19.
+    #[arg(long = "kernel", value_name = "NAME", value_parser = kernels::parse_name)]
+    kernels: Vec<&'static KernelSpec>,
+    /// Only the digest-cache correctness checks in the VM, no timing.
+    #[arg(long, conflicts_with = "host")]
+    checks_only: bool,
+    /// Rounds (A B B A) of the VM benchmark.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
+    rounds: u64,
+    /// Execs per timed block.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    execs: u64,
+    /// Seconds a VM may run before it is killed and counted as failed.
+    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 1200,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    timeout: u64,
 }
 
 #[derive(Args)]
@@ -142,6 +172,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             build::build(&ws)?;
             let code = vm::demo(&ws, args.kernel, args.timeout.duration())?;
             Ok(ExitCode::from(code))
+        }
+        Command::Bench(args) => {
+            let vm = !args.host;
+            let mut vm_args = vec![
+                "--rounds".to_owned(),
+                args.rounds.to_string(),
+                "--execs".to_owned(),
+                args.execs.to_string(),
+            ];
+            if args.checks_only {
+                vm_args.push("--checks-only".to_owned());
+            }
+            if vm {
+                setup::host()?;
+            }
+            let kernels = if args.kernels.is_empty() {
+                kernels::defaults()
+            } else {
+                args.kernels
+            };
+            let opts = bench::Options {
+                host: !args.vm && !args.checks_only,
+                vm,
+                kernels: &kernels,
+                vm_args,
+                timeout: Duration::from_secs(args.timeout),
+            };
+            let ok = bench::run(&ws, &opts)?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Fuzz(args) => {
             fuzz::run(&args.target, args.seconds)?;

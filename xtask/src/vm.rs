@@ -152,7 +152,7 @@ pub fn demo(ws: &Workspace, spec: &'static KernelSpec, timeout: Duration) -> Res
 }
 
 /// Gets the kernel, packs the initramfs for `payload` and boots them.
-fn boot(
+pub fn boot(
     ws: &Workspace,
     spec: &'static KernelSpec,
     bins: &[Binary],
@@ -170,7 +170,7 @@ fn boot(
     Ok((boot, log))
 }
 
-fn describe(boot: &Boot) -> String {
+pub fn describe(boot: &Boot) -> String {
     let seconds = |d: Duration| format!("{:.1} s", d.as_secs_f64());
     match (&boot.release, boot.booted_after) {
         (Some(release), Some(after)) => format!(
