@@ -9,6 +9,7 @@
 //! schema, so that every malformed input is refused with a reason before anything else
 //! looks at it. Whether an artifact is *authorized* is decided in [`crate::verify`].
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
@@ -16,7 +17,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha3::{Digest as _, Sha3_512};
 
@@ -358,7 +358,7 @@ impl Envelope {
 /// Strict JSON: unknown fields are reported with their path (`grants.3.foo`) rather than
 /// silently ignored, and trailing data after the document is refused. serde_ignored gives
 /// the path, which `deny_unknown_fields` would not.
-fn from_json<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, ArtifactError> {
+fn from_json<'de, T: Deserialize<'de>>(bytes: &'de [u8], what: &'static str) -> Result<T, ArtifactError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let mut unknown = None;
     let parsed = serde_ignored::deserialize(&mut de, |path| {
@@ -522,7 +522,7 @@ pub struct Bundle {
 /// serialises exactly as before. An enforcer that predates them refuses a bundle that
 /// sets them (unknown field) rather than ignoring what the signers allowed.
 #[derive(Serialize, Deserialize)]
-struct BundleWire {
+struct BundleWire<'a> {
     issuer: String,
     bundle_id: String,
     serial: u64,
@@ -536,7 +536,8 @@ struct BundleWire {
     allow_anonymous_exec: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     allow_fileless: bool,
-    grants: Vec<GrantWire>,
+    #[serde(borrow)]
+    grants: Vec<GrantWire<'a>>,
 }
 
 // serde's skip_serializing_if takes a function of a reference.
@@ -544,11 +545,14 @@ fn is_false(value: &bool) -> bool {
     !*value
 }
 
+// Strings borrow from the payload where JSON allows (no escapes): a bundle of 100 000
+// grants then parses without 100 000 allocations for its digests.
 #[derive(Serialize, Deserialize)]
-struct GrantWire {
-    digest: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
+struct GrantWire<'a> {
+    #[serde(borrow)]
+    digest: Cow<'a, str>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    name: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     not_after: Option<u64>,
 }
@@ -565,7 +569,7 @@ impl Bundle {
             .map(|(index, g)| {
                 Ok(Grant {
                     digest: parse_digest(&g.digest, || format!("grant {index}"))?,
-                    name: g.name,
+                    name: g.name.map(Cow::into_owned),
                     not_after: g.not_after,
                 })
             })
@@ -607,8 +611,8 @@ impl Bundle {
                 .grants
                 .iter()
                 .map(|g| GrantWire {
-                    digest: format!("sha256:{}", g.digest),
-                    name: g.name.clone(),
+                    digest: Cow::Owned(format!("sha256:{}", g.digest)),
+                    name: g.name.as_deref().map(Cow::Borrowed),
                     not_after: g.not_after,
                 })
                 .collect(),
