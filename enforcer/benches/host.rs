@@ -246,6 +246,100 @@ fn bundle_benches(results: &mut Vec<Measured>) {
     if let Some(batch) = maps.batch_fill(&state_a) {
         ms("100k grants by BPF_MAP_UPDATE_BATCH (fresh map)", batch, "").report(results);
     }
+
+    // A design that would meet the budget, prototyped with real maps (not what
+    // Enforcement::apply does today): grants carry a slot; the new set is batch-written
+    // into the idle slot while the old one keeps enforcing, then one array write flips
+    // the active slot, atomically for every later lookup; the old slot is emptied after.
+    match TwoSlots::create() {
+        Ok(slots) => {
+            slots.write(&state_a, 0).expect("fill slot 0");
+            slots.flip(0).expect("flip to 0");
+            let mut active = 0;
+            let switch = repeat_recorded(|| {
+                let t = Instant::now();
+                let state = if active == 0 { to_state(&bundle_b) } else { to_state(&bundle_a) };
+                let idle = 1 - active;
+                slots.write(&state, idle).expect("fill idle slot");
+                slots.flip(idle).expect("flip");
+                let elapsed = t.elapsed().as_secs_f64() * 1e3;
+                let old = if active == 0 { &state_a } else { &state_b };
+                slots.clear(old, active).expect("empty the old slot");
+                active = idle;
+                elapsed
+            });
+            ms("verify + batch-load idle slot + flip (prototype)", switch, "<= 200 ms").report(results);
+        }
+        Err(e) => println!("two-slot prototype skipped: {e}"),
+    }
+}
+
+/// The prototype's maps: grants keyed by (scope, slot, digest), and the active slot.
+struct TwoSlots {
+    grants: OwnedFd,
+    active: OwnedFd,
+}
+
+/// The prototype's grant key: `GrantKey` with a slot, no padding.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SlotKey {
+    scope_id: u64,
+    slot: u32,
+    _pad: u32,
+    digest: [u8; 32],
+}
+
+const BPF_MAP_UPDATE_ELEM: u32 = 2;
+const BPF_MAP_DELETE_BATCH: u32 = 27;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+
+impl TwoSlots {
+    fn create() -> std::io::Result<Self> {
+        let value = size_of::<enforcer_common::Grant>();
+        Ok(Self {
+            grants: create_map(BPF_MAP_TYPE_HASH, size_of::<SlotKey>(), value, 2 * MAX_GRANTS, BPF_F_NO_PREALLOC)?,
+            active: create_map(BPF_MAP_TYPE_ARRAY, 4, 4, 1, 0)?,
+        })
+    }
+
+    fn keys(state: &MapState, slot: u32) -> (Vec<SlotKey>, Vec<enforcer_common::Grant>) {
+        state
+            .grants
+            .iter()
+            .map(|(k, g)| (SlotKey { scope_id: k.scope_id, slot, _pad: 0, digest: k.digest }, *g))
+            .unzip()
+    }
+
+    /// `BPF_MAP_UPDATE_BATCH` or `BPF_MAP_DELETE_BATCH` of `keys` (and `values`).
+    fn batch(&self, cmd: u32, keys: &[SlotKey], values: Option<&[enforcer_common::Grant]>) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let mut attr = [0u8; ATTR_BYTES];
+        put_u64(&mut attr, 16, keys.as_ptr() as u64);
+        put_u64(&mut attr, 24, values.map_or(0, |v| v.as_ptr() as u64));
+        put_u32(&mut attr, 32, u32::try_from(keys.len()).unwrap_or(0));
+        put_u32(&mut attr, 36, u32::try_from(self.grants.as_raw_fd()).unwrap_or(0));
+        bpf(cmd, &mut attr).map(drop)
+    }
+
+    fn write(&self, state: &MapState, slot: u32) -> std::io::Result<()> {
+        let (keys, values) = Self::keys(state, slot);
+        self.batch(BPF_MAP_UPDATE_BATCH, &keys, Some(&values))
+    }
+
+    fn clear(&self, state: &MapState, slot: u32) -> std::io::Result<()> {
+        self.batch(BPF_MAP_DELETE_BATCH, &Self::keys(state, slot).0, None)
+    }
+
+    fn flip(&self, slot: u32) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let (index, value) = (0u32, slot);
+        let mut attr = [0u8; ATTR_BYTES];
+        put_u32(&mut attr, 0, u32::try_from(self.active.as_raw_fd()).unwrap_or(0));
+        put_u64(&mut attr, 8, std::ptr::addr_of!(index) as u64);
+        put_u64(&mut attr, 16, std::ptr::addr_of!(value) as u64);
+        bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+    }
 }
 
 /// Like [`time_ms`], but the closure measures (and returns) its own milliseconds, so
