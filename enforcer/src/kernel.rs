@@ -46,7 +46,7 @@ impl KernelLayout {
     fn read() -> Result<Self, KernelError> {
         let btf = KernelBtf::from_sys_fs()?;
         let task = |m| btf.pointer_member_offset("task_struct", m, Some("task_struct"));
-        let offsets = vec![
+        let mut offsets = vec![
             (names::BPRM_FILE_OFFSET, btf.pointer_member_offset("linux_binprm", "file", Some("file"))?),
             (names::BPRM_INTERP_OFFSET, btf.pointer_member_offset("linux_binprm", "interp", None)?),
             (names::TASK_REAL_PARENT_OFFSET, task("real_parent")?),
@@ -70,6 +70,8 @@ impl KernelLayout {
             (names::INODE_SB_OFFSET, btf.pointer_member_offset("inode", "i_sb", Some("super_block"))?),
             (names::SB_MAGIC_OFFSET, btf.int_member_offset("super_block", "s_magic", 8)?),
         ];
+        // The digest cache's offsets: without them the programs hash every time.
+        offsets.extend(crate::digest_cache::layout(&btf)?);
         // Name a missing hook before the load fails on it with a bare errno.
         for name in hook::NAMES {
             btf.function_arg_count(&format!("bpf_lsm_{name}"))?;

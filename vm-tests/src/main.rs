@@ -282,6 +282,21 @@ fn allowed_binary_changed_by_one_byte_denied(env: &Env) -> Check {
     expect_eperm(Some(SCOPE), &copy)
 }
 
+fn cached_digest_follows_an_in_place_change(env: &Env) -> Check {
+    // The kernel caches a file's digest; a change through the same inode (no truncation,
+    // no rename) must still make it ungranted.
+    let copy = copy_executable(&env.probe, &Path::new(WORK).join("inplace/probe"));
+    expect_exit(Some(SCOPE), &copy, PROBE_EXIT)?;
+    expect_exit(Some(SCOPE), &copy, PROBE_EXIT)?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&copy).map_err(|e| e.to_string())?;
+    let last = file.metadata().map_err(|e| e.to_string())?.len() - 1;
+    let mut byte = [0u8; 1];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, last).map_err(|e| e.to_string())?;
+    std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 1], last).map_err(|e| e.to_string())?;
+    drop(file);
+    expect_eperm(Some(SCOPE), &copy)
+}
+
 fn child_cgroup_is_governed(env: &Env) -> Check {
     let child = format!("{SCOPE}/child/grandchild");
     std::fs::create_dir_all(cgroup(&child)).map_err(|e| format!("mkdir child cgroup: {e}"))?;
@@ -725,6 +740,7 @@ const SCENARIOS: &[Scenario] = &[
     ("unlisted-binary-runs-outside-scopes", unlisted_binary_runs_outside_scopes),
     ("copy-of-allowed-binary-runs", copy_of_allowed_binary_runs),
     ("allowed-binary-changed-by-one-byte-denied", allowed_binary_changed_by_one_byte_denied),
+    ("cached-digest-follows-an-in-place-change", cached_digest_follows_an_in_place_change),
     ("child-cgroup-is-governed", child_cgroup_is_governed),
     ("script-runs-when-script-and-interpreter-granted", script_runs_when_script_and_interpreter_granted),
     ("script-denied-when-script-not-granted", script_denied_when_script_not_granted),

@@ -129,6 +129,11 @@ fn load(args: &LoadArgs) -> anyhow::Result<(Enforcement, Labels)> {
         }
         bail!("enforcement cannot start on this host: {}", join(&problems));
     }
+    if let Some(why) = crate::ima::policy_in_force() {
+        // bpf_ima_file_hash then returns IMA's cached digest, which IMA does not refresh
+        // after truncate(2) or writes through a shared mapping.
+        tracing::warn!("{why}: exec digests may come from IMA's cache, which misses some file changes");
+    }
     let policy = policy_from(&args.policy)?;
     let mut enforcement = Enforcement::open_or_load(&args.location.pin_dir)?;
     let self_test_scope = if args.skip_self_test {
