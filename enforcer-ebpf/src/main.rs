@@ -216,14 +216,23 @@ unsafe fn read_at<T>(base: *const u8, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T) }.ok()
 }
 
+/// Follows the pointer at `base + first`, then reads the value at `second` from where it
+/// points: the `file->f_inode->i_nlink` shape. `None` when either read fails.
+#[inline(always)]
+unsafe fn read_via<T>(base: *const u8, first: &u32, second: &u32) -> Option<T> {
+    unsafe {
+        let next: *const u8 = read_at(base, config(first))?;
+        read_at(next, config(second))
+    }
+}
+
 /// The `i_nlink` of a file's inode: 0 for a memfd or a deleted file. `None` when it cannot
 /// be read, which also catches a null `file` at run time: the verifier may take hook
 /// arguments for non-null and prune a plain null check, but not a failed probe read.
 #[inline(always)]
 unsafe fn link_count(file: *const u8) -> Option<u32> {
     unsafe {
-        let inode: Option<*const u8> = read_at(file, config(&FILE_INODE_OFFSET));
-        inode.and_then(|i| read_at(i, config(&INODE_NLINK_OFFSET)))
+        read_via(file, &FILE_INODE_OFFSET, &INODE_NLINK_OFFSET)
     }
 }
 
@@ -353,8 +362,7 @@ impl Outcome<'_> {
 #[inline(always)]
 unsafe fn file_name(file: *const u8) -> *const u8 {
     unsafe {
-        let dentry: Option<*const u8> = read_at(file, config(&FILE_DENTRY_OFFSET));
-        dentry.and_then(|d| read_at(d, config(&DENTRY_NAME_OFFSET))).unwrap_or(ptr::null())
+        read_via(file, &FILE_DENTRY_OFFSET, &DENTRY_NAME_OFFSET).unwrap_or(ptr::null())
     }
 }
 
@@ -379,8 +387,7 @@ unsafe fn lineage() -> Lineage {
     unsafe {
         let task = bpf_get_current_task() as *const u8;
         let start_of = |t: *const u8| -> u64 {
-            let leader: Option<*const u8> = read_at(t, config(&TASK_GROUP_LEADER_OFFSET));
-            leader.and_then(|l| read_at(l, config(&TASK_START_TIME_OFFSET))).unwrap_or(0)
+            read_via(t, &TASK_GROUP_LEADER_OFFSET, &TASK_START_TIME_OFFSET).unwrap_or(0)
         };
         let leader_start_ns = start_of(task);
         let parent: *const u8 =
@@ -573,8 +580,7 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
 #[inline(always)]
 unsafe fn fs_magic(inode: *const u8) -> Option<u64> {
     unsafe {
-        let sb: Option<*const u8> = read_at(inode, config(&INODE_SB_OFFSET));
-        sb.and_then(|s| read_at(s, config(&SB_MAGIC_OFFSET)))
+        read_via(inode, &INODE_SB_OFFSET, &SB_MAGIC_OFFSET)
     }
 }
 
