@@ -50,6 +50,10 @@ pub struct ScopeSpec {
     pub allow_anonymous_exec: bool,
     /// Opt-in: executing or mapping files with no name (memfd, deleted). Denied by default.
     pub allow_fileless: bool,
+    /// Break-glass: the scope runs in monitor mode until this moment, then enforces again
+    /// by itself. The kernel holds the deadline (CLOCK_BOOTTIME), so the revert does not
+    /// depend on the agent being alive.
+    pub monitor_until: Option<SystemTime>,
 }
 
 /// The complete desired state: every governed scope and its grants.
