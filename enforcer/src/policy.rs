@@ -162,6 +162,7 @@ impl Policy {
                 grants,
                 allow_anonymous_exec: scope.allow_anonymous_exec,
                 allow_fileless: scope.allow_fileless,
+                monitor_until: None,
             };
             if policy.scopes.insert(scope_path.clone(), spec).is_some() {
                 return Err(PolicyFileError::DuplicateScope {
