@@ -20,6 +20,7 @@
 //! - [`verify`]: the one place that decides whether an artifact is authorized.
 //! - [`state`]: accepted serials and revocations, persisted atomically.
 //! - [`audit`]: the tamper-evident audit log of decisions, and execution lineage.
+//! - [`config`]: the agent's configuration file.
 //! - [`cli`]: the command line.
 
 pub mod artifact;
@@ -28,6 +29,7 @@ pub mod authz;
 pub mod btf;
 pub mod cgroup;
 pub mod cli;
+pub mod config;
 pub mod digest;
 pub mod digest_cache;
 pub mod elf;
