@@ -21,6 +21,7 @@
 //! - [`state`]: accepted serials and revocations, persisted atomically.
 //! - [`audit`]: the tamper-evident audit log of decisions, and execution lineage.
 //! - [`config`]: the agent's configuration file.
+//! - [`systemd`]: running under systemd: sd_notify readiness, reload, watchdog; journald.
 //! - [`cli`]: the command line.
 
 pub mod artifact;
@@ -38,5 +39,6 @@ pub mod kernel;
 pub mod policy;
 pub mod preflight;
 pub mod state;
+pub mod systemd;
 pub mod trust;
 pub mod verify;
