@@ -10,8 +10,9 @@ use crate::cmd;
 use crate::workspace::cargo;
 
 /// Debian 12 packages the workflows need: Debian's rustc with library source builds the
-/// eBPF crate (rustup has no rust-src here), LLVM 22 is what bpf-linker links against, and
-/// qemu + busybox-static + cpio boot the VM tests.
+/// eBPF crate (rustup has no rust-src here), LLVM 22 is what bpf-linker links against,
+/// qemu + busybox-static + cpio boot the VM tests, and systemd brings `systemd-analyze`,
+/// which the tests of the agent's unit file run (minimal containers ship without it).
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "rust-web-src",
@@ -21,6 +22,7 @@ const PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    "systemd",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

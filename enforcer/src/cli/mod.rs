@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod audit;
 mod security;
+mod service;
 
 /// Execution enforcer: inside governed cgroups, only programs covered by a live, signed
 /// authorization may run. Everything else is denied in the kernel.
@@ -37,6 +38,9 @@ pub enum Commands {
     /// The tamper-evident audit log: verify it, show and follow decisions, trace the
     /// lineage of an exec.
     Audit(audit::AuditArgs),
+    /// Install the agent as a systemd service: the unit, drop-ins ordering the governed
+    /// slices after it, and a default configuration when there is none.
+    InstallUnit(service::InstallUnitArgs),
     /// The security team's commands: key, bundle and revoke.
     #[command(flatten)]
     Security(security::SecurityCommand),
@@ -68,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Status(args) => agent::status_command(&args),
         Commands::Unload(args) => agent::unload_command(&args),
         Commands::Audit(args) => audit::command(&args),
+        Commands::InstallUnit(args) => service::command(&args),
         Commands::Security(cmd) => security::run(cmd),
     }
 }
