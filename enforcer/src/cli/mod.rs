@@ -46,16 +46,41 @@ pub enum Commands {
     Security(security::SecurityCommand),
 }
 
-/// Sets up structured logging on stderr; RUST_LOG wins over `-v`.
+/// Sets up structured logging; RUST_LOG wins over `-v`.
+///
+/// Under systemd, where stderr is the journal, records go to journald natively: the
+/// readable line plus each field as a journal field, and no timestamp (journald keeps
+/// its own). Everywhere else: text on stderr, coloured only at a terminal.
 pub fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    use crate::systemd;
+
     let default = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Colour only for a person at a terminal: journald and log files get plain text.
+    if systemd::stderr_is_journal() {
+        match systemd::JournalLayer::new(std::path::Path::new(systemd::JOURNAL_SOCKET)) {
+            Ok(layer) => tracing_subscriber::registry().with(filter).with(layer).init(),
+            // journald's socket unreachable (another mount namespace, say) but the stream
+            // works: lines with a `<N>` priority prefix, which journald understands.
+            Err(_) => tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::io::stderr)
+                .event_format(systemd::SyslogPrefix(
+                    tracing_subscriber::fmt::format().without_time().with_ansi(false),
+                ))
+                .init(),
+        }
+        return;
+    }
+    // Colour only for a person at a terminal: log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
