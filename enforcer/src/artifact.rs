@@ -1,4 +1,5 @@
-//! Signed artifacts: the envelope, the two payloads it carries, and their parsers.
+//! Signed artifacts: the envelope, the three payloads it carries (bundle, revocation,
+//! break-glass), and their parsers.
 //!
 //! An artifact is a DSSE-style envelope (`docs/artifacts.md`): a payload type, the payload
 //! bytes, and signatures over the pre-authentication encoding ([`pae`]) of both. Signing the
@@ -44,6 +45,8 @@ const EXCERPT_CHARS: usize = 80;
 pub const BUNDLE_PAYLOAD_TYPE: &str = "application/vnd.enforcer.bundle.v1+json";
 /// Payload type of a revocation, version 1.
 pub const REVOCATION_PAYLOAD_TYPE: &str = "application/vnd.enforcer.revocation.v1+json";
+/// Payload type of a break-glass artifact, version 1.
+pub const BREAK_GLASS_PAYLOAD_TYPE: &str = "application/vnd.enforcer.break-glass.v1+json";
 
 /// Every way an artifact can be refused. Each variant names what failed, so an operator
 /// reading a log line or the CLI's verdict knows what to fix.
@@ -64,7 +67,7 @@ pub enum ArtifactError {
     )]
     UnknownField { what: &'static str, path: String },
     #[error(
-        "unknown artifact type or schema version {found:?}: this enforcer reads {BUNDLE_PAYLOAD_TYPE} and {REVOCATION_PAYLOAD_TYPE}"
+        "unknown artifact type or schema version {found:?}: this enforcer reads {BUNDLE_PAYLOAD_TYPE}, {REVOCATION_PAYLOAD_TYPE} and {BREAK_GLASS_PAYLOAD_TYPE}"
     )]
     UnknownSchema { found: String },
     #[error("expected a {expected} artifact but this is a {found}")]
@@ -81,6 +84,18 @@ pub enum ArtifactError {
         "not enough signatures: {valid} valid from distinct keys with the {role} role, {required} required, so more trusted keys must sign it"
     )]
     Threshold { role: Role, valid: usize, required: usize },
+    #[error(
+        "no {role} artifact is accepted: the trust store sets no {role} threshold ([thresholds] {} = N), so none was meant to be",
+        .role.threshold_key()
+    )]
+    NoThreshold { role: Role },
+    #[error(
+        "window too long: valid for {} (from {} to {}), but a break-glass may be valid for at most {} (the trust store's [break_glass] max_duration)",
+        humantime::format_duration(Duration::from_secs(.not_after.saturating_sub(*.not_before))),
+        format_time(*.not_before), format_time(*.not_after),
+        humantime::format_duration(Duration::from_secs(*.max))
+    )]
+    WindowTooLong { not_before: u64, not_after: u64, max: u64 },
     #[error(
         "not yet valid: valid from {}, it is now {} (clock skew allowance {skew}s)",
         format_time(*.not_before), format_time(*.now)
@@ -130,11 +145,12 @@ pub(crate) fn excerpt(s: &str) -> String {
     }
 }
 
-/// Which of the two payloads an envelope carries; it decides which role must sign it.
+/// Which payload an envelope carries; it decides which role must sign it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArtifactKind {
     Bundle,
     Revocation,
+    BreakGlass,
 }
 
 impl ArtifactKind {
@@ -143,6 +159,7 @@ impl ArtifactKind {
         match self {
             Self::Bundle => BUNDLE_PAYLOAD_TYPE,
             Self::Revocation => REVOCATION_PAYLOAD_TYPE,
+            Self::BreakGlass => BREAK_GLASS_PAYLOAD_TYPE,
         }
     }
 
@@ -151,6 +168,7 @@ impl ArtifactKind {
         match found {
             BUNDLE_PAYLOAD_TYPE => Ok(Self::Bundle),
             REVOCATION_PAYLOAD_TYPE => Ok(Self::Revocation),
+            BREAK_GLASS_PAYLOAD_TYPE => Ok(Self::BreakGlass),
             _ => Err(ArtifactError::UnknownSchema { found: excerpt(found) }),
         }
     }
@@ -161,6 +179,7 @@ impl ArtifactKind {
         match self {
             Self::Bundle => Role::Bundle,
             Self::Revocation => Role::Revocation,
+            Self::BreakGlass => Role::BreakGlass,
         }
     }
 }
@@ -170,6 +189,7 @@ impl fmt::Display for ArtifactKind {
         f.write_str(match self {
             Self::Bundle => "bundle",
             Self::Revocation => "revocation",
+            Self::BreakGlass => "break-glass",
         })
     }
 }
@@ -358,7 +378,10 @@ impl Envelope {
 /// Strict JSON: unknown fields are reported with their path (`grants.3.foo`) rather than
 /// silently ignored, and trailing data after the document is refused. serde_ignored gives
 /// the path, which `deny_unknown_fields` would not.
-fn from_json<'de, T: Deserialize<'de>>(bytes: &'de [u8], what: &'static str) -> Result<T, ArtifactError> {
+fn from_json<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+    what: &'static str,
+) -> Result<T, ArtifactError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let mut unknown = None;
     let parsed = serde_ignored::deserialize(&mut de, |path| {
@@ -634,13 +657,7 @@ impl Bundle {
                 ),
             ));
         }
-        if self.scopes.is_empty() {
-            return Err(field_error("scopes", "a bundle must name at least one scope"));
-        }
-        let mut seen = BTreeSet::new();
-        if let Some(dup) = self.scopes.iter().find(|s| !seen.insert(*s)) {
-            return Err(field_error("scopes", format!("{dup} is listed twice")));
-        }
+        check_scopes(&self.scopes, "a bundle")?;
         for (index, grant) in self.grants.iter().enumerate() {
             if let Some(name) = &grant.name {
                 check_text(|| format!("grant {index} name"), name)?;
@@ -772,6 +789,105 @@ impl Revocation {
         }
         Ok(())
     }
+}
+
+/// The content of a break-glass artifact: for a short, signed window, the named scopes run
+/// in monitor mode (what would be denied is recorded, and allowed), then enforce again by
+/// themselves. It grants no program: it suspends denial, for the record and for a while.
+///
+/// No serial: replaying one inside its window has the effect it already has, and outside
+/// it grants nothing. How long a window may be is the trust store's decision, checked by
+/// the verifier; here only its shape is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakGlass {
+    /// Who declared the emergency; same syntax as a bundle's issuer.
+    pub issuer: String,
+    /// Unix seconds: valid from `not_before` to `not_after` inclusive, `not_before` first.
+    pub not_before: u64,
+    pub not_after: u64,
+    pub scopes: Vec<CgroupScope>,
+    /// Why: required, because the audit trail must say why enforcement was suspended.
+    pub reason: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BreakGlassWire {
+    issuer: String,
+    not_before: u64,
+    not_after: u64,
+    scopes: Vec<String>,
+    reason: String,
+}
+
+impl BreakGlass {
+    /// Parses and checks a break-glass payload.
+    pub fn from_payload(payload: &[u8]) -> Result<Self, ArtifactError> {
+        let wire: BreakGlassWire = from_json(payload, "break-glass payload")?;
+        let break_glass = Self {
+            issuer: wire.issuer,
+            not_before: wire.not_before,
+            not_after: wire.not_after,
+            scopes: wire.scopes.iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
+            reason: wire.reason,
+        };
+        break_glass.validate()?;
+        Ok(break_glass)
+    }
+
+    /// The payload bytes to sign; refuses a break-glass that [`BreakGlass::from_payload`]
+    /// would.
+    pub fn to_payload(&self) -> Result<Vec<u8>, ArtifactError> {
+        self.validate()?;
+        let wire = BreakGlassWire {
+            issuer: self.issuer.clone(),
+            not_before: self.not_before,
+            not_after: self.not_after,
+            scopes: self.scopes.iter().map(ToString::to_string).collect(),
+            reason: self.reason.clone(),
+        };
+        serde_json::to_vec(&wire).map_err(|e| malformed("break-glass payload", e))
+    }
+
+    /// The rules that syntax alone does not catch.
+    pub fn validate(&self) -> Result<(), ArtifactError> {
+        check_label("issuer", &self.issuer)?;
+        if self.not_before >= self.not_after {
+            return Err(field_error(
+                "validity",
+                format!(
+                    "not_before ({}) must be before not_after ({}): a break-glass window cannot be empty or inverted",
+                    format_time(self.not_before),
+                    format_time(self.not_after)
+                ),
+            ));
+        }
+        check_scopes(&self.scopes, "a break-glass")?;
+        if self.reason.trim().is_empty() {
+            return Err(field_error(
+                "reason",
+                "must not be empty: the record must say why enforcement was suspended",
+            ));
+        }
+        check_text(|| "reason".to_owned(), &self.reason)
+    }
+
+    /// The length of the validity window in seconds.
+    #[must_use]
+    pub fn window(&self) -> u64 {
+        self.not_after.saturating_sub(self.not_before)
+    }
+}
+
+/// At least one scope, none twice: the same rule for every kind that names scopes.
+fn check_scopes(scopes: &[CgroupScope], what: &str) -> Result<(), ArtifactError> {
+    if scopes.is_empty() {
+        return Err(field_error("scopes", format!("{what} must name at least one scope")));
+    }
+    let mut seen = BTreeSet::new();
+    if let Some(dup) = scopes.iter().find(|s| !seen.insert(*s)) {
+        return Err(field_error("scopes", format!("{dup} is listed twice")));
+    }
+    Ok(())
 }
 
 /// Parses a digest, keeping a hostile oversized value out of the error message.
@@ -938,6 +1054,101 @@ mod tests {
             ],
         };
         assert_eq!(Revocation::from_payload(&r.to_payload().expect("payload")).expect("parse"), r);
+    }
+
+    #[test]
+    fn break_glass_payload_round_trips_under_its_own_type() {
+        let bg = testkit::break_glass();
+        let payload = bg.to_payload().expect("payload");
+        assert_eq!(BreakGlass::from_payload(&payload).expect("parse"), bg);
+        let text = String::from_utf8(payload).expect("utf8");
+        assert!(text.starts_with("{\"issuer\":\"oncall\",\"not_before\":"), "{text}");
+        assert_eq!(
+            ArtifactKind::from_payload_type(BREAK_GLASS_PAYLOAD_TYPE).expect("kind"),
+            ArtifactKind::BreakGlass
+        );
+        assert_eq!(ArtifactKind::BreakGlass.role(), Role::BreakGlass);
+        assert_eq!(ArtifactKind::BreakGlass.to_string(), "break-glass");
+        let err = ArtifactKind::from_payload_type("application/vnd.enforcer.break-glass.v2+json")
+            .expect_err("v2");
+        assert!(matches!(err, ArtifactError::UnknownSchema { .. }), "{err:?}");
+        assert!(err.to_string().contains(BREAK_GLASS_PAYLOAD_TYPE), "names what it reads: {err}");
+    }
+
+    /// Each rule of the break-glass payload, checked both when creating one (to_payload)
+    /// and when reading a signed one (from_payload), with the field it is about named.
+    #[test]
+    fn refuses_break_glass_that_breaks_the_rules() {
+        type Edit = fn(&mut BreakGlass);
+        let cases: [(&str, Edit, &str); 9] = [
+            (
+                "no scope",
+                |b| b.scopes.clear(),
+                "invalid scopes: a break-glass must name at least one scope",
+            ),
+            (
+                "duplicate",
+                |b| b.scopes.push(b.scopes[0].clone()),
+                "invalid scopes: /agents.slice is listed twice",
+            ),
+            ("inverted", |b| b.not_after = b.not_before - 1, "invalid validity: not_before"),
+            ("empty window", |b| b.not_after = b.not_before, "cannot be empty or inverted"),
+            ("empty reason", |b| b.reason.clear(), "invalid reason: must not be empty"),
+            ("blank reason", |b| b.reason = "  ".into(), "invalid reason: must not be empty"),
+            (
+                "control",
+                |b| b.reason = "a\u{1b}[2J".into(),
+                "invalid reason: \"a\\u{1b}[2J\" contains a control character",
+            ),
+            (
+                "long reason",
+                |b| b.reason = "x".repeat(4097),
+                "invalid reason: is longer than 4096 bytes",
+            ),
+            ("issuer", |b| b.issuer = "on call".into(), "invalid issuer"),
+        ];
+        for (what, edit, needle) in cases {
+            let mut bg = testkit::break_glass();
+            edit(&mut bg);
+            let err = bg.to_payload().expect_err(what);
+            assert!(matches!(err, ArtifactError::Field { .. }), "{what}: {err:?}");
+            assert!(err.to_string().contains(needle), "{what}: {err}");
+            // The same rule holds for a payload someone else wrote.
+            let wire = BreakGlassWire {
+                issuer: bg.issuer.clone(),
+                not_before: bg.not_before,
+                not_after: bg.not_after,
+                scopes: bg.scopes.iter().map(ToString::to_string).collect(),
+                reason: bg.reason.clone(),
+            };
+            let bytes = serde_json::to_vec(&wire).expect("json");
+            let err = BreakGlass::from_payload(&bytes).expect_err(what);
+            assert!(err.to_string().contains(needle), "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn refuses_break_glass_payloads_with_missing_or_unknown_fields() {
+        let text =
+            String::from_utf8(testkit::break_glass().to_payload().expect("p")).expect("utf8");
+        let (head, _) = text.split_once(",\"reason\"").expect("reason is last");
+        let err = BreakGlass::from_payload(format!("{head}}}").as_bytes()).expect_err("no reason");
+        assert!(matches!(err, ArtifactError::Malformed { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("malformed break-glass payload: missing field `reason`"),
+            "{err}"
+        );
+        let extra = text.replacen('{', "{\"mode\":\"monitor\",", 1);
+        let err = BreakGlass::from_payload(extra.as_bytes()).expect_err("unknown");
+        assert!(matches!(err, ArtifactError::UnknownField { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("unknown field `mode` in the break-glass payload"),
+            "{err}"
+        );
+        let bad_scope = text.replace("/agents.slice", "/");
+        let err = BreakGlass::from_payload(bad_scope.as_bytes()).expect_err("root");
+        assert!(matches!(err, ArtifactError::Scope { .. }), "{err:?}");
+        assert!(err.to_string().contains("invalid scope \"/\""), "{err}");
     }
 
     #[test]

@@ -18,7 +18,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::{ArtifactError, ArtifactId, CgroupScope, Revocation};
-use crate::verify::{RevocationSet, VerifiedBundle, VerifiedRevocation, Verifier};
+use crate::verify::{
+    RevocationSet, VerifiedBreakGlass, VerifiedBundle, VerifiedRevocation, Verifier,
+};
 
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
@@ -282,6 +284,17 @@ impl Acceptor {
         Ok((outcome, verified))
     }
 
+    /// Verifies a break-glass artifact against the trust store and the recorded
+    /// revocations. Nothing is recorded: it has no serial, because replaying it inside its
+    /// window does what it already does and outside its window it is refused as expired.
+    pub fn accept_break_glass(
+        &self,
+        bytes: &[u8],
+        now: SystemTime,
+    ) -> Result<VerifiedBreakGlass, ArtifactError> {
+        self.verifier.verify_break_glass(bytes, now, self.state.revocations())
+    }
+
     /// Verifies a revocation and records it. Accepting one that is already recorded is a
     /// no-op.
     pub fn accept_revocation(
@@ -474,6 +487,34 @@ mod tests {
         forged[last] ^= 1;
         acceptor.accept_bundle(&forged, now()).expect_err("forged");
         assert_eq!(std::fs::read(dir.path().join(STATE_FILE)).expect("state"), before);
+    }
+
+    #[test]
+    fn break_glass_is_refused_once_revoked_and_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bytes = testkit::signed_break_glass(&testkit::break_glass(), &[6]);
+        let verifier = || Verifier::new(testkit::store_with_break_glass(1));
+        let id = {
+            let mut acceptor = Acceptor::open(dir.path(), verifier()).expect("open");
+            let first = acceptor.accept_break_glass(&bytes, now()).expect("accepted");
+            // No serial: presenting it again is accepted again and changes nothing on disk.
+            assert_eq!(acceptor.accept_break_glass(&bytes, now()).expect("again"), first);
+            assert!(!dir.path().join(STATE_FILE).exists(), "nothing recorded");
+            let revocation = crate::artifact::Revocation {
+                issuer: "sec".into(),
+                issued_at: NOW,
+                reason: Some("emergency over".into()),
+                targets: vec![RevocationTarget::Artifact(first.id)],
+            };
+            acceptor
+                .accept_revocation(&testkit::signed_revocation(&revocation, &[4]))
+                .expect("revocation");
+            first.id
+        };
+        let acceptor = Acceptor::open(dir.path(), verifier()).expect("reopen");
+        let err = acceptor.accept_break_glass(&bytes, now()).expect_err("revoked");
+        assert!(matches!(err, ArtifactError::ArtifactRevoked { .. }), "{err:?}");
+        assert!(err.to_string().contains(&format!("revoked artifact: {id}")), "{err}");
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! [thresholds]
 //! bundle = 2      # distinct keys with the "bundle" role that must sign a bundle
 //! revocation = 1  # distinct keys with the "revocation" role that must sign a revocation
+//! break_glass = 1 # optional: without it, no break-glass artifact is accepted
+//! [break_glass]
+//! max_duration = "4h"  # optional: the longest window a break-glass may have
 //! [[keys]]
 //! name = "alice"
 //! public_key = "ed25519:<base64 of the 32-byte key>"
@@ -19,7 +22,8 @@
 //! ```
 //!
 //! Thresholds have no default on purpose: how many people must agree is a decision the
-//! trust store's author has to write down.
+//! trust store's author has to write down. For break-glass that decision includes "never":
+//! a trust store that sets no break-glass threshold accepts no break-glass artifact.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,6 +31,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -38,6 +43,14 @@ use zeroize::Zeroizing;
 const TRUST_STORE_VERSION: i64 = 1;
 const PUBLIC_KEY_PREFIX: &str = "ed25519:";
 const PRIVATE_KEY_PREFIX: &str = "ed25519-private:";
+
+/// Longest break-glass window when the trust store does not say: long enough to get
+/// through an incident, short enough that a forgotten one does not leave a scope
+/// unenforced overnight.
+pub const DEFAULT_BREAK_GLASS_MAX_DURATION: Duration = Duration::from_secs(4 * 3600);
+/// The most a trust store may raise that to. Past a week, "switch enforcement off" is no
+/// longer an emergency measure but a policy, which bundles in monitor mode express.
+pub const BREAK_GLASS_MAX_DURATION_CEILING: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Why a trust store or key file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +85,8 @@ pub enum TrustError {
     Threshold { role: Role, threshold: usize, problem: String },
     #[error("key file {path}: {problem}")]
     KeyFile { path: PathBuf, problem: String },
+    #[error("[break_glass] max_duration {value:?}: {problem}")]
+    BreakGlassDuration { value: String, problem: String },
 }
 
 /// A key's identity: the first 16 bytes of the SHA-256 of its raw 32-byte public key,
@@ -131,6 +146,9 @@ pub enum Role {
     Bundle,
     /// May sign revocations.
     Revocation,
+    /// May sign break-glass artifacts, which switch scopes to monitor mode for a while.
+    #[serde(rename = "break-glass")]
+    BreakGlass,
 }
 
 impl fmt::Display for Role {
@@ -138,11 +156,25 @@ impl fmt::Display for Role {
         f.write_str(match self {
             Self::Bundle => "bundle",
             Self::Revocation => "revocation",
+            Self::BreakGlass => "break-glass",
         })
     }
 }
 
-/// How many distinct keys holding each role must sign.
+impl Role {
+    /// The role's key under `[thresholds]` in the trust store file.
+    #[must_use]
+    pub fn threshold_key(self) -> &'static str {
+        match self {
+            Self::Bundle => "bundle",
+            Self::Revocation => "revocation",
+            Self::BreakGlass => "break_glass",
+        }
+    }
+}
+
+/// How many distinct keys holding the bundle and revocation roles must sign. The
+/// break-glass threshold is optional and set with [`TrustStore::with_break_glass`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
@@ -150,14 +182,24 @@ pub struct Thresholds {
     pub revocation: usize,
 }
 
-impl Thresholds {
-    #[must_use]
-    pub fn get(&self, role: Role) -> usize {
-        match role {
-            Role::Bundle => self.bundle,
-            Role::Revocation => self.revocation,
-        }
-    }
+/// `[thresholds]` as written in the file: [`Thresholds`] plus the optional break-glass
+/// threshold, kept out of [`Thresholds`] so that leaving it out can mean "never".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThresholdsFile {
+    bundle: usize,
+    revocation: usize,
+    #[serde(default)]
+    break_glass: Option<usize>,
+}
+
+/// `[break_glass]`: settings for break-glass artifacts other than who signs them.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakGlassFile {
+    /// A duration such as "4h" or "90m"; default [`DEFAULT_BREAK_GLASS_MAX_DURATION`].
+    #[serde(default)]
+    max_duration: Option<String>,
 }
 
 /// One trusted public key.
@@ -188,6 +230,9 @@ impl TrustedKey {
 pub struct TrustStore {
     keys: BTreeMap<KeyId, TrustedKey>,
     thresholds: Thresholds,
+    /// None: no break-glass artifact is accepted, whoever signs it.
+    break_glass_threshold: Option<usize>,
+    break_glass_max_duration: Duration,
 }
 
 #[derive(Deserialize)]
@@ -198,7 +243,9 @@ struct TrustFile {
         reason = "checked before typed parsing, kept so it is not an unknown field"
     )]
     version: i64,
-    thresholds: Thresholds,
+    thresholds: ThresholdsFile,
+    #[serde(default)]
+    break_glass: BreakGlassFile,
     #[serde(default)]
     keys: Vec<KeyEntry>,
 }
@@ -216,7 +263,9 @@ struct KeyEntry {
 
 impl TrustStore {
     /// Builds a trust store, refusing duplicate keys and thresholds that are zero (which
-    /// would accept unsigned artifacts) or that the keys present can never meet.
+    /// would accept unsigned artifacts) or that the keys present can never meet. It
+    /// accepts no break-glass artifact until [`TrustStore::with_break_glass`] says who may
+    /// sign one.
     pub fn new(
         keys: impl IntoIterator<Item = TrustedKey>,
         thresholds: Thresholds,
@@ -238,19 +287,54 @@ impl TrustStore {
             }
             by_id.insert(key.key_id, key);
         }
-        for role in [Role::Bundle, Role::Revocation] {
-            let threshold = thresholds.get(role);
-            let holders = by_id.values().filter(|k| k.has_role(role)).count();
-            let problem = if threshold == 0 {
-                "must be at least 1: a threshold of 0 would accept unsigned artifacts".to_owned()
-            } else if threshold > holders {
-                format!("can never be met: only {holders} trusted key(s) hold the {role} role")
-            } else {
-                continue;
-            };
-            return Err(TrustError::Threshold { role, threshold, problem });
-        }
-        Ok(Self { keys: by_id, thresholds })
+        let store = Self {
+            keys: by_id,
+            thresholds,
+            break_glass_threshold: None,
+            break_glass_max_duration: DEFAULT_BREAK_GLASS_MAX_DURATION,
+        };
+        store.check_threshold(Role::Bundle, thresholds.bundle)?;
+        store.check_threshold(Role::Revocation, thresholds.revocation)?;
+        Ok(store)
+    }
+
+    /// Accepts break-glass artifacts signed by `threshold` distinct keys holding the
+    /// break-glass role; the same rules as for the other thresholds apply.
+    pub fn with_break_glass(mut self, threshold: usize) -> Result<Self, TrustError> {
+        self.check_threshold(Role::BreakGlass, threshold)?;
+        self.break_glass_threshold = Some(threshold);
+        Ok(self)
+    }
+
+    /// Sets the longest validity window a break-glass artifact may have: more than zero
+    /// and at most [`BREAK_GLASS_MAX_DURATION_CEILING`].
+    pub fn with_break_glass_max_duration(mut self, max: Duration) -> Result<Self, TrustError> {
+        let problem = if max.is_zero() {
+            "must be more than 0; to accept no break-glass artifact, set no break_glass threshold"
+        } else if max > BREAK_GLASS_MAX_DURATION_CEILING {
+            "is over the ceiling of 7 days: a longer unenforced period is a policy, so grant it with a monitor-mode bundle"
+        } else {
+            self.break_glass_max_duration = max;
+            return Ok(self);
+        };
+        Err(TrustError::BreakGlassDuration {
+            value: humantime::format_duration(max).to_string(),
+            problem: problem.to_owned(),
+        })
+    }
+
+    /// Refuses a threshold of 0 (it would accept unsigned artifacts) and one the keys
+    /// holding `role` can never meet.
+    fn check_threshold(&self, role: Role, threshold: usize) -> Result<(), TrustError> {
+        let holders = self.keys.values().filter(|k| k.has_role(role)).count();
+        let problem = if threshold == 0 {
+            "must be at least 1: a threshold of 0 would accept unsigned artifacts".to_owned()
+        } else if threshold > holders {
+            format!("can never be met: only {holders} trusted key(s) hold the {role} role")
+        } else {
+            return Ok(());
+        };
+        Err(TrustError::Threshold { role, threshold, problem })
     }
 
     /// Parses a trust store file's text. The version is checked first so a newer file is
@@ -284,7 +368,26 @@ impl TrustStore {
                 Ok(key)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Self::new(keys, file.thresholds)
+        let t = file.thresholds;
+        let mut store = Self::new(keys, Thresholds { bundle: t.bundle, revocation: t.revocation })?;
+        if let Some(threshold) = t.break_glass {
+            store = store.with_break_glass(threshold)?;
+        }
+        if let Some(text) = file.break_glass.max_duration {
+            let max =
+                humantime::parse_duration(&text).map_err(|e| TrustError::BreakGlassDuration {
+                    value: text.clone(),
+                    problem: format!("is not a duration such as \"4h\" or \"90m\": {e}"),
+                })?;
+            store = store.with_break_glass_max_duration(max).map_err(|e| match e {
+                // Quote the value as written, not as reformatted.
+                TrustError::BreakGlassDuration { problem, .. } => {
+                    TrustError::BreakGlassDuration { value: text.clone(), problem }
+                }
+                other => other,
+            })?;
+        }
+        Ok(store)
     }
 
     /// Reads and parses a trust store file.
@@ -304,9 +407,21 @@ impl TrustStore {
         self.keys.values()
     }
 
+    /// How many distinct keys holding `role` must sign; None when the trust store accepts
+    /// no artifact needing that role (break-glass without a threshold).
     #[must_use]
-    pub fn threshold(&self, role: Role) -> usize {
-        self.thresholds.get(role)
+    pub fn threshold(&self, role: Role) -> Option<usize> {
+        match role {
+            Role::Bundle => Some(self.thresholds.bundle),
+            Role::Revocation => Some(self.thresholds.revocation),
+            Role::BreakGlass => self.break_glass_threshold,
+        }
+    }
+
+    /// The longest validity window a break-glass artifact may have.
+    #[must_use]
+    pub fn break_glass_max_duration(&self) -> Duration {
+        self.break_glass_max_duration
     }
 }
 
@@ -472,7 +587,9 @@ mod tests {
         let k1 = store.key(&testkit::key(1).key_id()).expect("k1");
         assert_eq!(k1.name, "k1");
         assert!(k1.has_role(Role::Bundle) && !k1.has_role(Role::Revocation));
-        assert_eq!(store.threshold(Role::Bundle), 2);
+        assert_eq!(store.threshold(Role::Bundle), Some(2));
+        assert_eq!(store.threshold(Role::BreakGlass), None, "no break-glass unless configured");
+        assert_eq!(store.break_glass_max_duration(), DEFAULT_BREAK_GLASS_MAX_DURATION);
         assert_eq!(store.keys().count(), 2);
     }
 
@@ -515,6 +632,69 @@ mod tests {
         let bad_key = "version = 1\n[thresholds]\nbundle = 1\nrevocation = 1\n[[keys]]\nname = \"x\"\npublic_key = \"ed25519:AAAA\"\nroles = [\"bundle\"]\n";
         let err = TrustStore::from_toml(bad_key).expect_err("short key");
         assert!(err.to_string().contains("key \"x\": public key is 3 bytes"), "{err}");
+    }
+
+    #[test]
+    fn break_glass_needs_a_threshold_and_keys_with_the_role() {
+        let roles = r#"["bundle", "revocation", "break-glass"]"#;
+        let store = TrustStore::from_toml(&store_text(
+            "bundle = 1\nrevocation = 1\nbreak_glass = 1\n[break_glass]\nmax_duration = \"90m\"",
+            &[(1, roles)],
+        ))
+        .expect("parse");
+        assert_eq!(store.threshold(Role::BreakGlass), Some(1));
+        assert_eq!(store.break_glass_max_duration(), Duration::from_secs(90 * 60));
+        assert!(store.key(&testkit::key(1).key_id()).expect("k1").has_role(Role::BreakGlass));
+
+        // The role alone accepts nothing: the threshold is what turns break-glass on.
+        let store = TrustStore::from_toml(&store_text("bundle = 1\nrevocation = 1", &[(1, roles)]))
+            .expect("parse");
+        assert_eq!(store.threshold(Role::BreakGlass), None);
+    }
+
+    #[test]
+    fn refuses_bad_break_glass_settings_naming_the_problem() {
+        let both = r#"["bundle", "revocation"]"#;
+        let all = r#"["bundle", "revocation", "break-glass"]"#;
+        let with = |extra: &str, roles| {
+            store_text(&format!("bundle = 1\nrevocation = 1\n{extra}"), &[(1, roles)])
+        };
+        let cases = [
+            (with("break_glass = 0", all), "break-glass threshold 0: must be at least 1"),
+            (
+                with("break_glass = 1", both),
+                "break-glass threshold 1: can never be met: only 0 trusted key(s) hold the break-glass role",
+            ),
+            (with("break_glass = 2", all), "can never be met: only 1"),
+            (with("[break_glass]\nmax_duration = \"0s\"", all), "must be more than 0"),
+            (with("[break_glass]\nmax_duration = \"8days\"", all), "over the ceiling of 7 days"),
+            (
+                with("[break_glass]\nmax_duration = \"soon\"", all),
+                "max_duration \"soon\": is not a duration",
+            ),
+            (with("[break_glass]\nmax = \"4h\"", all), "unknown field `max`"),
+        ];
+        for (text, needle) in cases {
+            let err = TrustStore::from_toml(&text).expect_err(needle);
+            assert!(
+                matches!(
+                    err,
+                    TrustError::Threshold { .. }
+                        | TrustError::BreakGlassDuration { .. }
+                        | TrustError::Syntax(_)
+                ),
+                "{needle}: {err:?}"
+            );
+            assert!(err.to_string().contains(needle), "{needle}: {err}");
+        }
+        let err = TrustStore::from_toml(&with("break_glass = 1", both)).expect_err("no holder");
+        assert!(
+            matches!(err, TrustError::Threshold { role: Role::BreakGlass, threshold: 1, .. }),
+            "{err:?}"
+        );
+        let err = TrustStore::from_toml(&with("[break_glass]\nmax_duration = \"8days\"", all))
+            .expect_err("ceiling");
+        assert!(matches!(err, TrustError::BreakGlassDuration { .. }), "{err:?}");
     }
 
     #[test]

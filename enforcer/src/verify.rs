@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 use ed25519_dalek::Signature;
 
 use crate::artifact::{
-    ArtifactError, ArtifactId, ArtifactKind, Bundle, Envelope, Revocation, RevocationTarget,
-    unix_seconds,
+    ArtifactError, ArtifactId, ArtifactKind, BreakGlass, Bundle, Envelope, Revocation,
+    RevocationTarget, unix_seconds,
 };
 use crate::digest::FileDigest;
 use crate::trust::{KeyId, TrustStore};
@@ -44,6 +44,15 @@ pub struct VerifiedRevocation {
     pub revocation: Revocation,
     /// The payload bytes, kept so the revocation can be persisted and re-read.
     pub payload: Vec<u8>,
+}
+
+/// A break-glass artifact that passed every check: it may switch its scopes to monitor
+/// mode until its `not_after`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedBreakGlass {
+    pub id: ArtifactId,
+    pub signers: Vec<KeyId>,
+    pub break_glass: BreakGlass,
 }
 
 /// Everything revoked so far, each entry with the revocation that revoked it.
@@ -97,16 +106,33 @@ impl RevocationSet {
     /// any key that signed it. The agent calls this again on its live bundles when a new
     /// revocation arrives.
     pub fn check(&self, verified: &VerifiedBundle) -> Result<(), ArtifactError> {
-        if let Some(key_id) = verified.signers.iter().find(|k| self.keys.contains_key(k)) {
-            return Err(ArtifactError::KeyRevoked { key_id: *key_id, by: self.keys[key_id] });
-        }
+        self.check_signers(&verified.signers)?;
         self.check_content(&verified.id, &verified.bundle)
     }
 
-    fn check_content(&self, id: &ArtifactId, bundle: &Bundle) -> Result<(), ArtifactError> {
-        if let Some(by) = self.artifacts.get(id) {
-            return Err(ArtifactError::ArtifactRevoked { id: Box::new(*id), by: *by });
+    /// Refuses a break-glass artifact that is revoked by artifact id or by a key that
+    /// signed it. Bundle-id and digest revocations do not apply: it has neither.
+    pub fn check_break_glass(&self, verified: &VerifiedBreakGlass) -> Result<(), ArtifactError> {
+        self.check_signers(&verified.signers)?;
+        self.check_artifact(&verified.id)
+    }
+
+    fn check_signers(&self, signers: &[KeyId]) -> Result<(), ArtifactError> {
+        match signers.iter().find_map(|k| self.keys.get(k).map(|by| (k, by))) {
+            Some((key_id, by)) => Err(ArtifactError::KeyRevoked { key_id: *key_id, by: *by }),
+            None => Ok(()),
         }
+    }
+
+    fn check_artifact(&self, id: &ArtifactId) -> Result<(), ArtifactError> {
+        match self.artifacts.get(id) {
+            Some(by) => Err(ArtifactError::ArtifactRevoked { id: Box::new(*id), by: *by }),
+            None => Ok(()),
+        }
+    }
+
+    fn check_content(&self, id: &ArtifactId, bundle: &Bundle) -> Result<(), ArtifactError> {
+        self.check_artifact(id)?;
         if let Some(by) = self.bundles.get(&bundle.bundle_id) {
             return Err(ArtifactError::BundleRevoked {
                 bundle_id: bundle.bundle_id.clone(),
@@ -179,8 +205,35 @@ impl Verifier {
         let (signers, bundle) = checked?;
         let verified = VerifiedBundle { id, signers, bundle };
         revocations.check_content(&verified.id, &verified.bundle)?;
-        self.check_window(&verified.bundle, now)?;
+        self.check_window(verified.bundle.not_before, verified.bundle.not_after, now)?;
         Ok(verified)
+    }
+
+    /// Verifies a break-glass artifact's envelope bytes at time `now`: as a bundle is
+    /// verified, and its window must also be no longer than the trust store allows. The
+    /// length rule comes before the time check because it does not depend on the clock:
+    /// a window that is too long is refused at any time, with that reason.
+    pub fn verify_break_glass(
+        &self,
+        bytes: &[u8],
+        now: SystemTime,
+        revocations: &RevocationSet,
+    ) -> Result<VerifiedBreakGlass, ArtifactError> {
+        let (envelope, signers) =
+            self.authenticate(bytes, ArtifactKind::BreakGlass, revocations)?;
+        let break_glass = BreakGlass::from_payload(&envelope.payload)?;
+        let id = envelope.id();
+        revocations.check_artifact(&id)?;
+        let max = self.trust.break_glass_max_duration().as_secs();
+        if break_glass.window() > max {
+            return Err(ArtifactError::WindowTooLong {
+                not_before: break_glass.not_before,
+                not_after: break_glass.not_after,
+                max,
+            });
+        }
+        self.check_window(break_glass.not_before, break_glass.not_after, now)?;
+        Ok(VerifiedBreakGlass { id, signers, break_glass })
     }
 
     /// Verifies a revocation's envelope bytes. Revocations have no validity window: they
@@ -222,6 +275,9 @@ impl Verifier {
             return Err(ArtifactError::WrongKind { expected, found });
         }
         let role = expected.role();
+        // Before any signature: a trust store that accepts none of this kind is the whole
+        // answer, whoever signed.
+        let required = self.trust.threshold(role).ok_or(ArtifactError::NoThreshold { role })?;
         let message = envelope.signed_message();
         let mut signers = BTreeSet::new();
         let mut counted = BTreeSet::new();
@@ -239,21 +295,26 @@ impl Verifier {
                 counted.insert(key_id);
             }
         }
-        let required = self.trust.threshold(role);
         if counted.len() < required {
             return Err(ArtifactError::Threshold { role, valid: counted.len(), required });
         }
         Ok(signers.into_iter().collect())
     }
 
-    fn check_window(&self, bundle: &Bundle, now: SystemTime) -> Result<(), ArtifactError> {
+    /// Valid from `not_before - skew` to `not_after + skew`, both inclusive.
+    fn check_window(
+        &self,
+        not_before: u64,
+        not_after: u64,
+        now: SystemTime,
+    ) -> Result<(), ArtifactError> {
         let now = unix_seconds(now);
         let skew = self.clock_skew.as_secs();
-        if now.saturating_add(skew) < bundle.not_before {
-            return Err(ArtifactError::NotYetValid { not_before: bundle.not_before, now, skew });
+        if now.saturating_add(skew) < not_before {
+            return Err(ArtifactError::NotYetValid { not_before, now, skew });
         }
-        if now > bundle.not_after.saturating_add(skew) {
-            return Err(ArtifactError::Expired { not_after: bundle.not_after, now, skew });
+        if now > not_after.saturating_add(skew) {
+            return Err(ArtifactError::Expired { not_after, now, skew });
         }
         Ok(())
     }
@@ -287,7 +348,7 @@ pub fn verify_bundle_file(
 #[cfg(test)]
 pub(crate) mod testkit {
     use crate::artifact::{
-        ArtifactKind, Bundle, CgroupScope, Envelope, Grant, Mode, OnRevoke, Revocation,
+        ArtifactKind, BreakGlass, Bundle, CgroupScope, Envelope, Grant, Mode, OnRevoke, Revocation,
     };
     use crate::digest::FileDigest;
     use crate::trust::{Role, SigningKey, Thresholds, TrustStore, TrustedKey};
@@ -304,16 +365,35 @@ pub(crate) mod testkit {
         SigningKey::from_seed(&[n; 32])
     }
 
-    /// Keys 1..=3 may sign bundles, key 4 only revocations, key 5 nothing; thresholds as
-    /// given.
+    /// Keys 1..=3 may sign bundles, key 4 only revocations, key 5 nothing, keys 6 and 7
+    /// only break-glass; thresholds as given, and none for break-glass: that is
+    /// [`store_with_break_glass`].
     pub fn store(bundle: usize, revocation: usize) -> TrustStore {
         let roles = |n: u8| match n {
             1..=3 => vec![Role::Bundle],
             4 => vec![Role::Revocation],
+            6 | 7 => vec![Role::BreakGlass],
             _ => vec![],
         };
-        let keys = (1..=5).map(|n| TrustedKey::new(format!("k{n}"), key(n).public_key(), roles(n)));
+        let keys = (1..=7).map(|n| TrustedKey::new(format!("k{n}"), key(n).public_key(), roles(n)));
         TrustStore::new(keys, Thresholds { bundle, revocation }).expect("test trust store")
+    }
+
+    /// [`store`] with bundle and revocation thresholds 1 that also accepts break-glass
+    /// artifacts signed by `threshold` of keys 6 and 7, with the default longest window.
+    pub fn store_with_break_glass(threshold: usize) -> TrustStore {
+        store(1, 1).with_break_glass(threshold).expect("break-glass threshold")
+    }
+
+    /// Valid from `NOW - 10` for an hour, in `/agents.slice`.
+    pub fn break_glass() -> BreakGlass {
+        BreakGlass {
+            issuer: "oncall".into(),
+            not_before: NOW - 10,
+            not_after: NOW - 10 + 3600,
+            scopes: vec!["/agents.slice".parse::<CgroupScope>().expect("scope")],
+            reason: "INC-42: agents cannot run the new deploy tool".into(),
+        }
     }
 
     pub fn bundle() -> Bundle {
@@ -355,6 +435,14 @@ pub(crate) mod testkit {
 
     pub fn signed_bundle(bundle: &Bundle, signers: &[u8]) -> Vec<u8> {
         sign(ArtifactKind::Bundle, bundle.to_payload().expect("bundle payload"), signers)
+    }
+
+    pub fn signed_break_glass(break_glass: &BreakGlass, signers: &[u8]) -> Vec<u8> {
+        sign(
+            ArtifactKind::BreakGlass,
+            break_glass.to_payload().expect("break-glass payload"),
+            signers,
+        )
     }
 
     pub fn signed_revocation(revocation: &Revocation, signers: &[u8]) -> Vec<u8> {
@@ -638,6 +726,244 @@ mod tests {
         env.signatures[0] = EnvelopeSignature { key_id: key(1).key_id(), sig: [0xff; 64] };
         let err = refused(&verifier(1), &env.to_bytes(), &RevocationSet::new());
         assert!(matches!(err, ArtifactError::BadSignature { .. }), "{err:?}");
+    }
+
+    mod break_glass {
+        use super::*;
+        use crate::artifact::BreakGlass;
+        use crate::verify::testkit::{break_glass, signed_break_glass, store_with_break_glass};
+
+        fn verifier(threshold: usize) -> Verifier {
+            Verifier::new(store_with_break_glass(threshold))
+        }
+
+        fn refused_at(v: &Verifier, bytes: &[u8], at: u64, set: &RevocationSet) -> ArtifactError {
+            v.verify_break_glass(bytes, from_unix_seconds(at), set).expect_err("must be refused")
+        }
+
+        #[test]
+        fn accepts_a_break_glass_signed_by_enough_break_glass_keys() {
+            let bytes = signed_break_glass(&break_glass(), &[6, 7]);
+            let v = verifier(2)
+                .verify_break_glass(&bytes, now(), &RevocationSet::new())
+                .expect("valid");
+            assert_eq!(v.break_glass, break_glass());
+            assert_eq!(v.id, ArtifactId::of_payload(&break_glass().to_payload().expect("p")));
+            assert_eq!(v.signers.len(), 2);
+        }
+
+        #[test]
+        fn refuses_every_break_glass_when_the_trust_store_sets_no_threshold() {
+            let bytes = signed_break_glass(&break_glass(), &[6, 7]);
+            let v = Verifier::new(store(1, 1));
+            let err = v.verify_break_glass(&bytes, now(), &RevocationSet::new()).expect_err("off");
+            assert!(
+                matches!(err, ArtifactError::NoThreshold { role: Role::BreakGlass }),
+                "{err:?}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with("no break-glass artifact is accepted: the trust store sets no break-glass threshold ([thresholds] break_glass = N)"),
+                "{msg}"
+            );
+        }
+
+        #[test]
+        fn only_keys_with_the_break_glass_role_count() {
+            // Bundle keys 1 and 2, the revocation key 4: all verify, none counts.
+            let bytes = signed_break_glass(&break_glass(), &[1, 2, 4, 6]);
+            let err = refused_at(&verifier(2), &bytes, NOW, &RevocationSet::new());
+            assert!(
+                matches!(
+                    err,
+                    ArtifactError::Threshold { role: Role::BreakGlass, valid: 1, required: 2 }
+                ),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string()
+                    .contains("1 valid from distinct keys with the break-glass role, 2 required"),
+                "{err}"
+            );
+            // And a break-glass key cannot sign bundles.
+            let err = Verifier::new(store(1, 1))
+                .verify_bundle(
+                    &signed_bundle(&testkit::bundle(), &[6, 7]),
+                    now(),
+                    &RevocationSet::new(),
+                )
+                .expect_err("role");
+            assert!(
+                matches!(err, ArtifactError::Threshold { role: Role::Bundle, valid: 0, .. }),
+                "{err:?}"
+            );
+        }
+
+        #[test]
+        fn a_break_glass_is_never_taken_for_a_bundle_or_the_reverse() {
+            let bg = signed_break_glass(&break_glass(), &[6]);
+            let err =
+                verifier(1).verify_bundle(&bg, now(), &RevocationSet::new()).expect_err("kind");
+            assert!(matches!(err, ArtifactError::WrongKind { .. }), "{err:?}");
+            assert!(
+                err.to_string().contains("expected a bundle artifact but this is a break-glass"),
+                "{err}"
+            );
+            let bundle = signed_bundle(&testkit::bundle(), &[1]);
+            let err = refused_at(&verifier(1), &bundle, NOW, &RevocationSet::new());
+            assert!(
+                err.to_string().contains("expected a break-glass artifact but this is a bundle"),
+                "{err}"
+            );
+            // The same payload bytes signed as a bundle do not verify as a break-glass: the
+            // type is inside the signed message.
+            let mut env = Envelope::parse(&bundle).expect("parse");
+            env.payload_type = crate::artifact::BREAK_GLASS_PAYLOAD_TYPE.into();
+            let err = refused_at(&verifier(1), &env.to_bytes(), NOW, &RevocationSet::new());
+            assert!(
+                matches!(
+                    err,
+                    ArtifactError::UnknownKey { .. } | ArtifactError::BadSignature { .. }
+                ),
+                "{err:?}"
+            );
+        }
+
+        /// The window may be as long as the trust store allows and no longer, whatever the
+        /// clock skew: the allowance widens when a window is accepted, never how long it is.
+        #[test]
+        fn window_length_is_capped_by_the_trust_store() {
+            let max = 90 * 60;
+            let store = store_with_break_glass(1)
+                .with_break_glass_max_duration(Duration::from_secs(max))
+                .expect("max");
+            let v = Verifier::new(store).with_clock_skew(Duration::from_secs(600));
+            let mut bg = break_glass();
+            bg.not_after = bg.not_before + max;
+            v.verify_break_glass(&signed_break_glass(&bg, &[6]), now(), &RevocationSet::new())
+                .expect("exactly the maximum");
+            bg.not_after += 1;
+            let bytes = signed_break_glass(&bg, &[6]);
+            for at in [bg.not_before - 600, NOW, bg.not_after] {
+                let err = refused_at(&v, &bytes, at, &RevocationSet::new());
+                assert!(
+                    matches!(err, ArtifactError::WindowTooLong { max: m, .. } if m == max),
+                    "{err:?}"
+                );
+                assert!(
+                    err.to_string().starts_with("window too long: valid for 1h 30m 1s (from 2027-"),
+                    "{err}"
+                );
+                assert!(err.to_string().contains("at most 1h 30m"), "{err}");
+            }
+            // The default is four hours.
+            let mut long = break_glass();
+            long.not_after = long.not_before + 4 * 3600 + 1;
+            let err = refused_at(
+                &verifier(1),
+                &signed_break_glass(&long, &[6]),
+                NOW,
+                &RevocationSet::new(),
+            );
+            assert!(err.to_string().contains("at most 4h"), "{err}");
+        }
+
+        #[test]
+        fn refuses_a_break_glass_outside_its_window_with_the_skew_allowance() {
+            let v = verifier(1).with_clock_skew(Duration::from_secs(30));
+            let bg = break_glass();
+            let bytes = signed_break_glass(&bg, &[6]);
+            let at = |t| v.verify_break_glass(&bytes, from_unix_seconds(t), &RevocationSet::new());
+            at(bg.not_before - 30).expect("skew allows early");
+            at(bg.not_after + 30).expect("skew allows late");
+            let err = at(bg.not_before - 31).expect_err("early");
+            assert!(matches!(err, ArtifactError::NotYetValid { skew: 30, .. }), "{err:?}");
+            assert!(err.to_string().starts_with("not yet valid: valid from 2027-"), "{err}");
+            let err = at(bg.not_after + 31).expect_err("late");
+            assert!(matches!(err, ArtifactError::Expired { skew: 30, .. }), "{err:?}");
+            assert!(err.to_string().starts_with("expired: valid until 2027-"), "{err}");
+        }
+
+        #[test]
+        fn refuses_a_revoked_break_glass_by_artifact_or_by_key() {
+            let bytes = signed_break_glass(&break_glass(), &[6, 7]);
+            let id = ArtifactId::of_payload(&break_glass().to_payload().expect("p"));
+            let (by, set) = revocation(vec![RevocationTarget::Artifact(id)]);
+            let err = refused_at(&verifier(1), &bytes, NOW, &set);
+            assert!(
+                matches!(err, ArtifactError::ArtifactRevoked { by: b, .. } if b == by),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string().contains(&format!("revoked artifact: {id} is revoked (by {by})")),
+                "{err}"
+            );
+
+            let (_, set) = revocation(vec![RevocationTarget::Key(key(7).key_id())]);
+            let err = refused_at(&verifier(1), &bytes, NOW, &set);
+            assert!(
+                matches!(err, ArtifactError::KeyRevoked { key_id, .. } if key_id == key(7).key_id()),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string().contains(&format!("signature by revoked key {}", key(7).key_id())),
+                "{err}"
+            );
+
+            // The agent re-checks live ones when a revocation arrives after them.
+            let live = verifier(1)
+                .verify_break_glass(&bytes, now(), &RevocationSet::new())
+                .expect("valid");
+            assert!(matches!(set.check_break_glass(&live), Err(ArtifactError::KeyRevoked { .. })));
+            assert!(RevocationSet::new().check_break_glass(&live).is_ok());
+            // Revocations by bundle id or digest name bundles, not break-glass artifacts.
+            let (_, set) = revocation(vec![RevocationTarget::Bundle("oncall".into())]);
+            set.check_break_glass(&live).expect("a bundle id does not name it");
+        }
+
+        #[test]
+        fn refuses_signed_break_glass_payloads_that_break_the_rules() {
+            let text = String::from_utf8(break_glass().to_payload().expect("p")).expect("utf8");
+            let bg = break_glass();
+            let cases = [
+                (text.replacen('{', "{\"serial\":1,", 1), "unknown field `serial`"),
+                (
+                    text.replace(
+                        &format!("\"not_after\":{}", bg.not_after),
+                        &format!("\"not_after\":{}", bg.not_before),
+                    ),
+                    "cannot be empty",
+                ),
+                (text.replace(&bg.reason, ""), "invalid reason: must not be empty"),
+            ];
+            for (payload, needle) in cases {
+                let bytes = testkit::sign(ArtifactKind::BreakGlass, payload.into_bytes(), &[6]);
+                let err = refused_at(&verifier(1), &bytes, NOW, &RevocationSet::new());
+                assert!(err.to_string().contains(needle), "{needle}: {err}");
+            }
+            assert!(BreakGlass::from_payload(text.as_bytes()).is_ok());
+        }
+
+        mod properties {
+            use super::*;
+            use proptest::prelude::*;
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(256))]
+
+                /// Any single-byte change to a signed break-glass gets it refused.
+                #[test]
+                fn any_single_byte_change_is_refused(index in any::<prop::sample::Index>(), value in any::<u8>()) {
+                    let bytes = signed_break_glass(&break_glass(), &[6]);
+                    prop_assert!(verifier(1).verify_break_glass(&bytes, now(), &RevocationSet::new()).is_ok());
+                    let i = index.index(bytes.len());
+                    prop_assume!(bytes[i] != value);
+                    let mut mutated = bytes.clone();
+                    mutated[i] = value;
+                    prop_assert!(verifier(1).verify_break_glass(&mutated, now(), &RevocationSet::new()).is_err());
+                }
+            }
+        }
     }
 
     mod properties {

@@ -1,9 +1,11 @@
-//! The security team's commands: signing keys, authorization bundles and revocations.
+//! The security team's commands: signing keys, authorization bundles, revocations and
+//! break-glass artifacts.
 //!
 //! The workflow they teach: each signer generates a key once; the trust store lists the
-//! public keys, their roles and how many must sign; someone creates an unsigned bundle;
+//! public keys, their roles and how many must sign; someone creates an unsigned artifact;
 //! each signer adds a signature; anyone verifies it against the trust store before it is
-//! handed to the agent.
+//! handed to the agent. Only `create` differs between the kinds of artifact: `sign`,
+//! `verify` and `inspect` are one piece of code ([`ArtifactCommand`]) over all of them.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,12 +16,15 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 
 use crate::artifact::{
-    ArtifactId, ArtifactKind, Bundle, CgroupScope, Envelope, Grant, Mode, OnRevoke, Revocation,
-    RevocationTarget, format_time, from_unix_seconds, unix_seconds,
+    ArtifactError, ArtifactId, ArtifactKind, BreakGlass, Bundle, CgroupScope, Envelope, Grant,
+    Mode, OnRevoke, Revocation, RevocationTarget, format_time, from_unix_seconds, unix_seconds,
 };
 use crate::digest::FileDigest;
 use crate::state::{Accepted, PolicyState, write_atomic};
-use crate::trust::{KeyId, SigningKey, TrustStore, encode_public_key, parse_public_key};
+use crate::trust::{
+    BREAK_GLASS_MAX_DURATION_CEILING, DEFAULT_BREAK_GLASS_MAX_DURATION, KeyId, SigningKey,
+    TrustStore, encode_public_key, parse_public_key,
+};
 use crate::verify::{RevocationSet, Verifier, read_artifact};
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +50,22 @@ pub enum SecurityCommand {
     /// agent accepts it, it never lapses.
     #[command(subcommand)]
     Revoke(RevokeCommand),
+    /// Break-glass: switch scopes to monitor mode for a short, signed window, so an
+    /// emergency never means a lockout.
+    ///
+    /// In monitor mode a scope records every exec it would deny, and allows it. When the
+    /// window ends, the kernel enforces again by itself. Only keys with the "break-glass"
+    /// role count, and only if the trust store sets a break_glass threshold; the window
+    /// may be no longer than its [break_glass] max_duration (default 4h). Typical flow:
+    ///
+    ///   enforcer break-glass create --issuer oncall --scope /agents.slice \
+    ///       --valid-for 1h --reason 'INC-42: deploy tool blocked' --out bg.json
+    ///   enforcer break-glass sign --key carol.key bg.json
+    ///   enforcer break-glass verify --trust trust.toml bg.json
+    ///
+    /// then hand bg.json to the agent with its other artifacts.
+    #[command(subcommand, verbatim_doc_comment)]
+    BreakGlass(BreakGlassCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,15 +92,8 @@ pub enum BundleCommand {
     /// Create an unsigned bundle from program paths (hashed here) or digests.
     #[command(after_help = BUNDLE_CREATE_EXAMPLES)]
     Create(BundleCreateArgs),
-    /// Add one signature to a bundle, in place. Each signer runs this with their own key,
-    /// so k-of-n signing works across people and machines.
-    Sign(SignArgs),
-    /// Check a bundle against a trust store: exit 0 if it is authorized now, 1 with the
-    /// reason if not.
-    Verify(VerifyArgs),
-    /// Show what a bundle grants, where, until when, and who signed it. Does not check
-    /// signatures: that is `verify`.
-    Inspect(InspectArgs),
+    #[command(flatten)]
+    Artifact(ArtifactCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,11 +101,31 @@ pub enum RevokeCommand {
     /// Create an unsigned revocation of bundle ids, artifacts, digests or keys.
     #[command(after_help = REVOKE_CREATE_EXAMPLES)]
     Create(RevokeCreateArgs),
-    /// Add one signature to a revocation, in place.
+    #[command(flatten)]
+    Artifact(ArtifactCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BreakGlassCommand {
+    /// Create an unsigned break-glass artifact for one or more scopes.
+    #[command(after_help = BREAK_GLASS_CREATE_EXAMPLES)]
+    Create(BreakGlassCreateArgs),
+    #[command(flatten)]
+    Artifact(ArtifactCommand),
+}
+
+/// What every kind of artifact offers after `create`; the command it sits under says
+/// which kind, and an artifact of another kind is refused.
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCommand {
+    /// Add one signature to the artifact, in place. Each signer runs this with their own
+    /// key, so k-of-n signing works across people and machines.
     Sign(SignArgs),
-    /// Check a revocation against a trust store: exit 0 if authorized, 1 with the reason.
+    /// Check the artifact against a trust store: exit 0 if it is authorized now, 1 with
+    /// the reason if not.
     Verify(VerifyArgs),
-    /// Show what a revocation withdraws and who signed it. Does not check signatures.
+    /// Show what the artifact says (what it grants, withdraws or suspends, where, until
+    /// when) and who signed it. Does not check signatures: that is `verify`.
     Inspect(InspectArgs),
 }
 
@@ -117,9 +151,20 @@ Examples:
       --reason 'laptop stolen' --out r.json
   enforcer revoke create --issuer sec --file ./compromised-tool --out r.json";
 
-/// When an artifact is made and how long a bundle is valid.
+const BREAK_GLASS_CREATE_EXAMPLES: &str = "\
+Examples:
+  enforcer break-glass create --issuer oncall --scope /agents.slice --valid-for 1h \\
+      --reason 'INC-42: agents cannot run the new deploy tool' --out bg.json
+  enforcer break-glass create --issuer oncall --scope /ci.slice --scope /agents.slice \\
+      --not-before 2030-01-01T08:00:00Z --not-after 2030-01-01T10:00:00Z \\
+      --reason 'migration window' --out bg.json
+
+It grants no program: until it ends, the scopes record what they would deny and allow
+it. To end it early, revoke it by the artifact id `inspect` shows.";
+
+/// A validity window, for every kind of artifact that has one.
 #[derive(Debug, Args)]
-pub struct Validity {
+pub struct Window {
     /// Start of validity, RFC 3339 in UTC (2030-01-01T00:00:00Z) or @UNIX_SECONDS.
     /// Default: now.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -130,6 +175,26 @@ pub struct Validity {
     /// Length of validity from --not-before, e.g. 8h, 30m, 7days.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "not_after")]
     valid_for: Option<Duration>,
+}
+
+impl Window {
+    /// `(not_before, not_after)`, starting at `default_start` unless --not-before says.
+    fn resolve(&self, default_start: u64) -> anyhow::Result<(u64, u64)> {
+        let not_before = self.not_before.unwrap_or(default_start);
+        let not_after = match (self.not_after, self.valid_for) {
+            (Some(t), _) => t,
+            (None, Some(d)) => not_before.saturating_add(d.as_secs()),
+            (None, None) => bail!("give --not-after or --valid-for"),
+        };
+        Ok((not_before, not_after))
+    }
+}
+
+/// When a bundle is made and how long it is valid.
+#[derive(Debug, Args)]
+pub struct Validity {
+    #[command(flatten)]
+    window: Window,
     /// Recorded issue time. Default: now. Set it to regenerate identical artifacts.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     issued_at: Option<u64>,
@@ -228,6 +293,25 @@ pub struct RevokeCreateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BreakGlassCreateArgs {
+    /// Who declares the emergency (a person or on-call rota): letters, digits and
+    /// . _ : @ -.
+    #[arg(long)]
+    issuer: String,
+    /// A governed scope to switch to monitor mode, e.g. /agents.slice. Repeat for several.
+    /// A scope the agent does not govern stays ungoverned: this never adds one.
+    #[arg(long = "scope", value_name = "CGROUP", required = true)]
+    scopes: Vec<String>,
+    #[command(flatten)]
+    window: Window,
+    /// Why enforcement is suspended: required, it goes into the record.
+    #[arg(long)]
+    reason: String,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
 pub struct Output {
     /// File to write the unsigned artifact to.
     #[arg(long, value_name = "FILE")]
@@ -287,18 +371,25 @@ pub fn run(cmd: SecurityCommand) -> anyhow::Result<ExitCode> {
         SecurityCommand::Key(KeyCommand::Show { path }) => key_show(&path),
         SecurityCommand::Bundle(BundleCommand::Create(args)) => bundle_create(&args),
         SecurityCommand::Revoke(RevokeCommand::Create(args)) => revoke_create(&args),
-        SecurityCommand::Bundle(BundleCommand::Sign(args)) => sign(&args, ArtifactKind::Bundle),
-        SecurityCommand::Revoke(RevokeCommand::Sign(args)) => sign(&args, ArtifactKind::Revocation),
-        SecurityCommand::Bundle(BundleCommand::Verify(args)) => verify(&args, ArtifactKind::Bundle),
-        SecurityCommand::Revoke(RevokeCommand::Verify(args)) => {
-            verify(&args, ArtifactKind::Revocation)
+        SecurityCommand::BreakGlass(BreakGlassCommand::Create(args)) => break_glass_create(&args),
+        SecurityCommand::Bundle(BundleCommand::Artifact(cmd)) => {
+            artifact(cmd, ArtifactKind::Bundle)
         }
-        SecurityCommand::Bundle(BundleCommand::Inspect(args)) => {
-            inspect(&args, ArtifactKind::Bundle)
+        SecurityCommand::Revoke(RevokeCommand::Artifact(cmd)) => {
+            artifact(cmd, ArtifactKind::Revocation)
         }
-        SecurityCommand::Revoke(RevokeCommand::Inspect(args)) => {
-            inspect(&args, ArtifactKind::Revocation)
+        SecurityCommand::BreakGlass(BreakGlassCommand::Artifact(cmd)) => {
+            artifact(cmd, ArtifactKind::BreakGlass)
         }
+    }
+}
+
+/// `sign`, `verify` or `inspect` on an artifact of `kind`.
+fn artifact(cmd: ArtifactCommand, kind: ArtifactKind) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ArtifactCommand::Sign(args) => sign(&args, kind),
+        ArtifactCommand::Verify(args) => verify(&args, kind),
+        ArtifactCommand::Inspect(args) => inspect(&args, kind),
     }
 }
 
@@ -421,14 +512,8 @@ fn now_or(t: Option<u64>) -> u64 {
 }
 
 fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode> {
-    let v = &args.validity;
-    let issued_at = now_or(v.issued_at);
-    let not_before = v.not_before.unwrap_or(issued_at);
-    let not_after = match (v.not_after, v.valid_for) {
-        (Some(t), _) => t,
-        (None, Some(d)) => not_before.saturating_add(d.as_secs()),
-        (None, None) => bail!("give --not-after or --valid-for"),
-    };
+    let issued_at = now_or(args.validity.issued_at);
+    let (not_before, not_after) = args.validity.window.resolve(issued_at)?;
     let mut grants = Vec::new();
     for spec in &args.files {
         let digest = FileDigest::of_file(Path::new(&spec.subject))?;
@@ -536,6 +621,38 @@ fn revoke_create(args: &RevokeCreateArgs) -> anyhow::Result<ExitCode> {
     write_unsigned(ArtifactKind::Revocation, revocation.to_payload()?, &args.output)
 }
 
+fn break_glass_create(args: &BreakGlassCreateArgs) -> anyhow::Result<ExitCode> {
+    let (not_before, not_after) = args.window.resolve(now_or(None))?;
+    let break_glass = BreakGlass {
+        issuer: args.issuer.clone(),
+        not_before,
+        not_after,
+        scopes: args.scopes.iter().map(|s| s.parse::<CgroupScope>()).collect::<Result<_, _>>()?,
+        reason: args.reason.clone(),
+    };
+    // The payload's own rules first (empty window, reason, scopes), then the length.
+    let payload = break_glass.to_payload()?;
+    let window = Duration::from_secs(break_glass.window());
+    let shown = |d: Duration| humantime::format_duration(d).to_string();
+    if window > BREAK_GLASS_MAX_DURATION_CEILING {
+        bail!(
+            "a break-glass valid for {} would be refused by every trust store: the longest any \
+             may allow is {}. For a longer unenforced period, issue a bundle in monitor mode",
+            shown(window),
+            shown(BREAK_GLASS_MAX_DURATION_CEILING)
+        );
+    }
+    if window > DEFAULT_BREAK_GLASS_MAX_DURATION {
+        eprintln!(
+            "note: valid for {}: refused by trust stores that keep the default [break_glass] \
+             max_duration of {}",
+            shown(window),
+            shown(DEFAULT_BREAK_GLASS_MAX_DURATION)
+        );
+    }
+    write_unsigned(ArtifactKind::BreakGlass, payload, &args.output)
+}
+
 fn write_unsigned(
     kind: ArtifactKind,
     payload: Vec<u8>,
@@ -557,6 +674,7 @@ fn verb(kind: ArtifactKind) -> &'static str {
     match kind {
         ArtifactKind::Bundle => "bundle",
         ArtifactKind::Revocation => "revoke",
+        ArtifactKind::BreakGlass => "break-glass",
     }
 }
 
@@ -575,7 +693,7 @@ fn read_envelope(path: &Path, expected: ArtifactKind) -> anyhow::Result<Envelope
 fn sign(args: &SignArgs, kind: ArtifactKind) -> anyhow::Result<ExitCode> {
     let mut envelope = read_envelope(&args.artifact, kind)?;
     // Refuse to sign what the verifier would refuse, and show the signer what they sign.
-    let summary = summarize(&envelope, kind)?;
+    let summary = summarize(&envelope, &Payload::parse(&envelope)?);
     let key = SigningKey::load(&args.key)?;
     print!("{summary}");
     if !envelope.add_signature(&key) {
@@ -610,17 +728,11 @@ fn verify(args: &VerifyArgs, kind: ArtifactKind) -> anyhow::Result<ExitCode> {
     }
     let bytes = read_artifact(&args.artifact)?;
     let now = args.at.map_or_else(SystemTime::now, from_unix_seconds);
+    let checked = Checked { verifier: &verifier, now, revocations: &revocations };
     let verdict = match kind {
-        ArtifactKind::Bundle => verify_bundle(&verifier, &bytes, now, &revocations, state.as_ref()),
-        ArtifactKind::Revocation => verifier.verify_revocation(&bytes, &revocations).map(|r| {
-            format!(
-                "OK: revocation {} from {:?} ({} target(s))\n  signed by {}\n",
-                r.id,
-                r.revocation.issuer,
-                r.revocation.targets.len(),
-                signer_names(&verifier, &r.signers)
-            )
-        }),
+        ArtifactKind::Bundle => checked.bundle(&bytes, state.as_ref()),
+        ArtifactKind::Revocation => checked.revocation(&bytes),
+        ArtifactKind::BreakGlass => checked.break_glass(&bytes),
     };
     match verdict {
         Ok(report) => {
@@ -634,31 +746,65 @@ fn verify(args: &VerifyArgs, kind: ArtifactKind) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn verify_bundle(
-    verifier: &Verifier,
-    bytes: &[u8],
+/// What `verify` checks against, and the report for each kind once it passes.
+struct Checked<'a> {
+    verifier: &'a Verifier,
     now: SystemTime,
-    revocations: &RevocationSet,
-    state: Option<&PolicyState>,
-) -> Result<String, crate::artifact::ArtifactError> {
-    let v = verifier.verify_bundle(bytes, now, revocations)?;
-    let b = &v.bundle;
-    let mut report = format!(
-        "OK: bundle {:?} serial {} from {:?} (artifact {})\n  signed by {}\n  valid until {}\n",
-        b.bundle_id,
-        b.serial,
-        b.issuer,
-        v.id,
-        signer_names(verifier, &v.signers),
-        describe_time(b.not_after, unix_seconds(now))
-    );
-    if let Some(state) = state {
-        report.push_str(match state.check_bundle(&v)? {
-            Accepted::New => "  the agent's state would accept it as new\n",
-            Accepted::AlreadyAccepted => "  the agent's state has already accepted it\n",
-        });
+    revocations: &'a RevocationSet,
+}
+
+impl Checked<'_> {
+    fn bundle(&self, bytes: &[u8], state: Option<&PolicyState>) -> Result<String, ArtifactError> {
+        let v = self.verifier.verify_bundle(bytes, self.now, self.revocations)?;
+        let b = &v.bundle;
+        let mut report = format!(
+            "OK: bundle {:?} serial {} from {:?} (artifact {})\n  signed by {}\n  valid until {}\n",
+            b.bundle_id,
+            b.serial,
+            b.issuer,
+            v.id,
+            signer_names(self.verifier, &v.signers),
+            describe_time(b.not_after, unix_seconds(self.now))
+        );
+        if let Some(state) = state {
+            report.push_str(match state.check_bundle(&v)? {
+                Accepted::New => "  the agent's state would accept it as new\n",
+                Accepted::AlreadyAccepted => "  the agent's state has already accepted it\n",
+            });
+        }
+        Ok(report)
     }
-    Ok(report)
+
+    fn revocation(&self, bytes: &[u8]) -> Result<String, ArtifactError> {
+        let r = self.verifier.verify_revocation(bytes, self.revocations)?;
+        Ok(format!(
+            "OK: revocation {} from {:?} ({} target(s))\n  signed by {}\n",
+            r.id,
+            r.revocation.issuer,
+            r.revocation.targets.len(),
+            signer_names(self.verifier, &r.signers)
+        ))
+    }
+
+    fn break_glass(&self, bytes: &[u8]) -> Result<String, ArtifactError> {
+        let v = self.verifier.verify_break_glass(bytes, self.now, self.revocations)?;
+        let bg = &v.break_glass;
+        Ok(format!(
+            "OK: break-glass from {:?} (artifact {})\n  signed by {}\n  monitor mode in {}\n  \
+             valid from {}\n  valid until {}\n  reason: {}\n",
+            bg.issuer,
+            v.id,
+            signer_names(self.verifier, &v.signers),
+            join_scopes(&bg.scopes),
+            describe_time(bg.not_before, unix_seconds(self.now)),
+            describe_time(bg.not_after, unix_seconds(self.now)),
+            bg.reason
+        ))
+    }
+}
+
+fn join_scopes(scopes: &[CgroupScope]) -> String {
+    scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 fn signer_names(verifier: &Verifier, signers: &[KeyId]) -> String {
@@ -689,66 +835,120 @@ fn describe_time(t: u64, now: u64) -> String {
 
 fn inspect(args: &InspectArgs, kind: ArtifactKind) -> anyhow::Result<ExitCode> {
     let envelope = read_envelope(&args.artifact, kind)?;
+    // Parsing first refuses a malformed payload, in both forms.
+    let payload = Payload::parse(&envelope)?;
     if args.json {
-        // Parsing first refuses a malformed payload; the JSON shown is the payload as signed.
-        summarize(&envelope, kind)?;
-        let payload: serde_json::Value = serde_json::from_slice(&envelope.payload)?;
+        // The JSON shown is the payload as signed.
+        let signed: serde_json::Value = serde_json::from_slice(&envelope.payload)?;
         let out = serde_json::json!({
             "kind": kind.to_string(),
             "id": envelope.id().to_string(),
             "payload_type": envelope.payload_type,
             "signatures": envelope.signatures.iter().map(|s| s.key_id.to_string()).collect::<Vec<_>>(),
-            "payload": payload,
+            "payload": signed,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", summarize(&envelope, kind)?);
-        match kind {
-            ArtifactKind::Bundle => {
-                print!("{}", describe_grants(&Bundle::from_payload(&envelope.payload)?))
-            }
-            ArtifactKind::Revocation => {}
-        }
+        print!("{}{}", summarize(&envelope, &payload), payload.details());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// A human summary of an artifact's content and signatures (unchecked). Fails on a
-/// malformed payload.
-fn summarize(envelope: &Envelope, kind: ArtifactKind) -> anyhow::Result<String> {
-    use std::fmt::Write as _;
-    let now = unix_seconds(SystemTime::now());
-    let mut s = String::new();
-    match kind {
-        ArtifactKind::Bundle => {
-            let b = Bundle::from_payload(&envelope.payload)?;
-            let scopes: Vec<_> = b.scopes.iter().map(ToString::to_string).collect();
-            let _ = writeln!(s, "bundle {:?} serial {} from {:?}", b.bundle_id, b.serial, b.issuer);
-            let _ = writeln!(s, "  artifact id  {}", envelope.id());
-            let _ = writeln!(s, "  issued       {}", format_time(b.issued_at));
-            let _ = writeln!(s, "  valid from   {}", describe_time(b.not_before, now));
-            let _ = writeln!(s, "  valid until  {}", describe_time(b.not_after, now));
-            let _ = writeln!(s, "  mode         {} (on revoke: {})", b.mode, b.on_revoke);
-            let _ = writeln!(s, "  scopes       {}", scopes.join(", "));
-            let opt_ins: Vec<&str> =
-                [(b.allow_anonymous_exec, "anonymous-exec"), (b.allow_fileless, "fileless")]
-                    .into_iter()
-                    .filter_map(|(on, name)| on.then_some(name))
-                    .collect();
-            let opt_ins = if opt_ins.is_empty() { "none".to_owned() } else { opt_ins.join(", ") };
-            let _ = writeln!(s, "  opt-ins      {opt_ins}");
-            let _ = writeln!(s, "  grants       {}", b.grants.len());
+/// An artifact's payload, parsed but not verified: the only part of `sign` and `inspect`
+/// that depends on the kind.
+enum Payload {
+    Bundle(Bundle),
+    Revocation(Revocation),
+    BreakGlass(BreakGlass),
+}
+
+impl Payload {
+    /// Parses the payload by the envelope's type; fails on a malformed one.
+    fn parse(envelope: &Envelope) -> Result<Self, ArtifactError> {
+        Ok(match envelope.kind()? {
+            ArtifactKind::Bundle => Self::Bundle(Bundle::from_payload(&envelope.payload)?),
+            ArtifactKind::Revocation => {
+                Self::Revocation(Revocation::from_payload(&envelope.payload)?)
+            }
+            ArtifactKind::BreakGlass => {
+                Self::BreakGlass(BreakGlass::from_payload(&envelope.payload)?)
+            }
+        })
+    }
+
+    /// The first line, naming the artifact, and the lines after the artifact id.
+    fn describe(&self, now: u64) -> (String, Vec<(&'static str, String)>) {
+        match self {
+            Self::Bundle(b) => {
+                let opt_ins: Vec<&str> =
+                    [(b.allow_anonymous_exec, "anonymous-exec"), (b.allow_fileless, "fileless")]
+                        .into_iter()
+                        .filter_map(|(on, name)| on.then_some(name))
+                        .collect();
+                let opt_ins =
+                    if opt_ins.is_empty() { "none".to_owned() } else { opt_ins.join(", ") };
+                (
+                    format!("bundle {:?} serial {} from {:?}", b.bundle_id, b.serial, b.issuer),
+                    vec![
+                        ("issued", format_time(b.issued_at)),
+                        ("valid from", describe_time(b.not_before, now)),
+                        ("valid until", describe_time(b.not_after, now)),
+                        ("mode", format!("{} (on revoke: {})", b.mode, b.on_revoke)),
+                        ("scopes", join_scopes(&b.scopes)),
+                        ("opt-ins", opt_ins),
+                        ("grants", b.grants.len().to_string()),
+                    ],
+                )
+            }
+            Self::Revocation(r) => {
+                let mut lines = vec![
+                    ("issued", format_time(r.issued_at)),
+                    ("reason", r.reason.clone().unwrap_or_else(|| "(none given)".to_owned())),
+                ];
+                lines.extend(r.targets.iter().map(|t| ("revokes", t.to_string())));
+                (format!("revocation from {:?}", r.issuer), lines)
+            }
+            Self::BreakGlass(bg) => (
+                format!("break-glass from {:?}", bg.issuer),
+                vec![
+                    ("valid from", describe_time(bg.not_before, now)),
+                    ("valid until", describe_time(bg.not_after, now)),
+                    (
+                        "lasts",
+                        humantime::format_duration(Duration::from_secs(bg.window())).to_string(),
+                    ),
+                    ("monitor in", join_scopes(&bg.scopes)),
+                    ("reason", bg.reason.clone()),
+                ],
+            ),
         }
-        ArtifactKind::Revocation => {
-            let r = Revocation::from_payload(&envelope.payload)?;
-            let _ = writeln!(s, "revocation from {:?}", r.issuer);
-            let _ = writeln!(s, "  artifact id  {}", envelope.id());
-            let _ = writeln!(s, "  issued       {}", format_time(r.issued_at));
-            let _ = writeln!(s, "  reason       {}", r.reason.as_deref().unwrap_or("(none given)"));
-            for t in &r.targets {
-                let _ = writeln!(s, "  revokes      {t}");
+    }
+
+    /// What `inspect` shows after the summary: the grants of a bundle.
+    fn details(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        if let Self::Bundle(bundle) = self {
+            for g in &bundle.grants {
+                let _ = write!(s, "  sha256:{}  {}", g.digest, g.name.as_deref().unwrap_or("-"));
+                if let Some(t) = g.not_after {
+                    let _ = write!(s, "  (until {})", format_time(t));
+                }
+                s.push('\n');
             }
         }
+        s
+    }
+}
+
+/// A human summary of an artifact's content and signatures (unchecked).
+fn summarize(envelope: &Envelope, payload: &Payload) -> String {
+    use std::fmt::Write as _;
+    let (title, lines) = payload.describe(unix_seconds(SystemTime::now()));
+    let mut s = format!("{title}\n");
+    let _ = writeln!(s, "  {:<12} {}", "artifact id", envelope.id());
+    for (label, value) in lines {
+        let _ = writeln!(s, "  {label:<12} {value}");
     }
     let _ = writeln!(
         s,
@@ -757,19 +957,6 @@ fn summarize(envelope: &Envelope, kind: ArtifactKind) -> anyhow::Result<String> 
     );
     for sig in &envelope.signatures {
         let _ = writeln!(s, "    key {}", sig.key_id);
-    }
-    Ok(s)
-}
-
-fn describe_grants(bundle: &Bundle) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    for g in &bundle.grants {
-        let _ = write!(s, "  sha256:{}  {}", g.digest, g.name.as_deref().unwrap_or("-"));
-        if let Some(t) = g.not_after {
-            let _ = write!(s, "  (until {})", format_time(t));
-        }
-        s.push('\n');
     }
     s
 }
