@@ -34,6 +34,13 @@ version = 1
 bundle = 2
 # One key with the "revocation" role must sign every revocation (carol).
 revocation = 1
+# One key with the "break-glass" role must sign every break-glass artifact (carol). Leave
+# this out and no break-glass artifact is accepted at all.
+break_glass = 1
+
+[break_glass]
+# The longest window a break-glass may have (the default, written down).
+max_duration = "4h"
 
 [[keys]]
 name = "TEST-ONLY-alice"
@@ -48,7 +55,7 @@ roles = ["bundle"]
 [[keys]]
 name = "TEST-ONLY-carol"
 public_key = "$(pub carol)"
-roles = ["revocation"]
+roles = ["revocation", "break-glass"]
 EOF
 fi
 
@@ -67,5 +74,15 @@ enforcer revoke create --force --out examples/demo-revocation.json $times \
     --issuer demo --bundle-id enforcer-demo-retired --reason "example: retire an old bundle line" >/dev/null
 enforcer revoke sign --key keys/TEST-ONLY-carol.key examples/demo-revocation.json >/dev/null
 
+# A break-glass is short-lived by design, so this one lies in a fixed past window (around
+# the fuzz target's clock, 2027-01-15T08:00:00Z): it shows the format and is verified with
+# --at, never against today's date.
+enforcer break-glass create --force --out examples/demo-break-glass.json \
+    --issuer demo-oncall --scope /enforcer-demo \
+    --not-before 2027-01-15T07:00:00Z --not-after 2027-01-15T09:00:00Z \
+    --reason "example: demo tool blocked, investigating" >/dev/null
+enforcer break-glass sign --key keys/TEST-ONLY-carol.key examples/demo-break-glass.json >/dev/null
+
 enforcer bundle verify --trust trust.toml examples/demo-bundle.json
 enforcer revoke verify --trust trust.toml examples/demo-revocation.json
+enforcer break-glass verify --trust trust.toml --at 2027-01-15T08:00:00Z examples/demo-break-glass.json

@@ -344,9 +344,14 @@ fn bad_arguments_are_explained() {
 fn policy_examples_verify() {
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let mut cli = Cli::new();
-    for (command, example) in [("bundle", "demo-bundle.json"), ("revoke", "demo-revocation.json")] {
+    // The break-glass example's window is fixed and short by design: verified inside it.
+    for (command, example, at) in [
+        ("bundle", "demo-bundle.json", ""),
+        ("revoke", "demo-revocation.json", ""),
+        ("break-glass", "demo-break-glass.json", "--at 2027-01-15T08:00:00Z"),
+    ] {
         let line = format!(
-            "{command} verify --trust {} {}",
+            "{command} verify --trust {} {at} {}",
             policies.join("trust.toml").display(),
             policies.join("examples").join(example).display()
         );
