@@ -1,11 +1,12 @@
-//! Feeds arbitrary bytes to every parser an artifact goes through, and to the verifier.
+//! Feeds arbitrary bytes to every parser an artifact goes through (bundle, revocation and
+//! break-glass), and to the verifier.
 //! Any panic is a bug: untrusted input must only ever be refused. What parses must
 //! serialise back to something that parses to the same value.
 #![no_main]
 
 use std::sync::LazyLock;
 
-use enforcer::artifact::{Bundle, Envelope, Revocation, from_unix_seconds};
+use enforcer::artifact::{BreakGlass, Bundle, Envelope, Revocation, from_unix_seconds};
 use enforcer::trust::TrustStore;
 use enforcer::verify::{RevocationSet, Verifier};
 use libfuzzer_sys::fuzz_target;
@@ -28,6 +29,8 @@ fuzz_target!(|data: &[u8]| {
     let now = from_unix_seconds(1_800_000_000);
     let _ = VERIFIER.verify_bundle(data, now, &RevocationSet::new());
     let _ = VERIFIER.verify_revocation(data, &RevocationSet::new());
+    // The break-glass seed's window contains `now`, so mutations of it reach every check.
+    let _ = VERIFIER.verify_break_glass(data, now, &RevocationSet::new());
 });
 
 fn check_payloads(payload: &[u8]) {
@@ -38,5 +41,9 @@ fn check_payloads(payload: &[u8]) {
     if let Ok(revocation) = Revocation::from_payload(payload) {
         let bytes = revocation.to_payload().expect("a parsed revocation serialises");
         assert_eq!(Revocation::from_payload(&bytes).expect("and re-parses"), revocation);
+    }
+    if let Ok(break_glass) = BreakGlass::from_payload(payload) {
+        let bytes = break_glass.to_payload().expect("a parsed break-glass serialises");
+        assert_eq!(BreakGlass::from_payload(&bytes).expect("and re-parses"), break_glass);
     }
 }
