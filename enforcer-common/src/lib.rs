@@ -17,14 +17,22 @@ pub const MAX_SCOPE_LEVEL: u32 = 16;
 
 /// Capacity of the scope map.
 pub const MAX_SCOPES: u32 = 1024;
-/// Capacity of the grant map (all scopes together).
+/// Capacity of the grant map (all scopes together, both slots).
 pub const MAX_GRANTS: u32 = 262_144;
+/// Grant sets the grant map holds side by side (`GrantKey::slot`): the active one, and
+/// the idle one the agent fills before it switches to it.
+pub const GRANT_SLOTS: u32 = 2;
+/// Most grants one policy may hold: during a switch both slots are full, so a policy gets
+/// half the map.
+pub const MAX_POLICY_GRANTS: u32 = MAX_GRANTS / GRANT_SLOTS;
 /// Size of the decision ring buffer in bytes (a power of two, as the kernel requires).
 pub const EVENTS_BYTES: u32 = 1 << 20;
 /// Length of the exec path carried in an event (truncated, NUL-terminated).
 pub const EVENT_PATH_LEN: usize = 128;
 /// Length of the authorization id prefix carried in grants and events.
 pub const AUTH_ID_LEN: usize = 16;
+/// Processes governed tasks may not signal (the agent's, `names::PROTECTED`).
+pub const MAX_PROTECTED: u32 = 64;
 /// Processes whose current image the lineage map remembers (least recently used go).
 pub const MAX_TRACKED_IMAGES: u32 = 65_536;
 
@@ -47,6 +55,9 @@ pub mod names {
     pub const SETATTR_DENTRY_ARG: &str = "SETATTR_DENTRY_ARG";
     pub const SCOPES: &str = "ENFORCER_SCOPES";
     pub const GRANTS: &str = "ENFORCER_GRANTS";
+    /// One-element array: which grant slot the program looks grants up in
+    /// ([`crate::active_slot_of`]).
+    pub const ACTIVE_SLOT: &str = "ENFORCER_ACTIVE_SLOT";
     pub const EVENTS: &str = "ENFORCER_EVENTS";
     pub const DROPPED: &str = "ENFORCER_DROPPED";
     pub const BPRM_FILE_OFFSET: &str = "BPRM_FILE_OFFSET";
@@ -140,14 +151,39 @@ pub struct CachedDigest {
     pub digest: [u8; DIGEST_LEN],
 }
 
-/// Key of the grant map: a file digest allowed in one scope.
+/// Key of the grant map: a file digest allowed in one scope, in one of the two grant sets.
+///
+/// The map holds two complete grant sets, told apart by `slot`; the program looks grants
+/// up only in the slot the `ACTIVE_SLOT` array names. The agent writes a new set into the
+/// idle slot while the active one keeps deciding, then switches every later lookup to it
+/// with one array write: no exec ever sees half of an update.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct GrantKey {
     /// cgroup id of the governed scope (not of a descendant).
     pub scope_id: u64,
+    /// Which grant set (below [`GRANT_SLOTS`]).
+    pub slot: u32,
+    /// Always zero: the kernel compares key bytes.
+    pub _pad: u32,
     /// SHA-256 of the file's content.
     pub digest: [u8; DIGEST_LEN],
+}
+
+/// The grant slot an `ACTIVE_SLOT` value selects: its low bit. The bits above count the
+/// agent's writes to the grant map, so an agent that remembers what the map holds can tell
+/// that another process wrote it since.
+#[must_use]
+pub const fn active_slot_of(value: u32) -> u32 {
+    value % GRANT_SLOTS
+}
+
+impl GrantKey {
+    /// A key with its padding zeroed, as every lookup and update must use.
+    #[must_use]
+    pub const fn new(scope_id: u64, slot: u32, digest: [u8; DIGEST_LEN]) -> Self {
+        Self { scope_id, slot, _pad: 0, digest }
+    }
 }
 
 /// Value of the grant map.
@@ -289,8 +325,10 @@ mod tests {
 
     #[test]
     fn grant_key_has_no_padding() {
-        assert_eq!(size_of::<GrantKey>(), 8 + DIGEST_LEN);
-        assert_eq!(offset_of!(GrantKey, digest), 8);
+        assert_eq!(offset_of!(GrantKey, slot), 8);
+        assert_eq!(offset_of!(GrantKey, _pad), 12);
+        assert_eq!(offset_of!(GrantKey, digest), 16);
+        assert_eq!(size_of::<GrantKey>(), 16 + DIGEST_LEN);
     }
 
     #[test]

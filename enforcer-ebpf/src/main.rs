@@ -50,8 +50,8 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     DIGEST_LEN, EVENTS_BYTES, ExecEvent, Grant, GrantKey, HASH_ALGO_SHA256, Image, MAX_GRANTS,
-    MAX_SCOPE_LEVEL, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, decision, hook, mode, reason,
-    scope_flags,
+    MAX_PROTECTED, MAX_SCOPE_LEVEL, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, decision, hook, mode, reason,
+    active_slot_of, scope_flags,
 };
 
 mod digest_cache;
@@ -114,10 +114,16 @@ fn config(value: &u32) -> u32 {
 #[map(name = "ENFORCER_SCOPES")]
 static SCOPES: HashMap<u64, ScopePolicy> = HashMap::pinned(MAX_SCOPES, 0);
 
-/// Grants: (scope, digest) -> expiry and authorization. Not preallocated: most hosts hold
-/// far fewer grants than the capacity.
+/// Grants: (scope, slot, digest) -> expiry and authorization, two complete sets side by
+/// side (see `GrantKey`). Not preallocated: most hosts hold far fewer grants than the
+/// capacity, and outside a switch only one slot is full.
 #[map(name = "ENFORCER_GRANTS")]
 static GRANTS: HashMap<GrantKey, Grant> = HashMap::pinned(MAX_GRANTS, BPF_F_NO_PREALLOC);
+
+/// The grant slot lookups use (`active_slot_of`). The agent flips it with one write once
+/// the idle slot holds the complete new set.
+#[map(name = "ENFORCER_ACTIVE_SLOT")]
+static ACTIVE_SLOT: Array<u32> = Array::pinned(1, 0);
 
 /// Decisions for the agent's audit log.
 #[map(name = "ENFORCER_EVENTS")]
@@ -138,7 +144,7 @@ static IMAGES: LruHashMap<u32, Image> = LruHashMap::pinned(MAX_TRACKED_IMAGES, 0
 
 /// tgids governed tasks may not signal: the agent registers itself here.
 #[map(name = "ENFORCER_PROTECTED")]
-static PROTECTED: HashMap<u32, u32> = HashMap::pinned(64, 0);
+static PROTECTED: HashMap<u32, u32> = HashMap::pinned(MAX_PROTECTED, 0);
 
 const EPERM: i32 = 1;
 const PROT_WRITE: u64 = 0x2;
@@ -263,15 +269,45 @@ unsafe fn file_verdict(
     if algo != HASH_ALGO_SHA256 {
         return Verdict::deny(reason::UNEXPECTED_ALGORITHM);
     }
-    let key = GrantKey { scope_id, digest: *digest };
-    // SAFETY: the value is copied out at once.
-    let Some(grant) = (unsafe { GRANTS.get(&key) }).copied() else {
+    let Some(grant) = find_grant(scope_id, digest) else {
         return Verdict::deny(reason::NOT_GRANTED);
     };
     if unsafe { bpf_ktime_get_boot_ns() } >= grant.not_after_boot_ns {
         return Verdict { allowed: false, reason: reason::EXPIRED, grant: Some(grant) };
     }
     Verdict { allowed: true, reason: reason::GRANTED, grant: Some(grant) }
+}
+
+/// The grant for `digest` in the scope, from the active grant set.
+///
+/// The slot is read once, after hashing, right before the lookup. The agent empties the
+/// old slot right after a flip, so a lookup that read the slot just before the flip may
+/// find its key gone: then, and only if the slot moved meanwhile, the new set is asked.
+/// Without that second look a grant valid in both sets could be missed during a switch.
+/// A hit in the old slot is what that set allowed at the moment the slot was read.
+#[inline(always)]
+fn find_grant(scope_id: u64, digest: &[u8; DIGEST_LEN]) -> Option<Grant> {
+    let slot = active_slot()?;
+    let mut key = GrantKey::new(scope_id, slot, *digest);
+    // SAFETY: the value is copied out at once.
+    if let Some(grant) = unsafe { GRANTS.get(&key) } {
+        return Some(*grant);
+    }
+    let now = active_slot()?;
+    if now == slot {
+        return None;
+    }
+    key.slot = now;
+    // SAFETY: as above.
+    unsafe { GRANTS.get(&key) }.copied()
+}
+
+/// The active grant slot; `None` (deny) if the array cannot be read.
+#[inline(always)]
+fn active_slot() -> Option<u32> {
+    // SAFETY: a u32 copied out of our own one-element array; the agent replaces it with
+    // one aligned 4-byte write, so it is never seen half-written.
+    ACTIVE_SLOT.get(0).map(|value| active_slot_of(unsafe { ptr::read_volatile(value) }))
 }
 
 /// What a governed operation produces: the final decision after monitor mode, reported

@@ -7,18 +7,14 @@
 //! - the audit log: decisions per second with chain hashing and signed checkpoints, and
 //!   every record accounted for when the log is verified.
 //!
-//! The maps are real BPF maps of the program's types, created on this host (plain maps
-//! need no LSM) and pinned in a private bpffs mount, then driven through
-//! `Enforcement::open_pinned` and `Enforcement::apply`: the agent's own code path.
+//! The maps are real BPF maps of the program's layout, created on this host (plain maps
+//! need no LSM) by `PolicyMaps::create`, and driven through `PolicyMaps::apply`: the code
+//! `Enforcement::apply` runs in the agent.
 //!
 //! Each measurement runs several times; the table gives the median and the range. Output
-//! lines `HOST-RESULT {json}` are what `cargo xtask bench` collects. Needs root (bpffs
-//! mount, map creation).
+//! lines `HOST-RESULT {json}` are what `cargo xtask bench` collects. Needs root (map
+//! creation).
 
-use std::ffi::CString;
-use std::os::fd::{FromRawFd as _, OwnedFd};
-use std::os::unix::ffi::OsStrExt as _;
-use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use enforcer::artifact::{
@@ -26,12 +22,10 @@ use enforcer::artifact::{
 };
 use enforcer::audit::{AuditLog, AuditOptions, DecisionLabels, verify_dir};
 use enforcer::digest::FileDigest;
-use enforcer::kernel::{Enforcement, MapState};
+use enforcer::kernel::{MapState, PolicyMaps};
 use enforcer::trust::{Role, SigningKey, Thresholds, TrustStore, TrustedKey};
 use enforcer::verify::{RevocationSet, Verifier};
-use enforcer_common::{
-    EVENT_PATH_LEN, EVENTS_BYTES, ExecEvent, MAX_GRANTS, MAX_SCOPES, decision, hook, names, reason,
-};
+use enforcer_common::{EVENT_PATH_LEN, ExecEvent, decision, hook, reason};
 
 const GRANTS: usize = 100_000;
 const AUDIT_EVENTS: u64 = 200_000;
@@ -202,144 +196,77 @@ fn bundle_benches(results: &mut Vec<Measured>) {
     let state_b = to_state(&bundle_b);
     assert_eq!(state_a.grants.len(), GRANTS);
 
-    let Some(maps) = PinnedMaps::create() else {
-        println!("map benchmarks skipped: cannot mount bpffs or create maps (run as root)");
-        return;
+    let mut maps = match PolicyMaps::create() {
+        Ok(maps) => maps,
+        Err(e) => {
+            println!("map benchmarks skipped: {e} (run as root)");
+            return;
+        }
     };
-    let mut enforcement = Enforcement::open_pinned(maps.dir()).expect("open pinned maps");
     let empty = MapState::default();
     // Each closure times only its second apply: the first sets the starting point.
     let fills = repeat_recorded(|| {
-        enforcement.apply(&empty).expect("clear");
+        maps.apply(&empty).expect("clear");
         let t = Instant::now();
-        enforcement.apply(&state_a).expect("fill");
+        maps.apply(&state_a).expect("fill");
         t.elapsed().as_secs_f64() * 1e3
     });
     ms("apply 100k grants into empty maps", fills, "").report(results);
     let switches = repeat_recorded(|| {
-        enforcement.apply(&state_a).expect("to a");
+        maps.apply(&state_a).expect("to a");
         let t = Instant::now();
-        enforcement.apply(&state_b).expect("to b");
+        maps.apply(&state_b).expect("to b");
         t.elapsed().as_secs_f64() * 1e3
     });
-    ms("switch 100k grants to another 100k (apply)", switches, "").report(results);
+    ms("apply: switch 100k grants to another 100k", switches, "").report(results);
     let unchanged = time_ms(|| {
-        enforcement.apply(&state_b).expect("same");
+        maps.apply(&state_b).expect("same");
     });
-    ms("apply unchanged 100k (diff only)", unchanged, "").report(results);
+    ms("apply unchanged 100k (no switch)", unchanged, "").report(results);
+    let mut revoked = state_b.clone();
+    let one = *revoked.grants.keys().next().expect("a grant");
+    revoked.grants.remove(&one);
+    let revoke = repeat_recorded(|| {
+        maps.apply(&state_b).expect("to b");
+        let t = Instant::now();
+        maps.apply(&revoked).expect("revoke one");
+        t.elapsed().as_secs_f64() * 1e3
+    });
+    ms("apply: revoke 1 of 100k grants", revoke, "").report(results);
+
+    // The target: from the signed bytes to the new set deciding. The switch happens at the
+    // flip; apply returns once the old slot holds nothing the new set does not allow.
+    let mut to_flip = Vec::new();
     let end_to_end = repeat_recorded(|| {
-        enforcement.apply(&state_a).expect("to a");
+        maps.apply(&state_a).expect("to a");
         let t = Instant::now();
         let state = to_state(&bundle_b);
-        enforcement.apply(&state).expect("to b");
+        let resolved = t.elapsed();
+        let stats = maps.apply(&state).expect("to b");
+        let flip = resolved + stats.switched_in.expect("a switch");
+        to_flip.push(flip.as_secs_f64() * 1e3);
         t.elapsed().as_secs_f64() * 1e3
     });
-    ms(
-        "verify + load + switch 100k grants",
-        end_to_end,
-        "<= 200 ms",
-    )
-    .report(results);
-    enforcement.apply(&empty).expect("clear");
-
-    // What batched updates would give: BPF_MAP_UPDATE_BATCH into a fresh grant map.
-    if let Some(batch) = maps.batch_fill(&state_a) {
-        ms("100k grants by BPF_MAP_UPDATE_BATCH (fresh map)", batch, "").report(results);
-    }
-
-    // A design that would meet the budget, prototyped with real maps (not what
-    // Enforcement::apply does today): grants carry a slot; the new set is batch-written
-    // into the idle slot while the old one keeps enforcing, then one array write flips
-    // the active slot, atomically for every later lookup; the old slot is emptied after.
-    match TwoSlots::create() {
-        Ok(slots) => {
-            slots.write(&state_a, 0).expect("fill slot 0");
-            slots.flip(0).expect("flip to 0");
-            let mut active = 0;
-            let switch = repeat_recorded(|| {
-                let t = Instant::now();
-                let state = if active == 0 { to_state(&bundle_b) } else { to_state(&bundle_a) };
-                let idle = 1 - active;
-                slots.write(&state, idle).expect("fill idle slot");
-                slots.flip(idle).expect("flip");
-                let elapsed = t.elapsed().as_secs_f64() * 1e3;
-                let old = if active == 0 { &state_a } else { &state_b };
-                slots.clear(old, active).expect("empty the old slot");
-                active = idle;
-                elapsed
-            });
-            ms("verify + batch-load idle slot + flip (prototype)", switch, "<= 200 ms").report(results);
-        }
-        Err(e) => println!("two-slot prototype skipped: {e}"),
-    }
-}
-
-/// The prototype's maps: grants keyed by (scope, slot, digest), and the active slot.
-struct TwoSlots {
-    grants: OwnedFd,
-    active: OwnedFd,
-}
-
-/// The prototype's grant key: `GrantKey` with a slot, no padding.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SlotKey {
-    scope_id: u64,
-    slot: u32,
-    _pad: u32,
-    digest: [u8; 32],
-}
-
-const BPF_MAP_UPDATE_ELEM: u32 = 2;
-const BPF_MAP_DELETE_BATCH: u32 = 27;
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
-
-impl TwoSlots {
-    fn create() -> std::io::Result<Self> {
-        let value = size_of::<enforcer_common::Grant>();
-        Ok(Self {
-            grants: create_map(BPF_MAP_TYPE_HASH, size_of::<SlotKey>(), value, 2 * MAX_GRANTS, BPF_F_NO_PREALLOC)?,
-            active: create_map(BPF_MAP_TYPE_ARRAY, 4, 4, 1, 0)?,
-        })
-    }
-
-    fn keys(state: &MapState, slot: u32) -> (Vec<SlotKey>, Vec<enforcer_common::Grant>) {
-        state
-            .grants
-            .iter()
-            .map(|(k, g)| (SlotKey { scope_id: k.scope_id, slot, _pad: 0, digest: k.digest }, *g))
-            .unzip()
-    }
-
-    /// `BPF_MAP_UPDATE_BATCH` or `BPF_MAP_DELETE_BATCH` of `keys` (and `values`).
-    fn batch(&self, cmd: u32, keys: &[SlotKey], values: Option<&[enforcer_common::Grant]>) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd as _;
-        let mut attr = [0u8; ATTR_BYTES];
-        put_u64(&mut attr, 16, keys.as_ptr() as u64);
-        put_u64(&mut attr, 24, values.map_or(0, |v| v.as_ptr() as u64));
-        put_u32(&mut attr, 32, u32::try_from(keys.len()).unwrap_or(0));
-        put_u32(&mut attr, 36, u32::try_from(self.grants.as_raw_fd()).unwrap_or(0));
-        bpf(cmd, &mut attr).map(drop)
-    }
-
-    fn write(&self, state: &MapState, slot: u32) -> std::io::Result<()> {
-        let (keys, values) = Self::keys(state, slot);
-        self.batch(BPF_MAP_UPDATE_BATCH, &keys, Some(&values))
-    }
-
-    fn clear(&self, state: &MapState, slot: u32) -> std::io::Result<()> {
-        self.batch(BPF_MAP_DELETE_BATCH, &Self::keys(state, slot).0, None)
-    }
-
-    fn flip(&self, slot: u32) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd as _;
-        let (index, value) = (0u32, slot);
-        let mut attr = [0u8; ATTR_BYTES];
-        put_u32(&mut attr, 0, u32::try_from(self.active.as_raw_fd()).unwrap_or(0));
-        put_u64(&mut attr, 8, std::ptr::addr_of!(index) as u64);
-        put_u64(&mut attr, 16, std::ptr::addr_of!(value) as u64);
-        bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
-    }
+    to_flip.remove(0);
+    to_flip.sort_by(f64::total_cmp);
+    let flip = (to_flip[to_flip.len() / 2], to_flip[0], to_flip[to_flip.len() - 1]);
+    ms("verify + load + switch 100k grants: to the flip", flip, "<= 200 ms").report(results);
+    ms("verify + load + switch 100k grants: apply returns", end_to_end, "").report(results);
+    let reverify = time_ms(|| {
+        let state = to_state(&bundle_b);
+        assert_eq!(maps.apply(&state).expect("same bundle").switched_in, None);
+    });
+    ms("verify + resolve + apply the same bundle again", reverify, "").report(results);
+    // The agent's first apply after a restart reads the grant map back once.
+    let restarted = repeat_recorded(|| {
+        maps.apply(&state_a).expect("to a");
+        let mut fresh = maps.reopen().expect("reopen");
+        let t = Instant::now();
+        fresh.apply(&state_b).expect("to b");
+        t.elapsed().as_secs_f64() * 1e3
+    });
+    ms("first apply after a restart: switch 100k", restarted, "").report(results);
+    maps.apply(&empty).expect("clear");
 }
 
 /// Like [`time_ms`], but the closure measures (and returns) its own milliseconds, so
@@ -349,191 +276,6 @@ fn repeat_recorded(mut f: impl FnMut() -> f64) -> (f64, f64, f64) {
     let mut ms: Vec<f64> = (0..RUNS).map(|_| f()).collect();
     ms.sort_by(f64::total_cmp);
     (ms[ms.len() / 2], ms[0], ms[ms.len() - 1])
-}
-
-/// The program's pinned maps, created by hand in a private bpffs mount.
-struct PinnedMaps {
-    mount: tempfile::TempDir,
-}
-
-/// `union bpf_attr` is at most this large for the commands used here.
-const ATTR_BYTES: usize = 128;
-
-fn bpf(cmd: u32, attr: &mut [u8; ATTR_BYTES]) -> std::io::Result<i64> {
-    // SAFETY: `attr` is a zero-padded bpf_attr for `cmd`, valid for the call.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), ATTR_BYTES) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn put_u32(attr: &mut [u8; ATTR_BYTES], at: usize, v: u32) {
-    attr[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-fn put_u64(attr: &mut [u8; ATTR_BYTES], at: usize, v: u64) {
-    attr[at..at + 8].copy_from_slice(&v.to_ne_bytes());
-}
-
-const BPF_MAP_CREATE: u32 = 0;
-const BPF_OBJ_PIN: u32 = 6;
-const BPF_MAP_UPDATE_BATCH: u32 = 26;
-const BPF_MAP_TYPE_HASH: u32 = 1;
-const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
-const BPF_MAP_TYPE_RINGBUF: u32 = 27;
-const BPF_F_NO_PREALLOC: u32 = 1;
-
-/// `BPF_MAP_CREATE`: map_type, key_size, value_size, max_entries, map_flags.
-fn create_map(
-    kind: u32,
-    key: usize,
-    value: usize,
-    max: u32,
-    flags: u32,
-) -> std::io::Result<OwnedFd> {
-    let mut attr = [0u8; ATTR_BYTES];
-    for (i, v) in [
-        kind,
-        u32::try_from(key).unwrap_or(0),
-        u32::try_from(value).unwrap_or(0),
-        max,
-        flags,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        put_u32(&mut attr, i * 4, v);
-    }
-    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)) })
-}
-
-impl PinnedMaps {
-    fn create() -> Option<Self> {
-        let mount = tempfile::tempdir().ok()?;
-        let target = CString::new(mount.path().as_os_str().as_bytes()).ok()?;
-        // SAFETY: NUL-terminated strings we own.
-        let mounted = unsafe {
-            libc::mount(
-                c"bpf".as_ptr(),
-                target.as_ptr(),
-                c"bpf".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if mounted != 0 {
-            println!("mount bpffs: {}", std::io::Error::last_os_error());
-            return None;
-        }
-        let maps = Self { mount };
-        let defs = [
-            (
-                names::SCOPES,
-                BPF_MAP_TYPE_HASH,
-                8,
-                size_of::<enforcer_common::ScopePolicy>(),
-                MAX_SCOPES,
-                0,
-            ),
-            (
-                names::GRANTS,
-                BPF_MAP_TYPE_HASH,
-                size_of::<enforcer_common::GrantKey>(),
-                size_of::<enforcer_common::Grant>(),
-                MAX_GRANTS,
-                BPF_F_NO_PREALLOC,
-            ),
-            (names::EVENTS, BPF_MAP_TYPE_RINGBUF, 0, 0, EVENTS_BYTES, 0),
-            (names::DROPPED, BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1, 0),
-            (names::PROTECTED, BPF_MAP_TYPE_HASH, 4, 4, 64, 0),
-        ];
-        for (name, kind, key, value, max, flags) in defs {
-            let made = create_map(kind, key, value, max, flags).and_then(|fd| maps.pin(&fd, name));
-            if let Err(e) = made {
-                println!("create map {name}: {e}");
-                return None;
-            }
-        }
-        Some(maps)
-    }
-
-    fn dir(&self) -> &Path {
-        self.mount.path()
-    }
-
-    fn pin(&self, fd: &OwnedFd, name: &str) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd as _;
-        let path = CString::new(self.dir().join(name).as_os_str().as_bytes())?;
-        let mut attr = [0u8; ATTR_BYTES];
-        put_u64(&mut attr, 0, path.as_ptr() as u64);
-        put_u32(&mut attr, 8, u32::try_from(fd.as_raw_fd()).unwrap_or(0));
-        bpf(BPF_OBJ_PIN, &mut attr).map(drop)
-    }
-
-    /// Fills a fresh grant map with one `BPF_MAP_UPDATE_BATCH` call per run.
-    fn batch_fill(&self, state: &MapState) -> Option<(f64, f64, f64)> {
-        use std::os::fd::AsRawFd as _;
-        let keys: Vec<_> = state.grants.keys().copied().collect();
-        let values: Vec<_> = keys.iter().map(|k| state.grants[k]).collect();
-        let run = || -> std::io::Result<f64> {
-            let map = create_map(
-                BPF_MAP_TYPE_HASH,
-                size_of::<enforcer_common::GrantKey>(),
-                size_of::<enforcer_common::Grant>(),
-                MAX_GRANTS,
-                BPF_F_NO_PREALLOC,
-            )?;
-            let mut count = u32::try_from(keys.len()).unwrap_or(0);
-            let t = Instant::now();
-            // struct { in_batch, out_batch, keys, values: u64; count, map_fd: u32;
-            //          elem_flags, flags: u64 }
-            let mut attr = [0u8; ATTR_BYTES];
-            put_u64(&mut attr, 16, keys.as_ptr() as u64);
-            put_u64(&mut attr, 24, values.as_ptr() as u64);
-            put_u32(&mut attr, 32, count);
-            put_u32(&mut attr, 36, u32::try_from(map.as_raw_fd()).unwrap_or(0));
-            bpf(BPF_MAP_UPDATE_BATCH, &mut attr)?;
-            let elapsed = t.elapsed().as_secs_f64() * 1e3;
-            count = u32::from_ne_bytes(attr[32..36].try_into().unwrap_or_default());
-            if count as usize != keys.len() {
-                return Err(std::io::Error::other(format!(
-                    "batch wrote {count} of {}",
-                    keys.len()
-                )));
-            }
-            Ok(elapsed)
-        };
-        let mut samples = Vec::new();
-        for _ in 0..=RUNS {
-            match run() {
-                Ok(ms) => samples.push(ms),
-                Err(e) => {
-                    println!("BPF_MAP_UPDATE_BATCH: {e}");
-                    return None;
-                }
-            }
-        }
-        samples.remove(0);
-        samples.sort_by(f64::total_cmp);
-        Some((
-            samples[samples.len() / 2],
-            samples[0],
-            samples[samples.len() - 1],
-        ))
-    }
-}
-
-impl Drop for PinnedMaps {
-    fn drop(&mut self) {
-        if let Ok(target) = CString::new(self.dir().as_os_str().as_bytes()) {
-            // SAFETY: a NUL-terminated path we mounted on.
-            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
 }
 
 // ---- audit --------------------------------------------------------------------------

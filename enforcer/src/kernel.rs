@@ -5,32 +5,84 @@
 //! keeps the program attached and the maps keep their contents after the agent exits, so
 //! enforcement does not depend on the agent being alive. Removing the pins is the only
 //! way to stop it ([`unload`]).
+//!
+//! Grants change atomically: the grant map holds two sets (`GrantKey::slot`), and
+//! [`PolicyMaps::apply`] fills the idle one while the active one keeps deciding, then flips
+//! one array element. docs/performance.md has the measurements.
 
 use std::collections::HashMap as StdHashMap;
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, MapType, PerCpuArray, RingBuf};
 use aya::programs::{Lsm, links::FdLink};
 use aya::{Btf, EbpfLoader};
-use enforcer_common::{Grant, GrantKey, ScopePolicy, hook, mode, names, scope_flags};
+use enforcer_common::{
+    active_slot_of, DIGEST_LEN, EVENTS_BYTES, GRANT_SLOTS, Grant, GrantKey, Image, MAX_GRANTS, MAX_POLICY_GRANTS,
+    MAX_PROTECTED, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, hook, mode, names, scope_flags,
+};
 
 use crate::btf::{Btf as KernelBtf, BtfError};
 use crate::cgroup::{self, CgroupError};
 use crate::policy::{Mode, Policy};
 
+mod bpf_sys;
+
 /// Default pin directory on bpffs.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/enforcer";
-/// Maps the program pins (by name) in the pin directory.
-const MAP_PINS: [&str; 7] = [
-    names::SCOPES,
-    names::GRANTS,
-    names::EVENTS,
-    names::DROPPED,
-    names::EXEC_SEQ,
-    names::IMAGES,
-    names::PROTECTED,
+
+/// What a pinned map must look like to be the map this build's program declares.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MapLayout {
+    name: &'static str,
+    kind: MapType,
+    key: u32,
+    value: u32,
+    max_entries: u32,
+    flags: u32,
+}
+
+impl MapLayout {
+    const fn new<K, V>(name: &'static str, kind: MapType, max_entries: u32, flags: u32) -> Self {
+        Self { name, kind, key: size32::<K>(), value: size32::<V>(), max_entries, flags }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "type {:?}, key {} bytes, value {} bytes, {} entries, flags {:#x}",
+            self.kind, self.key, self.value, self.max_entries, self.flags
+        )
+    }
+}
+
+#[allow(clippy::cast_possible_truncation, reason = "map keys and values are a few bytes")]
+const fn size32<T>() -> u32 {
+    size_of::<T>() as u32
+}
+
+/// The maps the program pins (by name) in the pin directory, as enforcer-ebpf declares
+/// them. Pinned maps outlive the agent, so an agent of another version can find maps of
+/// another layout: [`check_pins`] compares against this before anything uses them.
+const MAP_PINS: [MapLayout; 8] = [
+    MapLayout::new::<u64, ScopePolicy>(names::SCOPES, MapType::Hash, MAX_SCOPES, 0),
+    MapLayout::new::<GrantKey, Grant>(
+        names::GRANTS,
+        MapType::Hash,
+        MAX_GRANTS,
+        bpf_sys::BPF_F_NO_PREALLOC,
+    ),
+    MapLayout::new::<u32, u32>(names::ACTIVE_SLOT, MapType::Array, 1, 0),
+    MapLayout::new::<(), ()>(names::EVENTS, MapType::RingBuf, EVENTS_BYTES, 0),
+    MapLayout::new::<u32, u64>(names::DROPPED, MapType::PerCpuArray, 1, 0),
+    MapLayout::new::<u32, u64>(names::EXEC_SEQ, MapType::Array, 1, 0),
+    MapLayout::new::<u32, Image>(names::IMAGES, MapType::LruHash, MAX_TRACKED_IMAGES, 0),
+    MapLayout::new::<u32, u32>(names::PROTECTED, MapType::Hash, MAX_PROTECTED, 0),
 ];
+
+fn layout_of(name: &str) -> Option<&'static MapLayout> {
+    MAP_PINS.iter().find(|l| l.name == name)
+}
 
 fn link_pin(pin_dir: &Path, hook: &str) -> PathBuf {
     pin_dir.join(format!("link-{hook}"))
@@ -124,8 +176,9 @@ pub enum KernelError {
     OpenPinned {
         path: PathBuf,
         dir: PathBuf,
+        // Boxed: inline, it alone makes every Result of this module 128 bytes.
         #[source]
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("{what} map operation failed: {source}")]
     Map {
@@ -148,6 +201,39 @@ pub enum KernelError {
     Cgroup(#[from] CgroupError),
     #[error("cannot read CLOCK_BOOTTIME: {0}")]
     Clock(#[source] std::io::Error),
+    #[error(
+        "pinned map {path} is missing: the pins in {dir} were left by an enforcer of another \
+         version. Run `enforcer unload` (this stops enforcement) and start the agent again"
+    )]
+    MissingPin { path: PathBuf, dir: PathBuf },
+    #[error(
+        "pinned map {path} has another layout than this enforcer's program ({found}; expected \
+         {expected}): it was left by an enforcer of another version. Run `enforcer unload` \
+         (this stops enforcement) and start the agent again"
+    )]
+    IncompatiblePin { path: PathBuf, found: String, expected: String },
+    #[error(
+        "the policy holds {grants} grants, more than the {max} one policy may hold: the grant \
+         map holds {capacity}, and switching policies atomically needs room for two"
+    )]
+    TooManyGrants { grants: usize, max: u32, capacity: u32 },
+    #[error("{what}: {command} stopped after {done} of {total} entries: {source}")]
+    Batch {
+        what: &'static str,
+        command: &'static str,
+        done: usize,
+        total: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot lock the pin directory for an update: {0}")]
+    Lock(#[source] std::io::Error),
+    #[error("cannot create the {name} map: {source}")]
+    CreateMap {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How the program came to be attached.
@@ -159,11 +245,35 @@ pub enum Attachment {
     Reused,
 }
 
-/// The maps as the kernel holds them, keyed for diffing.
+/// A grant as a policy names it: one digest allowed in one scope. The kernel's key adds
+/// the grant slot, which only [`PolicyMaps`] deals with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScopedDigest {
+    /// cgroup id of the governed scope.
+    pub scope_id: u64,
+    /// SHA-256 of the file's content.
+    pub digest: [u8; DIGEST_LEN],
+}
+
+impl ScopedDigest {
+    /// The kernel's key for this grant in `slot`.
+    #[must_use]
+    pub const fn in_slot(self, slot: u32) -> GrantKey {
+        GrantKey::new(self.scope_id, slot, self.digest)
+    }
+}
+
+impl From<GrantKey> for ScopedDigest {
+    fn from(key: GrantKey) -> Self {
+        Self { scope_id: key.scope_id, digest: key.digest }
+    }
+}
+
+/// The maps as the program sees them: governed scopes, and the grants of the active slot.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MapState {
     pub scopes: StdHashMap<u64, ScopePolicy>,
-    pub grants: StdHashMap<GrantKey, Grant>,
+    pub grants: StdHashMap<ScopedDigest, Grant>,
 }
 
 /// What one [`Enforcement::apply`] changed.
@@ -172,22 +282,423 @@ pub struct ApplyStats {
     pub scopes: usize,
     pub grants: usize,
     pub removed_scopes: usize,
+    /// Grants of the previous set that the new one does not hold.
     pub removed_grants: usize,
+    /// When a new grant set was switched in: the time from the start of the apply to the
+    /// flip. `None`: the grants were already right, nothing was switched.
+    pub switched_in: Option<Duration>,
+}
+
+fn map_err(what: &'static str) -> impl Fn(MapError) -> KernelError {
+    move |source| KernelError::Map { what, source }
+}
+
+/// A delete of a key that is not there: aya reports the kernel's ENOENT as a syscall error.
+fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// What each grant slot holds, as [`PolicyMaps::apply`] last wrote or found it.
+#[derive(Debug, Default)]
+struct Slots {
+    /// The active-slot array's value ([`active_slot_of`]) when this was last true.
+    value: u32,
+    held: [StdHashMap<ScopedDigest, Grant>; GRANT_SLOTS as usize],
+    /// Keys with a slot no set uses: only another writer could have left them.
+    strays: Vec<GrantKey>,
+}
+
+/// The active-slot value that selects `slot` and counts one more write than `value`.
+const fn next_value(value: u32, slot: u32) -> u32 {
+    (value - active_slot_of(value)).wrapping_add(GRANT_SLOTS) + slot
+}
+
+/// The maps that hold a policy: governed scopes, the grant map with its two slots, and
+/// which slot is active.
+///
+/// [`Enforcement`] holds the pinned ones. [`PolicyMaps::create`] makes unattached maps of
+/// the same layout, so tests and the host benchmark run the agent's own map code on hosts
+/// that cannot load LSM programs.
+pub struct PolicyMaps {
+    scopes: HashMap<MapData, u64, ScopePolicy>,
+    grants: HashMap<MapData, GrantKey, Grant>,
+    active: Array<MapData, u32>,
+    /// The grant slots' contents, so a small change costs a few writes instead of a read
+    /// of the whole map. `None` until the first apply reads the map, and after a failed
+    /// apply (the map may then hold anything). Every apply that writes the grant map moves
+    /// the active-slot value first, so a handle whose value is outdated reads it again.
+    slots: Option<Slots>,
+    /// The pin directory, locked (flock) while an apply runs, so two processes applying
+    /// at once take turns.
+    lock: Option<std::fs::File>,
+    /// The kernel refused batch operations once: element by element from then on.
+    no_batch: bool,
+}
+
+/// Holds a [`PolicyMaps`] lock until dropped.
+struct Locked<'a>(Option<&'a std::fs::File>);
+
+impl<'a> Locked<'a> {
+    /// Waits for any other process's apply on the same pins to finish (nothing to wait
+    /// for without a pin directory).
+    fn take(dir: Option<&'a std::fs::File>) -> Result<Self, KernelError> {
+        if let Some(file) = dir {
+            // SAFETY: flock on a descriptor we own; nothing else is involved.
+            if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(file), libc::LOCK_EX) } != 0 {
+                return Err(KernelError::Lock(std::io::Error::last_os_error()));
+            }
+        }
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(file) = self.0 {
+            // SAFETY: flock on a descriptor we own; nothing else is involved.
+            unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(file), libc::LOCK_UN) };
+        }
+    }
+}
+
+impl PolicyMaps {
+    fn new(scopes: MapData, grants: MapData, active: MapData) -> Result<Self, KernelError> {
+        Ok(Self {
+            scopes: HashMap::try_from(Map::HashMap(scopes)).map_err(map_err("scope"))?,
+            grants: HashMap::try_from(Map::HashMap(grants)).map_err(map_err("grant"))?,
+            active: Array::try_from(Map::Array(active)).map_err(map_err("active slot"))?,
+            slots: None,
+            lock: None,
+            no_batch: false,
+        })
+    }
+
+    /// Fresh maps of the program's layout, neither pinned nor used by any program: for
+    /// tests and benchmarks of [`Self::apply`] on hosts without BPF LSM. Needs
+    /// CAP_BPF (root).
+    pub fn create() -> Result<Self, KernelError> {
+        let make = |name: &'static str| -> Result<MapData, KernelError> {
+            let layout = layout_of(name).ok_or(KernelError::MissingMap(name))?;
+            let create_err = |source| KernelError::CreateMap { name, source };
+            let fd = bpf_sys::create_map(
+                name,
+                layout.kind as u32,
+                layout.key,
+                layout.value,
+                layout.max_entries,
+                layout.flags,
+            )
+            .map_err(create_err)?;
+            MapData::from_fd(fd).map_err(map_err(name))
+        };
+        Self::new(make(names::SCOPES)?, make(names::GRANTS)?, make(names::ACTIVE_SLOT)?)
+    }
+
+    /// Another handle on the same maps that knows nothing of their contents: what an agent
+    /// restarted after a crash has.
+    pub fn reopen(&self) -> Result<Self, KernelError> {
+        let dup = |data: &MapData, name: &'static str| -> Result<MapData, KernelError> {
+            let fd = data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|source| KernelError::CreateMap { name, source })?;
+            MapData::from_fd(fd).map_err(map_err(name))
+        };
+        let mut maps = Self::new(
+            dup(self.scopes.map(), names::SCOPES)?,
+            dup(self.grants.map(), names::GRANTS)?,
+            dup(self.active.map(), names::ACTIVE_SLOT)?,
+        )?;
+        maps.no_batch = self.no_batch;
+        Ok(maps)
+    }
+
+    fn open_pinned(pin_dir: &Path) -> Result<Self, KernelError> {
+        let mut maps = Self::new(
+            open_pin(pin_dir, names::SCOPES)?,
+            open_pin(pin_dir, names::GRANTS)?,
+            open_pin(pin_dir, names::ACTIVE_SLOT)?,
+        )?;
+        let dir = std::fs::File::open(pin_dir)
+            .map_err(|source| KernelError::PinDir { path: pin_dir.into(), source })?;
+        maps.lock = Some(dir);
+        Ok(maps)
+    }
+
+    fn active_value(&self) -> Result<u32, KernelError> {
+        self.active.get(&0, 0).map_err(map_err("active slot"))
+    }
+
+    fn set_active_value(&mut self, value: u32) -> Result<(), KernelError> {
+        self.active.set(0, value, 0).map_err(map_err("active slot"))
+    }
+
+    /// What the program decides with now: the scopes, and the grants of the active slot.
+    pub fn read(&self) -> Result<MapState, KernelError> {
+        let scopes = self.scopes.iter().collect::<Result<_, _>>().map_err(map_err("scope"))?;
+        let active = active_slot_of(self.active_value()?);
+        let mut grants = StdHashMap::new();
+        for entry in self.grants.iter() {
+            let (key, grant) = entry.map_err(map_err("grant"))?;
+            if key.slot == active {
+                grants.insert(ScopedDigest::from(key), grant);
+            }
+        }
+        Ok(MapState { scopes, grants })
+    }
+
+    /// Reads every grant slot back from the kernel.
+    fn read_slots(&self) -> Result<Slots, KernelError> {
+        let mut slots = Slots { value: self.active_value()?, ..Slots::default() };
+        for entry in self.grants.iter() {
+            let (key, grant) = entry.map_err(map_err("grant"))?;
+            match slots.held.get_mut(key.slot as usize) {
+                Some(held) => {
+                    held.insert(key.into(), grant);
+                }
+                None => slots.strays.push(key),
+            }
+        }
+        Ok(slots)
+    }
+
+    /// Makes the program decide by `desired`, with every decision seeing either the old
+    /// grant set or the new one, never a mixture.
+    ///
+    /// Outside an apply, the active slot holds exactly the policy's grants and the idle
+    /// slot a subset of them (same keys, same values): the grants both sets shared, kept
+    /// so that the next small change writes only what changed. The order is what keeps
+    /// every moment safe:
+    /// 1. the idle slot is made to hold exactly `desired`'s grants: what `desired` lacks
+    ///    goes, what is new or changed is written, in batches. The active slot keeps
+    ///    deciding meanwhile;
+    /// 2. scopes `desired` drops stop being governed: their grants are about to go, and
+    ///    a scope that governs with no grants would deny everything for a moment;
+    /// 3. one write to the active-slot array switches every later lookup to the new set;
+    /// 4. new and changed scopes go in: a new scope never governs before its grants are
+    ///    active, and a scope turning to enforce does so with its new grants;
+    /// 5. what the old slot holds that the new set does not allow (revoked, or changed)
+    ///    is deleted. Only a lookup that read the slot number just before the flip still
+    ///    looks there, and when it misses, the program asks the new slot. Once this
+    ///    returns, no lookup can find a grant the new set does not hold.
+    ///
+    /// When `desired` holds exactly the active set, no switch happens. Safe to repeat, and
+    /// after an apply (in this process or an earlier one) failed part-way. Processes that
+    /// apply to the same pinned maps take turns.
+    pub fn apply(&mut self, desired: &MapState) -> Result<ApplyStats, KernelError> {
+        let started = std::time::Instant::now();
+        if desired.grants.len() > MAX_POLICY_GRANTS as usize {
+            return Err(KernelError::TooManyGrants {
+                grants: desired.grants.len(),
+                max: MAX_POLICY_GRANTS,
+                capacity: MAX_GRANTS,
+            });
+        }
+        // Taken out, and put back only on success: after an error the maps may hold
+        // anything, and the next apply reads them again.
+        let known = self.slots.take();
+        let dir = self.lock.take();
+        let result = Locked::take(dir.as_ref()).and_then(|_locked| self.apply_locked(desired, known, started));
+        self.lock = dir;
+        let (stats, slots) = result?;
+        self.slots = Some(slots);
+        Ok(stats)
+    }
+
+    fn apply_locked(
+        &mut self,
+        desired: &MapState,
+        known: Option<Slots>,
+        started: std::time::Instant,
+    ) -> Result<(ApplyStats, Slots), KernelError> {
+        let value = self.active_value()?;
+        let mut slots = match known {
+            Some(slots) if slots.value == value => slots,
+            Some(_) => {
+                tracing::warn!("another process wrote the grant map since this one did: reading it again");
+                self.read_slots()?
+            }
+            None => self.read_slots()?,
+        };
+        let current_scopes: StdHashMap<u64, ScopePolicy> =
+            self.scopes.iter().collect::<Result<_, _>>().map_err(map_err("scope"))?;
+        let mut stats = ApplyStats {
+            scopes: desired.scopes.len(),
+            grants: desired.grants.len(),
+            ..ApplyStats::default()
+        };
+
+        let old = active_slot_of(slots.value);
+        let new = 1 - old;
+        let switch = slots.held[old as usize] != desired.grants;
+        let idle_stale = slots.held[new as usize].iter().any(|(k, g)| desired.grants.get(k) != Some(g));
+        if switch || idle_stale || !slots.strays.is_empty() {
+            // Tell other handles on these maps, before the first write, that what they
+            // remember is outdated (the slot stays the same).
+            slots.value = next_value(slots.value, old);
+            self.set_active_value(slots.value)?;
+        }
+        if switch {
+            let held = &slots.held[new as usize];
+            let leftovers: Vec<GrantKey> =
+                held.keys().filter(|k| !desired.grants.contains_key(k)).map(|k| k.in_slot(new)).collect();
+            let (keys, values): (Vec<GrantKey>, Vec<Grant>) = desired
+                .grants
+                .iter()
+                .filter(|(k, g)| held.get(k) != Some(g))
+                .map(|(k, g)| (k.in_slot(new), *g))
+                .unzip();
+            self.delete_grants(&leftovers)?;
+            self.write_grants(&keys, &values)?;
+        }
+        for id in current_scopes.keys().filter(|id| !desired.scopes.contains_key(id)) {
+            match self.scopes.remove(id) {
+                Ok(()) => stats.removed_scopes += 1,
+                Err(e) if is_not_found(&e) => {}
+                Err(source) => return Err(KernelError::Map { what: "scope", source }),
+            }
+        }
+        if switch {
+            slots.value = next_value(slots.value, new);
+            self.set_active_value(slots.value)?;
+            stats.switched_in = Some(started.elapsed());
+            slots.held[new as usize].clone_from(&desired.grants);
+            stats.removed_grants =
+                slots.held[old as usize].keys().filter(|k| !desired.grants.contains_key(k)).count();
+        }
+        for (id, policy) in &desired.scopes {
+            if current_scopes.get(id) != Some(policy) {
+                self.scopes.insert(id, policy, 0).map_err(map_err("scope"))?;
+            }
+        }
+        // The idle slot keeps only what the active set allows in the same way.
+        let idle = 1 - active_slot_of(slots.value);
+        let held = &mut slots.held[idle as usize];
+        let stale: Vec<GrantKey> = held
+            .iter()
+            .filter(|(k, g)| desired.grants.get(k) != Some(g))
+            .map(|(k, _)| k.in_slot(idle))
+            .chain(slots.strays.drain(..))
+            .collect();
+        held.retain(|k, g| desired.grants.get(k) == Some(g));
+        self.delete_grants(&stale)?;
+        Ok((stats, slots))
+    }
+
+    /// Writes `keys[i] -> values[i]` into the grant map, replacing existing values.
+    fn write_grants(&mut self, keys: &[GrantKey], values: &[Grant]) -> Result<(), KernelError> {
+        if !self.no_batch {
+            match bpf_sys::update_batch(self.grants.map().fd().as_fd(), keys, values) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.unsupported() => self.batch_refused(&e.source),
+                Err(e) => {
+                    return Err(KernelError::Batch {
+                        what: "writing grants",
+                        command: "BPF_MAP_UPDATE_BATCH",
+                        done: e.done,
+                        total: keys.len(),
+                        source: e.source,
+                    });
+                }
+            }
+        }
+        for (key, value) in keys.iter().zip(values) {
+            self.grants.insert(key, value, 0).map_err(map_err("grant"))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `keys` from the grant map; keys already gone are skipped.
+    fn delete_grants(&mut self, keys: &[GrantKey]) -> Result<(), KernelError> {
+        let mut rest = keys;
+        while !rest.is_empty() && !self.no_batch {
+            match bpf_sys::delete_batch(self.grants.map().fd().as_fd(), rest) {
+                Ok(()) => return Ok(()),
+                // The batch stops at a missing key: step over it.
+                Err(e) if e.not_found() => rest = rest.get(e.done + 1..).unwrap_or_default(),
+                Err(e) if e.unsupported() => self.batch_refused(&e.source),
+                Err(e) => {
+                    return Err(KernelError::Batch {
+                        what: "removing grants",
+                        command: "BPF_MAP_DELETE_BATCH",
+                        done: keys.len() - rest.len() + e.done,
+                        total: keys.len(),
+                        source: e.source,
+                    });
+                }
+            }
+        }
+        for key in rest {
+            match self.grants.remove(key) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(source) => return Err(KernelError::Map { what: "grant", source }),
+            }
+        }
+        Ok(())
+    }
+
+    fn batch_refused(&mut self, why: &std::io::Error) {
+        tracing::warn!(
+            error = %why,
+            "the kernel refused batch map operations: grants are written one by one (slower, still atomic)"
+        );
+        self.no_batch = true;
+    }
+}
+
+/// Opens the pinned map `name` (which [`check_pins`] has compared with this build's).
+fn open_pin(pin_dir: &Path, name: &'static str) -> Result<MapData, KernelError> {
+    let path = pin_dir.join(name);
+    MapData::from_pin(&path).map_err(|source| KernelError::OpenPinned { path, dir: pin_dir.into(), source: Box::new(source) })
+}
+
+/// Refuses pinned maps this build's program does not declare: pins outlive the agent, so
+/// an agent of another version may find maps of an older layout. aya reopens a map pinned
+/// under the right name without comparing it with the object, and a grant map whose keys
+/// merely grew would even pass the verifier. With `all`, a missing pin is an error too.
+fn check_pins(pin_dir: &Path, all: bool) -> Result<(), KernelError> {
+    for layout in &MAP_PINS {
+        let path = pin_dir.join(layout.name);
+        if !path.exists() {
+            if all {
+                return Err(KernelError::MissingPin { path, dir: pin_dir.into() });
+            }
+            continue;
+        }
+        let info = open_pin(pin_dir, layout.name)?.info().map_err(map_err(layout.name))?;
+        let found = MapLayout {
+            name: layout.name,
+            kind: info.map_type().unwrap_or(MapType::Unspecified),
+            key: info.key_size(),
+            value: info.value_size(),
+            max_entries: info.max_entries(),
+            flags: info.map_flags(),
+        };
+        if found != *layout {
+            return Err(KernelError::IncompatiblePin {
+                path,
+                found: found.describe(),
+                expected: layout.describe(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The attached program's maps.
 pub struct Enforcement {
     pin_dir: PathBuf,
     attachment: Attachment,
-    scopes: HashMap<MapData, u64, ScopePolicy>,
-    grants: HashMap<MapData, GrantKey, Grant>,
+    policy: PolicyMaps,
     events: Option<RingBuf<MapData>>,
     dropped: PerCpuArray<MapData, u64>,
     protected: HashMap<MapData, u32, u32>,
-}
-
-fn map_err(what: &'static str) -> impl Fn(MapError) -> KernelError {
-    move |source| KernelError::Map { what, source }
 }
 
 impl Enforcement {
@@ -209,13 +720,17 @@ impl Enforcement {
         let btf = Btf::from_sys_fs().map_err(KernelError::KernelBtf)?;
 
         // Maps are pinned by name under pin_dir; stale pinned maps from an earlier run are
-        // reused, and apply() then makes their contents right.
+        // reused, and apply() then makes their contents right. Reused ones must have this
+        // program's layout: checked before any program is loaded.
+        check_pins(pin_dir, false)?;
         let mut loader = EbpfLoader::new();
         loader.btf(Some(&btf)).default_map_pin_directory(pin_dir);
         for (name, value) in &layout.offsets {
-            loader.override_global(*name, value, true);
+            loader.override_global(name, value, true);
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(KernelError::Object)?;
+        // Every map is pinned now: also catches MAP_PINS drifting from the program.
+        check_pins(pin_dir, true)?;
 
         // Link pins without the exec hook's are what a failed earlier load left behind:
         // they would make this one fail, so they go.
@@ -231,17 +746,27 @@ impl Enforcement {
         }
         tracing::info!(pin_dir = %pin_dir.display(), hooks = hook::COUNT, "LSM programs loaded, attached and pinned");
 
-        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(KernelError::MissingMap(name));
-        let scopes = HashMap::try_from(take(names::SCOPES)?).map_err(map_err("scope"))?;
-        let grants = HashMap::try_from(take(names::GRANTS)?).map_err(map_err("grant"))?;
-        let events = RingBuf::try_from(take(names::EVENTS)?).map_err(map_err("event"))?;
-        let dropped = PerCpuArray::try_from(take(names::DROPPED)?).map_err(map_err("drop counter"))?;
-        let protected = HashMap::try_from(take(names::PROTECTED)?).map_err(map_err("protected"))?;
+        let mut take = |name: &'static str| -> Result<MapData, KernelError> {
+            match ebpf.take_map(name) {
+                Some(
+                    Map::HashMap(data)
+                    | Map::Array(data)
+                    | Map::RingBuf(data)
+                    | Map::PerCpuArray(data)
+                    | Map::LruHashMap(data),
+                ) => Ok(data),
+                _ => Err(KernelError::MissingMap(name)),
+            }
+        };
+        let policy = PolicyMaps::new(take(names::SCOPES)?, take(names::GRANTS)?, take(names::ACTIVE_SLOT)?)?;
+        let events = RingBuf::try_from(Map::RingBuf(take(names::EVENTS)?)).map_err(map_err("event"))?;
+        let dropped =
+            PerCpuArray::try_from(Map::PerCpuArray(take(names::DROPPED)?)).map_err(map_err("drop counter"))?;
+        let protected = HashMap::try_from(Map::HashMap(take(names::PROTECTED)?)).map_err(map_err("protected"))?;
         Ok(Self {
             pin_dir: pin_dir.into(),
             attachment: Attachment::Loaded,
-            scopes,
-            grants,
+            policy,
             events: Some(events),
             dropped,
             protected,
@@ -250,27 +775,18 @@ impl Enforcement {
 
     /// Opens the pinned maps of a running enforcement without loading anything.
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, KernelError> {
-        let open = |name: &'static str| {
-            let path = pin_dir.join(name);
-            MapData::from_pin(&path).map_err(|source| KernelError::OpenPinned {
-                path,
-                dir: pin_dir.into(),
-                source,
-            })
-        };
-        let scopes = HashMap::try_from(Map::HashMap(open(names::SCOPES)?)).map_err(map_err("scope"))?;
-        let grants = HashMap::try_from(Map::HashMap(open(names::GRANTS)?)).map_err(map_err("grant"))?;
-        let events = RingBuf::try_from(Map::RingBuf(open(names::EVENTS)?)).map_err(map_err("event"))?;
-        let dropped = PerCpuArray::try_from(Map::PerCpuArray(open(names::DROPPED)?))
+        check_pins(pin_dir, true)?;
+        let policy = PolicyMaps::open_pinned(pin_dir)?;
+        let events = RingBuf::try_from(Map::RingBuf(open_pin(pin_dir, names::EVENTS)?)).map_err(map_err("event"))?;
+        let dropped = PerCpuArray::try_from(Map::PerCpuArray(open_pin(pin_dir, names::DROPPED)?))
             .map_err(map_err("drop counter"))?;
         let protected =
-            HashMap::try_from(Map::HashMap(open(names::PROTECTED)?)).map_err(map_err("protected"))?;
+            HashMap::try_from(Map::HashMap(open_pin(pin_dir, names::PROTECTED)?)).map_err(map_err("protected"))?;
         tracing::debug!(pin_dir = %pin_dir.display(), "opened pinned maps");
         Ok(Self {
             pin_dir: pin_dir.into(),
             attachment: Attachment::Reused,
-            scopes,
-            grants,
+            policy,
             events: Some(events),
             dropped,
             protected,
@@ -292,11 +808,9 @@ impl Enforcement {
         self.events.take()
     }
 
-    /// What the maps hold now.
+    /// What the program decides with now: scopes and the active grants.
     pub fn read(&self) -> Result<MapState, KernelError> {
-        let scopes = self.scopes.iter().collect::<Result<_, _>>().map_err(map_err("scope"))?;
-        let grants = self.grants.iter().collect::<Result<_, _>>().map_err(map_err("grant"))?;
-        Ok(MapState { scopes, grants })
+        self.policy.read()
     }
 
     /// Decisions the kernel could not report because the ring buffer was full.
@@ -313,42 +827,16 @@ impl Enforcement {
     /// Undoes [`Self::protect`] (the agent is stopping).
     pub fn unprotect(&mut self, tgid: u32) -> Result<(), KernelError> {
         match self.protected.remove(&tgid) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(source) => Err(KernelError::Map { what: "protected", source }),
         }
     }
 
-    /// Makes the maps hold exactly `desired`.
-    ///
-    /// The order is what keeps every moment safe: new and changed grants go in first, so a
-    /// still-valid grant is never missing; scopes next, so a new scope never governs before
-    /// its grants exist; stale scopes and grants go last.
+    /// Makes the maps hold exactly `desired`, switching grants atomically
+    /// ([`PolicyMaps::apply`]).
     pub fn apply(&mut self, desired: &MapState) -> Result<ApplyStats, KernelError> {
-        let current = self.read()?;
-        for (key, grant) in &desired.grants {
-            if current.grants.get(key) != Some(grant) {
-                self.grants.insert(key, grant, 0).map_err(map_err("grant"))?;
-            }
-        }
-        for (id, policy) in &desired.scopes {
-            if current.scopes.get(id) != Some(policy) {
-                self.scopes.insert(id, policy, 0).map_err(map_err("scope"))?;
-            }
-        }
-        let mut stats = ApplyStats {
-            scopes: desired.scopes.len(),
-            grants: desired.grants.len(),
-            ..ApplyStats::default()
-        };
-        for id in current.scopes.keys().filter(|id| !desired.scopes.contains_key(id)) {
-            self.scopes.remove(id).map_err(map_err("scope"))?;
-            stats.removed_scopes += 1;
-        }
-        for key in current.grants.keys().filter(|k| !desired.grants.contains_key(k)) {
-            self.grants.remove(key).map_err(map_err("grant"))?;
-            stats.removed_grants += 1;
-        }
-        Ok(stats)
+        self.policy.apply(desired)
     }
 }
 
@@ -391,7 +879,7 @@ pub fn is_pinned(pin_dir: &Path) -> bool {
 /// Stops enforcement: removes the link and map pins. Returns whether anything was pinned.
 pub fn unload(pin_dir: &Path) -> Result<bool, KernelError> {
     let mut removed = remove_link_pins(pin_dir)?;
-    for path in MAP_PINS.iter().map(|m| pin_dir.join(m)) {
+    for path in MAP_PINS.iter().map(|m| pin_dir.join(m.name)) {
         match std::fs::remove_file(&path) {
             Ok(()) => removed = true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -454,11 +942,11 @@ pub fn resolve(policy: &Policy, cgroup_root: &Path) -> Result<MapState, KernelEr
         }
         state.scopes.insert(id, ScopePolicy { mode: kernel_mode, flags });
         for grant in &scope.grants {
-            let key = GrantKey { scope_id: id, digest: grant.digest.0 };
+            let key = ScopedDigest { scope_id: id, digest: grant.digest.0 };
             let value = Grant {
                 not_after_boot_ns: grant
                     .not_after
-                    .map_or(u64::MAX, |t| boot_deadline(t, now_real, now_boot)),
+                    .map_or(u64::MAX, |t| whole_second_deadline(t, now_real, now_boot)),
                 auth_serial: grant.auth_serial,
                 auth_id: grant.auth_id,
             };
@@ -500,6 +988,22 @@ pub fn boot_deadline(not_after: SystemTime, now_real: SystemTime, now_boot_ns: u
     }
 }
 
+/// [`boot_deadline`] rounded down to a whole second of CLOCK_BOOTTIME, for map entries.
+///
+/// The two clocks are read a few microseconds apart and NTP slews their difference, so
+/// the exact conversion of one deadline changes between two resolves; a grant whose
+/// value changes is rewritten at every apply. Whole seconds make a resolve of the same
+/// policy give the same entries (signed deadlines are whole seconds anyway), and
+/// rounding down ends a grant up to a second early, never late.
+#[must_use]
+pub fn whole_second_deadline(not_after: SystemTime, now_real: SystemTime, now_boot_ns: u64) -> u64 {
+    const SECOND: u64 = 1_000_000_000;
+    match boot_deadline(not_after, now_real, now_boot_ns) {
+        u64::MAX => u64::MAX,
+        ns => ns - ns % SECOND,
+    }
+}
+
 fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -519,6 +1023,289 @@ mod tests {
             u64::MAX,
             "saturates instead of wrapping"
         );
+    }
+
+    /// Unattached maps of the program's layout; `None` (the test is skipped) when not root.
+    fn maps() -> Option<PolicyMaps> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: creating BPF maps needs root");
+            return None;
+        }
+        Some(PolicyMaps::create().expect("root can create plain BPF maps"))
+    }
+
+    fn state(scopes: &[(u64, u32)], grants: &[(u64, u8, u64)]) -> MapState {
+        let mut s = MapState::default();
+        for &(id, mode) in scopes {
+            s.scopes.insert(id, ScopePolicy { mode, ..ScopePolicy::default() });
+        }
+        for &(scope_id, d, serial) in grants {
+            let grant = Grant { not_after_boot_ns: u64::MAX, auth_serial: serial, auth_id: [d; 16] };
+            s.grants.insert(ScopedDigest { scope_id, digest: [d; DIGEST_LEN] }, grant);
+        }
+        s
+    }
+
+    fn slot_of(maps: &PolicyMaps) -> u32 {
+        active_slot_of(maps.active_value().expect("active slot"))
+    }
+
+    /// Every key in the grant map, sorted.
+    fn raw_keys(maps: &PolicyMaps) -> Vec<(u32, u64, u8)> {
+        let mut keys: Vec<_> = maps
+            .grants
+            .keys()
+            .map(|k| k.expect("key"))
+            .map(|k| (k.slot, k.scope_id, k.digest[0]))
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// What apply promises between calls: the active slot holds exactly `desired`, the
+    /// idle one only grants `desired` holds with the same value, no other slot anything.
+    fn assert_slots(maps: &PolicyMaps, desired: &MapState) {
+        let active = slot_of(maps);
+        let mut in_active = StdHashMap::new();
+        for entry in maps.grants.iter() {
+            let (key, grant) = entry.expect("entry");
+            let id = ScopedDigest::from(key);
+            if key.slot == active {
+                in_active.insert(id, grant);
+            } else {
+                assert_eq!(key.slot, 1 - active, "stray slot: {key:?}");
+                assert_eq!(desired.grants.get(&id), Some(&grant), "idle slot allows what the policy does not");
+            }
+        }
+        assert_eq!(in_active, desired.grants);
+        assert_eq!(maps.read().expect("read"), *desired);
+    }
+
+    #[test]
+    fn apply_switches_slots_and_leaves_only_the_active_set() {
+        let Some(mut maps) = maps() else { return };
+        let a = state(&[(10, mode::ENFORCE)], &[(10, 1, 7), (10, 2, 7)]);
+        let b = state(&[(10, mode::ENFORCE), (11, mode::MONITOR)], &[(10, 2, 8), (11, 3, 8)]);
+
+        let stats = maps.apply(&a).expect("apply a");
+        assert!(stats.switched_in.is_some());
+        assert_slots(&maps, &a);
+        let first = slot_of(&maps);
+        assert_eq!(raw_keys(&maps), vec![(first, 10, 1), (first, 10, 2)]);
+
+        let stats = maps.apply(&b).expect("apply b");
+        assert_eq!((stats.removed_grants, stats.removed_scopes), (1, 0));
+        assert!(stats.switched_in.is_some());
+        assert_slots(&maps, &b);
+        let second = slot_of(&maps);
+        assert_ne!(first, second, "a new set goes into the other slot");
+        // (10, 2) changed its authorization: the old value may not stay behind.
+        assert_eq!(raw_keys(&maps), vec![(second, 10, 2), (second, 11, 3)]);
+
+        let stats = maps.apply(&b).expect("apply b again");
+        assert_eq!(stats.switched_in, None, "nothing to switch");
+        assert_eq!(slot_of(&maps), second);
+
+        // One grant revoked: the shared ones stay in the idle slot for the next switch.
+        let c = state(&[(10, mode::ENFORCE), (11, mode::MONITOR)], &[(10, 2, 8)]);
+        maps.apply(&c).expect("revoke one");
+        assert_slots(&maps, &c);
+        assert_eq!(raw_keys(&maps), vec![(0, 10, 2), (1, 10, 2)]);
+        maps.apply(&b).expect("back to b");
+        assert_slots(&maps, &b);
+
+        let only_scopes = state(&[(11, mode::ENFORCE)], &[(11, 3, 8)]);
+        let stats = maps.apply(&only_scopes).expect("drop a scope");
+        assert_eq!(stats.removed_scopes, 1);
+        assert_slots(&maps, &only_scopes);
+
+        maps.apply(&MapState::default()).expect("empty");
+        assert!(raw_keys(&maps).is_empty());
+    }
+
+    #[test]
+    fn apply_after_a_crash_clears_what_the_dead_agent_left() {
+        let Some(mut maps) = maps() else { return };
+        let old = state(&[(10, mode::ENFORCE)], &[(10, 1, 1), (10, 2, 1)]);
+        maps.apply(&old).expect("apply");
+        let active = slot_of(&maps);
+        let idle = 1 - active;
+        // A half-written next set in the idle slot, including a grant no policy holds any
+        // more, and a key in a slot no set uses.
+        let forever = Grant { not_after_boot_ns: u64::MAX, ..Grant::default() };
+        for (slot, d) in [(idle, 2), (idle, 9), (5, 4)] {
+            maps.grants.insert(GrantKey::new(10, slot, [d; DIGEST_LEN]), forever, 0).expect("insert");
+        }
+
+        let desired = state(&[(10, mode::ENFORCE)], &[(10, 2, 2), (10, 3, 2)]);
+        let mut restarted = maps.reopen().expect("reopen");
+        restarted.apply(&desired).expect("apply after crash");
+        assert_slots(&restarted, &desired);
+        let now = slot_of(&restarted);
+        assert_eq!(now, idle);
+
+        // Died after the flip, before the old set was cleared: both slots full.
+        for d in [7, 8] {
+            restarted.grants.insert(GrantKey::new(10, 1 - now, [d; DIGEST_LEN]), forever, 0).expect("insert");
+        }
+        let mut again = restarted.reopen().expect("reopen");
+        let stats = again.apply(&desired).expect("same policy");
+        assert_eq!(stats.switched_in, None);
+        assert_slots(&again, &desired);
+        assert_eq!(raw_keys(&again), vec![(now, 10, 2), (now, 10, 3)]);
+    }
+
+    #[test]
+    fn a_write_by_another_handle_is_noticed() {
+        let Some(mut first) = maps() else { return };
+        let a = state(&[(10, mode::ENFORCE)], &[(10, 1, 1), (10, 2, 1)]);
+        let b = state(&[(10, mode::ENFORCE)], &[(10, 2, 1), (10, 3, 1)]);
+        first.apply(&a).expect("a");
+        let mut second = first.reopen().expect("reopen");
+        second.apply(&b).expect("b");
+        // `first` remembers the maps holding `a`: only the moved value tells it otherwise.
+        assert!(first.apply(&a).expect("a again").switched_in.is_some());
+        assert_slots(&first, &a);
+        assert!(second.apply(&b).expect("b again").switched_in.is_some());
+        assert_slots(&second, &b);
+    }
+
+    #[test]
+    fn the_active_value_counts_writes_and_keeps_its_slot_bit() {
+        assert_eq!(next_value(0, 1), 3);
+        assert_eq!(next_value(3, 0), 4);
+        assert_eq!(next_value(4, 0), 6);
+        assert_eq!(active_slot_of(next_value(u32::MAX, 0)), 0, "wraps");
+        assert_eq!(active_slot_of(next_value(u32::MAX, 1)), 1, "wraps");
+    }
+
+    #[test]
+    fn element_wise_fallback_gives_the_same_maps() {
+        let Some(mut maps) = maps() else { return };
+        maps.no_batch = true;
+        let a = state(&[(10, mode::ENFORCE)], &[(10, 1, 1), (10, 2, 1)]);
+        let b = state(&[(10, mode::ENFORCE)], &[(10, 2, 2), (10, 3, 2)]);
+        maps.apply(&a).expect("a");
+        maps.apply(&b).expect("b");
+        assert_slots(&maps, &b);
+        maps.apply(&a).expect("a again");
+        assert_slots(&maps, &a);
+    }
+
+    #[test]
+    fn a_policy_larger_than_half_the_grant_map_is_refused() {
+        let Some(mut maps) = maps() else { return };
+        let mut big = MapState::default();
+        for i in 0..=u64::from(MAX_POLICY_GRANTS) {
+            let mut digest = [0; DIGEST_LEN];
+            digest[..8].copy_from_slice(&i.to_le_bytes());
+            big.grants.insert(ScopedDigest { scope_id: 1, digest }, Grant::default());
+        }
+        let err = maps.apply(&big).expect_err("too many");
+        let text = err.to_string();
+        assert!(matches!(err, KernelError::TooManyGrants { .. }), "{err:?}");
+        for n in [MAX_POLICY_GRANTS + 1, MAX_POLICY_GRANTS, MAX_GRANTS] {
+            assert!(text.contains(&n.to_string()), "{text}");
+        }
+        assert!(raw_keys(&maps).is_empty(), "refused before writing anything");
+    }
+
+    #[test]
+    fn map_pins_name_every_map_once() {
+        for (i, layout) in MAP_PINS.iter().enumerate() {
+            assert!(MAP_PINS[i + 1..].iter().all(|l| l.name != layout.name), "{}", layout.name);
+        }
+        assert!(layout_of(names::ACTIVE_SLOT).is_some());
+    }
+
+    #[test]
+    fn pins_of_another_layout_are_refused_with_a_way_out() {
+        let Some(maps) = maps() else { return };
+        let dir = bpffs_dir();
+        let Some(dir) = dir else { return };
+        // The grant map of the old layout: 40-byte keys, no slot.
+        let old = bpf_sys::create_map("ENFORCER_GRANTS", MapType::Hash as u32, 40, 32, MAX_GRANTS, 1)
+            .expect("create");
+        MapData::from_fd(old).expect("map").pin(dir.path().join(names::GRANTS)).expect("pin");
+        maps.scopes.map().pin(dir.path().join(names::SCOPES)).expect("pin");
+        let err = check_pins(dir.path(), false).expect_err("old layout");
+        let text = err.to_string();
+        assert!(text.contains("enforcer unload") && text.contains("key 40 bytes"), "{text}");
+        let err = check_pins(dir.path(), true).expect_err("missing pins");
+        assert!(err.to_string().contains("enforcer unload"), "{err}");
+    }
+
+    #[test]
+    fn pinned_maps_take_turns_and_stay_consistent() {
+        let Some(maps) = maps() else { return };
+        let Some(dir) = bpffs_dir() else { return };
+        maps.scopes.map().pin(dir.path().join(names::SCOPES)).expect("pin");
+        maps.grants.map().pin(dir.path().join(names::GRANTS)).expect("pin");
+        maps.active.map().pin(dir.path().join(names::ACTIVE_SLOT)).expect("pin");
+        let mut one = PolicyMaps::open_pinned(dir.path()).expect("open");
+        let mut two = PolicyMaps::open_pinned(dir.path()).expect("open");
+        let a = state(&[(10, mode::ENFORCE)], &[(10, 1, 1)]);
+        let b = state(&[(10, mode::MONITOR)], &[(10, 2, 1)]);
+        one.apply(&a).expect("a");
+        // Another process holds the lock: an apply waits for it.
+        let held = std::fs::File::open(dir.path()).expect("open dir");
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) }, 0);
+        let want = b.clone();
+        let waiter = std::thread::spawn(move || {
+            two.apply(&want).expect("b");
+            two
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(one.read().expect("read"), a, "the waiting apply has not written");
+        drop(held);
+        let two = waiter.join().expect("thread");
+        assert_slots(&two, &b);
+        one.apply(&a).expect("a again");
+        assert_slots(&one, &a);
+    }
+
+    /// A private bpffs mount, unmounted when dropped; `None` when bpffs cannot be mounted.
+    fn bpffs_dir() -> Option<BpfFs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: NUL-terminated strings we own.
+        let r = unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
+        if r != 0 {
+            eprintln!("skipped: cannot mount bpffs: {}", std::io::Error::last_os_error());
+            return None;
+        }
+        Some(BpfFs(dir))
+    }
+
+    struct BpfFs(tempfile::TempDir);
+
+    impl BpfFs {
+        fn path(&self) -> &Path {
+            self.0.path()
+        }
+    }
+
+    impl Drop for BpfFs {
+        fn drop(&mut self) {
+            if let Ok(target) = std::ffi::CString::new(self.0.path().as_os_str().as_encoded_bytes()) {
+                // SAFETY: a NUL-terminated path we mounted on.
+                unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+
+    #[test]
+    fn map_deadlines_are_whole_seconds_and_never_later() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let in_5s = now + Duration::from_secs(5);
+        assert_eq!(whole_second_deadline(in_5s, now, 7), 5_000_000_000);
+        assert_eq!(whole_second_deadline(in_5s, now, 999_999_999), 5_000_000_000);
+        assert_eq!(whole_second_deadline(in_5s, now, 1_000_000_000), 6_000_000_000);
+        assert_eq!(whole_second_deadline(now - Duration::from_secs(1), now, 7), 0);
+        let far = now + Duration::from_secs(u64::MAX / 1_000_000_000 + 1);
+        assert_eq!(whole_second_deadline(far, now, 7), u64::MAX, "never expires stays so");
     }
 
     #[test]

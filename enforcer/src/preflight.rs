@@ -122,13 +122,14 @@ pub fn self_test(
     cgroup_root: &Path,
 ) -> Result<u64, SelfTestError> {
     use crate::digest::FileDigest;
-    use enforcer_common::{Grant, GrantKey, ScopePolicy};
+    use crate::kernel::ScopedDigest;
+    use enforcer_common::{Grant, ScopePolicy};
 
     let setup = |what: &str, e: &dyn std::fmt::Display| SelfTestError::Setup(format!("{what}: {e}"));
     let exe = std::env::current_exe().map_err(|e| setup("locating own binary", &e))?;
     let digest = FileDigest::of_file(&exe).map_err(|e| setup("hashing own binary", &e))?;
     // Executable mappings are checked too: the trial needs the loader and libraries.
-    let libraries = crate::elf::with_dependencies(&[exe.clone()])
+    let libraries = crate::elf::with_dependencies(std::slice::from_ref(&exe))
         .map_err(|e| setup("finding own libraries", &e))?;
     let mut library_digests = Vec::new();
     for lib in libraries.iter().skip(1) {
@@ -142,10 +143,10 @@ pub fn self_test(
         let mut granted = before.clone();
         granted.scopes.insert(id, ScopePolicy::default());
         let forever = Grant { not_after_boot_ns: u64::MAX, ..Grant::default() };
-        let key = GrantKey { scope_id: id, digest: digest.0 };
+        let key = ScopedDigest { scope_id: id, digest: digest.0 };
         granted.grants.insert(key, forever);
         for lib in &library_digests {
-            granted.grants.insert(GrantKey { scope_id: id, digest: lib.0 }, forever);
+            granted.grants.insert(ScopedDigest { scope_id: id, digest: lib.0 }, forever);
         }
         let mut ungranted = granted.clone();
         ungranted.grants.remove(&key);

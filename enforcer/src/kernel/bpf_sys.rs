@@ -1,0 +1,128 @@
+//! The few bpf(2) commands aya 0.14 does not offer: batch updates and deletes (a 100k-grant
+//! switch in one call per direction instead of 100k calls), and map creation, so tests
+//! and the host benchmark can drive the agent's map code on maps made on the spot.
+//!
+//! Attribute layouts are those of `union bpf_attr` in include/uapi/linux/bpf.h. The size
+//! passed to the kernel is that of our struct: the kernel zero-fills the fields it knows
+//! beyond it.
+
+use std::io;
+use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
+
+const BPF_MAP_CREATE: u32 = 0;
+const BPF_MAP_UPDATE_BATCH: u32 = 26;
+const BPF_MAP_DELETE_BATCH: u32 = 27;
+
+pub(super) const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// The kernel's internal ENOTSUPP, which leaks to userspace when a map type has no batch
+/// operations.
+const ENOTSUPP: i32 = 524;
+
+/// `attr.batch`: the `BPF_MAP_*_BATCH` commands.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    /// In: how many entries; out: how many were processed.
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// The first fields of `BPF_MAP_CREATE`'s attributes, up to the map's name.
+#[repr(C)]
+#[derive(Default)]
+struct CreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+fn bpf<T>(cmd: u32, attr: &mut T) -> io::Result<i64> {
+    // SAFETY: `attr` is the attribute struct for `cmd`, valid and writable for the call;
+    // any pointers in it point at live buffers of the sizes the map expects.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), size_of::<T>()) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// A batch command that stopped part-way.
+#[derive(Debug)]
+pub(super) struct BatchError {
+    /// Entries processed before the failing one.
+    pub done: usize,
+    pub source: io::Error,
+}
+
+impl BatchError {
+    /// The kernel has no batch operation for this map (or no batch commands at all): the
+    /// caller should go element by element. Only an error before any entry counts.
+    pub fn unsupported(&self) -> bool {
+        self.done == 0
+            && matches!(self.source.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP))
+    }
+
+    /// The entry at `done` was not in the map (a delete).
+    pub fn not_found(&self) -> bool {
+        self.source.raw_os_error() == Some(libc::ENOENT)
+    }
+}
+
+fn batch(cmd: u32, map: BorrowedFd<'_>, keys: u64, values: u64, count: usize) -> Result<(), BatchError> {
+    let too_many = || BatchError { done: 0, source: io::Error::from_raw_os_error(libc::E2BIG) };
+    let mut attr = BatchAttr {
+        keys,
+        values,
+        count: u32::try_from(count).map_err(|_| too_many())?,
+        map_fd: u32::try_from(map.as_raw_fd()).map_err(|_| too_many())?,
+        ..BatchAttr::default()
+    };
+    match bpf(cmd, &mut attr) {
+        Ok(_) => Ok(()),
+        Err(source) => Err(BatchError { done: attr.count as usize, source }),
+    }
+}
+
+/// `BPF_MAP_UPDATE_BATCH`: writes `keys[i] -> values[i]` (any existing value replaced).
+/// `K` and `V` must be the map's key and value types, without padding holes.
+pub(super) fn update_batch<K: aya::Pod, V: aya::Pod>(
+    map: BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), BatchError> {
+    let count = keys.len().min(values.len());
+    batch(BPF_MAP_UPDATE_BATCH, map, keys.as_ptr() as u64, values.as_ptr() as u64, count)
+}
+
+/// `BPF_MAP_DELETE_BATCH`: deletes `keys` in order, stopping at the first missing one.
+pub(super) fn delete_batch<K: aya::Pod>(map: BorrowedFd<'_>, keys: &[K]) -> Result<(), BatchError> {
+    batch(BPF_MAP_DELETE_BATCH, map, keys.as_ptr() as u64, 0, keys.len())
+}
+
+/// `BPF_MAP_CREATE` of an unpinned map, owned by the returned descriptor.
+pub(super) fn create_map(
+    name: &str,
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+) -> io::Result<OwnedFd> {
+    let mut attr = CreateAttr { map_type, key_size, value_size, max_entries, map_flags, ..CreateAttr::default() };
+    // The kernel keeps 15 bytes and wants only [A-Za-z0-9_.]: our names qualify.
+    let n = name.len().min(attr.map_name.len() - 1);
+    attr.map_name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("bpf returned an impossible fd"))?;
+    // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
