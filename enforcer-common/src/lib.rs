@@ -95,6 +95,11 @@ pub struct ScopePolicy {
     pub mode: u32,
     /// Bits of [`scope_flags`].
     pub flags: u32,
+    /// Break-glass: until this CLOCK_BOOTTIME deadline (nanoseconds), exec and mapping
+    /// decisions in an enforcing scope are made as in monitor mode; 0 for none. The kernel
+    /// compares it at every decision, so enforcement returns on time even when the agent
+    /// is dead. Tamper checks keep denying meanwhile.
+    pub monitor_until_boot_ns: u64,
 }
 
 /// The LSM hooks enforcer attaches to; `ExecEvent::hook` names one by index.
@@ -319,8 +324,9 @@ mod tests {
 
     #[test]
     fn scope_policy_layout() {
-        assert_eq!(size_of::<ScopePolicy>(), 8);
         assert_eq!(offset_of!(ScopePolicy, flags), 4);
+        assert_eq!(offset_of!(ScopePolicy, monitor_until_boot_ns), 8);
+        assert_eq!(size_of::<ScopePolicy>(), 16);
     }
 
     #[test]

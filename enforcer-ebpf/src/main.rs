@@ -20,7 +20,9 @@
 //!   leaving the scope through cgroup.procs.
 //!
 //! Scopes may opt in to anonymous executable memory or fileless code (JIT runtimes), and
-//! may run in monitor mode (allow, but report what would have been denied). Every path
+//! may run in monitor mode (allow, but report what would have been denied), for good or
+//! until a break-glass deadline the program itself checks (exec and mapping decisions
+//! only: tamper checks keep denying). Every path
 //! that cannot prove an operation is allowed denies it. Tasks outside every governed
 //! scope are never touched.
 #![no_std]
@@ -30,6 +32,8 @@
 // under RUSTC_BOOTSTRAP with a pinned rustc, so this internal API cannot drift under us.
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+// Inline assembly on BPF is unstable; `denied()` needs one instruction of it.
+#![feature(asm_experimental_arch)]
 // Helpers are #[inline(always)]: a BPF-to-BPF call that returns a struct through the
 // caller's stack is refused by the verifier, and inlining also keeps stack use visible.
 
@@ -159,6 +163,23 @@ const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 const PTRACE_MODE_ATTACH: u32 = 0x02;
 
 // ---- decisions ---------------------------------------------------------------------
+
+/// `-EPERM`, from an instruction LLVM cannot see through.
+///
+/// Seeing the constant, LLVM may compute a hook's return value as `-(denied as i32)`
+/// (it did once the break-glass check sat between the verdict and the return), and
+/// verifiers before 6.13 do not follow the range of a negation: 6.12, which holds LSM
+/// programs to returning [-4095, 0], refused the program. Opaque, the value stays a
+/// branch between 0 and a constant, which every verifier follows.
+#[inline(always)]
+fn denied() -> i32 {
+    let v: i64;
+    // SAFETY: puts a constant in a register; reads and writes nothing else.
+    unsafe {
+        core::arch::asm!("{0} = {1}", out(reg) v, const -(EPERM as i64), options(pure, nomem, nostack));
+    }
+    v as i32
+}
 
 /// The outcome of the checks, before monitor mode and reporting.
 struct Verdict {
@@ -310,6 +331,25 @@ fn active_slot() -> Option<u32> {
     ACTIVE_SLOT.get(0).map(|value| active_slot_of(unsafe { ptr::read_volatile(value) }))
 }
 
+/// Whether a denial of `which` in a scope with `policy` is only reported: always in a
+/// monitor-mode scope (tamper checks included, as monitor mode always was), and for exec
+/// and mapping decisions while a break-glass deadline has not passed. Break-glass lets
+/// code run that no grant covers; it does not open the enforcer itself to tampering. The
+/// deadline is checked here, at every decision, so enforcement comes back on time even
+/// when the agent is dead.
+#[inline(always)]
+fn monitoring(policy: &ScopePolicy, which: u32) -> bool {
+    if policy.mode == mode::MONITOR {
+        return true;
+    }
+    let exec_or_mapping =
+        matches!(which, hook::BPRM_CHECK_SECURITY | hook::MMAP_FILE | hook::FILE_MPROTECT);
+    exec_or_mapping
+        && policy.monitor_until_boot_ns != 0
+        // SAFETY: plain helper call.
+        && unsafe { bpf_ktime_get_boot_ns() } < policy.monitor_until_boot_ns
+}
+
 /// What a governed operation produces: the final decision after monitor mode, reported
 /// through the ring buffer, and the return value for the hook.
 struct Outcome<'a> {
@@ -328,10 +368,12 @@ impl Outcome<'_> {
     /// every denial or would-be denial, is.
     #[inline(always)]
     fn finish(self) -> Result<i32, i32> {
-        let decision = match (self.verdict.allowed, self.policy.mode) {
-            (true, _) => decision::ALLOW,
-            (false, mode::MONITOR) => decision::WOULD_DENY,
-            (false, _) => decision::DENY,
+        let decision = if self.verdict.allowed {
+            decision::ALLOW
+        } else if monitoring(&self.policy, self.which) {
+            decision::WOULD_DENY
+        } else {
+            decision::DENY
         };
         let is_exec = self.which == hook::BPRM_CHECK_SECURITY;
         if is_exec || decision != decision::ALLOW {
@@ -345,7 +387,7 @@ impl Outcome<'_> {
             }
             unsafe { self.report(decision, &lineage, exec_id) };
         }
-        if decision == decision::DENY { Err(-EPERM) } else { Ok(0) }
+        if decision == decision::DENY { Err(denied()) } else { Ok(0) }
     }
 
     /// Sends the decision to the agent, or counts it as dropped when the ring buffer is

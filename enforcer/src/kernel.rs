@@ -940,7 +940,11 @@ pub fn resolve(policy: &Policy, cgroup_root: &Path) -> Result<MapState, KernelEr
         if scope.allow_fileless {
             flags |= scope_flags::ALLOW_FILELESS;
         }
-        state.scopes.insert(id, ScopePolicy { mode: kernel_mode, flags });
+        // Break-glass: the kernel ends it by itself at the deadline. One already past
+        // (0) is no break-glass at all.
+        let monitor_until_boot_ns =
+            scope.monitor_until.map_or(0, |t| whole_second_deadline(t, now_real, now_boot));
+        state.scopes.insert(id, ScopePolicy { mode: kernel_mode, flags, monitor_until_boot_ns });
         for grant in &scope.grants {
             let key = ScopedDigest { scope_id: id, digest: grant.digest.0 };
             let value = Grant {
@@ -1306,6 +1310,38 @@ mod tests {
         assert_eq!(whole_second_deadline(now - Duration::from_secs(1), now, 7), 0);
         let far = now + Duration::from_secs(u64::MAX / 1_000_000_000 + 1);
         assert_eq!(whole_second_deadline(far, now, 7), u64::MAX, "never expires stays so");
+    }
+
+    #[test]
+    fn resolve_hands_break_glass_deadlines_to_the_kernel() {
+        use crate::policy::{ScopePath, ScopeSpec};
+        // A plain directory with a cgroup.procs file stands in for a cgroup.
+        let root = tempfile::tempdir().expect("tempdir");
+        let scope = |name: &str| {
+            std::fs::create_dir(root.path().join(name)).expect("mkdir");
+            std::fs::write(root.path().join(name).join("cgroup.procs"), "").expect("procs");
+            format!("/{name}").parse::<ScopePath>().expect("scope")
+        };
+        let now = SystemTime::now();
+        let mut policy = Policy::default();
+        let spec = |monitor_until| ScopeSpec { monitor_until, ..ScopeSpec::default() };
+        policy.scopes.insert(scope("open"), spec(Some(now + Duration::from_secs(600))));
+        policy.scopes.insert(scope("over"), spec(Some(now - Duration::from_secs(1))));
+        policy.scopes.insert(scope("none"), spec(None));
+        let before = boot_time_ns().expect("clock");
+        let state = resolve(&policy, root.path()).expect("resolve");
+        let after = boot_time_ns().expect("clock");
+        let until = |name: &str| {
+            let id = cgroup::id_of(&root.path().join(name), name).expect("id");
+            let policy = state.scopes[&id];
+            assert_eq!(policy.mode, mode::ENFORCE, "break-glass is a deadline, not a mode");
+            policy.monitor_until_boot_ns
+        };
+        let open = until("open");
+        let second = 1_000_000_000;
+        assert!(open % second == 0 && open > before + 598 * second && open <= after + 600 * second, "{open}");
+        assert_eq!(until("over"), 0, "a past deadline is none");
+        assert_eq!(until("none"), 0);
     }
 
     #[test]
