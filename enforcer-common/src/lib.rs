@@ -204,15 +204,26 @@ pub struct Grant {
     pub auth_id: [u8; AUTH_ID_LEN],
 }
 
-/// Value of the lineage map, keyed by tgid: the exec id of the image a process runs now.
+/// Value of the lineage map, keyed by tgid: the image a process runs now, and the
+/// authorization that let it start.
 ///
 /// The start time of the process (its thread-group leader's `start_time`) guards against
-/// pid reuse: a record whose start time differs belongs to an earlier process.
+/// pid reuse: a record whose start time differs belongs to an earlier process. The
+/// authorization lets the agent find the processes a revoked authorization started.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Image {
     pub exec_id: u64,
+    /// CLOCK_MONOTONIC start time of the process's thread-group leader.
     pub leader_start_ns: u64,
+    /// Governed scope the exec was decided in.
+    pub scope_id: u64,
+    /// Serial of the authorization whose grant allowed the exec; 0, with `auth_id` zero,
+    /// when no grant did (monitor mode or break-glass let it run). For a script, the
+    /// interpreter's exec, decided last, is the one recorded.
+    pub auth_serial: u64,
+    /// Identity prefix of that authorization.
+    pub auth_id: [u8; AUTH_ID_LEN],
 }
 
 /// What the kernel decided (`ExecEvent::decision`).
@@ -341,6 +352,15 @@ mod tests {
     fn grant_layout() {
         assert_eq!(size_of::<Grant>(), 16 + AUTH_ID_LEN);
         assert_eq!(offset_of!(Grant, auth_id), 16);
+    }
+
+    #[test]
+    fn image_layout() {
+        assert_eq!(offset_of!(Image, leader_start_ns), 8);
+        assert_eq!(offset_of!(Image, scope_id), 16);
+        assert_eq!(offset_of!(Image, auth_serial), 24);
+        assert_eq!(offset_of!(Image, auth_id), 32);
+        assert_eq!(size_of::<Image>(), 32 + AUTH_ID_LEN);
     }
 
     #[test]

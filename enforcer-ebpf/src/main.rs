@@ -381,8 +381,18 @@ impl Outcome<'_> {
             let exec_id = if is_exec { next_exec_id() } else { 0 };
             if is_exec && decision != decision::DENY {
                 // The process now runs this image: its children and its next exec
-                // descend from it.
-                let image = Image { exec_id, leader_start_ns: lineage.leader_start_ns };
+                // descend from it, and it runs on the authorization of the grant that
+                // allowed it (none when only monitoring let it run).
+                let mut image = Image {
+                    exec_id,
+                    leader_start_ns: lineage.leader_start_ns,
+                    scope_id: self.scope_id,
+                    ..Image::default()
+                };
+                if let (true, Some(grant)) = (self.verdict.allowed, &self.verdict.grant) {
+                    image.auth_serial = grant.auth_serial;
+                    image.auth_id = grant.auth_id;
+                }
                 let _ = IMAGES.insert(&lineage.tgid, &image, 0);
             }
             unsafe { self.report(decision, &lineage, exec_id) };

@@ -226,6 +226,12 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read the {what} map: {source}")]
+    ReadMap {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot lock the pin directory for an update: {0}")]
     Lock(#[source] std::io::Error),
     #[error("cannot create the {name} map: {source}")]
@@ -299,6 +305,19 @@ fn is_not_found(e: &MapError) -> bool {
         MapError::KeyNotFound => true,
         MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
         _ => false,
+    }
+}
+
+/// Every entry of a hash map, in batches (element by element where the kernel has no
+/// batch lookup).
+fn read_all<K: aya::Pod + Default, V: aya::Pod + Default>(
+    map: &HashMap<MapData, K, V>,
+    what: &'static str,
+) -> Result<Vec<(K, V)>, KernelError> {
+    match bpf_sys::lookup_all(map.map().fd().as_fd()) {
+        Ok(entries) => Ok(entries),
+        Err(e) if e.unsupported() => map.iter().collect::<Result<_, _>>().map_err(map_err(what)),
+        Err(e) => Err(KernelError::ReadMap { what, source: e.source }),
     }
 }
 
@@ -442,21 +461,24 @@ impl PolicyMaps {
     pub fn read(&self) -> Result<MapState, KernelError> {
         let scopes = self.scopes.iter().collect::<Result<_, _>>().map_err(map_err("scope"))?;
         let active = active_slot_of(self.active_value()?);
-        let mut grants = StdHashMap::new();
-        for entry in self.grants.iter() {
-            let (key, grant) = entry.map_err(map_err("grant"))?;
-            if key.slot == active {
-                grants.insert(ScopedDigest::from(key), grant);
-            }
-        }
+        let grants = self
+            .all_grants()?
+            .into_iter()
+            .filter(|(key, _)| key.slot == active)
+            .map(|(key, grant)| (ScopedDigest::from(key), grant))
+            .collect();
         Ok(MapState { scopes, grants })
+    }
+
+    /// Every entry of the grant map, both slots.
+    fn all_grants(&self) -> Result<Vec<(GrantKey, Grant)>, KernelError> {
+        read_all(&self.grants, "grant")
     }
 
     /// Reads every grant slot back from the kernel.
     fn read_slots(&self) -> Result<Slots, KernelError> {
         let mut slots = Slots { value: self.active_value()?, ..Slots::default() };
-        for entry in self.grants.iter() {
-            let (key, grant) = entry.map_err(map_err("grant"))?;
+        for (key, grant) in self.all_grants()? {
             match slots.held.get_mut(key.slot as usize) {
                 Some(held) => {
                     held.insert(key.into(), grant);
@@ -696,6 +718,7 @@ pub struct Enforcement {
     pin_dir: PathBuf,
     attachment: Attachment,
     policy: PolicyMaps,
+    images: HashMap<MapData, u32, Image>,
     events: Option<RingBuf<MapData>>,
     dropped: PerCpuArray<MapData, u64>,
     protected: HashMap<MapData, u32, u32>,
@@ -763,10 +786,12 @@ impl Enforcement {
         let dropped =
             PerCpuArray::try_from(Map::PerCpuArray(take(names::DROPPED)?)).map_err(map_err("drop counter"))?;
         let protected = HashMap::try_from(Map::HashMap(take(names::PROTECTED)?)).map_err(map_err("protected"))?;
+        let images = HashMap::try_from(Map::LruHashMap(take(names::IMAGES)?)).map_err(map_err("image"))?;
         Ok(Self {
             pin_dir: pin_dir.into(),
             attachment: Attachment::Loaded,
             policy,
+            images,
             events: Some(events),
             dropped,
             protected,
@@ -782,11 +807,14 @@ impl Enforcement {
             .map_err(map_err("drop counter"))?;
         let protected =
             HashMap::try_from(Map::HashMap(open_pin(pin_dir, names::PROTECTED)?)).map_err(map_err("protected"))?;
+        let images =
+            HashMap::try_from(Map::LruHashMap(open_pin(pin_dir, names::IMAGES)?)).map_err(map_err("image"))?;
         tracing::debug!(pin_dir = %pin_dir.display(), "opened pinned maps");
         Ok(Self {
             pin_dir: pin_dir.into(),
             attachment: Attachment::Reused,
             policy,
+            images,
             events: Some(events),
             dropped,
             protected,
@@ -811,6 +839,15 @@ impl Enforcement {
     /// What the program decides with now: scopes and the active grants.
     pub fn read(&self) -> Result<MapState, KernelError> {
         self.policy.read()
+    }
+
+    /// The image every tracked process runs now, by tgid: its exec id, its leader's start
+    /// time (compare it before trusting a record: tgids are reused) and the scope and
+    /// authorization it was allowed in. The map keeps the most recent
+    /// `MAX_TRACKED_IMAGES` execs and records nothing for processes started before the
+    /// program was loaded or outside every governed scope.
+    pub fn images(&self) -> Result<StdHashMap<u32, Image>, KernelError> {
+        Ok(read_all(&self.images, "image")?.into_iter().collect())
     }
 
     /// Decisions the kernel could not report because the ring buffer was full.
@@ -1213,6 +1250,39 @@ mod tests {
             assert!(text.contains(&n.to_string()), "{text}");
         }
         assert!(raw_keys(&maps).is_empty(), "refused before writing anything");
+    }
+
+    #[test]
+    fn whole_maps_are_read_in_batches() {
+        let Some(_) = maps() else { return };
+        let layout = layout_of(names::IMAGES).expect("layout");
+        let fd = bpf_sys::create_map(
+            names::IMAGES,
+            layout.kind as u32,
+            layout.key,
+            layout.value,
+            layout.max_entries,
+            layout.flags,
+        )
+        .expect("create");
+        let mut images: HashMap<MapData, u32, Image> =
+            HashMap::try_from(Map::LruHashMap(MapData::from_fd(fd).expect("map"))).expect("typed");
+        assert!(read_all(&images, "image").expect("read empty").is_empty());
+        // More entries than one batch holds.
+        let mut want = StdHashMap::new();
+        for tgid in 1..=10_000u32 {
+            let image = Image {
+                exec_id: u64::from(tgid) * 3,
+                scope_id: 77,
+                auth_serial: u64::from(tgid % 5),
+                auth_id: [u8::try_from(tgid % 251).expect("small"); 16],
+                ..Image::default()
+            };
+            images.insert(tgid, image, 0).expect("insert");
+            want.insert(tgid, image);
+        }
+        let got: StdHashMap<u32, Image> = read_all(&images, "image").expect("read").into_iter().collect();
+        assert_eq!(got, want);
     }
 
     #[test]

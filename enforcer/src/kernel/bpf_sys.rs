@@ -1,6 +1,7 @@
-//! The few bpf(2) commands aya 0.14 does not offer: batch updates and deletes (a 100k-grant
-//! switch in one call per direction instead of 100k calls), and map creation, so tests
-//! and the host benchmark can drive the agent's map code on maps made on the spot.
+//! The few bpf(2) commands aya 0.14 does not offer: batch lookups, updates and deletes (a
+//! 100k-grant switch in one call per direction instead of 100k calls), and map creation,
+//! so tests and the host benchmark can drive the agent's map code on maps made on the
+//! spot.
 //!
 //! Attribute layouts are those of `union bpf_attr` in include/uapi/linux/bpf.h. The size
 //! passed to the kernel is that of our struct: the kernel zero-fills the fields it knows
@@ -10,6 +11,7 @@ use std::io;
 use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 
 const BPF_MAP_CREATE: u32 = 0;
+const BPF_MAP_LOOKUP_BATCH: u32 = 24;
 const BPF_MAP_UPDATE_BATCH: u32 = 26;
 const BPF_MAP_DELETE_BATCH: u32 = 27;
 
@@ -106,6 +108,54 @@ pub(super) fn update_batch<K: aya::Pod, V: aya::Pod>(
 /// `BPF_MAP_DELETE_BATCH`: deletes `keys` in order, stopping at the first missing one.
 pub(super) fn delete_batch<K: aya::Pod>(map: BorrowedFd<'_>, keys: &[K]) -> Result<(), BatchError> {
     batch(BPF_MAP_DELETE_BATCH, map, keys.as_ptr() as u64, 0, keys.len())
+}
+
+/// `BPF_MAP_LOOKUP_BATCH` over a whole hash map: every entry, read bucket by bucket.
+///
+/// Unlike walking keys with `BPF_MAP_GET_NEXT_KEY`, which starts over from the first key
+/// when the current one was deleted meanwhile (an LRU map under exec churn deletes all
+/// the time), the batch walk moves on by bucket and always ends. `K` and `V` must be the
+/// map's key and value types, and the map a hash map (its batch token is a bucket index).
+pub(super) fn lookup_all<K: aya::Pod + Default, V: aya::Pod + Default>(
+    map: BorrowedFd<'_>,
+) -> Result<Vec<(K, V)>, BatchError> {
+    let mut chunk = 4096usize;
+    let mut entries = Vec::new();
+    // Where the next batch starts; `None` for the first.
+    let mut from: Option<u32> = None;
+    loop {
+        let mut keys = vec![K::default(); chunk];
+        let mut values = vec![V::default(); chunk];
+        let mut next = 0u32;
+        let too_many = || BatchError { done: entries.len(), source: io::Error::from_raw_os_error(libc::E2BIG) };
+        let mut attr = BatchAttr {
+            in_batch: from.as_ref().map_or(0, |f| std::ptr::from_ref(f) as u64),
+            out_batch: std::ptr::from_mut(&mut next) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: u32::try_from(chunk).map_err(|_| too_many())?,
+            map_fd: u32::try_from(map.as_raw_fd()).map_err(|_| too_many())?,
+            ..BatchAttr::default()
+        };
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let got = (attr.count as usize).min(chunk);
+        match result {
+            Ok(_) => {}
+            // The last batch: what it returned is valid.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                entries.extend(keys.into_iter().zip(values).take(got));
+                return Ok(entries);
+            }
+            // One bucket holds more entries than fit: retry it with more room.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && got == 0 && chunk < 1 << 20 => {
+                chunk *= 4;
+                continue;
+            }
+            Err(source) => return Err(BatchError { done: entries.len(), source }),
+        }
+        entries.extend(keys.into_iter().zip(values).take(got));
+        from = Some(next);
+    }
 }
 
 /// `BPF_MAP_CREATE` of an unpinned map, owned by the returned descriptor.
