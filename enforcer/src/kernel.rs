@@ -443,10 +443,16 @@ impl PolicyMaps {
             open_pin(pin_dir, names::GRANTS)?,
             open_pin(pin_dir, names::ACTIVE_SLOT)?,
         )?;
+        maps.lock_with(pin_dir)?;
+        Ok(maps)
+    }
+
+    /// Applies take turns with other processes' on the maps pinned in `pin_dir`.
+    fn lock_with(&mut self, pin_dir: &Path) -> Result<(), KernelError> {
         let dir = std::fs::File::open(pin_dir)
             .map_err(|source| KernelError::PinDir { path: pin_dir.into(), source })?;
-        maps.lock = Some(dir);
-        Ok(maps)
+        self.lock = Some(dir);
+        Ok(())
     }
 
     fn active_value(&self) -> Result<u32, KernelError> {
@@ -781,7 +787,8 @@ impl Enforcement {
                 _ => Err(KernelError::MissingMap(name)),
             }
         };
-        let policy = PolicyMaps::new(take(names::SCOPES)?, take(names::GRANTS)?, take(names::ACTIVE_SLOT)?)?;
+        let mut policy = PolicyMaps::new(take(names::SCOPES)?, take(names::GRANTS)?, take(names::ACTIVE_SLOT)?)?;
+        policy.lock_with(pin_dir)?;
         let events = RingBuf::try_from(Map::RingBuf(take(names::EVENTS)?)).map_err(map_err("event"))?;
         let dropped =
             PerCpuArray::try_from(Map::PerCpuArray(take(names::DROPPED)?)).map_err(map_err("drop counter"))?;
