@@ -128,6 +128,9 @@ impl Filter {
                     })
             }
             Body::Gap(_) => true,
+            Body::Authorization(a) => {
+                !self.denied && self.scope.as_ref().is_none_or(|s| a.scopes.iter().any(|x| x == s))
+            }
             Body::Start(_) | Body::Checkpoint(_) => self.all,
         }
     }
@@ -177,6 +180,30 @@ pub fn render(record: &Record) -> String {
             s.boot_id,
             s.previous.name()
         ),
+        Body::Authorization(a) => {
+            let what = match (&a.bundle_id, a.serial) {
+                (Some(id), Some(serial)) => format!("{} {id} serial {serial}", a.artifact),
+                _ => a.artifact.clone(),
+            };
+            let mut line = format!(
+                "{time} AUTHZ      {} {what} from {} id={} scopes={}",
+                a.change,
+                a.issuer,
+                a.id.get(..12).unwrap_or(&a.id),
+                a.scopes.join(",")
+            );
+            if let Some(t) = &a.not_after {
+                line.push_str(&format!(" until={t}"));
+            }
+            if !a.pids.is_empty() {
+                let pids: Vec<String> = a.pids.iter().map(ToString::to_string).collect();
+                line.push_str(&format!(" pids={}", pids.join(",")));
+            }
+            if let Some(d) = &a.detail {
+                line.push_str(&format!(" ({d})"));
+            }
+            line
+        }
         Body::Checkpoint(c) => format!(
             "{time} CHECKPOINT seq {} ({}, {})",
             record.seq,

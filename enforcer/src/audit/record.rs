@@ -41,6 +41,10 @@ pub enum Body {
     Gap(Gap),
     /// A signed commitment to the chain so far.
     Checkpoint(Checkpoint),
+    /// What the agent did with an authorization: accepted, withdrawn, or processes
+    /// killed because it was withdrawn. With the `auth_id` of decisions, this is how an
+    /// exec is traced to the signed artifact it ran under.
+    Authorization(AuthorizationChange),
 }
 
 impl Body {
@@ -52,6 +56,7 @@ impl Body {
             Self::Decision(_) => "decision",
             Self::Gap(_) => "gap",
             Self::Checkpoint(_) => "checkpoint",
+            Self::Authorization(_) => "authorization",
         }
     }
 }
@@ -228,6 +233,30 @@ fn hook_name(code: u32) -> String {
 fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// A change in what is authorized, as the agent applied it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationChange {
+    /// `accepted`, `withdrawn` (revoked, expired or removed), `killed` (on_revoke),
+    /// `break-glass` (a scope in monitor mode until `not_after`).
+    pub change: String,
+    /// Artifact kind: `bundle`, `revocation`, `break-glass`.
+    pub artifact: String,
+    /// Full artifact identity (SHA3-512 of the payload), hex; decisions cite its prefix.
+    pub id: String,
+    pub issuer: String,
+    /// Bundle id and serial, for bundles.
+    pub bundle_id: Option<String>,
+    pub serial: Option<u64>,
+    pub scopes: Vec<String>,
+    /// RFC 3339; when the authorization ends by itself.
+    pub not_after: Option<String>,
+    /// For `killed`: the processes killed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
+    /// Free text: why (the revocation's reason, the break-glass reason).
+    pub detail: Option<String>,
 }
 
 /// Decisions the kernel could not deliver.

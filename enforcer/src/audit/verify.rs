@@ -124,6 +124,8 @@ pub struct Report {
     /// Records that passed, up to the problem if there is one.
     pub records: u64,
     pub decisions: u64,
+    /// Authorization changes (accepted, withdrawn, killed, break-glass).
+    pub authorizations: u64,
     pub gaps: u64,
     /// Decisions lost according to the gap records.
     pub lost: u64,
@@ -406,6 +408,7 @@ impl<'k> Walker<'k> {
         let mut next_file = None;
         match &record.body {
             Body::Decision(_) => self.counts.decisions += 1,
+            Body::Authorization(_) => self.counts.authorizations += 1,
             Body::Gap(gap) => {
                 self.counts.gaps += 1;
                 self.counts.lost = self.counts.lost.saturating_add(gap.lost);

@@ -24,7 +24,7 @@ use enforcer_common::ExecEvent;
 use super::chain::{self, ChainHash};
 use super::files::{self, LogFile};
 use super::record::{
-    Body, Checkpoint, Decision, DecisionLabels, Gap, PreviousEnd, Record, Recovered, Start, Trigger,
+    AuthorizationChange, Body, Checkpoint, Decision, DecisionLabels, Gap, PreviousEnd, Record, Recovered, Start, Trigger,
 };
 use super::verify::{Last, ProblemKind, Walker, for_each_line};
 use super::{AuditError, boot_id};
@@ -185,6 +185,11 @@ impl AuditLog {
     /// by that much since the last call).
     pub fn append_gap(&mut self, lost: u64) -> Result<u64, AuditError> {
         self.append(Body::Gap(Gap { lost }))
+    }
+
+    /// Records a change in what is authorized.
+    pub fn append_authorization(&mut self, change: AuthorizationChange) -> Result<u64, AuditError> {
+        self.append(Body::Authorization(change))
     }
 
     /// Writes a checkpoint now (and syncs), whether or not one is due.

@@ -200,8 +200,8 @@ fn print_report(report: &Report, key: Option<trust::KeyId>, warnings: &[String])
         }
     }
     println!(
-        "  {} decision(s), {} gap record(s) ({} decision(s) lost)",
-        report.decisions, report.gaps, report.lost
+        "  {} decision(s), {} authorization change(s), {} gap record(s) ({} decision(s) lost)",
+        report.decisions, report.authorizations, report.gaps, report.lost
     );
     let c = report.checkpoints;
     match key {
@@ -227,6 +227,7 @@ fn report_json(report: &Report, warnings: &[String]) -> serde_json::Value {
         "files": report.files,
         "records": report.records,
         "decisions": report.decisions,
+        "authorizations": report.authorizations,
         "gaps": report.gaps,
         "lost": report.lost,
         "checkpoints": { "verified": c.verified, "unchecked": c.unchecked, "unsigned": c.unsigned },
