@@ -21,6 +21,8 @@
 //! - [`state`]: accepted serials and revocations, persisted atomically.
 //! - [`audit`]: the tamper-evident audit log of decisions, and execution lineage.
 //! - [`config`]: the agent's configuration file.
+//! - [`control`]: the local control socket's protocol, server and client.
+//! - [`daemon`]: the agent as a service: live updates, expiry, on_revoke, signals.
 //! - [`systemd`]: running under systemd: sd_notify readiness, reload, watchdog; journald.
 //! - [`cli`]: the command line.
 
@@ -31,6 +33,8 @@ pub mod btf;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod digest;
 pub mod digest_cache;
 pub mod elf;

@@ -1,21 +1,16 @@
 //! The agent's commands: load policy into the kernel, follow decisions, report status,
 //! and stop enforcement.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use enforcer_common::{ExecEvent, decision, reason};
 
-use crate::audit::{self, AuditLog, AuditOptions, DecisionLabels};
-use crate::authz;
 use crate::cgroup;
-use crate::digest::FileDigest;
-use crate::kernel::{self, Attachment, Enforcement, MapState};
-use crate::policy::Policy;
-use crate::preflight;
+use crate::control::{self, Request, Response};
+use crate::daemon::{Agent, Overrides, Settings};
+use crate::kernel::{self, Enforcement};
 
 /// Where the kernel objects and cgroups live.
 #[derive(Debug, Args)]
@@ -29,24 +24,24 @@ pub struct Location {
     pub cgroup_root: PathBuf,
 }
 
-/// Where the state directory lives by default.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/enforcer/state";
-
-/// Where authorizations come from.
+/// Where authorizations come from. Each flag overrides the configuration file.
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
+    /// The agent's configuration file (TOML; see docs/service.md). Without it, the
+    /// defaults and these flags apply. Flags win over the file, also after a reload.
+    #[arg(long, env = "ENFORCER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Trust store (TOML): the keys that may sign bundles and revocations, and how many
     /// distinct keys must sign each. Only artifacts it accepts grant anything.
-    #[arg(
-        long,
-        env = "ENFORCER_TRUST",
-        value_name = "FILE",
-        required_unless_present = "unsigned_policy",
-        conflicts_with = "unsigned_policy"
-    )]
+    #[arg(long, env = "ENFORCER_TRUST", value_name = "FILE", conflicts_with = "unsigned_policy")]
     pub trust: Option<PathBuf>,
 
-    /// Signed bundles and revocations: files, or directories whose *.json files are
+    /// Watched directory of signed artifacts; pushed artifacts are kept here too.
+    #[arg(long, value_name = "DIR", conflicts_with = "unsigned_policy")]
+    pub bundle_dir: Option<PathBuf>,
+
+    /// More signed bundles and revocations: files, or directories whose *.json files are
     /// artifacts. Repeat the flag for more. A refused artifact grants nothing and is
     /// reported with the reason; the others still apply.
     #[arg(long = "artifacts", env = "ENFORCER_ARTIFACTS", value_name = "PATH")]
@@ -59,12 +54,12 @@ pub struct PolicyArgs {
     pub scopes: Vec<String>,
 
     /// Accepted serials and revocations, kept across restarts (rollback protection).
-    #[arg(long, env = "ENFORCER_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
+    #[arg(long, env = "ENFORCER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// How far artifact validity windows stretch to allow for clock differences.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub clock_skew: std::time::Duration,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub clock_skew: Option<std::time::Duration>,
 
     /// DEVELOPMENT AND TESTS ONLY: an unsigned local policy file (TOML) instead of signed
     /// artifacts. Refused in production mode: under systemd (INVOCATION_ID set) or with
@@ -76,8 +71,13 @@ pub struct PolicyArgs {
 /// Arguments of `load` and `run`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    #[command(flatten)]
-    pub location: Location,
+    /// bpffs directory holding the pinned program links and maps.
+    #[arg(long, env = "ENFORCER_PIN_DIR")]
+    pub pin_dir: Option<PathBuf>,
+
+    /// Mount point of the cgroup v2 hierarchy; scope paths are relative to it.
+    #[arg(long, env = "ENFORCER_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
 
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -98,15 +98,32 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Print no decisions on stdout (they still go to the audit log). The default under
+    /// systemd, where stdout is the journal.
+    #[arg(long, conflicts_with = "json")]
+    pub quiet: bool,
+
     /// Directory of the tamper-evident audit log (hash-chained JSON Lines).
-    #[arg(long, env = "ENFORCER_AUDIT_DIR", default_value = audit::DEFAULT_DIR)]
-    pub audit_dir: PathBuf,
+    #[arg(long, env = "ENFORCER_AUDIT_DIR")]
+    pub audit_dir: Option<PathBuf>,
 
     /// Host key (Ed25519, from `enforcer key generate`) that signs audit checkpoints.
     /// Defaults to /etc/enforcer/audit-host.key when that file exists; without a key,
     /// checkpoints are unsigned and prove nothing against whoever can edit the log.
     #[arg(long, env = "ENFORCER_HOST_KEY", value_name = "FILE")]
     pub host_key: Option<PathBuf>,
+
+    /// Control socket for `enforcer push|revoke|status|list`.
+    #[arg(long, env = "ENFORCER_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// Where the running agent listens.
+#[derive(Debug, Args)]
+pub struct SocketArgs {
+    /// The agent's control socket.
+    #[arg(long, env = "ENFORCER_SOCKET", default_value = crate::config::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 /// Arguments of `status`.
@@ -115,297 +132,176 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub location: Location,
 
+    #[command(flatten)]
+    pub socket: SocketArgs,
+
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Loads (or reuses) the program, applies the policy, and returns the maps' owner and
-/// labels for decisions.
-fn load(args: &LoadArgs) -> anyhow::Result<(Enforcement, Labels)> {
-    if let Err(problems) = preflight::check(&args.location.cgroup_root) {
-        for p in &problems {
-            tracing::error!("{p}");
-        }
-        bail!("enforcement cannot start on this host: {}", join(&problems));
-    }
-    if let Some(why) = crate::ima::policy_in_force() {
-        // bpf_ima_file_hash then returns IMA's cached digest, which IMA does not refresh
-        // after truncate(2) or writes through a shared mapping.
-        tracing::warn!("{why}: exec digests may come from IMA's cache, which misses some file changes");
-    }
-    let policy = policy_from(&args.policy)?;
-    let mut enforcement = Enforcement::open_or_load(&args.location.pin_dir)?;
-    let self_test_scope = if args.skip_self_test {
-        None
-    } else {
-        let id = preflight::self_test(&mut enforcement, &args.location.cgroup_root)?;
-        tracing::info!("self-test passed: granted exec allowed, ungranted exec denied");
-        Some(id)
-    };
-    let desired = kernel::resolve(&policy, &args.location.cgroup_root)?;
-    let stats = enforcement.apply(&desired)?;
-    tracing::info!(
-        scopes = stats.scopes,
-        grants = stats.grants,
-        removed_scopes = stats.removed_scopes,
-        removed_grants = stats.removed_grants,
-        reused = enforcement.attachment() == Attachment::Reused,
-        "policy applied"
-    );
-    let mut labels = Labels::new(&policy, &desired, &args.location.cgroup_root);
-    if let Some(id) = self_test_scope {
-        labels.scopes.insert(id, "(startup self-test)".into());
-    }
-    Ok((enforcement, labels))
+/// Arguments of `push` and `revoke`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The signed artifact file.
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub socket: SocketArgs,
 }
 
-/// Whether this agent runs as a production service, where unsigned policy is refused.
-fn production_mode() -> bool {
-    std::env::var_os("INVOCATION_ID").is_some()
-        || std::env::var("ENFORCER_PRODUCTION").is_ok_and(|v| v == "1")
+/// Arguments of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// The policy to enforce: verified artifacts, or (development only) an unsigned file.
-fn policy_from(args: &PolicyArgs) -> anyhow::Result<Policy> {
-    if let Some(file) = &args.unsigned_policy {
-        if production_mode() {
+fn settings(args: &LoadArgs, run: Option<&RunArgs>) -> anyhow::Result<Settings> {
+    let p = &args.policy;
+    let scopes = p.scopes.iter().map(|s| s.parse()).collect::<Result<Vec<_>, _>>().context("--scope")?;
+    let mut config_path = p.config.clone();
+    if p.unsigned_policy.is_none() && p.trust.is_none() && config_path.is_none() {
+        let default = Path::new(crate::config::DEFAULT_PATH);
+        if !default.exists() {
             bail!(
-                "--unsigned-policy is refused in production mode (running under systemd, or \
-                 ENFORCER_PRODUCTION=1): grant execution with signed bundles (--trust, --artifacts)"
+                "say where authorizations come from: --config FILE (default {} does not exist), \
+                 or --trust FILE with --bundle-dir/--artifacts",
+                default.display()
             );
         }
-        tracing::warn!(file = %file.display(), "using an UNSIGNED local policy file: for development and tests only");
-        return Ok(Policy::from_local_file(file)?);
+        config_path = Some(default.to_path_buf());
     }
-    let trust = args.trust.clone().context("--trust is required")?;
-    let declared_scopes = args
-        .scopes
-        .iter()
-        .map(|s| s.parse())
-        .collect::<Result<Vec<_>, _>>()
-        .context("--scope")?;
-    let sources = authz::Sources {
-        trust,
-        artifacts: args.artifacts.clone(),
-        state_dir: args.state_dir.clone(),
-        declared_scopes,
-        clock_skew: args.clock_skew,
-    };
-    let loaded = authz::load(&sources, std::time::SystemTime::now())?;
-    for b in &loaded.accepted {
-        tracing::info!(
-            file = %b.path.display(),
-            issuer = %b.issuer,
-            bundle_id = %b.bundle_id,
-            serial = b.serial,
-            id = %b.id,
-            new = b.new,
-            "bundle accepted"
-        );
-    }
-    for (path, why) in &loaded.refused {
-        eprintln!("refused: {}: {why}", path.display());
-    }
-    for (scope, spec) in &loaded.policy.scopes {
-        if spec.grants.is_empty() && spec.mode == crate::policy::Mode::Enforce {
-            tracing::warn!(%scope, "no live authorization covers this scope: every exec in it is denied");
+    let print_decisions = run.and_then(|r| {
+        if r.json {
+            Some(true)
+        } else if r.quiet || crate::systemd::under_systemd() {
+            None
+        } else {
+            Some(false)
         }
-    }
-    Ok(loaded.policy)
-}
-
-fn join<T: std::fmt::Display>(items: &[T]) -> String {
-    items.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    });
+    Ok(Settings {
+        config_path,
+        overrides: Overrides {
+            trust: p.trust.clone(),
+            bundle_dir: p.bundle_dir.clone(),
+            state_dir: p.state_dir.clone(),
+            audit_dir: run.and_then(|r| r.audit_dir.clone()),
+            host_key: run.and_then(|r| r.host_key.clone()),
+            socket: run.and_then(|r| r.socket.clone()),
+            pin_dir: args.pin_dir.clone(),
+            cgroup_root: args.cgroup_root.clone(),
+            clock_skew: p.clock_skew,
+            skip_self_test: args.skip_self_test,
+            scopes,
+            artifacts: p.artifacts.clone(),
+        },
+        unsigned_policy: p.unsigned_policy.clone(),
+        print_decisions,
+    })
 }
 
 /// `enforcer load`: apply and exit; enforcement stays on through the pins.
 pub fn load_command(args: &LoadArgs) -> anyhow::Result<ExitCode> {
-    let (enforcement, _) = load(args)?;
-    println!(
-        "enforcement active: program pinned at {}",
-        enforcement.pin_dir().display()
-    );
+    let settings = settings(args, None)?;
+    // Two writers would undo each other's updates: a running agent takes them instead.
+    let socket = settings.effective()?.socket;
+    if let Ok(r) = control::request(&socket, &Request::Status) {
+        bail!(
+            "an agent is running (pid {}, socket {}): hand it artifacts with `enforcer push`, \
+             or reload it with SIGHUP, instead of loading beside it",
+            r.data["agent"]["pid"],
+            socket.display()
+        );
+    }
+    let agent = Agent::start(settings)?;
+    println!("enforcement active: program pinned at {}", agent.pin_dir().display());
     Ok(ExitCode::SUCCESS)
 }
 
-/// `enforcer run`: apply, then follow decisions until SIGINT or SIGTERM. Stopping leaves
-/// enforcement pinned and on.
+/// `enforcer run`: apply, then follow decisions and take updates until SIGINT or SIGTERM.
+/// Stopping leaves enforcement pinned and on.
 pub fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let (mut enforcement, labels) = load(&args.load)?;
-    // Governed tasks may not signal the agent while it runs.
-    let me = std::process::id();
-    enforcement.protect(me)?;
-    let ring = enforcement.take_events().context("decision ring buffer already taken")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let host_key = match &args.host_key {
-        Some(path) => Some(path.clone()),
-        None => Some(PathBuf::from(audit::DEFAULT_HOST_KEY)).filter(|p| p.exists()),
-    };
-    let host_key = host_key
-        .map(|p| crate::trust::SigningKey::load(&p).with_context(|| format!("audit host key {}", p.display())))
-        .transpose()?;
-    if host_key.is_none() {
-        tracing::warn!("no audit host key: checkpoints are unsigned (see --host-key)");
-    }
-    let log = AuditLog::open(&args.audit_dir, host_key, AuditOptions::default())
-        .with_context(|| format!("opening the audit log in {}", args.audit_dir.display()))?;
-    let followed = runtime.block_on(follow(ring, &enforcement, &labels, args.json, log));
-    enforcement.unprotect(me)?;
-    followed?;
-    tracing::info!("agent stopping; enforcement stays pinned and on");
+    let agent = Agent::start(settings(&args.load, Some(args))?)?;
+    agent.serve()?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Records every decision in the audit log (and on stdout) until SIGINT or SIGTERM.
-async fn follow(
-    ring: aya::maps::RingBuf<aya::maps::MapData>,
-    enforcement: &Enforcement,
-    labels: &Labels,
-    json: bool,
-    mut log: AuditLog,
-) -> anyhow::Result<()> {
-    use tokio::io::unix::AsyncFd;
-    use tokio::signal::unix::{SignalKind, signal};
+/// Sends one request to the agent and prints its message; exit 1 on a refusal.
+fn ask(socket: &Path, request: &Request) -> anyhow::Result<(ExitCode, Response)> {
+    let response = control::request(socket, request)?;
+    let code = if response.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    Ok((code, response))
+}
 
-    // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, so the fd stays open
-    // for as long as it is registered.
-    let mut ring = unsafe { AsyncFd::register(ring) }
-        .map_err(|e| anyhow::anyhow!("watching the decision ring buffer: {e}"))?;
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut dropped_seen = enforcement.dropped_events()?;
-    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
-    println!("following decisions (Ctrl-C to stop; enforcement stays on)");
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = ticker.tick() => log.tick()?,
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting for decisions")?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    let Some(event) = decode(&item) else {
-                        tracing::error!(len = item.len(), "malformed decision record");
-                        continue;
-                    };
-                    log.append_decision(&event, &labels.audit(&event))?;
-                    println!("{}", labels.render(&event, json));
-                }
-                guard.clear_ready();
-                // Losses are recorded where they happened in the stream, as a gap.
-                let dropped = enforcement.dropped_events()?;
-                if dropped > dropped_seen {
-                    tracing::error!(lost = dropped - dropped_seen, "decisions lost: ring buffer was full");
-                    log.append_gap(dropped - dropped_seen)?;
-                    dropped_seen = dropped;
-                }
-                log.flush()?;
-            }
+/// `enforcer push` / `enforcer revoke`: hand a signed artifact to the running agent.
+/// Returns once the kernel enforces it, or with the reason it was refused.
+pub fn push_command(args: &PushArgs, revoke: bool) -> anyhow::Result<ExitCode> {
+    let bytes = crate::verify::read_artifact(&args.file)?;
+    let name = args.file.display().to_string();
+    let (code, response) = ask(&args.socket.socket, &Request::artifact(revoke, name, &bytes))?;
+    if response.ok {
+        println!("{}", response.message);
+    } else {
+        eprintln!("{}", response.message);
+    }
+    Ok(code)
+}
+
+/// `enforcer list`: the authorizations in force and the refused artifacts.
+pub fn list_command(args: &ListArgs) -> anyhow::Result<ExitCode> {
+    let (code, response) = ask(&args.socket.socket, &Request::List)?;
+    if args.json || !response.ok {
+        println!("{}", if response.ok { response.data.to_string() } else { response.message });
+        return Ok(code);
+    }
+    let d = &response.data;
+    let empty = Vec::new();
+    let bundles = d["bundles"].as_array().unwrap_or(&empty);
+    println!("{} bundle(s) in force", bundles.len());
+    for b in bundles {
+        println!(
+            "  {} serial {} from {}: {} live grant(s) in {}, until {}, on_revoke {}",
+            text(&b["bundle_id"]),
+            b["serial"],
+            text(&b["issuer"]),
+            b["live_grants"],
+            b["scopes"].as_array().map(|s| s.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+            text(&b["not_after"]),
+            text(&b["on_revoke"]),
+        );
+        println!("    id {}  file {}", text(&b["id"]), text(&b["file"]));
+    }
+    for g in d["break_glass"].as_array().unwrap_or(&empty) {
+        println!(
+            "break-glass from {} for {} until {}: {}",
+            text(&g["issuer"]),
+            g["scopes"].as_array().map(|s| s.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+            text(&g["not_after"]),
+            text(&g["reason"]),
+        );
+    }
+    let refused = d["refused"].as_array().unwrap_or(&empty);
+    if !refused.is_empty() {
+        println!("{} artifact(s) refused", refused.len());
+        for r in refused {
+            println!("  {}: {}", text(&r["file"]), text(&r["reason"]));
         }
     }
-    log.close()?;
-    Ok(())
+    Ok(code)
 }
 
-fn decode(bytes: &[u8]) -> Option<ExecEvent> {
-    (bytes.len() >= size_of::<ExecEvent>())
-        // SAFETY: ExecEvent is plain repr(C) data valid for any bit pattern, and the length
-        // was checked; read_unaligned copes with any alignment.
-        .then(|| unsafe { bytes.as_ptr().cast::<ExecEvent>().read_unaligned() })
+fn text(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
 }
 
-/// Names for ids and digests, so decisions read as paths and programs.
-pub struct Labels {
-    scopes: HashMap<u64, String>,
-    names: HashMap<(u64, [u8; 32]), String>,
-}
-
-impl Labels {
-    fn new(policy: &Policy, desired: &MapState, cgroup_root: &Path) -> Self {
-        let mut scopes = HashMap::new();
-        let mut names = HashMap::new();
-        for (path, spec) in &policy.scopes {
-            let Ok(id) = cgroup::id_of(&cgroup::dir_of(cgroup_root, path), path.as_str()) else { continue };
-            if desired.scopes.contains_key(&id) {
-                scopes.insert(id, path.to_string());
-            }
-            for g in &spec.grants {
-                if let Some(name) = &g.name {
-                    names.insert((id, g.digest.0), name.clone());
-                }
-            }
-        }
-        Self { scopes, names }
-    }
-
-    fn audit(&self, e: &ExecEvent) -> DecisionLabels<'_> {
-        DecisionLabels {
-            scope: self.scopes.get(&e.scope_id).map(String::as_str),
-            grant_name: self.names.get(&(e.scope_id, e.digest)).map(String::as_str),
-        }
-    }
-
-    fn render(&self, e: &ExecEvent, json: bool) -> String {
-        let what = enforcer_common::hook::NAMES.get(e.hook as usize).copied().unwrap_or("unknown");
-        let verdict = match e.decision {
-            decision::ALLOW => "allow",
-            decision::DENY => "deny",
-            decision::WOULD_DENY => "would-deny",
-            _ => "unknown",
-        };
-        let path = cstr(&e.path);
-        let digest = FileDigest(e.digest);
-        let scope = self.scopes.get(&e.scope_id).cloned().unwrap_or_else(|| e.scope_id.to_string());
-        if json {
-            serde_json::json!({
-                "decision": verdict,
-                "reason": reason::name(e.reason),
-                "hook": what,
-                "path": path,
-                "sha256": digest.to_string(),
-                "name": self.names.get(&(e.scope_id, e.digest)),
-                "exec_id": e.exec_id,
-                "parent_exec_id": e.parent_exec_id,
-                "pid": e.pid,
-                "tgid": e.tgid,
-                "ppid": e.ppid,
-                "uid": e.uid,
-                "gid": e.gid,
-                "scope": scope,
-                "cgroup_id": e.cgroup_id,
-                "auth_serial": e.auth_serial,
-                "auth_id": hex::encode(e.auth_id),
-                "boot_ns": e.boot_ns,
-            })
-            .to_string()
-        } else {
-            let path = if e.hook == enforcer_common::hook::BPRM_CHECK_SECURITY {
-                path
-            } else {
-                format!("{what}: {path}")
-            };
-            format!(
-                "{verdict:<10} {path}  [{reason}] pid={pid} uid={uid} scope={scope} sha256={short}",
-                reason = reason::name(e.reason),
-                pid = e.tgid,
-                uid = e.uid,
-                short = &digest.to_string()[..16],
-            )
-        }
-    }
-}
-
-fn cstr(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-/// `enforcer status`.
+/// `enforcer status`: the running agent's view when it answers (authorizations, why a
+/// scope denies everything, break-glass), else what the kernel's maps hold.
 pub fn status_command(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let pin_dir = &args.location.pin_dir;
     if !kernel::is_pinned(pin_dir) {
@@ -416,6 +312,56 @@ pub fn status_command(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::from(3));
     }
+    match control::request(&args.socket.socket, &Request::Status) {
+        Ok(response) if response.ok => {
+            print_agent_status(&response.data, args.json);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(response) => tracing::warn!("the agent answered: {}", response.message),
+        Err(e) => tracing::debug!("{e}"),
+    }
+    print_map_status(args)
+}
+
+fn print_agent_status(d: &serde_json::Value, json: bool) {
+    if json {
+        println!("{d}");
+        return;
+    }
+    let agent = &d["agent"];
+    println!("enforcing: program pinned at {}", text(&d["pin_dir"]));
+    println!(
+        "agent: pid {}, up since {}, last applied {}{}",
+        agent["pid"],
+        text(&agent["started"]),
+        text(&agent["last_reconcile"]),
+        agent["next_deadline"].as_str().map(|t| format!(", next change at {t}")).unwrap_or_default(),
+    );
+    if let Some(e) = agent["last_error"].as_str() {
+        println!("  last error: {e}");
+    }
+    let empty = Vec::new();
+    for s in d["scopes"].as_array().unwrap_or(&empty) {
+        println!("  scope {} (cgroup {}): {}, {} grant(s)", text(&s["path"]), s["cgroup_id"], text(&s["mode"]), s["grants"]);
+        if let Some(until) = s["break_glass_until"].as_str() {
+            println!("    break-glass: monitor mode until {until}, then enforce again");
+        }
+        if s["denies_everything"] == true {
+            println!("    every exec in this scope is denied:");
+            for why in s["why"].as_array().unwrap_or(&empty) {
+                println!("      - {}", text(why));
+            }
+        }
+    }
+    println!("  {} bundle(s) in force, {} artifact(s) refused (see `enforcer list`)", d["bundles"], d["refused"]);
+    if d["dropped_events"].as_u64().is_some_and(|n| n > 0) {
+        println!("  {} decision(s) lost because the ring buffer was full", d["dropped_events"]);
+    }
+}
+
+/// Status from the pinned maps alone, when no agent answers.
+fn print_map_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let pin_dir = &args.location.pin_dir;
     let enforcement = Enforcement::open_pinned(pin_dir)?;
     let state = enforcement.read()?;
     let dropped = enforcement.dropped_events()?;
@@ -445,10 +391,11 @@ pub fn status_command(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         );
     } else {
         println!("enforcing: program pinned at {}", pin_dir.display());
+        println!("agent: not reachable at {}; showing the kernel's maps", args.socket.socket.display());
         for (path, id, mode, grants) in &scopes {
             println!("  scope {path} (cgroup {id}): {mode}, {grants} grant(s)");
             if *grants == 0 && *mode == "enforce" {
-                println!("    no grants: every exec in this scope is denied");
+                println!("    every exec in this scope is denied: it has no live grant");
             }
         }
         if dropped > 0 {

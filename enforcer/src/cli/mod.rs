@@ -30,9 +30,14 @@ pub enum Commands {
     /// Like `load`, then stay in the foreground and print every decision in governed
     /// scopes until SIGINT or SIGTERM (which leave enforcement on).
     Run(agent::RunArgs),
-    /// Show whether enforcement is on, the governed scopes and their grants.
-    /// Exit code 3 when nothing is enforcing.
+    /// Show whether enforcement is on, the governed scopes, their grants, and why a scope
+    /// denies everything. Exit code 3 when nothing is enforcing.
     Status(agent::StatusArgs),
+    /// Hand a signed artifact (bundle, revocation, break-glass) to the running agent. It
+    /// is verified, kept in the bundle directory and enforced before this returns.
+    Push(agent::PushArgs),
+    /// The authorizations the running agent enforces, and the artifacts it refused.
+    List(agent::ListArgs),
     /// Stop enforcing: remove the pinned program and maps. The operator's way out.
     Unload(agent::Location),
     /// The tamper-evident audit log: verify it, show and follow decisions, trace the
@@ -95,6 +100,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Load(args) => agent::load_command(&args),
         Commands::Run(args) => agent::run_command(&args),
         Commands::Status(args) => agent::status_command(&args),
+        Commands::Push(args) => agent::push_command(&args, false),
+        Commands::List(args) => agent::list_command(&args),
         Commands::Unload(args) => agent::unload_command(&args),
         Commands::Audit(args) => audit::command(&args),
         Commands::InstallUnit(args) => service::command(&args),

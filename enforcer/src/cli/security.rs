@@ -47,9 +47,10 @@ pub enum SecurityCommand {
     /// Revocations: withdraw a bundle, a program digest or a signing key, for good.
     ///
     /// A revocation is signed like a bundle, by keys with the "revocation" role. Once the
-    /// agent accepts it, it never lapses.
-    #[command(subcommand)]
-    Revoke(RevokeCommand),
+    /// agent accepts it, it never lapses. `enforcer revoke FILE` hands a signed one to the
+    /// running agent and returns once the revoked grants allow nothing any more.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Revoke(RevokeArgs),
     /// Break-glass: switch scopes to monitor mode for a short, signed window, so an
     /// emergency never means a lockout.
     ///
@@ -94,6 +95,21 @@ pub enum BundleCommand {
     Create(BundleCreateArgs),
     #[command(flatten)]
     Artifact(ArtifactCommand),
+}
+
+/// `enforcer revoke FILE` (to the running agent), or `enforcer revoke create|sign|...`.
+#[derive(Debug, clap::Args)]
+pub struct RevokeArgs {
+    #[command(subcommand)]
+    command: Option<RevokeCommand>,
+
+    /// A signed revocation for the running agent (a file named like a subcommand needs a
+    /// path: ./create).
+    #[arg(value_name = "FILE", required = true)]
+    file: Option<PathBuf>,
+
+    #[command(flatten)]
+    socket: super::agent::SocketArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -370,12 +386,18 @@ pub fn run(cmd: SecurityCommand) -> anyhow::Result<ExitCode> {
         SecurityCommand::Key(KeyCommand::Generate { out }) => key_generate(&out),
         SecurityCommand::Key(KeyCommand::Show { path }) => key_show(&path),
         SecurityCommand::Bundle(BundleCommand::Create(args)) => bundle_create(&args),
-        SecurityCommand::Revoke(RevokeCommand::Create(args)) => revoke_create(&args),
+        SecurityCommand::Revoke(RevokeArgs { command: None, file, socket }) => {
+            let file = file.context("name the signed revocation to hand to the agent")?;
+            super::agent::push_command(&super::agent::PushArgs { file, socket }, true)
+        }
+        SecurityCommand::Revoke(RevokeArgs { command: Some(RevokeCommand::Create(args)), .. }) => {
+            revoke_create(&args)
+        }
         SecurityCommand::BreakGlass(BreakGlassCommand::Create(args)) => break_glass_create(&args),
         SecurityCommand::Bundle(BundleCommand::Artifact(cmd)) => {
             artifact(cmd, ArtifactKind::Bundle)
         }
-        SecurityCommand::Revoke(RevokeCommand::Artifact(cmd)) => {
+        SecurityCommand::Revoke(RevokeArgs { command: Some(RevokeCommand::Artifact(cmd)), .. }) => {
             artifact(cmd, ArtifactKind::Revocation)
         }
         SecurityCommand::BreakGlass(BreakGlassCommand::Artifact(cmd)) => {

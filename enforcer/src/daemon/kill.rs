@@ -1,0 +1,229 @@
+//! `on_revoke = "kill"`: terminating the processes that were started under an
+//! authorization that is no longer live.
+//!
+//! The kernel records, for every process whose exec it allowed, the authorization whose
+//! grant allowed it (the IMAGES map, keyed by tgid and guarded by the process's start
+//! time). A process that forked without exec runs the image of the process that forked
+//! it, so it is found through its parent chain. Every process in the governed scopes is
+//! looked at; those running an image of a withdrawn authorization get SIGKILL through a
+//! pidfd, which cannot hit a different process that reused the pid.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{FromRawFd as _, OwnedFd, AsRawFd as _};
+use std::path::{Path, PathBuf};
+
+use enforcer_common::{AUTH_ID_LEN, Image};
+
+/// A process that was killed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Killed {
+    pub pid: u32,
+    pub auth_id: [u8; AUTH_ID_LEN],
+}
+
+/// How far up the parent chain a forked process is followed.
+const MAX_ANCESTRY: usize = 64;
+
+/// What /proc says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcStat {
+    ppid: u32,
+    /// `starttime`: clock ticks after boot (CLOCK_BOOTTIME based).
+    start_ticks: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Parses `/proc/PID/stat`. The command name may hold spaces and parentheses, so the
+/// fields are counted from its last `)`.
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state (field 3), ppid (4), ..., starttime (22).
+    Some(ProcStat { ppid: fields.get(1)?.parse().ok()?, start_ticks: fields.get(19)?.parse().ok()? })
+}
+
+/// Clock facts needed to compare the kernel's start times with /proc's.
+#[derive(Debug, Clone, Copy)]
+struct Clocks {
+    ns_per_tick: u64,
+    /// CLOCK_BOOTTIME - CLOCK_MONOTONIC now: the time spent suspended so far.
+    suspended_ns: u64,
+}
+
+impl Clocks {
+    fn now() -> Self {
+        // SAFETY: sysconf has no memory effects.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+        let read = |clock| {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: `ts` is a valid, writable timespec.
+            unsafe { libc::clock_gettime(clock, &mut ts) };
+            u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+        };
+        let boot = read(libc::CLOCK_BOOTTIME);
+        let mono = read(libc::CLOCK_MONOTONIC);
+        Self { ns_per_tick: 1_000_000_000 / hz, suspended_ns: boot.saturating_sub(mono) }
+    }
+
+    /// Whether a process /proc reports as started at `start_ticks` (boot time) is the one
+    /// the kernel recorded as started at `start_ns` (monotonic). The two clocks differ by
+    /// the time suspended before the process started, which is at most what it is now.
+    fn same_start(self, start_ticks: u64, start_ns: u64) -> bool {
+        let boot_ns = start_ticks.saturating_mul(self.ns_per_tick);
+        boot_ns + self.ns_per_tick >= start_ns
+            && boot_ns <= start_ns.saturating_add(self.suspended_ns).saturating_add(self.ns_per_tick)
+    }
+}
+
+/// The image process `pid` runs: its own record, or for a process that forked without
+/// exec, the nearest ancestor's.
+fn image_of(pid: u32, images: &HashMap<u32, Image>, clocks: Clocks) -> Option<(u32, Image)> {
+    let mut current = pid;
+    for _ in 0..MAX_ANCESTRY {
+        let stat = proc_stat(current)?;
+        if let Some(image) = images.get(&current)
+            && clocks.same_start(stat.start_ticks, image.leader_start_ns)
+        {
+            return Some((current, *image));
+        }
+        if stat.ppid <= 1 {
+            return None;
+        }
+        current = stat.ppid;
+    }
+    None
+}
+
+/// Every process in `dir` and the cgroups below it.
+fn processes_below(dir: &Path, out: &mut Vec<u32>) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            processes_below(&entry.path(), out);
+        }
+    }
+}
+
+/// Kills every process in the `scopes` cgroup trees running an image allowed by one of
+/// `withdrawn`. Returns the processes killed; a process that vanished first is not one.
+pub fn sweep(
+    scopes: &[PathBuf],
+    images: &HashMap<u32, Image>,
+    withdrawn: &HashSet<[u8; AUTH_ID_LEN]>,
+) -> Vec<Killed> {
+    if withdrawn.is_empty() {
+        return Vec::new();
+    }
+    let clocks = Clocks::now();
+    let mut pids = Vec::new();
+    for dir in scopes {
+        processes_below(dir, &mut pids);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    let mut killed = Vec::new();
+    for pid in pids {
+        let Some((_, image)) = image_of(pid, images, clocks) else { continue };
+        if !withdrawn.contains(&image.auth_id) {
+            continue;
+        }
+        match kill(pid) {
+            Ok(true) => {
+                tracing::warn!(pid, auth_id = %hex::encode(image.auth_id), "killed: its authorization was withdrawn (on_revoke = kill)");
+                killed.push(Killed { pid, auth_id: image.auth_id });
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(pid, error = %e, "cannot kill a process whose authorization was withdrawn"),
+        }
+    }
+    killed
+}
+
+/// SIGKILL through a pidfd: the descriptor names one process, so a pid reused between
+/// the check and the signal cannot be hit. `Ok(false)` when the process is already gone.
+fn kill(pid: u32) -> std::io::Result<bool> {
+    let before = proc_stat(pid);
+    // SAFETY: plain syscall; the result is checked before use.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if raw < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ESRCH) { Ok(false) } else { Err(e) };
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(raw).map_err(std::io::Error::other)?) };
+    // The pidfd now pins one process; it must be the one that was looked at.
+    if before.is_none() || proc_stat(pid).map(|s| s.start_ticks) != before.map(|s| s.start_ticks) {
+        return Ok(false);
+    }
+    // SAFETY: valid pidfd, no siginfo.
+    let r = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0)
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ESRCH) { Ok(false) } else { Err(e) };
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_survive_odd_names() {
+        let line = "123 (a) b (c)) S 45 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 50";
+        assert_eq!(parse_stat(line), Some(ProcStat { ppid: 45, start_ticks: 98765 }));
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x) S"), None);
+    }
+
+    #[test]
+    fn start_times_compare_across_clocks() {
+        let c = Clocks { ns_per_tick: 10_000_000, suspended_ns: 5_000_000_000 };
+        // Same moment, rounded down to a tick by /proc.
+        assert!(c.same_start(100, 1_004_000_000));
+        // Started after a 3 s suspend: boot time is ahead by 3 s.
+        assert!(c.same_start(400, 1_000_000_000));
+        // Another process entirely.
+        assert!(!c.same_start(100, 9_000_000_000));
+        assert!(!c.same_start(1_000, 1_000_000_000));
+    }
+
+    #[test]
+    fn own_process_is_found_and_parent_chain_is_followed() {
+        let me = std::process::id();
+        let stat = proc_stat(me).expect("own stat");
+        let clocks = Clocks::now();
+        let start_ns = stat.start_ticks * clocks.ns_per_tick;
+        let image = Image { exec_id: 7, leader_start_ns: start_ns, ..Image::default() };
+        // Recorded for the parent only: this process "forked without exec".
+        let images = HashMap::from([(stat.ppid, Image { exec_id: 9, ..image })]);
+        let parent_start = proc_stat(stat.ppid).expect("parent").start_ticks * clocks.ns_per_tick;
+        let images: HashMap<u32, Image> =
+            images.into_iter().map(|(k, v)| (k, Image { leader_start_ns: parent_start, ..v })).collect();
+        assert_eq!(image_of(me, &images, clocks).map(|(pid, i)| (pid, i.exec_id)), Some((stat.ppid, 9)));
+        let own = HashMap::from([(me, image)]);
+        assert_eq!(image_of(me, &own, clocks).map(|(pid, _)| pid), Some(me));
+        // A stale record (another process that had this pid) does not count.
+        let stale = HashMap::from([(me, Image { leader_start_ns: start_ns + 50_000_000_000, ..image })]);
+        assert_eq!(image_of(me, &stale, clocks), None);
+    }
+
+    #[test]
+    fn a_child_is_killed_and_reported_gone_after() {
+        let mut child = std::process::Command::new("sleep").arg("60").spawn().expect("sleep");
+        let pid = child.id();
+        assert!(kill(pid).expect("kill"));
+        let status = child.wait().expect("wait");
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        assert!(!kill(pid).expect("gone"));
+    }
+}
