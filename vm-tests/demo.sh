@@ -7,7 +7,7 @@ FIXTURES=/usr/libexec/enforcer-tests
 SCOPE=/sys/fs/cgroup/agents
 WORK=/tmp/demo
 LOG=$WORK/agent-decisions.log
-mkdir -p $WORK/keys $WORK/bundles $WORK/audit
+mkdir -p $WORK/keys $WORK/bundles $WORK/out $WORK/audit
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '  \033[2m$ %s\033[0m\n' "$*"; "$@" 2>&1 | sed 's/^/    /'; }
@@ -30,8 +30,10 @@ verdict_of() {
         *) printf '  %-46s \033[32mRAN\033[0m     (exit %s: %s)\n' "$1" "$2" "$3" ;;
     esac
 }
+# Sleeps until the given Unix time (if it is still ahead).
+wait_until() { left=$(( $1 - $(date +%s) )); [ "$left" -gt 0 ] && sleep "$left"; return 0; }
 start_agent() {
-    enforcer run --trust $POLICIES/trust.toml --artifacts $WORK/bundles --scope /agents \
+    enforcer run --trust $POLICIES/trust.toml --bundle-dir $WORK/bundles --scope /agents \
         --state-dir $WORK/state --audit-dir $WORK/audit --host-key $WORK/keys/host.key \
         >> $LOG 2>>$WORK/agent.err &
     AGENT=$!
@@ -57,23 +59,24 @@ echo '  /tmp/downloads/payload               something nobody authorized'
 echo '  /tmp/downloads/renamed-report-tool   the same bytes as report-tool, another name'
 echo '  /tmp/downloads/patched-report-tool   report-tool with one byte changed'
 
-step "Security team: authorize report-tool for the /agents scope, signed by two people"
-# The example trust store needs 2 of 2 bundle keys (TEST-ONLY alice and bob) and 1
-# revocation key (TEST-ONLY carol). Private keys must be private to be used.
+step "Operator: start the agent. /agents is governed; nothing is authorized yet"
+# The example trust store needs 2 of 2 bundle keys (TEST-ONLY alice and bob) and 1 key
+# for revocations and break-glass (TEST-ONLY carol). Private keys must be private.
 for who in alice bob carol; do
     cp $POLICIES/keys/TEST-ONLY-$who.key $WORK/keys/$who.key; chmod 600 $WORK/keys/$who.key
 done
-show enforcer bundle create --issuer demo-team --bundle-id agents-tools --serial 1 \
-    --scope /agents --valid-for 2h --with-libraries \
-    --file /opt/agent/bin/report-tool,name=report-tool --out $WORK/bundles/agents-tools.json
-show enforcer bundle sign --key $WORK/keys/alice.key $WORK/bundles/agents-tools.json
-show enforcer bundle sign --key $WORK/keys/bob.key $WORK/bundles/agents-tools.json
-show enforcer bundle verify --trust $POLICIES/trust.toml $WORK/bundles/agents-tools.json
-
-step "Operator: start the agent (it accepts only what the trust store verifies)"
 show enforcer key generate --out $WORK/keys/host
 start_agent 1
 show enforcer status
+in_scope "report-tool (nothing authorized yet)" /opt/agent/bin/report-tool
+
+step "Security team: authorize report-tool for /agents, signed by two people, and push it"
+show enforcer bundle create --issuer demo-team --bundle-id agents-tools --serial 1 \
+    --scope /agents --valid-for 2h --with-libraries \
+    --file /opt/agent/bin/report-tool,name=report-tool --out $WORK/out/agents-tools.json
+show enforcer bundle sign --key $WORK/keys/alice.key $WORK/out/agents-tools.json
+show enforcer bundle sign --key $WORK/keys/bob.key $WORK/out/agents-tools.json
+show enforcer push $WORK/out/agents-tools.json
 
 step "Inside the governed scope (cgroup /agents): only authorized content runs"
 in_scope "report-tool (authorized)" /opt/agent/bin/report-tool
@@ -85,18 +88,42 @@ in_scope "ld.so payload (loader trick)" /lib64/ld-linux-x86-64.so.2 /tmp/downloa
 step "Outside every governed scope nothing changes"
 outside "payload" /tmp/downloads/payload
 
-step "The agent dies; enforcement does not (programs and maps are pinned)"
+step "A short authorization (15 s) expires in the kernel, even with the agent killed"
+show enforcer bundle create --issuer demo-team --bundle-id payload-once --serial 1 \
+    --scope /agents --valid-for 15s --with-libraries \
+    --file /tmp/downloads/payload,name=payload --out $WORK/out/payload-once.json
+show enforcer bundle sign --key $WORK/keys/alice.key $WORK/out/payload-once.json
+show enforcer bundle sign --key $WORK/keys/bob.key $WORK/out/payload-once.json
+PUSHED=$(date +%s)
+show enforcer push $WORK/out/payload-once.json
+in_scope "payload (authorized for 15 s)" /tmp/downloads/payload
 kill -9 $AGENT; wait $AGENT 2>/dev/null
-in_scope "payload, with no agent running" /tmp/downloads/payload
-in_scope "report-tool, with no agent running" /opt/agent/bin/report-tool
+echo "  agent killed with SIGKILL; waiting for the 15 s to pass"
+wait_until $((PUSHED + 16))
+in_scope "payload, expired, no agent running" /tmp/downloads/payload
+in_scope "report-tool, no agent running" /opt/agent/bin/report-tool
 
-step "Security team: revoke the authorization (signed by the revocation key)"
-show enforcer revoke create --issuer security --bundle-id agents-tools --reason "demo" \
-    --out $WORK/bundles/revoke-agents-tools.json
-show enforcer revoke sign --key $WORK/keys/carol.key $WORK/bundles/revoke-agents-tools.json
+step "The agent restarts and reattaches: no gap, nothing reloaded from scratch"
 start_agent 2
+show enforcer list
+
+step "Security team: revoke report-tool (signed by the revocation key); denied at once"
+show enforcer revoke create --issuer security --bundle-id agents-tools --reason "demo" \
+    --out $WORK/out/revoke-agents-tools.json
+show enforcer revoke sign --key $WORK/keys/carol.key $WORK/out/revoke-agents-tools.json
+show enforcer revoke $WORK/out/revoke-agents-tools.json
 in_scope "report-tool, after the revocation" /opt/agent/bin/report-tool
 show enforcer status
+
+step "Incident: a signed, time-boxed break-glass puts /agents in monitor mode for 15 s"
+show enforcer break-glass create --issuer oncall --scope /agents --valid-for 15s \
+    --reason "INC-42: agents blocked during outage" --out $WORK/out/break-glass.json
+show enforcer break-glass sign --key $WORK/keys/carol.key $WORK/out/break-glass.json
+PUSHED=$(date +%s)
+show enforcer push $WORK/out/break-glass.json
+in_scope "payload, during break-glass (recorded)" /tmp/downloads/payload
+wait_until $((PUSHED + 16))
+in_scope "payload, break-glass over (enforce again)" /tmp/downloads/payload
 kill -TERM $AGENT; wait $AGENT 2>/dev/null
 
 step "The operator's way out: enforcer unload"

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use vm_tests::{PROBE_EXIT, UNLISTED_EXIT, attack};
 
+mod service;
+
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Enforcing scope: grants probe, busybox (the shell) and one script.
 const SCOPE: &str = "vmtest";
@@ -180,11 +182,15 @@ impl Agent {
     }
 
     fn start_with(env: &Env, extra: &[&str]) -> Result<Self, String> {
-        let mut child = env
-            .enforcer()
-            .args(["run", "--json", "--unsigned-policy"])
-            .arg(&env.policy)
-            .args(extra)
+        let policy = env.policy.display().to_string();
+        let mut args = vec!["--unsigned-policy", policy.as_str()];
+        args.extend(extra);
+        Self::spawn(env.enforcer().args(["run", "--json"]).args(args))
+    }
+
+    /// Starts `cmd` (an `enforcer run --json ...`) and waits until it follows decisions.
+    fn spawn(cmd: &mut Command) -> Result<Self, String> {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -760,6 +766,21 @@ const SCENARIOS: &[Scenario] = &[
     ("signed-bundles-grant-and-refusals-are-named", signed_bundles_grant_and_refusals_are_named),
     ("audit-records-every-decision-and-verifies", audit_records_every_decision_and_verifies),
     ("ring-buffer-overflow-becomes-a-gap-record", ring_buffer_overflow_becomes_a_gap_record),
+    // The agent as a service; each puts the shared policy back when done.
+    ("pushed-bundle-allows-while-agent-runs", |e| service::restore(e, service::pushed_bundle_allows_while_agent_runs(e))),
+    ("revocation-denies-within-a-second", |e| service::restore(e, service::revocation_denies_within_a_second(e))),
+    ("expired-grant-denies-with-agent-killed", |e| service::restore(e, service::expired_grant_denies_with_agent_killed(e))),
+    ("on-revoke-kill-terminates-running-process", |e| service::restore(e, service::on_revoke_kill_terminates_running_process(e))),
+    ("break-glass-expires-back-to-enforce", |e| service::restore(e, service::break_glass_expires_back_to_enforce(e))),
+    (
+        "agent-restart-mid-exec-stream-loses-no-enforcement",
+        |e| service::restore(e, service::agent_restart_mid_exec_stream_loses_no_enforcement(e)),
+    ),
+    (
+        "service-runs-from-config-notifies-and-reloads",
+        |e| service::restore(e, service::service_runs_from_config_notifies_and_reloads(e)),
+    ),
+    ("control-socket-is-root-only", |e| service::restore(e, service::control_socket_is_root_only(e))),
     ("enforcement-survives-agent-kill", enforcement_survives_agent_kill),
     ("restart-reuses-pinned-program", restart_reuses_pinned_program),
     // Last: it turns enforcement off.
