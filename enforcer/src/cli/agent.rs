@@ -220,6 +220,9 @@ pub fn load_command(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let agent = Agent::start(settings)?;
+    for (path, why) in agent.refused() {
+        eprintln!("refused: {}: {why}", path.display());
+    }
     println!("enforcement active: program pinned at {}", agent.pin_dir().display());
     Ok(ExitCode::SUCCESS)
 }

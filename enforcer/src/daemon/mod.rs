@@ -229,6 +229,12 @@ impl Agent {
         Ok(agent)
     }
 
+    /// Artifacts the last reconcile refused, each with the reason.
+    #[must_use]
+    pub fn refused(&self) -> &[(PathBuf, String)] {
+        self.view.authz.as_ref().map_or(&[], |a| a.refused.as_slice())
+    }
+
     #[must_use]
     pub fn pin_dir(&self) -> &Path {
         &self.config.pin_dir
