@@ -89,7 +89,7 @@ step "Outside every governed scope nothing changes"
 outside "payload" /tmp/downloads/payload
 
 step "A short authorization (15 s) expires in the kernel, even with the agent killed"
-show enforcer bundle create --issuer demo-team --bundle-id payload-once --serial 1 \
+show enforcer bundle create --issuer incident-team --bundle-id payload-once --serial 1 \
     --scope /agents --valid-for 15s --with-libraries \
     --file /tmp/downloads/payload,name=payload --out $WORK/out/payload-once.json
 show enforcer bundle sign --key $WORK/keys/alice.key $WORK/out/payload-once.json
