@@ -234,51 +234,63 @@ pub fn expired_grant_denies_with_agent_killed(env: &Env) -> Check {
     expect_eperm(Some(LIVE), &env.probe)
 }
 
+/// Starts `busybox sleep 300` in LIVE.
+fn sleeper_in_scope() -> Result<Child, String> {
+    let mut cmd = Command::new("/bin/busybox");
+    cmd.args(["sleep", "300"]);
+    enforcer::cgroup::spawn_into(&mut cmd, &cgroup(LIVE)).map_err(|e| e.to_string())?;
+    cmd.spawn().map_err(|e| format!("starting sleep in scope: {e}"))
+}
+
+/// Waits up to `limit` for `child` to end, which must be by SIGKILL.
+fn expect_killed(child: &mut Child, limit: Duration, context: &str) -> Check {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) if status.signal() == Some(libc::SIGKILL) => return Ok(()),
+            Some(status) => return Err(format!("sleep in scope ended with {status}, not SIGKILL ({context})")),
+            None if Instant::now() > deadline => {
+                return Err(format!("sleep in scope still runs after {limit:?} ({context})"));
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 pub fn on_revoke_kill_terminates_running_process(env: &Env) -> Check {
     let kit = Kit::new("kill")?;
     let busybox = PathBuf::from("/bin/busybox");
     let agent = kit.agent(env)?;
-    let mut victim: Option<Child> = None;
-    let mut bystander: Option<Child> = None;
+    let mut children: Vec<Child> = Vec::new();
     let result = (|| {
         let bundle = kit.bundle(env, "killable", &[busybox.clone()], &["--on-revoke", "kill"])?;
         enforcer_ok(env, &["push", &bundle])?;
-        let mut cmd = Command::new(&busybox);
-        cmd.args(["sleep", "300"]);
-        enforcer::cgroup::spawn_into(&mut cmd, &cgroup(LIVE)).map_err(|e| e.to_string())?;
-        let child = victim.insert(cmd.spawn().map_err(|e| format!("starting sleep in scope: {e}"))?);
+        children.push(sleeper_in_scope()?);
         // The same program outside every scope was not started under the bundle.
-        bystander = Some(Command::new(&busybox).args(["sleep", "300"]).spawn().map_err(|e| e.to_string())?);
+        children.push(Command::new(&busybox).args(["sleep", "300"]).spawn().map_err(|e| e.to_string())?);
         std::thread::sleep(Duration::from_millis(300));
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+        if let Some(status) = children[0].try_wait().map_err(|e| e.to_string())? {
             return Err(format!("sleep in scope ended before the revocation: {status}"));
         }
         let revocation = kit.revocation(env, "killable")?;
         let out = enforcer_ok(env, &["revoke", &revocation])?;
-        // Killed before `revoke` returned (the reaping here may lag a moment).
-        let deadline = Instant::now() + Duration::from_millis(500);
-        let status = loop {
-            match child.try_wait().map_err(|e| e.to_string())? {
-                Some(status) => break status,
-                None if Instant::now() > deadline => {
-                    return Err(format!("sleep in scope still runs after the revocation: {out}"));
-                }
-                None => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        if status.signal() != Some(libc::SIGKILL) {
-            return Err(format!("sleep in scope ended with {status}, not SIGKILL; revoke said: {out}"));
-        }
+        // Killed before `revoke` returned (reaping it here may lag a moment).
+        expect_killed(&mut children[0], Duration::from_millis(500), &format!("revoke said: {out}"))?;
         if !out.contains("killed") {
             return Err(format!("revoke did not report the kill: {out}"));
         }
-        let outside = bystander.as_mut().expect("spawned");
-        if let Some(status) = outside.try_wait().map_err(|e| e.to_string())? {
+        if let Some(status) = children[1].try_wait().map_err(|e| e.to_string())? {
             return Err(format!("the process outside every scope died too: {status}"));
         }
-        Ok(())
+        // Expiry withdraws an authorization too: its processes go when it ends.
+        let brief = kit.bundle(env, "killable-brief", &[busybox.clone()], &["--on-revoke", "kill", "--valid-for", "8s"])?;
+        let pushed = Instant::now();
+        enforcer_ok(env, &["push", &brief])?;
+        children.push(sleeper_in_scope()?);
+        let left = Duration::from_secs(8).saturating_sub(pushed.elapsed());
+        expect_killed(&mut children[2], left + Duration::from_secs(3), "bundle expired")
     })();
-    for child in [victim.as_mut(), bystander.as_mut()].into_iter().flatten() {
+    for child in &mut children {
         let _ = child.kill();
         let _ = child.wait();
     }

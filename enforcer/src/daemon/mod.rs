@@ -289,7 +289,7 @@ impl Agent {
         }
         self.labels = labels;
         self.view = View {
-            next_deadline: next_deadline(&policy, now),
+            next_deadline: next_deadline(&policy, authz.as_ref(), now),
             policy,
             authz,
             desired,
@@ -397,9 +397,13 @@ impl Agent {
     /// bundle id is not withdrawn: its programs are still authorized.
     fn kill_withdrawn(&mut self) -> anyhow::Result<usize> {
         let Some(authz) = &self.view.authz else { return Ok(0) };
-        let live: HashSet<[u8; AUTH_ID_LEN]> = authz.accepted.iter().map(|b| auth_prefix(&b.id)).collect();
+        // A bundle past its not_after still counts as accepted for the clock-skew margin,
+        // but the kernel already denies its grants: its processes go now, not a minute late.
+        let now = unix_seconds_now();
+        let current = || authz.accepted.iter().filter(|b| b.not_after > now);
+        let live: HashSet<[u8; AUTH_ID_LEN]> = current().map(|b| auth_prefix(&b.id)).collect();
         let live_lines: HashSet<(&str, &str)> =
-            authz.accepted.iter().map(|b| (b.issuer.as_str(), b.bundle_id.as_str())).collect();
+            current().map(|b| (b.issuer.as_str(), b.bundle_id.as_str())).collect();
         let mut learned = Vec::new();
         for b in &authz.accepted {
             learned.push((auth_prefix(&b.id), KnownAuth {
@@ -845,14 +849,24 @@ impl Agent {
     }
 }
 
-/// The earliest moment after `now` at which what the policy allows changes by itself.
-fn next_deadline(policy: &Policy, now: SystemTime) -> Option<SystemTime> {
+/// The earliest moment after `now` at which what is authorized changes by itself: a
+/// grant or bundle expires, a break-glass window ends.
+fn next_deadline(policy: &Policy, authz: Option<&Authorizations>, now: SystemTime) -> Option<SystemTime> {
+    let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    let bundles = authz.into_iter().flat_map(|a| a.accepted.iter().map(|b| at(b.not_after)));
+    let glass = authz.into_iter().flat_map(|a| a.break_glass.iter().map(|g| at(g.not_after)));
     policy
         .scopes
         .values()
         .flat_map(|s| s.grants.iter().filter_map(|g| g.not_after).chain(s.monitor_until))
+        .chain(bundles)
+        .chain(glass)
         .filter(|t| *t > now)
         .min()
+}
+
+fn unix_seconds_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn break_glass_json(authz: &Authorizations) -> serde_json::Value {
