@@ -834,18 +834,22 @@ impl BreakGlass {
         Ok(break_glass)
     }
 
-    /// The payload bytes to sign; refuses a break-glass that [`BreakGlass::from_payload`]
-    /// would.
-    pub fn to_payload(&self) -> Result<Vec<u8>, ArtifactError> {
-        self.validate()?;
-        let wire = BreakGlassWire {
+    /// The wire form, unchecked (tests use it to write payloads `to_payload` refuses).
+    fn wire(&self) -> BreakGlassWire {
+        BreakGlassWire {
             issuer: self.issuer.clone(),
             not_before: self.not_before,
             not_after: self.not_after,
             scopes: self.scopes.iter().map(ToString::to_string).collect(),
             reason: self.reason.clone(),
-        };
-        serde_json::to_vec(&wire).map_err(|e| malformed("break-glass payload", e))
+        }
+    }
+
+    /// The payload bytes to sign; refuses a break-glass that [`BreakGlass::from_payload`]
+    /// would.
+    pub fn to_payload(&self) -> Result<Vec<u8>, ArtifactError> {
+        self.validate()?;
+        serde_json::to_vec(&self.wire()).map_err(|e| malformed("break-glass payload", e))
     }
 
     /// The rules that syntax alone does not catch.
@@ -1114,14 +1118,7 @@ mod tests {
             assert!(matches!(err, ArtifactError::Field { .. }), "{what}: {err:?}");
             assert!(err.to_string().contains(needle), "{what}: {err}");
             // The same rule holds for a payload someone else wrote.
-            let wire = BreakGlassWire {
-                issuer: bg.issuer.clone(),
-                not_before: bg.not_before,
-                not_after: bg.not_after,
-                scopes: bg.scopes.iter().map(ToString::to_string).collect(),
-                reason: bg.reason.clone(),
-            };
-            let bytes = serde_json::to_vec(&wire).expect("json");
+            let bytes = serde_json::to_vec(&bg.wire()).expect("json");
             let err = BreakGlass::from_payload(&bytes).expect_err(what);
             assert!(err.to_string().contains(needle), "{what}: {err}");
         }

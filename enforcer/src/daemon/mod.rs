@@ -925,7 +925,15 @@ fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// agent, and its answer comes back here.
 async fn serve_control(listener: tokio::net::UnixListener, tx: mpsc::Sender<(Request, oneshot::Sender<Response>)>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: wait instead of spinning on the error.
+                tracing::warn!("control socket: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
         let tx = tx.clone();
         tokio::spawn(async move {
             if let Err(e) = serve_connection(stream, tx).await {
