@@ -987,3 +987,65 @@ async fn serve_connection(
     write.write_all(&bytes).await?;
     write.shutdown().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{GrantSpec, ScopeSpec};
+
+    #[test]
+    fn flags_win_over_the_file_and_add_scopes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "trust = \"/file/trust.toml\"\nstate_dir = \"/file/state\"\n[[scope]]\npath = \"/a\"\nmode = \"monitor\"\n",
+        )
+        .expect("write");
+        let settings = Settings {
+            config_path: Some(file.clone()),
+            overrides: Overrides {
+                trust: Some("/flag/trust.toml".into()),
+                skip_self_test: true,
+                scopes: vec!["/a".parse().expect("scope"), "/b".parse().expect("scope")],
+                ..Overrides::default()
+            },
+            ..Settings::default()
+        };
+        let c = settings.effective().expect("effective");
+        assert_eq!(c.trust, PathBuf::from("/flag/trust.toml"));
+        assert_eq!(c.state_dir, PathBuf::from("/file/state"));
+        assert!(!c.self_test);
+        let scopes: Vec<_> = c.scopes.iter().map(|s| (s.path.as_str(), s.mode)).collect();
+        assert_eq!(scopes, [("/a", Mode::Monitor), ("/b", Mode::Enforce)], "the file's mode for /a stays");
+        // A broken file is an error that names it, never a silent fallback to defaults.
+        std::fs::write(&file, "trust = [").expect("write");
+        let err = settings.effective().expect_err("broken").to_string();
+        assert!(err.contains("config.toml"), "{err}");
+    }
+
+    #[test]
+    fn next_deadline_is_the_earliest_future_change() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = |s| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        let grant = |not_after| GrantSpec {
+            digest: crate::digest::FileDigest([1; 32]),
+            name: None,
+            not_after,
+            auth_id: [0; AUTH_ID_LEN],
+            auth_serial: 1,
+        };
+        let mut policy = Policy::default();
+        policy.scopes.insert(
+            "/a".parse().expect("scope"),
+            ScopeSpec { grants: vec![grant(at(900)), grant(at(5_000)), grant(None)], ..ScopeSpec::default() },
+        );
+        assert_eq!(next_deadline(&policy, None, now), at(5_000), "past deadlines do not count");
+        policy.scopes.insert(
+            "/b".parse().expect("scope"),
+            ScopeSpec { monitor_until: at(2_000), ..ScopeSpec::default() },
+        );
+        assert_eq!(next_deadline(&policy, None, now), at(2_000), "a break-glass end counts");
+        assert_eq!(next_deadline(&Policy::default(), None, now), None);
+    }
+}
