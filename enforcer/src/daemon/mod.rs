@@ -39,6 +39,10 @@ pub use decisions::Labels;
 /// delay of a missed notification and picks up bundles whose window has opened.
 const RESYNC: Duration = Duration::from_secs(30);
 
+/// Where a pushed artifact waits in the bundle directory while it is verified; not read
+/// as an artifact source (the loader reads only files directly in the directory).
+const STAGING: &str = ".staging";
+
 /// Values given on the command line; they win over the configuration file and are
 /// applied again after every reload.
 #[derive(Debug, Clone, Default)]
@@ -194,6 +198,12 @@ impl Agent {
         }
         if settings.unsigned_policy.is_none() {
             ensure_private_dir(&config.bundle_dir)?;
+            // A push whose agent died before answering: its client saw an error and
+            // pushes again (a resubmission is idempotent), so the leftover goes.
+            let staging = config.bundle_dir.join(STAGING);
+            if staging.is_dir() {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
         }
         let mut enforcement = Enforcement::open_or_load(&config.pin_dir)?;
         let self_test_scope = if config.self_test {
@@ -579,7 +589,7 @@ impl Agent {
             return Response::error(format!("{name}: refused: it is a {kind}, not a revocation (use `enforcer push`)"));
         }
         let id = envelope.id();
-        let staging = self.config.bundle_dir.join(".staging");
+        let staging = self.config.bundle_dir.join(STAGING);
         let staged = staging.join(format!("{}.json", &id.to_string()[..32]));
         if let Err(e) = ensure_private_dir(&staging).and_then(|()| write_synced(&staged, &bytes)) {
             return Response::error(format!("{name}: cannot stage the artifact: {e:#}"));
