@@ -238,8 +238,9 @@ fn c_string(bytes: &[u8]) -> String {
 /// A change in what is authorized, as the agent applied it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationChange {
-    /// `accepted`, `withdrawn` (revoked, expired or removed), `killed` (on_revoke),
-    /// `break-glass` (a scope in monitor mode until `not_after`).
+    /// `in-force` (found in force when the agent started), `accepted`, `withdrawn`
+    /// (revoked, expired or removed), `killed` (on_revoke), `break-glass` (a scope in
+    /// monitor mode until `not_after`).
     pub change: String,
     /// Artifact kind: `bundle`, `revocation`, `break-glass`.
     pub artifact: String,

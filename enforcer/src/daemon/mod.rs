@@ -334,13 +334,18 @@ impl Agent {
             pids: Vec::new(),
             detail: Some(format!("on_revoke = {}", b.on_revoke)),
         };
+        // What this agent found in force when it started is not a new acceptance.
+        let arrived = if previous.is_some() { "accepted" } else { "in-force" };
         let old_bundles = previous.map(|p| p.accepted.as_slice()).unwrap_or_default();
         for b in now.accepted.iter().filter(|b| !old_bundles.iter().any(|o| o.id == b.id)) {
-            self.pending.push(bundle(b, "accepted"));
+            self.pending.push(bundle(b, arrived));
         }
         for b in old_bundles.iter().filter(|o| !now.accepted.iter().any(|b| b.id == o.id)) {
             let mut change = bundle(b, "withdrawn");
-            change.detail = now.refused.iter().find(|(p, _)| *p == b.path).map(|(_, why)| why.clone());
+            change.detail = Some(match now.refused.iter().find(|(p, _)| *p == b.path) {
+                Some((_, why)) => why.clone(),
+                None => format!("{} is no longer in the artifact directories", b.path.display()),
+            });
             self.pending.push(change);
         }
         let old_glass = previous.map(|p| p.break_glass.as_slice()).unwrap_or_default();
