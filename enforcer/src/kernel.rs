@@ -857,6 +857,13 @@ impl Enforcement {
         Ok(read_all(&self.images, "image")?.into_iter().collect())
     }
 
+    /// The kernel's id of the drop-counter map: with the boot id it tells whether a count
+    /// read earlier came from this very map (a fresh load starts again from zero).
+    pub fn drop_counter_id(&self) -> Result<u32, KernelError> {
+        let path = self.pin_dir.join(names::DROPPED);
+        aya::maps::MapInfo::from_pin(&path).map(|info| info.id()).map_err(map_err("drop counter"))
+    }
+
     /// Decisions the kernel could not report because the ring buffer was full.
     pub fn dropped_events(&self) -> Result<u64, KernelError> {
         let per_cpu = self.dropped.get(&0, 0).map_err(map_err("drop counter"))?;

@@ -628,6 +628,40 @@ fn ring_buffer_overflow_becomes_a_gap_record(env: &Env) -> Check {
     }
 }
 
+fn drops_while_no_agent_runs_become_a_gap_record(env: &Env) -> Check {
+    let work = Path::new(WORK).join("storm-unattended");
+    let dir = work.join("log");
+    let target = copy_executable(&env.unlisted, &work.join("flood-target"));
+    // The first agent takes over whatever the drop counter says, then dies.
+    let agent = Agent::start_with(env, &["--audit-dir", dir.to_str().expect("utf-8")])?;
+    agent.signal(libc::SIGKILL);
+    agent.wait()?;
+    // With no agent reading, more denials than the ring buffer holds.
+    const STORM: u32 = 5000;
+    expect_attack(env, Some(SCOPE), &["exec-storm", target.to_str().expect("utf-8"), &STORM.to_string()], attack::WORKED)?;
+    // Without the startup self-test, whose two decisions would find the ring buffer full
+    // and be counted as dropped too.
+    let mut agent = Agent::start_with(env, &["--audit-dir", dir.to_str().expect("utf-8"), "--skip-self-test"])?;
+    let marker = copy_executable(&env.unlisted, &work.join("after-storm"));
+    let result = expect_eperm(Some(SCOPE), &marker).and_then(|()| agent.decision_for(&marker).map(|_| ()));
+    agent.signal(libc::SIGTERM);
+    agent.wait()?;
+    result?;
+    let records = audit_records(env, &dir)?;
+    // Only what the second agent wrote: after the last start record.
+    let second = records.iter().rposition(|r| r["kind"] == "start").map_or(&records[..], |i| &records[i..]);
+    let recorded = records_under(second, &target.display().to_string());
+    let lost: u64 = second.iter().filter(|r| r["kind"] == "gap").filter_map(|r| r["lost"].as_u64()).sum();
+    if lost == 0 {
+        return Err(format!("no gap record for decisions dropped while no agent ran ({recorded} recorded)"));
+    }
+    if recorded as u64 + lost == u64::from(STORM) {
+        Ok(())
+    } else {
+        Err(format!("{STORM} denials with no agent: {recorded} recorded + {lost} in gap records"))
+    }
+}
+
 /// Runs `enforcer ARGS`, which must exit 0; returns its output.
 fn enforcer_ok(env: &Env, args: &[&str]) -> Result<String, String> {
     let (code, out) = run_tool(env.enforcer().args(args))?;
@@ -766,6 +800,7 @@ const SCENARIOS: &[Scenario] = &[
     ("signed-bundles-grant-and-refusals-are-named", signed_bundles_grant_and_refusals_are_named),
     ("audit-records-every-decision-and-verifies", audit_records_every_decision_and_verifies),
     ("ring-buffer-overflow-becomes-a-gap-record", ring_buffer_overflow_becomes_a_gap_record),
+    ("drops-while-no-agent-runs-become-a-gap-record", drops_while_no_agent_runs_become_a_gap_record),
     // The agent as a service; each puts the shared policy back when done.
     ("pushed-bundle-allows-while-agent-runs", |e| service::restore(e, service::pushed_bundle_allows_while_agent_runs(e))),
     ("revocation-denies-within-a-second", |e| service::restore(e, service::revocation_denies_within_a_second(e))),

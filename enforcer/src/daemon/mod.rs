@@ -13,6 +13,7 @@
 //! programs stay pinned when the agent stops or dies.
 
 mod decisions;
+mod drops;
 mod kill;
 mod watch;
 
@@ -780,7 +781,31 @@ impl Agent {
         let (tx, mut requests) = mpsc::channel::<(Request, oneshot::Sender<Response>)>(16);
         let control_task = tokio::spawn(serve_control(listener, tx));
         let mut watcher = watch::Watcher::new(self.watched_dirs().iter().map(PathBuf::as_path))?;
-        let mut dropped_seen = self.enforcement.dropped_events()?;
+        // Drops since the last agent accounted for them (while none was reading) become a
+        // gap record now, before anything else is read.
+        let ledger = drops::DropLedger::new(
+            &self.config.audit_dir,
+            audit::boot_id()?,
+            self.enforcement.drop_counter_id()?,
+        );
+        let mut dropped_seen = ledger.accounted();
+        let account = |log: &mut AuditLog, seen: &mut u64, now: u64| -> anyhow::Result<()> {
+            if now > *seen {
+                tracing::error!(lost = now - *seen, "decisions lost: ring buffer was full");
+                log.append_gap(now - *seen)?;
+                *seen = now;
+                log.flush()?;
+                ledger.record(now).context("recording the accounted drop count")?;
+            }
+            Ok(())
+        };
+        let dropped = self.enforcement.dropped_events()?;
+        if dropped < dropped_seen {
+            // Cannot happen for one map; never let it hide later drops.
+            dropped_seen = 0;
+        }
+        account(&mut log, &mut dropped_seen, dropped)?;
+        ledger.record(dropped_seen).context("recording the accounted drop count")?;
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         let watchdog = systemd::watchdog_interval().map(|i| i / 2);
         let mut last_ping = Instant::now();
@@ -847,12 +872,7 @@ impl Agent {
                     }
                     guard.clear_ready();
                     // Losses are recorded where they happened in the stream, as a gap.
-                    let dropped = self.enforcement.dropped_events()?;
-                    if dropped > dropped_seen {
-                        tracing::error!(lost = dropped - dropped_seen, "decisions lost: ring buffer was full");
-                        log.append_gap(dropped - dropped_seen)?;
-                        dropped_seen = dropped;
-                    }
+                    account(&mut log, &mut dropped_seen, self.enforcement.dropped_events()?)?;
                     log.flush()?;
                 }
             }
