@@ -13,7 +13,7 @@
 //! makes a scope governed: a break-glass naming a scope nobody governs is reported in
 //! [`Authorizations::warnings`] and changes nothing there.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -100,6 +100,9 @@ pub struct Authorizations {
     pub break_glass: Vec<AcceptedBreakGlass>,
     /// Each refused artifact with the reason, which names the problem.
     pub refused: Vec<(PathBuf, String)>,
+    /// Of `refused`, the files refused because a revocation withdraws them (by bundle id,
+    /// artifact, digest or key): a definite withdrawal, unlike an unreadable file.
+    pub revoked: BTreeSet<PathBuf>,
     /// Not refusals, but what an operator should read: a break-glass naming a scope that
     /// is not governed, which it cannot switch to monitor mode.
     pub warnings: Vec<(PathBuf, String)>,
@@ -308,6 +311,36 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
             }
         }
     }
+    // A newer serial from the same issuer for a scope replaces the older bundle there at
+    // once, not only from the next load on (when the serial rule refuses the older one):
+    // an update that drops a grant must not leave it allowing through its predecessor.
+    let mut newest: BTreeMap<(&str, &ScopePath), u64> = BTreeMap::new();
+    for (_, _, v) in &live {
+        for scope in &v.bundle.scopes {
+            let slot = newest.entry((v.bundle.issuer.as_str(), scope)).or_insert(0);
+            *slot = (*slot).max(v.bundle.serial);
+        }
+    }
+    let superseded: Vec<(usize, u64)> = live
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, _, v))| {
+            let b = &v.bundle;
+            b.scopes
+                .iter()
+                .filter_map(|s| newest.get(&(b.issuer.as_str(), s)).copied())
+                .find(|newer| *newer > b.serial)
+                .map(|newer| (i, newer))
+        })
+        .collect();
+    for (i, newer) in superseded.into_iter().rev() {
+        let (path, _, v) = live.remove(i);
+        let reason = format!(
+            "superseded: serial {newer} from issuer {:?} replaces serial {} in a scope they share",
+            v.bundle.issuer, v.bundle.serial
+        );
+        refusals.push(Refusal::new(path, Some(Claim::of_bundle(&v.bundle)), reason, Cause::Other));
+    }
     // A revocation accepted after a bundle or break-glass of the same run still withdraws
     // it: the artifacts are read in file-name order, not revocations first.
     let revocations = acceptor.state().revocations();
@@ -327,8 +360,9 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
             false
         }
     });
+    // Debug only: the agent re-reads often and reports what changed between reads.
     for r in &refusals {
-        tracing::warn!(file = %r.path.display(), reason = %r.reason, "artifact refused");
+        tracing::debug!(file = %r.path.display(), reason = %r.reason, "artifact refused");
     }
 
     let verified_bundles: Vec<&VerifiedBundle> = live.iter().map(|(_, _, v)| v).collect();
@@ -343,6 +377,11 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
     let mut out = Authorizations {
         policy,
         explanations,
+        revoked: refusals
+            .iter()
+            .filter(|r| matches!(r.cause, Cause::Revoked { .. }))
+            .map(|r| r.path.clone())
+            .collect(),
         refused: refusals.into_iter().map(|r| (r.path, r.reason)).collect(),
         ..Authorizations::default()
     };
@@ -606,6 +645,28 @@ mod tests {
         // A restart sees the same artifact again: accepted, not new, not an error.
         let again = load(&s, now()).expect("reload");
         assert!(!again.accepted[0].new && again.refused.is_empty());
+    }
+
+    #[test]
+    fn a_newer_serial_replaces_the_older_bundle_in_the_same_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = sources(dir.path(), &[]);
+        put(&s, "a-serial-1.json", &signed_bundle(&bundle(), &[1]));
+        let first = load(&s, now()).expect("load");
+        assert_eq!(first.accepted.len(), 1);
+        // Serial 2 grants less; read in the same load as serial 1, it replaces it at once.
+        let mut next = bundle();
+        next.serial = 2;
+        next.grants.truncate(1);
+        put(&s, "b-serial-2.json", &signed_bundle(&next, &[1]));
+        let out = load(&s, now()).expect("load");
+        let serials: Vec<u64> = out.accepted.iter().map(|b| b.serial).collect();
+        assert_eq!(serials, [2]);
+        let (path, why) = &out.refused[0];
+        assert!(path.ends_with("a-serial-1.json") && why.contains("superseded"), "{why}");
+        assert!(out.revoked.is_empty(), "superseded is not revoked");
+        let scope = &out.policy.scopes[&"/agents.slice".parse::<ScopePath>().expect("scope")];
+        assert_eq!(scope.grants.len(), 1, "only serial 2's grant allows");
     }
 
     #[test]
