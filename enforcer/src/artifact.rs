@@ -137,6 +137,18 @@ fn field_error(field: impl Into<String>, problem: impl Into<String>) -> Artifact
     ArtifactError::Field { field: field.into(), problem: problem.into() }
 }
 
+/// The last second of year 9999: later times cannot be written as dates (RFC 3339), and
+/// no authorization needs them.
+pub const LATEST_TIME: u64 = 253_402_300_799;
+
+/// Refuses a time past [`LATEST_TIME`].
+fn check_time(field: impl Fn() -> String, secs: u64) -> Result<(), ArtifactError> {
+    if secs > LATEST_TIME {
+        return Err(field_error(field(), format!("{secs} is after 9999-12-31T23:59:59Z")));
+    }
+    Ok(())
+}
+
 /// The start of an untrusted string, so a hostile 16 MiB value cannot flood a log line.
 pub(crate) fn excerpt(s: &str) -> String {
     match s.char_indices().nth(EXCERPT_CHARS) {
@@ -647,6 +659,14 @@ impl Bundle {
     pub fn validate(&self) -> Result<(), ArtifactError> {
         check_label("issuer", &self.issuer)?;
         check_label("bundle_id", &self.bundle_id)?;
+        check_time(|| "issued_at".into(), self.issued_at)?;
+        check_time(|| "not_before".into(), self.not_before)?;
+        check_time(|| "not_after".into(), self.not_after)?;
+        for (index, grant) in self.grants.iter().enumerate() {
+            if let Some(t) = grant.not_after {
+                check_time(|| format!("grant {index} not_after"), t)?;
+            }
+        }
         if self.not_before > self.not_after {
             return Err(field_error(
                 "validity",
@@ -776,6 +796,7 @@ impl Revocation {
 
     pub fn validate(&self) -> Result<(), ArtifactError> {
         check_label("issuer", &self.issuer)?;
+        check_time(|| "issued_at".into(), self.issued_at)?;
         if let Some(reason) = &self.reason {
             check_text(|| "reason".to_owned(), reason)?;
         }
@@ -855,6 +876,8 @@ impl BreakGlass {
     /// The rules that syntax alone does not catch.
     pub fn validate(&self) -> Result<(), ArtifactError> {
         check_label("issuer", &self.issuer)?;
+        check_time(|| "not_before".into(), self.not_before)?;
+        check_time(|| "not_after".into(), self.not_after)?;
         if self.not_before >= self.not_after {
             return Err(field_error(
                 "validity",
@@ -946,7 +969,7 @@ pub fn from_unix_seconds(secs: u64) -> SystemTime {
 #[must_use]
 pub fn format_time(secs: u64) -> String {
     // humantime cannot format past year 9999; such times are shown as raw seconds.
-    if secs > 253_402_300_799 {
+    if secs > LATEST_TIME {
         return format!("{secs} (unix seconds)");
     }
     humantime::format_rfc3339_seconds(from_unix_seconds(secs)).to_string()
@@ -956,6 +979,17 @@ pub fn format_time(secs: u64) -> String {
 mod tests {
     use super::*;
     use crate::verify::testkit;
+
+
+    #[test]
+    fn times_past_year_9999_are_refused() {
+        let mut b = testkit::bundle();
+        b.not_after = LATEST_TIME + 1;
+        let err = b.to_payload().expect_err("far future");
+        assert!(err.to_string().contains("not_after") && err.to_string().contains("9999"), "{err}");
+        b.not_after = LATEST_TIME;
+        b.to_payload().expect("the last second of 9999 is fine");
+    }
 
     #[test]
     fn pae_matches_the_dsse_specification() {

@@ -113,43 +113,61 @@ fn processes_below(dir: &Path, out: &mut Vec<u32>) {
 
 /// Kills every process in the `scopes` cgroup trees running an image allowed by one of
 /// `withdrawn`. Returns the processes killed; a process that vanished first is not one.
+///
+/// Every target is chosen before any is signalled: a child found through its parent
+/// would be re-parented once the parent died, and then missed. Passes repeat until one
+/// finds nothing, for children forked while the previous pass ran.
 pub fn sweep(
     scopes: &[PathBuf],
     images: &HashMap<u32, Image>,
     withdrawn: &HashSet<[u8; AUTH_ID_LEN]>,
 ) -> Vec<Killed> {
+    /// Enough for a fork race; a process that forks faster than this is not stopped by
+    /// signals anyway (its scope still denies every new exec).
+    const PASSES: usize = 5;
+    let mut killed = Vec::new();
     if withdrawn.is_empty() {
-        return Vec::new();
+        return killed;
     }
     let clocks = Clocks::now();
-    let mut pids = Vec::new();
-    for dir in scopes {
-        processes_below(dir, &mut pids);
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    let mut killed = Vec::new();
-    for pid in pids {
-        let Some((_, image)) = image_of(pid, images, clocks) else { continue };
-        if !withdrawn.contains(&image.auth_id) {
-            continue;
+    for _ in 0..PASSES {
+        let mut pids = Vec::new();
+        for dir in scopes {
+            processes_below(dir, &mut pids);
         }
-        match kill(pid) {
-            Ok(true) => {
-                tracing::warn!(pid, auth_id = %hex::encode(image.auth_id), "killed: its authorization was withdrawn (on_revoke = kill)");
-                killed.push(Killed { pid, auth_id: image.auth_id });
+        pids.sort_unstable();
+        pids.dedup();
+        let targets: Vec<(u32, u64, Image)> = pids
+            .into_iter()
+            .filter_map(|pid| {
+                let start = proc_stat(pid)?.start_ticks;
+                let (_, image) = image_of(pid, images, clocks)?;
+                withdrawn.contains(&image.auth_id).then_some((pid, start, image))
+            })
+            .collect();
+        let mut any = false;
+        for (pid, start, image) in targets {
+            match kill(pid, start) {
+                Ok(true) => {
+                    any = true;
+                    tracing::warn!(pid, auth_id = %hex::encode(image.auth_id), "killed: its authorization was withdrawn (on_revoke = kill)");
+                    killed.push(Killed { pid, auth_id: image.auth_id });
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(pid, error = %e, "cannot kill a process whose authorization was withdrawn"),
             }
-            Ok(false) => {}
-            Err(e) => tracing::error!(pid, error = %e, "cannot kill a process whose authorization was withdrawn"),
+        }
+        if !any {
+            break;
         }
     }
     killed
 }
 
-/// SIGKILL through a pidfd: the descriptor names one process, so a pid reused between
-/// the check and the signal cannot be hit. `Ok(false)` when the process is already gone.
-fn kill(pid: u32) -> std::io::Result<bool> {
-    let before = proc_stat(pid);
+/// SIGKILL through a pidfd for the process `pid` that started at `start_ticks`: the
+/// descriptor names one process, and it is checked to be the one that was looked at, so
+/// a pid reused meanwhile is never hit. `Ok(false)` when that process is already gone.
+fn kill(pid: u32, start_ticks: u64) -> std::io::Result<bool> {
     // SAFETY: plain syscall; the result is checked before use.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if raw < 0 {
@@ -159,7 +177,7 @@ fn kill(pid: u32) -> std::io::Result<bool> {
     // SAFETY: a fresh descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(raw).map_err(std::io::Error::other)?) };
     // The pidfd now pins one process; it must be the one that was looked at.
-    if before.is_none() || proc_stat(pid).map(|s| s.start_ticks) != before.map(|s| s.start_ticks) {
+    if proc_stat(pid).map(|s| s.start_ticks) != Some(start_ticks) {
         return Ok(false);
     }
     // SAFETY: valid pidfd, no siginfo.
@@ -221,9 +239,11 @@ mod tests {
     fn a_child_is_killed_and_reported_gone_after() {
         let mut child = std::process::Command::new("sleep").arg("60").spawn().expect("sleep");
         let pid = child.id();
-        assert!(kill(pid).expect("kill"));
+        let start = proc_stat(pid).expect("stat").start_ticks;
+        assert!(!kill(pid, start + 1).expect("another start time"), "not the process looked at");
+        assert!(kill(pid, start).expect("kill"));
         let status = child.wait().expect("wait");
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
-        assert!(!kill(pid).expect("gone"));
+        assert!(!kill(pid, start).expect("gone"));
     }
 }

@@ -25,7 +25,7 @@ use anyhow::{Context as _, bail};
 use enforcer_common::AUTH_ID_LEN;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::artifact::{ArtifactId, ArtifactKind, Bundle, Envelope, OnRevoke};
+use crate::artifact::{ArtifactId, ArtifactKind, Bundle, Envelope, OnRevoke, format_time};
 use crate::audit::{self, AuditLog, AuditOptions, AuthorizationChange};
 use crate::authz::{self, Authorizations};
 use crate::config::Config;
@@ -118,9 +118,22 @@ impl Settings {
 /// can be found once it is withdrawn.
 #[derive(Debug, Clone)]
 struct KnownAuth {
-    bundle_id: String,
     issuer: String,
     on_revoke: OnRevoke,
+    /// The file it came from: a definite withdrawal is this file revoked or gone.
+    path: PathBuf,
+    /// Unix seconds: past it, the authorization has expired.
+    not_after: u64,
+    bundle_id: String,
+}
+
+impl KnownAuth {
+    /// Whether it is withdrawn for good: expired, revoked, or its file removed. A bundle
+    /// superseded by a newer serial, or a file that could not be read this time, is not:
+    /// killing on those would end processes that are still authorized.
+    fn definitely_withdrawn(&self, authz: &Authorizations, now: u64) -> bool {
+        self.not_after <= now || authz.revoked.contains(&self.path) || !self.path.exists()
+    }
 }
 
 /// What the last reconcile produced: the answer to `status` and `list`.
@@ -151,6 +164,8 @@ pub struct Agent {
     self_test_scope: Option<u64>,
     view: View,
     known: HashMap<[u8; AUTH_ID_LEN], KnownAuth>,
+    /// Scopes governed at any point of this run, swept for `on_revoke = "kill"`.
+    governed_ever: std::collections::BTreeSet<ScopePath>,
     killed_total: usize,
     last_error: Option<String>,
     started: SystemTime,
@@ -164,8 +179,9 @@ fn auth_prefix(id: &ArtifactId) -> [u8; AUTH_ID_LEN] {
     out
 }
 
+/// RFC 3339, or raw seconds past year 9999 (humantime would panic there).
 fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    format_time(t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
 /// Whether this agent runs as a production service, where unsigned policy is refused.
@@ -222,6 +238,7 @@ impl Agent {
             self_test_scope,
             view: View::default(),
             known: HashMap::new(),
+            governed_ever: std::collections::BTreeSet::new(),
             killed_total: 0,
             last_error: None,
             started: SystemTime::now(),
@@ -331,7 +348,7 @@ impl Agent {
             bundle_id: Some(b.bundle_id.clone()),
             serial: Some(b.serial),
             scopes: b.scopes.iter().map(ToString::to_string).collect(),
-            not_after: Some(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(b.not_after))),
+            not_after: Some(format_time(b.not_after)),
             pids: Vec::new(),
             detail: Some(format!("on_revoke = {}", b.on_revoke)),
         };
@@ -359,7 +376,7 @@ impl Agent {
                 bundle_id: None,
                 serial: None,
                 scopes: g.scopes.iter().map(ToString::to_string).collect(),
-                not_after: Some(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(g.not_after))),
+                not_after: Some(format_time(g.not_after)),
                 pids: Vec::new(),
                 detail: Some(g.reason.clone()),
             });
@@ -416,16 +433,16 @@ impl Agent {
         // A bundle past its not_after still counts as accepted for the clock-skew margin,
         // but the kernel already denies its grants: its processes go now, not a minute late.
         let now = unix_seconds_now();
-        let current = || authz.accepted.iter().filter(|b| b.not_after > now);
-        let live: HashSet<[u8; AUTH_ID_LEN]> = current().map(|b| auth_prefix(&b.id)).collect();
-        let live_lines: HashSet<(&str, &str)> =
-            current().map(|b| (b.issuer.as_str(), b.bundle_id.as_str())).collect();
+        let live: HashSet<[u8; AUTH_ID_LEN]> =
+            authz.accepted.iter().filter(|b| b.not_after > now).map(|b| auth_prefix(&b.id)).collect();
         let mut learned = Vec::new();
         for b in &authz.accepted {
             learned.push((auth_prefix(&b.id), KnownAuth {
                 bundle_id: b.bundle_id.clone(),
                 issuer: b.issuer.clone(),
                 on_revoke: b.on_revoke,
+                path: b.path.clone(),
+                not_after: b.not_after,
             }));
         }
         // Bundles refused now (revoked, expired) may have been live before this agent
@@ -441,23 +458,19 @@ impl Agent {
             .known
             .iter()
             .filter(|(id, k)| {
-                k.on_revoke == OnRevoke::Kill
-                    && !live.contains(*id)
-                    && !live_lines.contains(&(k.issuer.as_str(), k.bundle_id.as_str()))
+                k.on_revoke == OnRevoke::Kill && !live.contains(*id) && k.definitely_withdrawn(authz, now)
             })
             .map(|(id, _)| *id)
             .collect();
+        // Every scope governed during this run: a withdrawn bundle may have been the only
+        // one naming its scope, which then left the policy.
+        self.governed_ever.extend(self.view.policy.scopes.keys().cloned());
         if withdrawn.is_empty() {
             return Ok(0);
         }
         let images = self.enforcement.images()?;
-        let scopes: Vec<PathBuf> = self
-            .view
-            .policy
-            .scopes
-            .keys()
-            .map(|s| cgroup::dir_of(&self.config.cgroup_root, s))
-            .collect();
+        let scopes: Vec<PathBuf> =
+            self.governed_ever.iter().map(|s| cgroup::dir_of(&self.config.cgroup_root, s)).collect();
         let killed = kill::sweep(&scopes, &images, &withdrawn);
         self.killed_total += killed.len();
         let mut by_auth: BTreeMap<[u8; AUTH_ID_LEN], Vec<u32>> = BTreeMap::new();
@@ -558,7 +571,7 @@ impl Agent {
                     "bundle_id": b.bundle_id,
                     "serial": b.serial,
                     "scopes": b.scopes.iter().map(ScopePath::as_str).collect::<Vec<_>>(),
-                    "not_after": rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(b.not_after)),
+                    "not_after": format_time(b.not_after),
                     "on_revoke": b.on_revoke.to_string(),
                     "live_grants": grants,
                 })
@@ -637,7 +650,7 @@ impl Agent {
                 b.bundle_id,
                 b.serial,
                 b.issuer,
-                rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(b.not_after)),
+                format_time(b.not_after),
             );
         }
         if !done.withdrawn.is_empty() {
@@ -914,7 +927,7 @@ fn break_glass_json(authz: &Authorizations) -> serde_json::Value {
                 "id": b.id.to_string(),
                 "issuer": b.issuer,
                 "scopes": b.scopes.iter().map(ScopePath::as_str).collect::<Vec<_>>(),
-                "not_after": rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(b.not_after)),
+                "not_after": format_time(b.not_after),
                 "reason": b.reason,
             })
         })
@@ -933,6 +946,8 @@ fn read_bundle_unverified(path: &Path) -> Option<([u8; AUTH_ID_LEN], KnownAuth)>
         bundle_id: bundle.bundle_id,
         issuer: bundle.issuer,
         on_revoke: bundle.on_revoke,
+        path: path.to_path_buf(),
+        not_after: bundle.not_after,
     }))
 }
 
