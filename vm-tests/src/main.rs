@@ -804,6 +804,10 @@ const SCENARIOS: &[Scenario] = &[
     // The agent as a service; each puts the shared policy back when done.
     ("pushed-bundle-allows-while-agent-runs", |e| service::restore(e, service::pushed_bundle_allows_while_agent_runs(e))),
     ("revocation-denies-within-a-second", |e| service::restore(e, service::revocation_denies_within_a_second(e))),
+    (
+        "withdrawn-bundle-leaves-its-scopes-governed",
+        |e| service::restore(e, service::withdrawn_bundle_leaves_its_scopes_governed(e)),
+    ),
     ("expired-grant-denies-with-agent-killed", |e| service::restore(e, service::expired_grant_denies_with_agent_killed(e))),
     ("on-revoke-kill-terminates-running-process", |e| service::restore(e, service::on_revoke_kill_terminates_running_process(e))),
     ("break-glass-expires-back-to-enforce", |e| service::restore(e, service::break_glass_expires_back_to_enforce(e))),

@@ -216,6 +216,32 @@ pub fn revocation_denies_within_a_second(env: &Env) -> Check {
     stop(agent, result)
 }
 
+pub fn withdrawn_bundle_leaves_its_scopes_governed(env: &Env) -> Check {
+    let kit = Kit::new("undeclared")?;
+    let undeclared = format!("{LIVE}-undeclared");
+    std::fs::create_dir_all(cgroup(&undeclared)).map_err(|e| e.to_string())?;
+    let agent = kit.agent(env)?;
+    let result = (|| {
+        // No one governs it yet.
+        expect_exit(Some(&undeclared), &env.unlisted, UNLISTED_EXIT)?;
+        let scope = format!("/{undeclared}");
+        let bundle = kit.bundle(env, "names-undeclared", &[env.probe.clone()], &["--scope", &scope])?;
+        enforcer_ok(env, &["push", &bundle])?;
+        expect_exit(Some(&undeclared), &env.probe, PROBE_EXIT)?;
+        expect_eperm(Some(&undeclared), &env.unlisted)?;
+        // Revoking its only bundle must not set the scope free: it denies everything.
+        let revocation = kit.revocation(env, "names-undeclared")?;
+        enforcer_ok(env, &["revoke", &revocation])?;
+        expect_eperm(Some(&undeclared), &env.probe)?;
+        expect_eperm(Some(&undeclared), &env.unlisted)
+    })();
+    let result = stop(agent, result);
+    // Still governed by the next agent, which remembers it.
+    let agent = kit.agent(env)?;
+    let after_restart = expect_eperm(Some(&undeclared), &env.unlisted);
+    stop(agent, result.and(after_restart))
+}
+
 pub fn expired_grant_denies_with_agent_killed(env: &Env) -> Check {
     let kit = Kit::new("expiry")?;
     let agent = kit.agent(env)?;

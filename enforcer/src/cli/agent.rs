@@ -208,18 +208,7 @@ fn settings(args: &LoadArgs, run: Option<&RunArgs>) -> anyhow::Result<Settings> 
 
 /// `enforcer load`: apply and exit; enforcement stays on through the pins.
 pub fn load_command(args: &LoadArgs) -> anyhow::Result<ExitCode> {
-    let settings = settings(args, None)?;
-    // Two writers would undo each other's updates: a running agent takes them instead.
-    let socket = settings.effective()?.socket;
-    if let Ok(r) = control::request(&socket, &Request::Status) {
-        bail!(
-            "an agent is running (pid {}, socket {}): hand it artifacts with `enforcer push`, \
-             or reload it with SIGHUP, instead of loading beside it",
-            r.data["agent"]["pid"],
-            socket.display()
-        );
-    }
-    let agent = Agent::start(settings)?;
+    let agent = Agent::start(settings(args, None)?)?;
     for (path, why) in agent.refused() {
         eprintln!("refused: {}: {why}", path.display());
     }

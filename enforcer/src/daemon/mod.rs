@@ -166,11 +166,15 @@ pub struct Agent {
     known: HashMap<[u8; AUTH_ID_LEN], KnownAuth>,
     /// Scopes governed at any point of this run, swept for `on_revoke = "kill"`.
     governed_ever: std::collections::BTreeSet<ScopePath>,
+    /// Scopes that accepted bundles have named, kept governed after their bundles go.
+    bundle_scopes: std::collections::BTreeSet<ScopePath>,
     killed_total: usize,
     last_error: Option<String>,
     started: SystemTime,
     /// Audit records waiting for the log (which only the serving loop holds).
     pending: Vec<AuthorizationChange>,
+    /// The watched directories changed: the serving loop watches anew.
+    rewatch: bool,
 }
 
 fn auth_prefix(id: &ArtifactId) -> [u8; AUTH_ID_LEN] {
@@ -195,6 +199,15 @@ impl Agent {
     /// the authorizations once.
     pub fn start(settings: Settings) -> anyhow::Result<Self> {
         let config = settings.effective()?;
+        // Two agents would undo each other's updates (and each other's socket).
+        if let Ok(r) = control::request(&config.socket, &Request::Status) {
+            bail!(
+                "an agent is already running (pid {}, socket {}): hand it artifacts with \
+                 `enforcer push`, or reload it with SIGHUP, instead of starting another",
+                r.data["agent"]["pid"],
+                config.socket.display()
+            );
+        }
         if settings.unsigned_policy.is_some() && production_mode() {
             bail!(
                 "--unsigned-policy is refused in production mode (running under systemd, or \
@@ -230,6 +243,7 @@ impl Agent {
         } else {
             None
         };
+        let config_state_dir = config.state_dir.clone();
         let mut agent = Self {
             settings,
             config,
@@ -239,10 +253,12 @@ impl Agent {
             view: View::default(),
             known: HashMap::new(),
             governed_ever: std::collections::BTreeSet::new(),
+            bundle_scopes: load_scopes(&config_state_dir),
             killed_total: 0,
             last_error: None,
             started: SystemTime::now(),
             pending: Vec::new(),
+            rewatch: false,
         };
         let done = agent.reconcile(None)?;
         tracing::info!(
@@ -270,7 +286,7 @@ impl Agent {
 
     /// The policy the artifacts (or the unsigned file) describe, with the operator's
     /// per-scope monitor mode on top.
-    fn desired_policy(&self, staged: Option<&Path>, now: SystemTime) -> anyhow::Result<(Policy, Option<Authorizations>)> {
+    fn desired_policy(&mut self, staged: Option<&Path>, now: SystemTime) -> anyhow::Result<(Policy, Option<Authorizations>)> {
         let (mut policy, authz) = match &self.settings.unsigned_policy {
             Some(file) => {
                 tracing::debug!(file = %file.display(), "using an UNSIGNED local policy file");
@@ -291,6 +307,21 @@ impl Agent {
                 (loaded.policy.clone(), Some(loaded))
             }
         };
+        if let Some(authz) = &authz {
+            // A scope a bundle made governed stays governed, denying everything, once its
+            // bundles are withdrawn: revoking authority must never leave a scope freer
+            // than it was. Remembered in the state directory across restarts; removing
+            // the file (with the agent stopped) forgets them.
+            let named: Vec<ScopePath> = authz.accepted.iter().flat_map(|b| b.scopes.iter().cloned()).collect();
+            let before = self.bundle_scopes.len();
+            self.bundle_scopes.extend(named);
+            if self.bundle_scopes.len() != before {
+                save_scopes(&self.config.state_dir, &self.bundle_scopes);
+            }
+            for scope in &self.bundle_scopes {
+                policy.scopes.entry(scope.clone()).or_default();
+            }
+        }
         for scope in self.config.scopes.iter().filter(|s| s.mode == Mode::Monitor) {
             if let Some(spec) = policy.scopes.get_mut(&scope.path) {
                 spec.mode = Mode::Monitor;
@@ -304,9 +335,34 @@ impl Agent {
     /// artifact not yet kept in the bundle directory.
     pub fn reconcile(&mut self, staged: Option<&Path>) -> anyhow::Result<Reconciled> {
         let now = SystemTime::now();
-        let (policy, authz) = self.desired_policy(staged, now)?;
-        let desired = kernel::resolve(&policy, &self.config.cgroup_root)?;
-        let stats = self.enforcement.apply(&desired)?;
+        let (mut policy, authz) = self.desired_policy(staged, now)?;
+        // One scope that cannot be a cgroup here (too deep, not creatable) must not hold
+        // every other update back, revocations included: it is left out, loudly. It has
+        // no cgroup the kernel could govern anyway.
+        let mut problems = Vec::new();
+        policy.scopes.retain(|path, _| match cgroup::ensure_scope(&self.config.cgroup_root, path) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(scope = %path, "scope left out: {e}");
+                problems.push(format!("scope {path} left out: {e}"));
+                false
+            }
+        });
+        let mut desired = kernel::resolve(&policy, &self.config.cgroup_root)?;
+        let stats = match self.enforcement.apply(&desired) {
+            Err(e @ kernel::KernelError::TooManyGrants { .. }) => {
+                // Doubt means deny: the scopes stay governed, with nothing granted, until
+                // the grants fit again.
+                tracing::error!("{e}: every governed scope denies everything until the grants fit");
+                problems.push(format!("{e}: every governed scope denies everything"));
+                for spec in policy.scopes.values_mut() {
+                    spec.grants.clear();
+                }
+                desired = kernel::resolve(&policy, &self.config.cgroup_root)?;
+                self.enforcement.apply(&desired)?
+            }
+            other => other?,
+        };
         self.report_changes(authz.as_ref());
 
         let before: BTreeMap<[u8; AUTH_ID_LEN], String> = self.live_auths();
@@ -332,7 +388,7 @@ impl Agent {
             .collect();
         self.record_changes(previous.as_ref());
         let killed = self.kill_withdrawn()?;
-        self.last_error = None;
+        self.last_error = (!problems.is_empty()).then(|| problems.join("; "));
         Ok(Reconciled { withdrawn, killed })
     }
 
@@ -694,6 +750,7 @@ impl Agent {
             return Err(e.context("applying the reloaded configuration (the previous one stays in force)"));
         }
         tracing::info!("configuration reloaded");
+        self.rewatch = true;
         Ok(())
     }
 
@@ -833,6 +890,10 @@ impl Agent {
             for change in self.pending.drain(..) {
                 log.append_authorization(change)?;
             }
+            // A reload (signal or socket) may have moved the directories.
+            if std::mem::take(&mut self.rewatch) {
+                watcher = watch::Watcher::new(self.watched_dirs().iter().map(PathBuf::as_path))?;
+            }
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -842,7 +903,6 @@ impl Agent {
                         tracing::error!("{e:#}");
                         self.last_error = Some(format!("{e:#}"));
                     }
-                    watcher = watch::Watcher::new(self.watched_dirs().iter().map(PathBuf::as_path))?;
                     systemd::ready_after_reload(&self.summary());
                 }
                 changed = watcher.changed() => {
@@ -932,6 +992,35 @@ fn break_glass_json(authz: &Authorizations) -> serde_json::Value {
             })
         })
         .collect()
+}
+
+/// Where the scopes bundles have named are remembered (next to the acceptor's state).
+const BUNDLE_SCOPES_FILE: &str = "bundle-scopes.json";
+
+fn load_scopes(state_dir: &Path) -> std::collections::BTreeSet<ScopePath> {
+    let path = state_dir.join(BUNDLE_SCOPES_FILE);
+    let Ok(bytes) = std::fs::read(&path) else { return Default::default() };
+    match serde_json::from_slice::<Vec<String>>(&bytes) {
+        Ok(list) => list.iter().filter_map(|s| s.parse().ok()).collect(),
+        Err(e) => {
+            tracing::error!(file = %path.display(), "cannot read the remembered bundle scopes: {e}");
+            Default::default()
+        }
+    }
+}
+
+fn save_scopes(state_dir: &Path, scopes: &std::collections::BTreeSet<ScopePath>) {
+    let list: Vec<&str> = scopes.iter().map(ScopePath::as_str).collect();
+    let path = state_dir.join(BUNDLE_SCOPES_FILE);
+    let tmp = path.with_extension("json.tmp");
+    let written = serde_json::to_vec(&list)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| write_synced(&tmp, &bytes).map_err(std::io::Error::other))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        // Still governed for this run; only a restart could forget them.
+        tracing::error!(file = %path.display(), "cannot remember the bundle scopes: {e}");
+    }
 }
 
 /// A bundle file's id prefix, bundle id, issuer and `on_revoke`, without verifying it.
