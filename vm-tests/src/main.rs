@@ -597,6 +597,35 @@ fn audit_records_every_decision_and_verifies(env: &Env) -> Check {
     if code == 1 { Ok(()) } else { Err(format!("verify after an edit exited {code}: {out}")) }
 }
 
+/// More denials than the ring buffer holds (about 3,970 events).
+const STORM: u32 = 5000;
+
+/// Runs STORM denied execs of `target` in SCOPE.
+fn exec_storm(env: &Env, target: &Path) -> Check {
+    expect_attack(env, Some(SCOPE), &["exec-storm", target.to_str().expect("utf-8"), &STORM.to_string()], attack::WORKED)
+}
+
+/// Denies a marker exec and waits for the agent to report it: the storm before it has
+/// then been drained.
+fn drained(env: &Env, agent: &mut Agent, work: &Path) -> Check {
+    let marker = copy_executable(&env.unlisted, &work.join("after-storm"));
+    expect_eperm(Some(SCOPE), &marker).and_then(|()| agent.decision_for(&marker).map(|_| ()))
+}
+
+/// Every one of the storm's denials is in `records`: recorded, or counted by a gap record.
+fn storm_is_accounted(records: &[serde_json::Value], target: &Path, what: &str) -> Check {
+    let recorded = records_under(records, &target.display().to_string());
+    let lost: u64 = records.iter().filter(|r| r["kind"] == "gap").filter_map(|r| r["lost"].as_u64()).sum();
+    if lost == 0 {
+        return Err(format!("no gap record after {STORM} denials {what} ({recorded} recorded)"));
+    }
+    if recorded as u64 + lost == u64::from(STORM) {
+        Ok(())
+    } else {
+        Err(format!("{STORM} denials {what}: {recorded} recorded + {lost} in gap records"))
+    }
+}
+
 fn ring_buffer_overflow_becomes_a_gap_record(env: &Env) -> Check {
     let work = Path::new(WORK).join("storm");
     let dir = work.join("log");
@@ -605,27 +634,13 @@ fn ring_buffer_overflow_becomes_a_gap_record(env: &Env) -> Check {
     // Paused (from outside every scope, which may signal it), the agent drains nothing
     // while more denials than the ring buffer holds happen.
     agent.signal(libc::SIGSTOP);
-    // The ring buffer holds about 3,970 events.
-    const STORM: u32 = 5000;
-    let storm = expect_attack(env, Some(SCOPE), &["exec-storm", target.to_str().expect("utf-8"), &STORM.to_string()], attack::WORKED);
+    let storm = exec_storm(env, &target);
     agent.signal(libc::SIGCONT);
-    // A marker after the storm: once it is reported, the storm has been drained.
-    let marker = copy_executable(&env.unlisted, &work.join("after-storm"));
-    let result = storm.and_then(|()| expect_eperm(Some(SCOPE), &marker)).and_then(|()| agent.decision_for(&marker).map(|_| ()));
+    let result = storm.and_then(|()| drained(env, &mut agent, &work));
     agent.signal(libc::SIGTERM);
     agent.wait()?;
     result?;
-    let records = audit_records(env, &dir)?;
-    let recorded = records_under(&records, &target.display().to_string());
-    let lost: u64 = records.iter().filter_map(|r| find_key(r, "lost").and_then(serde_json::Value::as_u64)).sum();
-    if lost == 0 {
-        return Err(format!("no gap record after {STORM} denials ({recorded} recorded)"));
-    }
-    if recorded as u64 + lost == u64::from(STORM) {
-        Ok(())
-    } else {
-        Err(format!("{STORM} denials: {recorded} recorded + {lost} in gap records"))
-    }
+    storm_is_accounted(&audit_records(env, &dir)?, &target, "with the agent paused")
 }
 
 fn drops_while_no_agent_runs_become_a_gap_record(env: &Env) -> Check {
@@ -636,30 +651,18 @@ fn drops_while_no_agent_runs_become_a_gap_record(env: &Env) -> Check {
     let agent = Agent::start_with(env, &["--audit-dir", dir.to_str().expect("utf-8")])?;
     agent.signal(libc::SIGKILL);
     agent.wait()?;
-    // With no agent reading, more denials than the ring buffer holds.
-    const STORM: u32 = 5000;
-    expect_attack(env, Some(SCOPE), &["exec-storm", target.to_str().expect("utf-8"), &STORM.to_string()], attack::WORKED)?;
+    exec_storm(env, &target)?;
     // Without the startup self-test, whose two decisions would find the ring buffer full
     // and be counted as dropped too.
     let mut agent = Agent::start_with(env, &["--audit-dir", dir.to_str().expect("utf-8"), "--skip-self-test"])?;
-    let marker = copy_executable(&env.unlisted, &work.join("after-storm"));
-    let result = expect_eperm(Some(SCOPE), &marker).and_then(|()| agent.decision_for(&marker).map(|_| ()));
+    let result = drained(env, &mut agent, &work);
     agent.signal(libc::SIGTERM);
     agent.wait()?;
     result?;
     let records = audit_records(env, &dir)?;
     // Only what the second agent wrote: after the last start record.
     let second = records.iter().rposition(|r| r["kind"] == "start").map_or(&records[..], |i| &records[i..]);
-    let recorded = records_under(second, &target.display().to_string());
-    let lost: u64 = second.iter().filter(|r| r["kind"] == "gap").filter_map(|r| r["lost"].as_u64()).sum();
-    if lost == 0 {
-        return Err(format!("no gap record for decisions dropped while no agent ran ({recorded} recorded)"));
-    }
-    if recorded as u64 + lost == u64::from(STORM) {
-        Ok(())
-    } else {
-        Err(format!("{STORM} denials with no agent: {recorded} recorded + {lost} in gap records"))
-    }
+    storm_is_accounted(second, &target, "with no agent running")
 }
 
 /// Runs `enforcer ARGS`, which must exit 0; returns its output.
