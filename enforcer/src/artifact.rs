@@ -219,6 +219,15 @@ impl ArtifactId {
         id.copy_from_slice(&Sha3_512::digest(payload));
         Self(id)
     }
+
+    /// The first bytes of the identity: what grants carry into the kernel and decisions
+    /// and process records report back.
+    #[must_use]
+    pub fn auth_prefix(&self) -> [u8; enforcer_common::AUTH_ID_LEN] {
+        let mut out = [0u8; enforcer_common::AUTH_ID_LEN];
+        out.copy_from_slice(&self.0[..enforcer_common::AUTH_ID_LEN]);
+        out
+    }
 }
 
 impl fmt::Display for ArtifactId {

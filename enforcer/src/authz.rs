@@ -25,7 +25,6 @@ use crate::policy::{GrantSpec, Mode, Policy, ScopePath, ScopeSpec};
 use crate::state::{AcceptError, Accepted, Acceptor, StateError};
 use crate::trust::{TrustError, load_trust_store};
 use crate::verify::{VerifiedBreakGlass, VerifiedBundle, Verifier, read_artifact};
-use enforcer_common::AUTH_ID_LEN;
 
 /// Where authorizations come from.
 #[derive(Debug, Clone)]
@@ -448,8 +447,7 @@ pub fn policy_of(bundles: &[&VerifiedBundle], declared: &[ScopePath], now: Syste
         declared.iter().map(|s| (s.clone(), (ScopeSpec::default(), false))).collect();
     for verified in bundles {
         let b = &verified.bundle;
-        let mut auth_id = [0u8; AUTH_ID_LEN];
-        auth_id.copy_from_slice(&verified.id.0[..AUTH_ID_LEN]);
+        let auth_id = verified.id.auth_prefix();
         for scope in &b.scopes {
             let (spec, seen_monitor_only) = scopes.entry(scope.clone()).or_insert_with(|| {
                 (ScopeSpec { mode: Mode::Monitor, ..ScopeSpec::default() }, true)
@@ -632,7 +630,7 @@ mod tests {
         assert_eq!(scope.grants.len(), 2);
         let accepted = &out.accepted[0];
         assert!(accepted.new);
-        assert_eq!(scope.grants[0].auth_id, accepted.id.0[..AUTH_ID_LEN]);
+        assert_eq!(scope.grants[0].auth_id, accepted.id.0[..enforcer_common::AUTH_ID_LEN]);
         assert_eq!(scope.grants[0].auth_serial, 1);
         // The second grant ends before its bundle; the first ends with it.
         let secs = |g: &GrantSpec| {

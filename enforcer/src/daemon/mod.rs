@@ -25,7 +25,7 @@ use anyhow::{Context as _, bail};
 use enforcer_common::AUTH_ID_LEN;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::artifact::{ArtifactId, ArtifactKind, Bundle, Envelope, OnRevoke, format_time};
+use crate::artifact::{ArtifactKind, Bundle, Envelope, OnRevoke, format_time, unix_seconds};
 use crate::audit::{self, AuditLog, AuditOptions, AuthorizationChange};
 use crate::authz::{self, Authorizations};
 use crate::config::Config;
@@ -177,15 +177,9 @@ pub struct Agent {
     rewatch: bool,
 }
 
-fn auth_prefix(id: &ArtifactId) -> [u8; AUTH_ID_LEN] {
-    let mut out = [0u8; AUTH_ID_LEN];
-    out.copy_from_slice(&id.0[..AUTH_ID_LEN]);
-    out
-}
-
 /// RFC 3339, or raw seconds past year 9999 (humantime would panic there).
 fn rfc3339(t: SystemTime) -> String {
-    format_time(t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    format_time(unix_seconds(t))
 }
 
 /// Whether this agent runs as a production service, where unsigned policy is refused.
@@ -445,7 +439,7 @@ impl Agent {
         authz
             .accepted
             .iter()
-            .map(|b| (auth_prefix(&b.id), format!("bundle {} serial {} ({})", b.bundle_id, b.serial, b.issuer)))
+            .map(|b| (b.id.auth_prefix(), format!("bundle {} serial {} ({})", b.bundle_id, b.serial, b.issuer)))
             .collect()
     }
 
@@ -488,12 +482,12 @@ impl Agent {
         let Some(authz) = &self.view.authz else { return Ok(0) };
         // A bundle past its not_after still counts as accepted for the clock-skew margin,
         // but the kernel already denies its grants: its processes go now, not a minute late.
-        let now = unix_seconds_now();
+        let now = unix_seconds(SystemTime::now());
         let live: HashSet<[u8; AUTH_ID_LEN]> =
-            authz.accepted.iter().filter(|b| b.not_after > now).map(|b| auth_prefix(&b.id)).collect();
+            authz.accepted.iter().filter(|b| b.not_after > now).map(|b| b.id.auth_prefix()).collect();
         let mut learned = Vec::new();
         for b in &authz.accepted {
-            learned.push((auth_prefix(&b.id), KnownAuth {
+            learned.push((b.id.auth_prefix(), KnownAuth {
                 bundle_id: b.bundle_id.clone(),
                 issuer: b.issuer.clone(),
                 on_revoke: b.on_revoke,
@@ -618,7 +612,7 @@ impl Agent {
                     .scopes
                     .iter()
                     .filter_map(|s| self.view.policy.scopes.get(s))
-                    .map(|spec| spec.grants.iter().filter(|g| g.auth_serial == b.serial && g.auth_id == auth_prefix(&b.id)).count())
+                    .map(|spec| spec.grants.iter().filter(|g| g.auth_serial == b.serial && g.auth_id == b.id.auth_prefix()).count())
                     .sum();
                 serde_json::json!({
                     "file": b.path,
@@ -973,9 +967,6 @@ fn next_deadline(policy: &Policy, authz: Option<&Authorizations>, now: SystemTim
         .min()
 }
 
-fn unix_seconds_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 fn break_glass_json(authz: &Authorizations) -> serde_json::Value {
     authz
@@ -1031,7 +1022,7 @@ fn read_bundle_unverified(path: &Path) -> Option<([u8; AUTH_ID_LEN], KnownAuth)>
         return None;
     }
     let bundle = Bundle::from_payload(&envelope.payload).ok()?;
-    Some((auth_prefix(&envelope.id()), KnownAuth {
+    Some((envelope.id().auth_prefix(), KnownAuth {
         bundle_id: bundle.bundle_id,
         issuer: bundle.issuer,
         on_revoke: bundle.on_revoke,
