@@ -164,8 +164,6 @@ pub struct Agent {
     self_test_scope: Option<u64>,
     view: View,
     known: HashMap<[u8; AUTH_ID_LEN], KnownAuth>,
-    /// Scopes governed at any point of this run, swept for `on_revoke = "kill"`.
-    governed_ever: std::collections::BTreeSet<ScopePath>,
     /// Scopes that accepted bundles have named, kept governed after their bundles go.
     bundle_scopes: std::collections::BTreeSet<ScopePath>,
     killed_total: usize,
@@ -246,7 +244,6 @@ impl Agent {
             self_test_scope,
             view: View::default(),
             known: HashMap::new(),
-            governed_ever: std::collections::BTreeSet::new(),
             bundle_scopes: load_scopes(&config_state_dir),
             killed_total: 0,
             last_error: None,
@@ -357,10 +354,8 @@ impl Agent {
             }
             other => other?,
         };
-        self.report_changes(authz.as_ref());
-
-        let before: BTreeMap<[u8; AUTH_ID_LEN], String> = self.live_auths();
         let previous = self.view.authz.take();
+        report_refusals(previous.as_ref(), authz.as_ref());
         let mut labels = Labels::new(&policy, &desired, &self.config.cgroup_root);
         if let Some(id) = self.self_test_scope {
             labels.name_scope(id, "(startup self-test)");
@@ -374,22 +369,17 @@ impl Agent {
             stats,
             at: Some(now),
         };
-        let after = self.live_auths();
-        let withdrawn = before
-            .iter()
-            .filter(|(id, _)| !after.contains_key(*id))
-            .map(|(_, name)| name.clone())
-            .collect();
-        self.record_changes(previous.as_ref());
+        let withdrawn = self.record_changes(previous.as_ref());
         let killed = self.kill_withdrawn()?;
         self.last_error = (!problems.is_empty()).then(|| problems.join("; "));
         Ok(Reconciled { withdrawn, killed })
     }
 
-    /// Queues audit records for what changed since `previous`: bundles accepted and
-    /// withdrawn, break-glass artifacts that took effect.
-    fn record_changes(&mut self, previous: Option<&Authorizations>) {
-        let Some(now) = &self.view.authz else { return };
+    /// Logs and queues audit records for what changed since `previous`: bundles accepted
+    /// and withdrawn, break-glass artifacts that took effect. Returns the withdrawn
+    /// bundles' names, for the answer to whoever triggered the change.
+    fn record_changes(&mut self, previous: Option<&Authorizations>) -> Vec<String> {
+        let Some(now) = &self.view.authz else { return Vec::new() };
         let bundle = |b: &authz::AcceptedBundle, change: &str| AuthorizationChange {
             change: change.into(),
             artifact: "bundle".into(),
@@ -406,9 +396,19 @@ impl Agent {
         let arrived = if previous.is_some() { "accepted" } else { "in-force" };
         let old_bundles = previous.map(|p| p.accepted.as_slice()).unwrap_or_default();
         for b in now.accepted.iter().filter(|b| !old_bundles.iter().any(|o| o.id == b.id)) {
+            tracing::info!(
+                file = %b.path.display(),
+                issuer = %b.issuer,
+                bundle_id = %b.bundle_id,
+                serial = b.serial,
+                id = %b.id,
+                "bundle {arrived}"
+            );
             self.pending.push(bundle(b, arrived));
         }
+        let mut withdrawn = Vec::new();
         for b in old_bundles.iter().filter(|o| !now.accepted.iter().any(|b| b.id == o.id)) {
+            withdrawn.push(format!("bundle {} serial {} ({})", b.bundle_id, b.serial, b.issuer));
             let mut change = bundle(b, "withdrawn");
             change.detail = Some(match now.refused.iter().find(|(p, _)| *p == b.path) {
                 Some((_, why)) => why.clone(),
@@ -431,48 +431,7 @@ impl Agent {
                 detail: Some(g.reason.clone()),
             });
         }
-    }
-
-    /// Live authorizations by id prefix, with a name for messages.
-    fn live_auths(&self) -> BTreeMap<[u8; AUTH_ID_LEN], String> {
-        let Some(authz) = &self.view.authz else { return BTreeMap::new() };
-        authz
-            .accepted
-            .iter()
-            .map(|b| (b.id.auth_prefix(), format!("bundle {} serial {} ({})", b.bundle_id, b.serial, b.issuer)))
-            .collect()
-    }
-
-    /// Logs what changed since the last reconcile: new acceptances and new refusals, not
-    /// the same list every resync.
-    fn report_changes(&self, new: Option<&Authorizations>) {
-        let Some(new) = new else { return };
-        let old = self.view.authz.as_ref();
-        for b in &new.accepted {
-            if !old.is_some_and(|o| o.accepted.iter().any(|a| a.id == b.id)) {
-                tracing::info!(
-                    file = %b.path.display(),
-                    issuer = %b.issuer,
-                    bundle_id = %b.bundle_id,
-                    serial = b.serial,
-                    id = %b.id,
-                    "bundle accepted"
-                );
-            }
-        }
-        for (path, why) in &new.refused {
-            if !old.is_some_and(|o| o.refused.iter().any(|(p, w)| p == path && w == why)) {
-                tracing::warn!(file = %path.display(), reason = %why, "artifact refused");
-            }
-        }
-        for (scope, spec) in &new.policy.scopes {
-            if spec.grants.is_empty() && spec.mode == Mode::Enforce {
-                let was = old.and_then(|o| o.policy.scopes.get(scope)).is_some_and(|s| s.grants.is_empty());
-                if !was {
-                    tracing::warn!(%scope, "no live authorization covers this scope: every exec in it is denied");
-                }
-            }
-        }
+        withdrawn
     }
 
     /// Kills the processes started under authorizations that are no longer live and whose
@@ -512,15 +471,14 @@ impl Agent {
             })
             .map(|(id, _)| *id)
             .collect();
-        // Every scope governed during this run: a withdrawn bundle may have been the only
-        // one naming its scope, which then left the policy.
-        self.governed_ever.extend(self.view.policy.scopes.keys().cloned());
         if withdrawn.is_empty() {
             return Ok(0);
         }
         let images = self.enforcement.images()?;
+        // A withdrawn bundle's scopes are still in the policy: scopes bundles named stay
+        // governed after them (`bundle_scopes`).
         let scopes: Vec<PathBuf> =
-            self.governed_ever.iter().map(|s| cgroup::dir_of(&self.config.cgroup_root, s)).collect();
+            self.view.policy.scopes.keys().map(|s| cgroup::dir_of(&self.config.cgroup_root, s)).collect();
         let killed = kill::sweep(&scopes, &images, &withdrawn);
         self.killed_total += killed.len();
         let mut by_auth: BTreeMap<[u8; AUTH_ID_LEN], Vec<u32>> = BTreeMap::new();
@@ -658,8 +616,10 @@ impl Agent {
             return Response::error(format!("{name}: refused: it is a {kind}, not a revocation (use `enforcer push`)"));
         }
         let id = envelope.id();
+        // Named by content: pushing the same artifact twice keeps one file.
+        let short = id.to_string()[..32].to_owned();
         let staging = self.config.bundle_dir.join(STAGING);
-        let staged = staging.join(format!("{}.json", &id.to_string()[..32]));
+        let staged = staging.join(format!("{short}.json"));
         if let Err(e) = ensure_private_dir(&staging).and_then(|()| write_synced(&staged, &bytes)) {
             return Response::error(format!("{name}: cannot stage the artifact: {e:#}"));
         }
@@ -685,7 +645,7 @@ impl Agent {
             }
             (Ok(done), None) => done,
         };
-        let kept = self.config.bundle_dir.join(format!("{kind}-{}.json", &id.to_string()[..32]));
+        let kept = self.config.bundle_dir.join(format!("{kind}-{short}.json"));
         if let Err(e) = std::fs::rename(&staged, &kept) {
             return Response::error(format!(
                 "{name}: enforced, but cannot keep it in {}: {e}; it will not survive a restart",
@@ -716,9 +676,9 @@ impl Agent {
     /// SIGHUP: re-reads the configuration. A configuration that does not load keeps the
     /// previous one in force; settings that need a restart are reported and kept.
     fn reload(&mut self) -> anyhow::Result<()> {
-        let new = self.settings.effective().context("reloading the configuration (the previous one stays in force)")?;
+        let mut new =
+            self.settings.effective().context("reloading the configuration (the previous one stays in force)")?;
         let mut kept = Vec::new();
-        let mut new = new;
         if new.pin_dir != self.config.pin_dir {
             kept.push("pin_dir");
             new.pin_dir.clone_from(&self.config.pin_dir);
@@ -948,6 +908,26 @@ impl Agent {
         let _ = std::fs::remove_file(&self.config.socket);
         log.close()?;
         Ok(())
+    }
+}
+
+/// Logs what is newly wrong since the last reconcile: refusals and scopes left with no
+/// grant, not the same list every resync. (Acceptances are logged with their audit
+/// records.)
+fn report_refusals(old: Option<&Authorizations>, new: Option<&Authorizations>) {
+    let Some(new) = new else { return };
+    for (path, why) in &new.refused {
+        if !old.is_some_and(|o| o.refused.iter().any(|(p, w)| p == path && w == why)) {
+            tracing::warn!(file = %path.display(), reason = %why, "artifact refused");
+        }
+    }
+    for (scope, spec) in &new.policy.scopes {
+        if spec.grants.is_empty() && spec.mode == Mode::Enforce {
+            let was = old.and_then(|o| o.policy.scopes.get(scope)).is_some_and(|s| s.grants.is_empty());
+            if !was {
+                tracing::warn!(%scope, "no live authorization covers this scope: every exec in it is denied");
+            }
+        }
     }
 }
 
