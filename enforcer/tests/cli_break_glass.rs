@@ -1,8 +1,11 @@
 //! `enforcer break-glass`, run as an on-call person would: the built binary, through
 //! create, sign, verify and inspect, and the refusals a person can run into on the way.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Command;
+
+use common::Run;
 
 /// SHA-256 of "abc", for a bundle that needs no file.
 const ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
@@ -11,12 +14,6 @@ const ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f2001
 /// revocations and break-glass artifacts (one of each needed), windows of at most 2h.
 struct Desk {
     dir: tempfile::TempDir,
-}
-
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
 }
 
 impl Desk {
@@ -53,22 +50,11 @@ impl Desk {
         self.dir.path().join(name)
     }
 
-    fn run(&self, args: &[&str]) -> Outcome {
-        let out = Command::new(env!("CARGO_BIN_EXE_enforcer"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("ENFORCER_TRUST")
-            .env_remove("ENFORCER_SIGNING_KEY")
-            .output()
-            .expect("run enforcer");
-        Outcome {
-            code: out.status.code().expect("exit code"),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+    fn run(&self, args: &[&str]) -> Run {
+        common::enforcer(self.dir.path(), args)
     }
 
-    fn ok(&self, args: &[&str]) -> Outcome {
+    fn ok(&self, args: &[&str]) -> Run {
         let run = self.run(args);
         assert_eq!(run.code, 0, "enforcer {args:?} failed:\n{}{}", run.stdout, run.stderr);
         run
@@ -76,7 +62,7 @@ impl Desk {
 
     /// Expects a non-zero exit with `needle` in stderr: 1 for refusals, 2 for clap's
     /// argument errors.
-    fn refused(&self, args: &[&str], needle: &str) -> Outcome {
+    fn refused(&self, args: &[&str], needle: &str) -> Run {
         let run = self.run(args);
         assert_ne!(run.code, 0, "enforcer {args:?} should fail:\n{}{}", run.stdout, run.stderr);
         assert!(
@@ -88,7 +74,7 @@ impl Desk {
     }
 
     /// An unsigned break-glass for /agents.slice from 2030-01-01T08:00Z, lasting `length`.
-    fn create(&self, out: &str, length: &str) -> Outcome {
+    fn create(&self, out: &str, length: &str) -> Run {
         self.ok(&[
             "break-glass",
             "create",

@@ -3,14 +3,10 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// What one run of the binary said and how it ended.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod common;
+
+use common::Run;
 
 /// Runs `enforcer` with `args` in `dir`, recording every output so tests can check that
 /// no private key was ever printed.
@@ -31,18 +27,7 @@ impl Cli {
     /// Runs `enforcer` with the whitespace-separated arguments of `line` (tests use no
     /// arguments with spaces).
     fn run(&mut self, line: &str) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_enforcer"))
-            .args(line.split_whitespace())
-            .current_dir(self.dir.path())
-            .env_remove("ENFORCER_TRUST")
-            .env_remove("ENFORCER_SIGNING_KEY")
-            .output()
-            .expect("run enforcer");
-        let run = Run {
-            code: out.status.code().expect("exit code"),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let run = common::enforcer(self.dir.path(), line.split_whitespace());
         self.transcript.push_str(&run.stdout);
         self.transcript.push_str(&run.stderr);
         run
