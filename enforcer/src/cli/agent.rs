@@ -263,7 +263,7 @@ pub fn list_command(args: &ListArgs) -> anyhow::Result<ExitCode> {
             b["serial"],
             text(&b["issuer"]),
             b["live_grants"],
-            b["scopes"].as_array().map(|s| s.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+            text_list(&b["scopes"]),
             text(&b["not_after"]),
             text(&b["on_revoke"]),
         );
@@ -273,7 +273,7 @@ pub fn list_command(args: &ListArgs) -> anyhow::Result<ExitCode> {
         println!(
             "break-glass from {} for {} until {}: {}",
             text(&g["issuer"]),
-            g["scopes"].as_array().map(|s| s.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+            text_list(&g["scopes"]),
             text(&g["not_after"]),
             text(&g["reason"]),
         );
@@ -286,6 +286,11 @@ pub fn list_command(args: &ListArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(code)
+}
+
+/// A JSON array of strings as `a, b, c`.
+fn text_list(v: &serde_json::Value) -> String {
+    v.as_array().map(|items| items.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default()
 }
 
 fn text(v: &serde_json::Value) -> String {
