@@ -665,6 +665,22 @@ fn drops_while_no_agent_runs_become_a_gap_record(env: &Env) -> Check {
     storm_is_accounted(second, &target, "with no agent running")
 }
 
+/// The example policies shipped in the VM: trust.toml and the TEST-ONLY keys.
+const POLICIES: &str = "/usr/share/enforcer/policies";
+
+/// Copies the example trust store's TEST-ONLY private keys into `dir` as `<who>.key`:
+/// alice and bob sign bundles (2 of 2), carol revocations and break-glass. Private keys
+/// must not be readable by others to be used, hence mode 0600.
+fn copy_test_keys(dir: &Path) -> Check {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    for who in ["alice", "bob", "carol"] {
+        let key = dir.join(format!("{who}.key"));
+        std::fs::copy(Path::new(POLICIES).join(format!("keys/TEST-ONLY-{who}.key")), &key).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Runs `enforcer ARGS`, which must exit 0; returns its output.
 fn enforcer_ok(env: &Env, args: &[&str]) -> Result<String, String> {
     let (code, out) = run_tool(env.enforcer().args(args))?;
@@ -673,16 +689,9 @@ fn enforcer_ok(env: &Env, args: &[&str]) -> Result<String, String> {
 
 fn signed_bundles_grant_and_refusals_are_named(env: &Env) -> Check {
     let work = Path::new(WORK).join("signed");
-    let policies = Path::new("/usr/share/enforcer/policies");
+    let policies = Path::new(POLICIES);
     let keys = work.join("keys");
-    std::fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
-    // The example trust store: TEST-ONLY alice and bob sign bundles (2 of 2), carol
-    // revocations. Private keys must not be readable by others to be used.
-    for who in ["alice", "bob", "carol"] {
-        let key = keys.join(format!("{who}.key"));
-        std::fs::copy(policies.join(format!("keys/TEST-ONLY-{who}.key")), &key).map_err(|e| e.to_string())?;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
-    }
+    copy_test_keys(&keys)?;
     let key = |who: &str| keys.join(format!("{who}.key")).display().to_string();
     let trust = policies.join("trust.toml").display().to_string();
     let state = work.join("state").display().to_string();

@@ -31,17 +31,9 @@ impl Kit {
         let work = Path::new(WORK).join("service").join(name);
         let _ = std::fs::remove_dir_all(&work);
         let keys = work.join("keys");
-        std::fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
-        let policies = Path::new("/usr/share/enforcer/policies");
-        // TEST-ONLY example keys: alice and bob sign bundles, carol revocations and
-        // break-glass. Private keys must not be readable by others to be used.
-        for who in ["alice", "bob", "carol"] {
-            let key = keys.join(format!("{who}.key"));
-            std::fs::copy(policies.join(format!("keys/TEST-ONLY-{who}.key")), &key).map_err(|e| e.to_string())?;
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
-        }
+        copy_test_keys(&keys)?;
         Ok(Self {
-            trust: policies.join("trust.toml"),
+            trust: Path::new(POLICIES).join("trust.toml"),
             bundle_dir: work.join("bundles"),
             state: work.join("state"),
             keys,
@@ -68,7 +60,7 @@ impl Kit {
         let issuer = format!("vm-{id}");
         let mut args = vec!["bundle", "create", "--issuer", &issuer, "--bundle-id", id, "--serial", "1"];
         args.extend(["--scope", scope.as_str(), "--out", out.as_str()]);
-        if !extra.iter().any(|a| *a == "--valid-for") {
+        if !extra.contains(&"--valid-for") {
             args.extend(["--valid-for", "1h"]);
         }
         args.extend(extra);
@@ -157,7 +149,7 @@ pub fn pushed_bundle_allows_while_agent_runs(env: &Env) -> Check {
     let result = (|| {
         // Declared and covered by nothing yet: everything is denied.
         expect_eperm(Some(LIVE), &env.probe)?;
-        let bundle = kit.bundle(env, "live-probe", &[env.probe.clone()], &[])?;
+        let bundle = kit.bundle(env, "live-probe", std::slice::from_ref(&env.probe), &[])?;
         let out = enforcer_ok(env, &["push", &bundle])?;
         if !out.contains("live-probe") {
             return Err(format!("push did not name the bundle: {out}"));
@@ -170,7 +162,7 @@ pub fn pushed_bundle_allows_while_agent_runs(env: &Env) -> Check {
         }
         // A bundle dropped into the bundle directory takes effect too.
         expect_eperm(Some(LIVE), &env.unlisted)?;
-        let dropped = kit.bundle(env, "live-unlisted", &[env.unlisted.clone()], &[])?;
+        let dropped = kit.bundle(env, "live-unlisted", std::slice::from_ref(&env.unlisted), &[])?;
         std::fs::copy(&dropped, kit.bundle_dir.join("dropped.json")).map_err(|e| e.to_string())?;
         within(Duration::from_secs(5), || expect_exit(Some(LIVE), &env.unlisted, UNLISTED_EXIT))?;
         // A bundle that fails verification is refused by name and grants nothing.
@@ -192,7 +184,7 @@ pub fn revocation_denies_within_a_second(env: &Env) -> Check {
     let kit = Kit::new("revoke")?;
     let agent = kit.agent(env)?;
     let result = (|| {
-        let bundle = kit.bundle(env, "to-revoke", &[env.probe.clone()], &[])?;
+        let bundle = kit.bundle(env, "to-revoke", std::slice::from_ref(&env.probe), &[])?;
         enforcer_ok(env, &["push", &bundle])?;
         expect_exit(Some(LIVE), &env.probe, PROBE_EXIT)?;
         let revocation = kit.revocation(env, "to-revoke")?;
@@ -204,7 +196,7 @@ pub fn revocation_denies_within_a_second(env: &Env) -> Check {
             return Err(format!("revoked grant denied only after {via_socket:?}: {out}"));
         }
         // The same through the bundle directory.
-        let second = kit.bundle(env, "to-revoke-2", &[env.probe.clone()], &[])?;
+        let second = kit.bundle(env, "to-revoke-2", std::slice::from_ref(&env.probe), &[])?;
         enforcer_ok(env, &["push", &second])?;
         expect_exit(Some(LIVE), &env.probe, PROBE_EXIT)?;
         let revocation = kit.revocation(env, "to-revoke-2")?;
@@ -225,7 +217,7 @@ pub fn withdrawn_bundle_leaves_its_scopes_governed(env: &Env) -> Check {
         // No one governs it yet.
         expect_exit(Some(&undeclared), &env.unlisted, UNLISTED_EXIT)?;
         let scope = format!("/{undeclared}");
-        let bundle = kit.bundle(env, "names-undeclared", &[env.probe.clone()], &["--scope", &scope])?;
+        let bundle = kit.bundle(env, "names-undeclared", std::slice::from_ref(&env.probe), &["--scope", &scope])?;
         enforcer_ok(env, &["push", &bundle])?;
         expect_exit(Some(&undeclared), &env.probe, PROBE_EXIT)?;
         expect_eperm(Some(&undeclared), &env.unlisted)?;
@@ -246,7 +238,7 @@ pub fn expired_grant_denies_with_agent_killed(env: &Env) -> Check {
     let kit = Kit::new("expiry")?;
     let agent = kit.agent(env)?;
     const LIFE: Duration = Duration::from_secs(12);
-    let bundle = kit.bundle(env, "short-lived", &[env.probe.clone()], &["--valid-for", "12s"])?;
+    let bundle = kit.bundle(env, "short-lived", std::slice::from_ref(&env.probe), &["--valid-for", "12s"])?;
     let pushed = Instant::now();
     let result = enforcer_ok(env, &["push", &bundle]).and_then(|_| expect_exit(Some(LIVE), &env.probe, PROBE_EXIT));
     // Nobody is left to withdraw the grant: the kernel has to expire it on its own.
@@ -289,7 +281,7 @@ pub fn on_revoke_kill_terminates_running_process(env: &Env) -> Check {
     let agent = kit.agent(env)?;
     let mut children: Vec<Child> = Vec::new();
     let result = (|| {
-        let bundle = kit.bundle(env, "killable", &[busybox.clone()], &["--on-revoke", "kill"])?;
+        let bundle = kit.bundle(env, "killable", std::slice::from_ref(&busybox), &["--on-revoke", "kill"])?;
         enforcer_ok(env, &["push", &bundle])?;
         children.push(sleeper_in_scope()?);
         // The same program outside every scope was not started under the bundle.
@@ -309,7 +301,7 @@ pub fn on_revoke_kill_terminates_running_process(env: &Env) -> Check {
             return Err(format!("the process outside every scope died too: {status}"));
         }
         // Expiry withdraws an authorization too: its processes go when it ends.
-        let brief = kit.bundle(env, "killable-brief", &[busybox.clone()], &["--on-revoke", "kill", "--valid-for", "8s"])?;
+        let brief = kit.bundle(env, "killable-brief", std::slice::from_ref(&busybox), &["--on-revoke", "kill", "--valid-for", "8s"])?;
         let pushed = Instant::now();
         enforcer_ok(env, &["push", &brief])?;
         children.push(sleeper_in_scope()?);
@@ -352,7 +344,7 @@ pub fn break_glass_expires_back_to_enforce(env: &Env) -> Check {
 pub fn agent_restart_mid_exec_stream_loses_no_enforcement(env: &Env) -> Check {
     let kit = Kit::new("restart")?;
     let agent = kit.agent(env)?;
-    let bundle = kit.bundle(env, "steady", &[env.probe.clone()], &[]);
+    let bundle = kit.bundle(env, "steady", std::slice::from_ref(&env.probe), &[]);
     let pushed = bundle.and_then(|b| enforcer_ok(env, &["push", &b]));
     if let Err(e) = pushed {
         return stop(agent, Err(e));
@@ -514,7 +506,7 @@ pub fn control_socket_is_root_only(env: &Env) -> Check {
     let kit = Kit::new("socket")?;
     let agent = kit.agent(env)?;
     let result = (|| {
-        let bundle = kit.bundle(env, "from-nobody", &[env.probe.clone()], &[])?;
+        let bundle = kit.bundle(env, "from-nobody", std::slice::from_ref(&env.probe), &[])?;
         std::fs::set_permissions(&kit.work, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
         std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o644)).map_err(|e| e.to_string())?;
         let as_nobody = |what: &str| {
