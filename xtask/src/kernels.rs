@@ -5,11 +5,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cmd;
+use crate::apt::{Apt, Suite};
 use crate::workspace::Workspace;
 
 pub struct KernelSpec {
@@ -64,8 +63,6 @@ pub const KNOWN: &[KernelSpec] = &[
 /// Kernels `vm-test` and `test` boot by default: each was seen booting with BPF LSM active.
 pub const DEFAULT: &[&str] = &["6.1", "6.12", "6.19"];
 
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
-const MIRROR: &str = "http://deb.debian.org/debian";
 const MARKER: &str = "package";
 
 /// clap value parser for `--kernel`.
@@ -156,7 +153,10 @@ fn cached(dir: &Path) -> Option<Kernel> {
 }
 
 fn download(ws: &Workspace, spec: &KernelSpec, dir: &Path) -> Result<()> {
-    let apt = Apt::new(&ws.target.join("apt").join(spec.suite), spec.suite)?;
+    let apt = Apt::new(
+        &ws.target.join("apt").join(spec.suite),
+        &[Suite::new(spec.suite)],
+    )?;
     apt.update()?;
     let image = resolve(&apt, &spec.image)?;
 
@@ -234,7 +234,7 @@ fn resolve(apt: &Apt, image: &Image) -> Result<String> {
         Image::Newest { prefix, tag } => {
             let names = apt.names_starting_with(prefix)?;
             newest(&names, prefix, tag)
-                .with_context(|| format!("no {prefix}*+{tag}-amd64 package in {}", apt.suite))
+                .with_context(|| format!("no {prefix}*+{tag}-amd64 package in {}", apt.label()))
         }
     }
 }
@@ -269,109 +269,6 @@ fn newest(names: &[String], prefix: &str, tag: &str) -> Option<String> {
         .filter_map(|n| Some((version_of(n)?, n)))
         .max()
         .map(|(_, n)| n.clone())
-}
-
-/// apt-get and apt-cache on a private state directory with one suite as their only source.
-struct Apt {
-    dir: PathBuf,
-    suite: &'static str,
-}
-
-impl Apt {
-    fn new(dir: &Path, suite: &'static str) -> Result<Apt> {
-        if !Path::new(KEYRING).is_file() {
-            bail!("{KEYRING} is missing: install the debian-archive-keyring package");
-        }
-        for sub in ["lists/partial", "cache/archives/partial"] {
-            fs::create_dir_all(dir.join(sub))
-                .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
-        }
-        let sources = format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n");
-        fs::write(dir.join("sources.list"), sources)
-            .with_context(|| format!("cannot write {}/sources.list", dir.display()))?;
-        Ok(Apt {
-            dir: dir.to_owned(),
-            suite,
-        })
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        let opt = |name: &str, value: &Path| format!("{name}={}", value.display());
-        for option in [
-            opt("Dir::Etc::SourceList", &self.dir.join("sources.list")),
-            opt("Dir::Etc::SourceParts", Path::new("/dev/null")),
-            opt("Dir::Etc::Preferences", Path::new("/dev/null")),
-            opt("Dir::Etc::PreferencesParts", Path::new("/dev/null")),
-            opt("Dir::State::Lists", &self.dir.join("lists")),
-            opt("Dir::Cache", &self.dir.join("cache")),
-            // Downloads land in our own directory; the _apt sandbox user may not reach it.
-            "APT::Sandbox::User=root".to_owned(),
-            "Acquire::Languages=none".to_owned(),
-        ] {
-            cmd.arg("-o").arg(option);
-        }
-        cmd.arg("-q");
-        cmd
-    }
-
-    fn update(&self) -> Result<()> {
-        cmd::run(self.command("apt-get").arg("update"))
-            .with_context(|| format!("cannot fetch the package lists of Debian {}", self.suite))
-    }
-
-    fn names_starting_with(&self, prefix: &str) -> Result<Vec<String>> {
-        let out = cmd::stdout(self.command("apt-cache").args(["pkgnames", prefix]))?;
-        Ok(out.lines().map(str::to_owned).collect())
-    }
-
-    fn knows(&self, package: &str) -> Result<bool> {
-        Ok(self
-            .names_starting_with(package)?
-            .iter()
-            .any(|n| n == package))
-    }
-
-    /// One field of the candidate version's record.
-    fn field(&self, package: &str, field: &str) -> Result<Option<String>> {
-        let out =
-            cmd::stdout(
-                self.command("apt-cache")
-                    .args(["show", "--no-all-versions", package]),
-            )?;
-        let prefix = format!("{field}: ");
-        Ok(out
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .map(str::to_owned))
-    }
-
-    /// Downloads `package` into `work`, unpacks it into `tree` and returns its version.
-    fn fetch(&self, package: &str, work: &Path, tree: &Path) -> Result<String> {
-        cmd::run(
-            self.command("apt-get")
-                .arg("download")
-                .arg(package)
-                .current_dir(work),
-        )
-        .with_context(|| format!("cannot download {package} from Debian {}", self.suite))?;
-        let deb = fs::read_dir(work)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                name.starts_with(&format!("{package}_")) && name.ends_with(".deb")
-            })
-            .with_context(|| format!("apt-get download left no {package}_*.deb"))?;
-        let version = cmd::stdout(
-            Command::new("dpkg-deb")
-                .args(["-f"])
-                .arg(&deb)
-                .arg("Version"),
-        )?;
-        cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(tree))?;
-        fs::remove_file(&deb).with_context(|| format!("cannot remove {}", deb.display()))?;
-        Ok(version.trim().to_owned())
-    }
 }
 
 fn recreate_dir(dir: &Path) -> Result<()> {

@@ -3,6 +3,7 @@
 //! Everything that needs root-only kernel features (BPF LSM) runs in a qemu VM booted from a
 //! Debian kernel and an initramfs this tool packs; the host only builds and orchestrates.
 
+mod apt;
 mod bench;
 mod build;
 mod cmd;
@@ -143,7 +144,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let ws = Workspace::load()?;
     match cli.command {
         Command::Setup => {
-            setup::host()?;
+            setup::host(&ws)?;
             kernels::ensure_all(&ws, kernels::KNOWN)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -152,7 +153,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::VmTest(args) => {
-            setup::host()?;
+            setup::host(&ws)?;
             build::build(&ws)?;
             let kernels = if args.kernels.is_empty() {
                 kernels::defaults()
@@ -168,7 +169,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(finish("vm-test", tally))
         }
         Command::Demo(args) => {
-            setup::host()?;
+            setup::host(&ws)?;
             build::build(&ws)?;
             let code = vm::demo(&ws, args.kernel, args.timeout.duration())?;
             Ok(ExitCode::from(code))
@@ -185,7 +186,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 vm_args.push("--checks-only".to_owned());
             }
             if vm {
-                setup::host()?;
+                setup::host(&ws)?;
             }
             let kernels = if args.kernels.is_empty() {
                 kernels::defaults()
@@ -211,7 +212,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test(timeout) => {
-            setup::host()?;
+            setup::host(&ws)?;
             let host = host_tests::run(&ws)?;
             let fuzzing = fuzz_briefly();
             build::build(&ws)?;

@@ -6,8 +6,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::apt::{Apt, Suite};
 use crate::cmd;
-use crate::workspace::cargo;
+use crate::workspace::{Workspace, cargo};
 
 /// Debian 12 packages the workflows need: Debian's rustc with library source builds the
 /// eBPF crate (rustup has no rust-src here), LLVM 22 is what bpf-linker links against,
@@ -29,12 +30,12 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Any 0.13 patch release links our object the same way.
 const BPF_LINKER_ACCEPTED: &str = "bpf-linker 0.13.";
 
-pub fn host() -> Result<()> {
-    packages()?;
+pub fn host(ws: &Workspace) -> Result<()> {
+    packages(ws)?;
     bpf_linker()
 }
 
-fn packages() -> Result<()> {
+fn packages(ws: &Workspace) -> Result<()> {
     let missing = missing_packages()?;
     if missing.is_empty() {
         println!("setup: Debian packages present");
@@ -57,11 +58,7 @@ fn packages() -> Result<()> {
     }
     println!("setup: installing {list}");
     cmd::run(apt_get().arg("update"))?;
-    cmd::run(
-        apt_get()
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing),
-    )?;
+    install_without_removing(ws, &missing)?;
     let still = missing_packages()?;
     if !still.is_empty() {
         bail!(
@@ -70,6 +67,91 @@ fn packages() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Installs `packages` and never removes one the user has. apt would otherwise take back
+/// a package that breaks with what we install: seen with qemu-utils from bookworm-backports,
+/// which breaks qemu-system-x86 from bookworm, so a plain install removed it. A package
+/// that cannot come from the default suite without a removal comes from the release's
+/// backports instead, and if even that needs a removal we stop and say which.
+fn install_without_removing(ws: &Workspace, packages: &[&str]) -> Result<()> {
+    // `--no-remove` makes apt refuse, rather than remove, whatever the plan is.
+    let install = |mut cmd: Command, packages: &[String], simulate: bool| -> Result<bool> {
+        cmd.args(["install", "-y", "--no-install-recommends", "--no-remove"]);
+        if simulate {
+            cmd.arg("--simulate");
+            return Ok(cmd::capture(cmd.args(packages))?.status.success());
+        }
+        cmd::run(cmd.args(packages)).map(|()| true)
+    };
+    let packages: Vec<String> = packages.iter().map(|p| (*p).to_owned()).collect();
+    if install(apt_get(), &packages, true)? {
+        return install(apt_get(), &packages, false).map(drop);
+    }
+    let mut conflicting = Vec::new();
+    for package in &packages {
+        if !install(apt_get(), std::slice::from_ref(package), true)? {
+            conflicting.push(package.clone());
+        }
+    }
+    if conflicting.is_empty() {
+        bail!(
+            "installing {} together would remove packages you have installed; setup removes \
+             nothing: see `apt-get install --simulate {}`",
+            packages.join(" "),
+            packages.join(" ")
+        );
+    }
+    let codename = release_codename()?;
+    let backports = format!("{codename}-backports");
+    println!(
+        "setup: {} would remove installed packages when taken from {codename}; taking {} from \
+         {backports}",
+        conflicting.join(" "),
+        if conflicting.len() == 1 { "it" } else { "them" }
+    );
+    let suites = [
+        Suite::new(&codename),
+        Suite::new(&format!("{codename}-updates")),
+        Suite::new(&format!("{codename}-security")),
+        Suite::new(&backports),
+    ];
+    let apt = Apt::new(&ws.target.join("apt").join("setup"), &suites)?;
+    apt.update()?;
+    // The rest as usual; then the conflicting ones with backports as the target release,
+    // so their dependencies come from there too (`pkg/suite` would pin the package alone).
+    let plain: Vec<String> = packages
+        .iter()
+        .filter(|p| !conflicting.contains(p))
+        .cloned()
+        .collect();
+    if !plain.is_empty() {
+        install(apt_get(), &plain, false)?;
+    }
+    let from_backports = || {
+        let mut cmd = apt.command("apt-get");
+        cmd.args(["-t", &backports]);
+        cmd
+    };
+    if !install(from_backports(), &conflicting, true)? {
+        bail!(
+            "installing {} would remove packages you have installed, even from {backports}; \
+             setup removes nothing: see `apt-get install --simulate {}` and install by hand",
+            conflicting.join(" "),
+            conflicting.join(" ")
+        );
+    }
+    install(from_backports(), &conflicting, false).map(drop)
+}
+
+/// `VERSION_CODENAME` from /etc/os-release (`bookworm` on Debian 12).
+fn release_codename() -> Result<String> {
+    let text = std::fs::read_to_string("/etc/os-release").context("cannot read /etc/os-release")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+        .context("/etc/os-release names no VERSION_CODENAME")
 }
 
 fn apt_get() -> Command {
