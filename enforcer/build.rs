@@ -15,7 +15,9 @@ const BPF_RUSTC: &str = "/usr/bin/rustc";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let workspace = manifest_dir.parent().expect("enforcer/ lives in the workspace root");
+    let workspace = manifest_dir
+        .parent()
+        .expect("enforcer/ lives in the workspace root");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let dest = out_dir.join("enforcer.bpf.o");
 
@@ -27,7 +29,11 @@ fn main() {
     for dir in ["enforcer-ebpf/src", "enforcer-common/src"] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
-    for file in ["enforcer-ebpf/Cargo.toml", "enforcer-common/Cargo.toml", "Cargo.lock"] {
+    for file in [
+        "enforcer-ebpf/Cargo.toml",
+        "enforcer-common/Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(file).display());
     }
 
@@ -66,16 +72,24 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().unwrap_or_else(|e| fail(&format!("cannot run cargo: {e}")));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| fail(&format!("cannot run cargo: {e}")));
     if !status.success() {
         fail(&format!("building enforcer-ebpf failed ({status})"));
     }
-    copy(&target_dir.join(BPF_TARGET).join("release").join("enforcer"), &dest);
+    copy(
+        &target_dir.join(BPF_TARGET).join("release").join("enforcer"),
+        &dest,
+    );
 }
 
 fn copy(from: &Path, to: &Path) {
     if let Err(e) = std::fs::copy(from, to) {
-        fail(&format!("cannot copy the eBPF object {}: {e}", from.display()));
+        fail(&format!(
+            "cannot copy the eBPF object {}: {e}",
+            from.display()
+        ));
     }
 }
 

@@ -187,7 +187,12 @@ impl GrantKey {
     /// A key with its padding zeroed, as every lookup and update must use.
     #[must_use]
     pub const fn new(scope_id: u64, slot: u32, digest: [u8; DIGEST_LEN]) -> Self {
-        Self { scope_id, slot, _pad: 0, digest }
+        Self {
+            scope_id,
+            slot,
+            _pad: 0,
+            digest,
+        }
     }
 }
 

@@ -54,8 +54,8 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     DIGEST_LEN, EVENTS_BYTES, ExecEvent, Grant, GrantKey, HASH_ALGO_SHA256, Image, MAX_GRANTS,
-    MAX_PROTECTED, MAX_SCOPE_LEVEL, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, decision, hook, mode, reason,
-    active_slot_of, scope_flags,
+    MAX_PROTECTED, MAX_SCOPE_LEVEL, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, active_slot_of,
+    decision, hook, mode, reason, scope_flags,
 };
 
 mod digest_cache;
@@ -190,11 +190,19 @@ struct Verdict {
 
 impl Verdict {
     const fn deny(reason: u32) -> Self {
-        Self { allowed: false, reason, grant: None }
+        Self {
+            allowed: false,
+            reason,
+            grant: None,
+        }
     }
 
     const fn allow_unless(denied: bool, reason: u32) -> Self {
-        Self { allowed: !denied, reason: if denied { reason } else { reason::GRANTED }, grant: None }
+        Self {
+            allowed: !denied,
+            reason: if denied { reason } else { reason::GRANTED },
+            grant: None,
+        }
     }
 }
 
@@ -258,9 +266,7 @@ unsafe fn read_via<T>(base: *const u8, first: &u32, second: &u32) -> Option<T> {
 /// arguments for non-null and prune a plain null check, but not a failed probe read.
 #[inline(always)]
 unsafe fn link_count(file: *const u8) -> Option<u32> {
-    unsafe {
-        read_via(file, &FILE_INODE_OFFSET, &INODE_NLINK_OFFSET)
-    }
+    unsafe { read_via(file, &FILE_INODE_OFFSET, &INODE_NLINK_OFFSET) }
 }
 
 /// Decides whether `file` may be executed or mapped executable in the scope. Fills
@@ -294,9 +300,17 @@ unsafe fn file_verdict(
         return Verdict::deny(reason::NOT_GRANTED);
     };
     if unsafe { bpf_ktime_get_boot_ns() } >= grant.not_after_boot_ns {
-        return Verdict { allowed: false, reason: reason::EXPIRED, grant: Some(grant) };
+        return Verdict {
+            allowed: false,
+            reason: reason::EXPIRED,
+            grant: Some(grant),
+        };
     }
-    Verdict { allowed: true, reason: reason::GRANTED, grant: Some(grant) }
+    Verdict {
+        allowed: true,
+        reason: reason::GRANTED,
+        grant: Some(grant),
+    }
 }
 
 /// The grant for `digest` in the scope, from the active grant set.
@@ -328,7 +342,9 @@ fn find_grant(scope_id: u64, digest: &[u8; DIGEST_LEN]) -> Option<Grant> {
 fn active_slot() -> Option<u32> {
     // SAFETY: a u32 copied out of our own one-element array; the agent replaces it with
     // one aligned 4-byte write, so it is never seen half-written.
-    ACTIVE_SLOT.get(0).map(|value| active_slot_of(unsafe { ptr::read_volatile(value) }))
+    ACTIVE_SLOT
+        .get(0)
+        .map(|value| active_slot_of(unsafe { ptr::read_volatile(value) }))
 }
 
 /// Whether a denial of `which` in a scope with `policy` is only reported: always in a
@@ -342,8 +358,10 @@ fn monitoring(policy: &ScopePolicy, which: u32) -> bool {
     if policy.mode == mode::MONITOR {
         return true;
     }
-    let exec_or_mapping =
-        matches!(which, hook::BPRM_CHECK_SECURITY | hook::MMAP_FILE | hook::FILE_MPROTECT);
+    let exec_or_mapping = matches!(
+        which,
+        hook::BPRM_CHECK_SECURITY | hook::MMAP_FILE | hook::FILE_MPROTECT
+    );
     exec_or_mapping
         && policy.monitor_until_boot_ns != 0
         // SAFETY: plain helper call.
@@ -397,7 +415,11 @@ impl Outcome<'_> {
             }
             unsafe { self.report(decision, &lineage, exec_id) };
         }
-        if decision == decision::DENY { Err(denied()) } else { Ok(0) }
+        if decision == decision::DENY {
+            Err(denied())
+        } else {
+            Ok(0)
+        }
     }
 
     /// Sends the decision to the agent, or counts it as dropped when the ring buffer is
@@ -449,9 +471,7 @@ impl Outcome<'_> {
 /// The name of a file's dentry (its last path component), for reports.
 #[inline(always)]
 unsafe fn file_name(file: *const u8) -> *const u8 {
-    unsafe {
-        read_via(file, &FILE_DENTRY_OFFSET, &DENTRY_NAME_OFFSET).unwrap_or(ptr::null())
-    }
+    unsafe { read_via(file, &FILE_DENTRY_OFFSET, &DENTRY_NAME_OFFSET).unwrap_or(ptr::null()) }
 }
 
 // ---- lineage -----------------------------------------------------------------------
@@ -488,7 +508,12 @@ unsafe fn lineage() -> Lineage {
         let parent_exec_id = recorded(tgid, leader_start_ns)
             .or_else(|| recorded(ppid, start_of(parent)))
             .unwrap_or(0);
-        Lineage { tgid, ppid, leader_start_ns, parent_exec_id }
+        Lineage {
+            tgid,
+            ppid,
+            leader_start_ns,
+            parent_exec_id,
+        }
     }
 }
 
@@ -539,8 +564,15 @@ unsafe fn try_bprm_check(ctx: &LsmContext) -> Result<i32, i32> {
         unsafe { file_verdict(file, scope_id, policy, &mut digest) }
     };
     let path = unsafe { read_at(bprm, config(&BPRM_INTERP_OFFSET)) }.unwrap_or(ptr::null());
-    Outcome { which: hook::BPRM_CHECK_SECURITY, scope_id, policy, verdict, digest: &digest, path }
-        .finish()
+    Outcome {
+        which: hook::BPRM_CHECK_SECURITY,
+        scope_id,
+        policy,
+        verdict,
+        digest: &digest,
+        path,
+    }
+    .finish()
 }
 
 #[lsm(hook = "mmap_file", sleepable)]
@@ -566,17 +598,33 @@ unsafe fn try_mmap_file(ctx: &LsmContext) -> Result<i32, i32> {
     let mut digest = NO_DIGEST;
     let anon_exec_denied = policy.flags & scope_flags::ALLOW_ANON_EXEC == 0;
     let (verdict, path) = if flags & MAP_ANONYMOUS != 0 {
-        (Verdict::allow_unless(anon_exec_denied, reason::ANON_EXEC), ptr::null())
+        (
+            Verdict::allow_unless(anon_exec_denied, reason::ANON_EXEC),
+            ptr::null(),
+        )
     } else if prot & PROT_WRITE != 0 && anon_exec_denied {
         // Writable and executable at once: whatever the file held, the process can write
         // any code there. That is anonymous executable memory in all but name.
-        (Verdict::deny(reason::ANON_EXEC), unsafe { file_name(file.cast()) })
+        (Verdict::deny(reason::ANON_EXEC), unsafe {
+            file_name(file.cast())
+        })
     } else {
         // SAFETY: `file` is the hook's own `struct file *` argument; file_verdict proves it
         // readable before handing it to a helper.
-        (unsafe { file_verdict(file, scope_id, policy, &mut digest) }, unsafe { file_name(file.cast()) })
+        (
+            unsafe { file_verdict(file, scope_id, policy, &mut digest) },
+            unsafe { file_name(file.cast()) },
+        )
     };
-    Outcome { which: hook::MMAP_FILE, scope_id, policy, verdict, digest: &digest, path }.finish()
+    Outcome {
+        which: hook::MMAP_FILE,
+        scope_id,
+        policy,
+        verdict,
+        digest: &digest,
+        path,
+    }
+    .finish()
 }
 
 #[lsm(hook = "file_mprotect")]
@@ -602,17 +650,25 @@ unsafe fn try_file_mprotect(ctx: &LsmContext) -> Result<i32, i32> {
         // Unreadable: doubt means deny.
         (None, _) | (_, None) => (Verdict::deny(reason::NOT_CONFIGURED), ptr::null()),
         // Anonymous memory, or any mapping becoming writable and executable at once.
-        (Some(_), Some(f)) if f.is_null() || prot & PROT_WRITE != 0 => {
-            (Verdict::allow_unless(anon_exec_denied, reason::ANON_EXEC), ptr::null())
-        }
+        (Some(_), Some(f)) if f.is_null() || prot & PROT_WRITE != 0 => (
+            Verdict::allow_unless(anon_exec_denied, reason::ANON_EXEC),
+            ptr::null(),
+        ),
         // Already executable (its file was checked when it was mapped): nothing changes.
         (Some(f), _) if f & VM_EXEC != 0 => return Ok(0),
         // A file mapping turning executable after the fact skipped the digest check at
         // mmap time, and this hook cannot hash on every supported kernel: deny.
         (Some(_), Some(f)) => (Verdict::deny(reason::LATE_EXEC), unsafe { file_name(f) }),
     };
-    Outcome { which: hook::FILE_MPROTECT, scope_id, policy, verdict, digest: &NO_DIGEST, path }
-        .finish()
+    Outcome {
+        which: hook::FILE_MPROTECT,
+        scope_id,
+        policy,
+        verdict,
+        digest: &NO_DIGEST,
+        path,
+    }
+    .finish()
 }
 
 /// Tamper checks share this: a governed task is refused when `tampering` holds.
@@ -625,7 +681,15 @@ fn tamper_check(ctx: &LsmContext, which: u32, tampering: impl FnOnce(&LsmContext
         return 0;
     }
     let verdict = Verdict::deny(reason::TAMPER);
-    ret(Outcome { which, scope_id, policy, verdict, digest: &NO_DIGEST, path: ptr::null() }.finish())
+    ret(Outcome {
+        which,
+        scope_id,
+        policy,
+        verdict,
+        digest: &NO_DIGEST,
+        path: ptr::null(),
+    }
+    .finish())
 }
 
 #[lsm(hook = "ptrace_access_check")]
@@ -667,9 +731,7 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
 /// The filesystem magic of an inode's superblock; `None` when unreadable.
 #[inline(always)]
 unsafe fn fs_magic(inode: *const u8) -> Option<u64> {
-    unsafe {
-        read_via(inode, &INODE_SB_OFFSET, &SB_MAGIC_OFFSET)
-    }
+    unsafe { read_via(inode, &INODE_SB_OFFSET, &SB_MAGIC_OFFSET) }
 }
 
 /// Whether the NUL-terminated kernel string `name` equals `want` (which ends in NUL).
@@ -737,7 +799,9 @@ pub fn inode_unlink(ctx: LsmContext) -> i32 {
 pub fn inode_rename(ctx: LsmContext) -> i32 {
     // Arguments: (old_dir, old_dentry, new_dir, new_dentry): moving a pin away is as good
     // as unlinking it.
-    tamper_check(&ctx, hook::INODE_RENAME, |ctx| on_bpffs(ctx.arg(0)) || on_bpffs(ctx.arg(2)))
+    tamper_check(&ctx, hook::INODE_RENAME, |ctx| {
+        on_bpffs(ctx.arg(0)) || on_bpffs(ctx.arg(2))
+    })
 }
 
 #[cfg(not(test))]

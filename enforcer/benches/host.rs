@@ -249,14 +249,33 @@ fn bundle_benches(results: &mut Vec<Measured>) {
     });
     to_flip.remove(0);
     to_flip.sort_by(f64::total_cmp);
-    let flip = (to_flip[to_flip.len() / 2], to_flip[0], to_flip[to_flip.len() - 1]);
-    ms("verify + load + switch 100k grants: to the flip", flip, "<= 200 ms").report(results);
-    ms("verify + load + switch 100k grants: apply returns", end_to_end, "").report(results);
+    let flip = (
+        to_flip[to_flip.len() / 2],
+        to_flip[0],
+        to_flip[to_flip.len() - 1],
+    );
+    ms(
+        "verify + load + switch 100k grants: to the flip",
+        flip,
+        "<= 200 ms",
+    )
+    .report(results);
+    ms(
+        "verify + load + switch 100k grants: apply returns",
+        end_to_end,
+        "",
+    )
+    .report(results);
     let reverify = time_ms(|| {
         let state = to_state(&bundle_b);
         assert_eq!(maps.apply(&state).expect("same bundle").switched_in, None);
     });
-    ms("verify + resolve + apply the same bundle again", reverify, "").report(results);
+    ms(
+        "verify + resolve + apply the same bundle again",
+        reverify,
+        "",
+    )
+    .report(results);
     // The agent's first apply after a restart reads the grant map back once.
     let restarted = repeat_recorded(|| {
         maps.apply(&state_a).expect("to a");

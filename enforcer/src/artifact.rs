@@ -71,7 +71,10 @@ pub enum ArtifactError {
     )]
     UnknownSchema { found: String },
     #[error("expected a {expected} artifact but this is a {found}")]
-    WrongKind { expected: ArtifactKind, found: ArtifactKind },
+    WrongKind {
+        expected: ArtifactKind,
+        found: ArtifactKind,
+    },
     #[error("signature by unknown key {key_id}: no key with that id is in the trust store")]
     UnknownKey { key_id: KeyId },
     #[error(
@@ -83,7 +86,11 @@ pub enum ArtifactError {
     #[error(
         "not enough signatures: {valid} valid from distinct keys with the {role} role, {required} required, so more trusted keys must sign it"
     )]
-    Threshold { role: Role, valid: usize, required: usize },
+    Threshold {
+        role: Role,
+        valid: usize,
+        required: usize,
+    },
     #[error(
         "no {role} artifact is accepted: the trust store sets no {role} threshold ([thresholds] {} = N), so none was meant to be",
         .role.threshold_key()
@@ -95,12 +102,20 @@ pub enum ArtifactError {
         format_time(*.not_before), format_time(*.not_after),
         humantime::format_duration(Duration::from_secs(*.max))
     )]
-    WindowTooLong { not_before: u64, not_after: u64, max: u64 },
+    WindowTooLong {
+        not_before: u64,
+        not_after: u64,
+        max: u64,
+    },
     #[error(
         "not yet valid: valid from {}, it is now {} (clock skew allowance {skew}s)",
         format_time(*.not_before), format_time(*.now)
     )]
-    NotYetValid { not_before: u64, now: u64, skew: u64 },
+    NotYetValid {
+        not_before: u64,
+        now: u64,
+        skew: u64,
+    },
     #[error(
         "expired: valid until {}, it is now {} (clock skew allowance {skew}s)",
         format_time(*.not_after), format_time(*.now)
@@ -109,16 +124,28 @@ pub enum ArtifactError {
     #[error(
         "rollback or replay: serial {serial} for issuer {issuer:?} and scope {scope} is not greater than the last accepted serial {last}"
     )]
-    Rollback { issuer: String, scope: CgroupScope, serial: u64, last: u64 },
+    Rollback {
+        issuer: String,
+        scope: CgroupScope,
+        serial: u64,
+        last: u64,
+    },
     #[error("revoked bundle: bundle id {bundle_id:?} is revoked (by {by})")]
     BundleRevoked { bundle_id: String, by: ArtifactId },
     #[error("revoked artifact: {id} is revoked (by {by})")]
     // Boxed: two 64-byte ids inline would double the size of every Result carrying this.
     ArtifactRevoked { id: Box<ArtifactId>, by: ArtifactId },
     #[error("revoked digest: grant {index} names sha256:{digest}, which is revoked (by {by})")]
-    DigestRevoked { digest: FileDigest, index: usize, by: ArtifactId },
+    DigestRevoked {
+        digest: FileDigest,
+        index: usize,
+        by: ArtifactId,
+    },
     #[error("invalid scope {scope:?}: {problem}")]
-    Scope { scope: String, problem: &'static str },
+    Scope {
+        scope: String,
+        problem: &'static str,
+    },
     #[error("invalid digest in {location}: {source}")]
     Digest {
         location: String,
@@ -130,11 +157,17 @@ pub enum ArtifactError {
 }
 
 fn malformed(what: &'static str, problem: impl fmt::Display) -> ArtifactError {
-    ArtifactError::Malformed { what, problem: problem.to_string() }
+    ArtifactError::Malformed {
+        what,
+        problem: problem.to_string(),
+    }
 }
 
 fn field_error(field: impl Into<String>, problem: impl Into<String>) -> ArtifactError {
-    ArtifactError::Field { field: field.into(), problem: problem.into() }
+    ArtifactError::Field {
+        field: field.into(),
+        problem: problem.into(),
+    }
 }
 
 /// The last second of year 9999: later times cannot be written as dates (RFC 3339), and
@@ -144,7 +177,10 @@ pub const LATEST_TIME: u64 = 253_402_300_799;
 /// Refuses a time past [`LATEST_TIME`].
 fn check_time(field: impl Fn() -> String, secs: u64) -> Result<(), ArtifactError> {
     if secs > LATEST_TIME {
-        return Err(field_error(field(), format!("{secs} is after 9999-12-31T23:59:59Z")));
+        return Err(field_error(
+            field(),
+            format!("{secs} is after 9999-12-31T23:59:59Z"),
+        ));
     }
     Ok(())
 }
@@ -181,7 +217,9 @@ impl ArtifactKind {
             BUNDLE_PAYLOAD_TYPE => Ok(Self::Bundle),
             REVOCATION_PAYLOAD_TYPE => Ok(Self::Revocation),
             BREAK_GLASS_PAYLOAD_TYPE => Ok(Self::BreakGlass),
-            _ => Err(ArtifactError::UnknownSchema { found: excerpt(found) }),
+            _ => Err(ArtifactError::UnknownSchema {
+                found: excerpt(found),
+            }),
         }
     }
 
@@ -252,7 +290,10 @@ impl FromStr for ArtifactId {
         hex::decode_to_slice(hex_part, &mut id).map_err(|_| {
             field_error(
                 "artifact id",
-                format!("{:?} is not 128 hexadecimal characters (a SHA3-512)", excerpt(input)),
+                format!(
+                    "{:?} is not 128 hexadecimal characters (a SHA3-512)",
+                    excerpt(input)
+                ),
             )
         })?;
         Ok(Self(id))
@@ -264,7 +305,12 @@ impl FromStr for ArtifactId {
 /// Lengths make the split between type and body unambiguous.
 #[must_use]
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let head = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len());
+    let head = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    );
     let mut out = Vec::with_capacity(head.len() + payload.len());
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(payload);
@@ -305,14 +351,21 @@ impl Envelope {
     /// An unsigned envelope around `payload`.
     #[must_use]
     pub fn new(kind: ArtifactKind, payload: Vec<u8>) -> Self {
-        Self { payload_type: kind.payload_type().to_owned(), payload, signatures: Vec::new() }
+        Self {
+            payload_type: kind.payload_type().to_owned(),
+            payload,
+            signatures: Vec::new(),
+        }
     }
 
     /// Parses an envelope: size limit first, then strict JSON (no unknown fields, no
     /// trailing data), canonical base64, well-formed key ids and 64-byte signatures.
     pub fn parse(bytes: &[u8]) -> Result<Self, ArtifactError> {
         if bytes.len() > MAX_ARTIFACT_BYTES {
-            return Err(ArtifactError::TooLarge { size: bytes.len(), limit: MAX_ARTIFACT_BYTES });
+            return Err(ArtifactError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_ARTIFACT_BYTES,
+            });
         }
         let wire: EnvelopeWire = from_json(bytes, "envelope")?;
         let payload = BASE64
@@ -321,7 +374,10 @@ impl Envelope {
         if wire.signatures.len() > MAX_SIGNATURES {
             return Err(malformed(
                 "envelope",
-                format!("{} signatures, at most {MAX_SIGNATURES} allowed", wire.signatures.len()),
+                format!(
+                    "{} signatures, at most {MAX_SIGNATURES} allowed",
+                    wire.signatures.len()
+                ),
             ));
         }
         let signatures = wire
@@ -334,7 +390,10 @@ impl Envelope {
                     .parse::<KeyId>()
                     .map_err(|e| malformed("envelope", format!("signature {i}: {e}")))?;
                 let bytes = BASE64.decode(&s.sig).map_err(|e| {
-                    malformed("envelope", format!("signature {i} is not canonical base64: {e}"))
+                    malformed(
+                        "envelope",
+                        format!("signature {i} is not canonical base64: {e}"),
+                    )
                 })?;
                 let sig = <[u8; 64]>::try_from(bytes.as_slice()).map_err(|_| {
                     malformed(
@@ -348,7 +407,11 @@ impl Envelope {
                 Ok(EnvelopeSignature { key_id, sig })
             })
             .collect::<Result<_, ArtifactError>>()?;
-        Ok(Self { payload_type: wire.payload_type, payload, signatures })
+        Ok(Self {
+            payload_type: wire.payload_type,
+            payload,
+            signatures,
+        })
     }
 
     /// Compact JSON with no trailing newline: every byte of it is significant, so any
@@ -361,7 +424,10 @@ impl Envelope {
             signatures: self
                 .signatures
                 .iter()
-                .map(|s| SignatureWire { keyid: s.key_id.to_string(), sig: BASE64.encode(s.sig) })
+                .map(|s| SignatureWire {
+                    keyid: s.key_id.to_string(),
+                    sig: BASE64.encode(s.sig),
+                })
                 .collect(),
         };
         // Strings and sequences only: serialisation into memory cannot fail.
@@ -478,7 +544,10 @@ impl FromStr for CgroupScope {
     type Err = ArtifactError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let refuse = |problem| ArtifactError::Scope { scope: excerpt(input), problem };
+        let refuse = |problem| ArtifactError::Scope {
+            scope: excerpt(input),
+            problem,
+        };
         if input.len() > MAX_SCOPE_BYTES {
             return Err(refuse("longer than 4096 bytes"));
         }
@@ -530,7 +599,9 @@ impl Grant {
     /// `bundle_not_after`: a grant never outlives its bundle.
     #[must_use]
     pub fn is_live(&self, now: u64, bundle_not_after: u64) -> bool {
-        now <= self.not_after.map_or(bundle_not_after, |t| t.min(bundle_not_after))
+        now <= self
+            .not_after
+            .map_or(bundle_not_after, |t| t.min(bundle_not_after))
     }
 }
 
@@ -605,7 +676,11 @@ impl Bundle {
     /// Parses and checks a bundle payload (the bytes inside the envelope).
     pub fn from_payload(payload: &[u8]) -> Result<Self, ArtifactError> {
         let wire: BundleWire = from_json(payload, "bundle payload")?;
-        let scopes = wire.scopes.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+        let scopes = wire
+            .scopes
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?;
         let grants = wire
             .grants
             .into_iter()
@@ -698,7 +773,9 @@ impl Bundle {
     /// The grants in force at `now`.
     pub fn live_grants(&self, now: SystemTime) -> impl Iterator<Item = &Grant> {
         let now = unix_seconds(now);
-        self.grants.iter().filter(move |g| g.is_live(now, self.not_after))
+        self.grants
+            .iter()
+            .filter(move |g| g.is_live(now, self.not_after))
     }
 }
 
@@ -770,13 +847,18 @@ impl Revocation {
                     TargetWire::Artifact(id) => RevocationTarget::Artifact(id.parse()?),
                     TargetWire::Digest(d) => RevocationTarget::Digest(parse_digest(&d, location)?),
                     TargetWire::KeyId(k) => RevocationTarget::Key(
-                        k.parse().map_err(|e| field_error(location(), format!("{e}")))?,
+                        k.parse()
+                            .map_err(|e| field_error(location(), format!("{e}")))?,
                     ),
                 })
             })
             .collect::<Result<_, ArtifactError>>()?;
-        let revocation =
-            Self { issuer: wire.issuer, issued_at: wire.issued_at, reason: wire.reason, targets };
+        let revocation = Self {
+            issuer: wire.issuer,
+            issued_at: wire.issued_at,
+            reason: wire.reason,
+            targets,
+        };
         revocation.validate()?;
         Ok(revocation)
     }
@@ -810,7 +892,10 @@ impl Revocation {
             check_text(|| "reason".to_owned(), reason)?;
         }
         if self.targets.is_empty() {
-            return Err(field_error("revoke", "a revocation must name at least one target"));
+            return Err(field_error(
+                "revoke",
+                "a revocation must name at least one target",
+            ));
         }
         for (index, target) in self.targets.iter().enumerate() {
             if let RevocationTarget::Bundle(id) = target {
@@ -857,7 +942,11 @@ impl BreakGlass {
             issuer: wire.issuer,
             not_before: wire.not_before,
             not_after: wire.not_after,
-            scopes: wire.scopes.iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
+            scopes: wire
+                .scopes
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<_, _>>()?,
             reason: wire.reason,
         };
         break_glass.validate()?;
@@ -917,7 +1006,10 @@ impl BreakGlass {
 /// At least one scope, none twice: the same rule for every kind that names scopes.
 fn check_scopes(scopes: &[CgroupScope], what: &str) -> Result<(), ArtifactError> {
     if scopes.is_empty() {
-        return Err(field_error("scopes", format!("{what} must name at least one scope")));
+        return Err(field_error(
+            "scopes",
+            format!("{what} must name at least one scope"),
+        ));
     }
     let mut seen = BTreeSet::new();
     if let Some(dup) = scopes.iter().find(|s| !seen.insert(*s)) {
@@ -930,7 +1022,9 @@ fn check_scopes(scopes: &[CgroupScope], what: &str) -> Result<(), ArtifactError>
 fn parse_digest(input: &str, location: impl Fn() -> String) -> Result<FileDigest, ArtifactError> {
     input.parse().map_err(|_| ArtifactError::Digest {
         location: location(),
-        source: DigestError::Syntax { input: excerpt(input) },
+        source: DigestError::Syntax {
+            input: excerpt(input),
+        },
     })
 }
 
@@ -941,12 +1035,18 @@ fn check_label(field: &str, value: &str) -> Result<(), ArtifactError> {
         "must not be empty"
     } else if value.len() > MAX_LABEL_BYTES {
         "is longer than 128 bytes"
-    } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b)) {
+    } else if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b))
+    {
         "may contain only ASCII letters, digits and . _ : @ -"
     } else {
         return Ok(());
     };
-    Err(field_error(field, format!("{:?} {problem}", excerpt(value))))
+    Err(field_error(
+        field,
+        format!("{:?} {problem}", excerpt(value)),
+    ))
 }
 
 /// Free text: bounded, and without control characters that could forge log lines.
@@ -989,13 +1089,15 @@ mod tests {
     use super::*;
     use crate::verify::testkit;
 
-
     #[test]
     fn times_past_year_9999_are_refused() {
         let mut b = testkit::bundle();
         b.not_after = LATEST_TIME + 1;
         let err = b.to_payload().expect_err("far future");
-        assert!(err.to_string().contains("not_after") && err.to_string().contains("9999"), "{err}");
+        assert!(
+            err.to_string().contains("not_after") && err.to_string().contains("9999"),
+            "{err}"
+        );
         b.not_after = LATEST_TIME;
         b.to_payload().expect("the last second of 9999 is fine");
     }
@@ -1016,7 +1118,10 @@ mod tests {
         let mut env = Envelope::new(ArtifactKind::Bundle, payload.clone());
         let unsigned_id = env.id();
         assert!(env.add_signature(&testkit::key(1)));
-        assert!(!env.add_signature(&testkit::key(1)), "second signature by one key is a no-op");
+        assert!(
+            !env.add_signature(&testkit::key(1)),
+            "second signature by one key is a no-op"
+        );
         assert_eq!(env.id(), unsigned_id);
         assert_eq!(env.id(), ArtifactId::of_payload(&payload));
         let parsed = Envelope::parse(&env.to_bytes()).expect("parse");
@@ -1033,7 +1138,12 @@ mod tests {
                 .starts_with("a69f73cca23a9ac5c8b567dc185a756e97c982164fe25859e0d1dcc1475c80a6")
         );
         assert_eq!(id.to_string().len(), 128);
-        assert_eq!(format!("sha3-512:{id}").parse::<ArtifactId>().expect("parse"), id);
+        assert_eq!(
+            format!("sha3-512:{id}")
+                .parse::<ArtifactId>()
+                .expect("parse"),
+            id
+        );
         assert!("abc".parse::<ArtifactId>().is_err());
     }
 
@@ -1048,7 +1158,10 @@ mod tests {
     fn opt_ins_round_trip_and_are_left_out_when_off() {
         let plain = testkit::bundle().to_payload().expect("payload");
         let text = String::from_utf8(plain.clone()).expect("utf8");
-        assert!(!text.contains("allow_"), "a bundle without opt-ins serialises as before: {text}");
+        assert!(
+            !text.contains("allow_"),
+            "a bundle without opt-ins serialises as before: {text}"
+        );
 
         let mut b = testkit::bundle();
         b.allow_anonymous_exec = true;
@@ -1071,20 +1184,32 @@ mod tests {
         assert!(!parsed.allow_anonymous_exec && !parsed.allow_fileless);
 
         let explicit = text.replacen('{', "{\"allow_fileless\":false,", 1);
-        assert_eq!(Bundle::from_payload(explicit.as_bytes()).expect("explicit false"), parsed);
+        assert_eq!(
+            Bundle::from_payload(explicit.as_bytes()).expect("explicit false"),
+            parsed
+        );
 
         let string = text.replacen('{', "{\"allow_fileless\":\"yes\",", 1);
         let err = Bundle::from_payload(string.as_bytes()).expect_err("not a boolean");
-        assert!(err.to_string().contains("malformed bundle payload"), "{err}");
+        assert!(
+            err.to_string().contains("malformed bundle payload"),
+            "{err}"
+        );
 
         let twice = text.replacen('{', "{\"allow_fileless\":true,\"allow_fileless\":false,", 1);
         let err = Bundle::from_payload(twice.as_bytes()).expect_err("duplicate");
-        assert!(err.to_string().contains("duplicate field `allow_fileless`"), "{err}");
+        assert!(
+            err.to_string().contains("duplicate field `allow_fileless`"),
+            "{err}"
+        );
 
         // A misspelt opt-in is refused, never read as "off".
         let typo = text.replacen('{', "{\"allow_anon_exec\":true,", 1);
         let err = Bundle::from_payload(typo.as_bytes()).expect_err("unknown");
-        assert!(err.to_string().contains("unknown field `allow_anon_exec`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `allow_anon_exec`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1100,7 +1225,10 @@ mod tests {
                 RevocationTarget::Key(testkit::key(1).key_id()),
             ],
         };
-        assert_eq!(Revocation::from_payload(&r.to_payload().expect("payload")).expect("parse"), r);
+        assert_eq!(
+            Revocation::from_payload(&r.to_payload().expect("payload")).expect("parse"),
+            r
+        );
     }
 
     #[test]
@@ -1109,7 +1237,10 @@ mod tests {
         let payload = bg.to_payload().expect("payload");
         assert_eq!(BreakGlass::from_payload(&payload).expect("parse"), bg);
         let text = String::from_utf8(payload).expect("utf8");
-        assert!(text.starts_with("{\"issuer\":\"oncall\",\"not_before\":"), "{text}");
+        assert!(
+            text.starts_with("{\"issuer\":\"oncall\",\"not_before\":"),
+            "{text}"
+        );
         assert_eq!(
             ArtifactKind::from_payload_type(BREAK_GLASS_PAYLOAD_TYPE).expect("kind"),
             ArtifactKind::BreakGlass
@@ -1118,8 +1249,14 @@ mod tests {
         assert_eq!(ArtifactKind::BreakGlass.to_string(), "break-glass");
         let err = ArtifactKind::from_payload_type("application/vnd.enforcer.break-glass.v2+json")
             .expect_err("v2");
-        assert!(matches!(err, ArtifactError::UnknownSchema { .. }), "{err:?}");
-        assert!(err.to_string().contains(BREAK_GLASS_PAYLOAD_TYPE), "names what it reads: {err}");
+        assert!(
+            matches!(err, ArtifactError::UnknownSchema { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(BREAK_GLASS_PAYLOAD_TYPE),
+            "names what it reads: {err}"
+        );
     }
 
     /// Each rule of the break-glass payload, checked both when creating one (to_payload)
@@ -1138,10 +1275,26 @@ mod tests {
                 |b| b.scopes.push(b.scopes[0].clone()),
                 "invalid scopes: /agents.slice is listed twice",
             ),
-            ("inverted", |b| b.not_after = b.not_before - 1, "invalid validity: not_before"),
-            ("empty window", |b| b.not_after = b.not_before, "cannot be empty or inverted"),
-            ("empty reason", |b| b.reason.clear(), "invalid reason: must not be empty"),
-            ("blank reason", |b| b.reason = "  ".into(), "invalid reason: must not be empty"),
+            (
+                "inverted",
+                |b| b.not_after = b.not_before - 1,
+                "invalid validity: not_before",
+            ),
+            (
+                "empty window",
+                |b| b.not_after = b.not_before,
+                "cannot be empty or inverted",
+            ),
+            (
+                "empty reason",
+                |b| b.reason.clear(),
+                "invalid reason: must not be empty",
+            ),
+            (
+                "blank reason",
+                |b| b.reason = "  ".into(),
+                "invalid reason: must not be empty",
+            ),
             (
                 "control",
                 |b| b.reason = "a\u{1b}[2J".into(),
@@ -1158,7 +1311,10 @@ mod tests {
             let mut bg = testkit::break_glass();
             edit(&mut bg);
             let err = bg.to_payload().expect_err(what);
-            assert!(matches!(err, ArtifactError::Field { .. }), "{what}: {err:?}");
+            assert!(
+                matches!(err, ArtifactError::Field { .. }),
+                "{what}: {err:?}"
+            );
             assert!(err.to_string().contains(needle), "{what}: {err}");
             // The same rule holds for a payload someone else wrote.
             let bytes = serde_json::to_vec(&bg.wire()).expect("json");
@@ -1175,14 +1331,16 @@ mod tests {
         let err = BreakGlass::from_payload(format!("{head}}}").as_bytes()).expect_err("no reason");
         assert!(matches!(err, ArtifactError::Malformed { .. }), "{err:?}");
         assert!(
-            err.to_string().contains("malformed break-glass payload: missing field `reason`"),
+            err.to_string()
+                .contains("malformed break-glass payload: missing field `reason`"),
             "{err}"
         );
         let extra = text.replacen('{', "{\"mode\":\"monitor\",", 1);
         let err = BreakGlass::from_payload(extra.as_bytes()).expect_err("unknown");
         assert!(matches!(err, ArtifactError::UnknownField { .. }), "{err:?}");
         assert!(
-            err.to_string().contains("unknown field `mode` in the break-glass payload"),
+            err.to_string()
+                .contains("unknown field `mode` in the break-glass payload"),
             "{err}"
         );
         let bad_scope = text.replace("/agents.slice", "/");
@@ -1216,9 +1374,15 @@ mod tests {
             (long_component.as_str(), "255"),
         ] {
             let err = bad.parse::<CgroupScope>().expect_err(bad);
-            assert!(matches!(err, ArtifactError::Scope { .. }), "{bad:?}: {err:?}");
+            assert!(
+                matches!(err, ArtifactError::Scope { .. }),
+                "{bad:?}: {err:?}"
+            );
             let msg = err.to_string();
-            assert!(msg.contains("invalid scope") && msg.contains(why), "{bad:?}: {msg}");
+            assert!(
+                msg.contains("invalid scope") && msg.contains(why),
+                "{bad:?}: {msg}"
+            );
         }
     }
 
@@ -1238,13 +1402,28 @@ mod tests {
             (b"not json".to_vec(), "malformed envelope"),
             (b"{}".to_vec(), "missing field"),
             ([good.as_slice(), b"x"].concat(), "trailing"),
-            (text.replacen("\"payload\":\"", "\"payload\":\"!", 1).into_bytes(), "base64"),
-            (text.replacen("\"keyid\":\"", "\"keyid\":\"zz", 1).into_bytes(), "key id"),
-            (text.replacen("\"sig\":\"", "\"sig\":\"AAAA", 1).into_bytes(), "64"),
+            (
+                text.replacen("\"payload\":\"", "\"payload\":\"!", 1)
+                    .into_bytes(),
+                "base64",
+            ),
+            (
+                text.replacen("\"keyid\":\"", "\"keyid\":\"zz", 1)
+                    .into_bytes(),
+                "key id",
+            ),
+            (
+                text.replacen("\"sig\":\"", "\"sig\":\"AAAA", 1)
+                    .into_bytes(),
+                "64",
+            ),
         ];
         for (bytes, needle) in cases {
             let err = Envelope::parse(&bytes).expect_err(needle);
-            assert!(matches!(err, ArtifactError::Malformed { .. }), "{needle}: {err:?}");
+            assert!(
+                matches!(err, ArtifactError::Malformed { .. }),
+                "{needle}: {err:?}"
+            );
             assert!(err.to_string().contains(needle), "{needle}: {err}");
         }
     }
@@ -1252,7 +1431,10 @@ mod tests {
     #[test]
     fn refuses_too_many_signatures() {
         let mut env = Envelope::new(ArtifactKind::Bundle, b"{}".to_vec());
-        let sig = EnvelopeSignature { key_id: testkit::key(1).key_id(), sig: [0; 64] };
+        let sig = EnvelopeSignature {
+            key_id: testkit::key(1).key_id(),
+            sig: [0; 64],
+        };
         env.signatures = vec![sig; MAX_SIGNATURES + 1];
         let err = Envelope::parse(&env.to_bytes()).expect_err("too many");
         assert!(err.to_string().contains("signatures, at most"), "{err}");
@@ -1265,13 +1447,18 @@ mod tests {
         let env = text.replacen('{', "{\"extra\":1,", 1);
         let err = Envelope::parse(env.as_bytes()).expect_err("envelope field");
         assert!(matches!(err, ArtifactError::UnknownField { .. }), "{err:?}");
-        assert!(err.to_string().contains("unknown field `extra` in the envelope"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unknown field `extra` in the envelope"),
+            "{err}"
+        );
 
         let payload = String::from_utf8(testkit::bundle().to_payload().expect("p")).expect("utf8");
         let payload = payload.replacen("\"digest\":", "\"colour\":\"red\",\"digest\":", 1);
         let err = Bundle::from_payload(payload.as_bytes()).expect_err("grant field");
         assert!(
-            err.to_string().contains("unknown field `grants.0.colour` in the bundle payload"),
+            err.to_string()
+                .contains("unknown field `grants.0.colour` in the bundle payload"),
             "{err}"
         );
     }
@@ -1280,8 +1467,15 @@ mod tests {
     fn refuses_unknown_payload_types_and_versions() {
         for found in ["application/vnd.enforcer.bundle.v2+json", "text/plain", ""] {
             let err = ArtifactKind::from_payload_type(found).expect_err(found);
-            assert!(matches!(err, ArtifactError::UnknownSchema { .. }), "{err:?}");
-            assert!(err.to_string().contains("unknown artifact type or schema version"), "{err}");
+            assert!(
+                matches!(err, ArtifactError::UnknownSchema { .. }),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string()
+                    .contains("unknown artifact type or schema version"),
+                "{err}"
+            );
         }
     }
 
@@ -1291,26 +1485,54 @@ mod tests {
         let payload = payload.replacen("\"digest\":\"sha256:", "\"digest\":\"sha256:zz", 1);
         let err = Bundle::from_payload(payload.as_bytes()).expect_err("digest");
         assert!(matches!(err, ArtifactError::Digest { .. }), "{err:?}");
-        assert!(err.to_string().contains("invalid digest in grant 0"), "{err}");
+        assert!(
+            err.to_string().contains("invalid digest in grant 0"),
+            "{err}"
+        );
     }
 
     #[test]
     fn refuses_bundles_that_break_the_rules() {
         let mut b = testkit::bundle();
         b.issuer = "ops team".into();
-        assert!(b.to_payload().expect_err("label").to_string().contains("invalid issuer"));
+        assert!(
+            b.to_payload()
+                .expect_err("label")
+                .to_string()
+                .contains("invalid issuer")
+        );
         let mut b = testkit::bundle();
         b.not_before = b.not_after + 1;
-        assert!(b.to_payload().expect_err("window").to_string().contains("not_before"));
+        assert!(
+            b.to_payload()
+                .expect_err("window")
+                .to_string()
+                .contains("not_before")
+        );
         let mut b = testkit::bundle();
         b.scopes.clear();
-        assert!(b.to_payload().expect_err("scopes").to_string().contains("at least one scope"));
+        assert!(
+            b.to_payload()
+                .expect_err("scopes")
+                .to_string()
+                .contains("at least one scope")
+        );
         let mut b = testkit::bundle();
         b.scopes.push(b.scopes[0].clone());
-        assert!(b.to_payload().expect_err("dup").to_string().contains("listed twice"));
+        assert!(
+            b.to_payload()
+                .expect_err("dup")
+                .to_string()
+                .contains("listed twice")
+        );
         let mut b = testkit::bundle();
         b.grants[0].name = Some("a\u{1b}[31m".into());
-        assert!(b.to_payload().expect_err("ctl").to_string().contains("control character"));
+        assert!(
+            b.to_payload()
+                .expect_err("ctl")
+                .to_string()
+                .contains("control character")
+        );
     }
 
     #[test]
@@ -1323,10 +1545,17 @@ mod tests {
 
     #[test]
     fn grants_never_outlive_their_bundle() {
-        let g = Grant { digest: FileDigest::of_bytes(b""), name: None, not_after: Some(50) };
+        let g = Grant {
+            digest: FileDigest::of_bytes(b""),
+            name: None,
+            not_after: Some(50),
+        };
         assert!(g.is_live(50, 100));
         assert!(!g.is_live(51, 100));
-        let g = Grant { not_after: Some(500), ..g };
+        let g = Grant {
+            not_after: Some(500),
+            ..g
+        };
         assert!(!g.is_live(101, 100));
     }
 

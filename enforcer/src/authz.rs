@@ -116,7 +116,10 @@ fn artifact_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, AuthzError> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let list = |source| AuthzError::List { path: path.clone(), source };
+            let list = |source| AuthzError::List {
+                path: path.clone(),
+                source,
+            };
             let mut found: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(list)?
                 .filter_map(Result::ok)
@@ -133,7 +136,9 @@ fn artifact_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, AuthzError> {
 }
 
 fn kind_of(bytes: &[u8]) -> Result<ArtifactKind, String> {
-    Envelope::parse(bytes).and_then(|e| e.kind()).map_err(|e| e.to_string())
+    Envelope::parse(bytes)
+        .and_then(|e| e.kind())
+        .map_err(|e| e.to_string())
 }
 
 /// What a refused artifact says about itself, read without trusting it, so that a deny-all
@@ -166,7 +171,11 @@ impl Claim {
     }
 
     fn of_bundle(b: &Bundle) -> Self {
-        Self::Bundle { bundle_id: b.bundle_id.clone(), serial: b.serial, scopes: b.scopes.clone() }
+        Self::Bundle {
+            bundle_id: b.bundle_id.clone(),
+            serial: b.serial,
+            scopes: b.scopes.clone(),
+        }
     }
 
     fn names(&self, scope: &ScopePath) -> bool {
@@ -189,10 +198,12 @@ enum Cause {
 impl Cause {
     fn of(error: &ArtifactError) -> Self {
         match error {
-            ArtifactError::Expired { not_after, .. } => Self::Expired { not_after: *not_after },
-            ArtifactError::NotYetValid { not_before, .. } => {
-                Self::NotYetValid { not_before: *not_before }
-            }
+            ArtifactError::Expired { not_after, .. } => Self::Expired {
+                not_after: *not_after,
+            },
+            ArtifactError::NotYetValid { not_before, .. } => Self::NotYetValid {
+                not_before: *not_before,
+            },
             ArtifactError::KeyRevoked { by, .. }
             | ArtifactError::BundleRevoked { by, .. }
             | ArtifactError::ArtifactRevoked { by, .. }
@@ -220,7 +231,12 @@ struct Refusal {
 
 impl Refusal {
     fn new(path: PathBuf, claim: Option<Claim>, reason: String, cause: Cause) -> Self {
-        Self { path, reason, claim, cause }
+        Self {
+            path,
+            reason,
+            claim,
+            cause,
+        }
     }
 
     /// One line on why this refusal left the scopes it names without what it was meant to
@@ -228,19 +244,34 @@ impl Refusal {
     fn explain(&self) -> String {
         let file = self.path.display();
         match (&self.claim, self.cause) {
-            (Some(Claim::Bundle { bundle_id, serial, .. }), Cause::Expired { not_after }) => {
+            (
+                Some(Claim::Bundle {
+                    bundle_id, serial, ..
+                }),
+                Cause::Expired { not_after },
+            ) => {
                 format!(
                     "bundle {bundle_id:?} serial {serial} expired at {}",
                     format_time(not_after)
                 )
             }
-            (Some(Claim::Bundle { bundle_id, serial, .. }), Cause::NotYetValid { not_before }) => {
+            (
+                Some(Claim::Bundle {
+                    bundle_id, serial, ..
+                }),
+                Cause::NotYetValid { not_before },
+            ) => {
                 format!(
                     "bundle {bundle_id:?} serial {serial} is not valid before {}",
                     format_time(not_before)
                 )
             }
-            (Some(Claim::Bundle { bundle_id, serial, .. }), Cause::Revoked { by }) => {
+            (
+                Some(Claim::Bundle {
+                    bundle_id, serial, ..
+                }),
+                Cause::Revoked { by },
+            ) => {
                 format!("bundle {bundle_id:?} serial {serial} revoked by {by}")
             }
             (Some(Claim::BreakGlass { .. }), Cause::Expired { not_after }) => {
@@ -338,7 +369,12 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
             "superseded: serial {newer} from issuer {:?} replaces serial {} in a scope they share",
             v.bundle.issuer, v.bundle.serial
         );
-        refusals.push(Refusal::new(path, Some(Claim::of_bundle(&v.bundle)), reason, Cause::Other));
+        refusals.push(Refusal::new(
+            path,
+            Some(Claim::of_bundle(&v.bundle)),
+            reason,
+            Cause::Other,
+        ));
     }
     // A revocation accepted after a bundle or break-glass of the same run still withdraws
     // it: the artifacts are read in file-name order, not revocations first.
@@ -347,18 +383,32 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
         Ok(()) => true,
         Err(e) => {
             let claim = Some(Claim::of_bundle(&verified.bundle));
-            refusals.push(Refusal::new(path.clone(), claim, e.to_string(), Cause::of(&e)));
+            refusals.push(Refusal::new(
+                path.clone(),
+                claim,
+                e.to_string(),
+                Cause::of(&e),
+            ));
             false
         }
     });
-    live_break_glass.retain(|(path, verified)| match revocations.check_break_glass(verified) {
-        Ok(()) => true,
-        Err(e) => {
-            let claim = Some(Claim::BreakGlass { scopes: verified.break_glass.scopes.clone() });
-            refusals.push(Refusal::new(path.clone(), claim, e.to_string(), Cause::of(&e)));
-            false
-        }
-    });
+    live_break_glass.retain(
+        |(path, verified)| match revocations.check_break_glass(verified) {
+            Ok(()) => true,
+            Err(e) => {
+                let claim = Some(Claim::BreakGlass {
+                    scopes: verified.break_glass.scopes.clone(),
+                });
+                refusals.push(Refusal::new(
+                    path.clone(),
+                    claim,
+                    e.to_string(),
+                    Cause::of(&e),
+                ));
+                false
+            }
+        },
+    );
     // Debug only: the agent re-reads often and reports what changed between reads.
     for r in &refusals {
         tracing::debug!(file = %r.path.display(), reason = %r.reason, "artifact refused");
@@ -369,8 +419,10 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
     let verified_break_glass: Vec<&VerifiedBreakGlass> =
         live_break_glass.iter().map(|(_, v)| v).collect();
     let switched = apply_break_glass(&mut policy, &verified_break_glass, now);
-    let named: Vec<(&Path, &VerifiedBundle)> =
-        live.iter().map(|(path, _, v)| (path.as_path(), v)).collect();
+    let named: Vec<(&Path, &VerifiedBundle)> = live
+        .iter()
+        .map(|(path, _, v)| (path.as_path(), v))
+        .collect();
     let explanations = explain(&policy, &named, &refusals, now);
 
     let mut out = Authorizations {
@@ -386,7 +438,11 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
     };
     for ((path, v), governed) in live_break_glass.into_iter().zip(switched) {
         let bg = v.break_glass;
-        for scope in bg.scopes.iter().filter(|s| !out.policy.scopes.contains_key(*s)) {
+        for scope in bg
+            .scopes
+            .iter()
+            .filter(|s| !out.policy.scopes.contains_key(*s))
+        {
             out.warnings.push((
                 path.clone(),
                 format!(
@@ -443,14 +499,22 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
 /// A scope is in monitor mode only when every bundle for it says so: doubt means enforce.
 /// Break-glass artifacts are applied afterwards, by [`apply_break_glass`].
 pub fn policy_of(bundles: &[&VerifiedBundle], declared: &[ScopePath], now: SystemTime) -> Policy {
-    let mut scopes: BTreeMap<ScopePath, (ScopeSpec, bool)> =
-        declared.iter().map(|s| (s.clone(), (ScopeSpec::default(), false))).collect();
+    let mut scopes: BTreeMap<ScopePath, (ScopeSpec, bool)> = declared
+        .iter()
+        .map(|s| (s.clone(), (ScopeSpec::default(), false)))
+        .collect();
     for verified in bundles {
         let b = &verified.bundle;
         let auth_id = verified.id.auth_prefix();
         for scope in &b.scopes {
             let (spec, seen_monitor_only) = scopes.entry(scope.clone()).or_insert_with(|| {
-                (ScopeSpec { mode: Mode::Monitor, ..ScopeSpec::default() }, true)
+                (
+                    ScopeSpec {
+                        mode: Mode::Monitor,
+                        ..ScopeSpec::default()
+                    },
+                    true,
+                )
             });
             if b.mode == BundleMode::Enforce || !*seen_monitor_only {
                 spec.mode = Mode::Enforce;
@@ -474,7 +538,9 @@ pub fn policy_of(bundles: &[&VerifiedBundle], declared: &[ScopePath], now: Syste
             }));
         }
     }
-    Policy { scopes: scopes.into_iter().map(|(k, (spec, _))| (k, spec)).collect() }
+    Policy {
+        scopes: scopes.into_iter().map(|(k, (spec, _))| (k, spec)).collect(),
+    }
 }
 
 /// Puts every governed scope that a live break-glass names in monitor mode until that
@@ -630,7 +696,10 @@ mod tests {
         assert_eq!(scope.grants.len(), 2);
         let accepted = &out.accepted[0];
         assert!(accepted.new);
-        assert_eq!(scope.grants[0].auth_id, accepted.id.0[..enforcer_common::AUTH_ID_LEN]);
+        assert_eq!(
+            scope.grants[0].auth_id,
+            accepted.id.0[..enforcer_common::AUTH_ID_LEN]
+        );
         assert_eq!(scope.grants[0].auth_serial, 1);
         // The second grant ends before its bundle; the first ends with it.
         let secs = |g: &GrantSpec| {
@@ -661,7 +730,10 @@ mod tests {
         let serials: Vec<u64> = out.accepted.iter().map(|b| b.serial).collect();
         assert_eq!(serials, [2]);
         let (path, why) = &out.refused[0];
-        assert!(path.ends_with("a-serial-1.json") && why.contains("superseded"), "{why}");
+        assert!(
+            path.ends_with("a-serial-1.json") && why.contains("superseded"),
+            "{why}"
+        );
         assert!(out.revoked.is_empty(), "superseded is not revoked");
         let scope = &out.policy.scopes[&"/agents.slice".parse::<ScopePath>().expect("scope")];
         assert_eq!(scope.grants.len(), 1, "only serial 2's grant allows");
@@ -671,11 +743,19 @@ mod tests {
     fn bad_artifacts_are_refused_by_name_and_grant_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = sources(dir.path(), &["/agents.slice"]);
-        put(&s, "unsigned-by-trusted.json", &signed_bundle(&bundle(), &[3]));
+        put(
+            &s,
+            "unsigned-by-trusted.json",
+            &signed_bundle(&bundle(), &[3]),
+        );
         put(&s, "garbage.json", b"{not json");
         let out = load(&s, now()).expect("load");
         assert_eq!(out.refused.len(), 2, "{:?}", out.refused);
-        assert!(out.refused.iter().all(|(p, why)| p.exists() && !why.is_empty()));
+        assert!(
+            out.refused
+                .iter()
+                .all(|(p, why)| p.exists() && !why.is_empty())
+        );
         // The declared scope stays governed, with nothing granted: it denies everything.
         let scope = &out.policy.scopes[&"/agents.slice".parse::<ScopePath>().expect("scope")];
         assert!(scope.grants.is_empty());
@@ -690,7 +770,12 @@ mod tests {
         let later = now() + Duration::from_secs(2 * 3600);
         let out = load(&s, later).expect("load");
         assert_eq!(out.refused.len(), 1);
-        assert!(out.policy.scopes.values().all(|spec| spec.grants.is_empty()));
+        assert!(
+            out.policy
+                .scopes
+                .values()
+                .all(|spec| spec.grants.is_empty())
+        );
         assert_eq!(out.policy.scopes.len(), 1);
     }
 
@@ -698,8 +783,11 @@ mod tests {
     fn opt_ins_come_from_live_bundles_only() {
         let mut jit = bundle();
         jit.allow_anonymous_exec = true;
-        let with =
-            crate::verify::VerifiedBundle { id: ArtifactId([1; 64]), signers: vec![], bundle: jit };
+        let with = crate::verify::VerifiedBundle {
+            id: ArtifactId([1; 64]),
+            signers: vec![],
+            bundle: jit,
+        };
         let scope: ScopePath = "/agents.slice".parse().expect("scope");
         let policy = policy_of(&[&with], &[], now());
         assert!(policy.scopes[&scope].allow_anonymous_exec);
@@ -729,7 +817,10 @@ mod tests {
             bundle: other,
         };
         let scope: ScopePath = "/agents.slice".parse().expect("scope");
-        assert_eq!(policy_of(&[&monitored], &[], now()).scopes[&scope].mode, Mode::Monitor);
+        assert_eq!(
+            policy_of(&[&monitored], &[], now()).scopes[&scope].mode,
+            Mode::Monitor
+        );
         assert_eq!(
             policy_of(&[&monitored, &enforced], &[], now()).scopes[&scope].mode,
             Mode::Enforce
@@ -785,10 +876,16 @@ mod tests {
         let reported = &out.break_glass[0];
         assert_eq!(reported.path, s.artifacts[0].join("bg1.json"));
         assert_eq!(reported.issuer, "oncall");
-        assert_eq!(reported.governed, vec![scope("/agents.slice"), scope("/ci.slice")]);
+        assert_eq!(
+            reported.governed,
+            vec![scope("/agents.slice"), scope("/ci.slice")]
+        );
         assert_eq!(reported.not_after, first.not_after);
         assert_eq!(reported.reason, first.reason);
-        assert_eq!(reported.id, ArtifactId::of_payload(&first.to_payload().expect("p")));
+        assert_eq!(
+            reported.id,
+            ArtifactId::of_payload(&first.to_payload().expect("p"))
+        );
     }
 
     #[test]
@@ -799,12 +896,18 @@ mod tests {
         bg.scopes = vec![scope("/agents.slice"), scope("/other.slice")];
         put(&s, "bg.json", &signed_break_glass(&bg, &[6]));
         let out = load(&s, now()).expect("load");
-        assert_eq!(out.policy.scopes.keys().collect::<Vec<_>>(), [&scope("/agents.slice")]);
+        assert_eq!(
+            out.policy.scopes.keys().collect::<Vec<_>>(),
+            [&scope("/agents.slice")]
+        );
         assert_eq!(out.break_glass[0].governed, vec![scope("/agents.slice")]);
         assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
         let (path, why) = &out.warnings[0];
         assert!(path.ends_with("bg.json"));
-        assert!(why.contains("names /other.slice, which is not governed here"), "{why}");
+        assert!(
+            why.contains("names /other.slice, which is not governed here"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -816,8 +919,15 @@ mod tests {
         let after = from_unix_seconds(bg.not_after + 61);
         let out = load(&s, after).expect("load");
         assert!(out.break_glass.is_empty());
-        assert_eq!(out.policy.scopes[&scope("/agents.slice")].monitor_until, None);
-        assert!(out.refused[0].1.starts_with("expired: valid until"), "{:?}", out.refused);
+        assert_eq!(
+            out.policy.scopes[&scope("/agents.slice")].monitor_until,
+            None
+        );
+        assert!(
+            out.refused[0].1.starts_with("expired: valid until"),
+            "{:?}",
+            out.refused
+        );
         assert!(
             out.explanations[&scope("/agents.slice")]
                 .iter()
@@ -829,7 +939,10 @@ mod tests {
         // Inside the skew allowance after its end it is accepted, but switches nothing.
         let out = load(&s, from_unix_seconds(bg.not_after + 30)).expect("load");
         assert!(out.break_glass[0].governed.is_empty());
-        assert_eq!(out.policy.scopes[&scope("/agents.slice")].monitor_until, None);
+        assert_eq!(
+            out.policy.scopes[&scope("/agents.slice")].monitor_until,
+            None
+        );
 
         let revocation = Revocation {
             issuer: "sec".into(),
@@ -840,10 +953,17 @@ mod tests {
             ))],
         };
         // Named to sort after the break-glass: it still withdraws it.
-        put(&s, "z-revocation.json", &signed_revocation(&revocation, &[1]));
+        put(
+            &s,
+            "z-revocation.json",
+            &signed_revocation(&revocation, &[1]),
+        );
         let out = load(&s, now()).expect("load");
         assert!(out.break_glass.is_empty());
-        assert_eq!(out.policy.scopes[&scope("/agents.slice")].monitor_until, None);
+        assert_eq!(
+            out.policy.scopes[&scope("/agents.slice")].monitor_until,
+            None
+        );
         assert!(
             out.refused
                 .iter()
@@ -862,9 +982,14 @@ mod tests {
         put(&s, "bg.json", &signed_break_glass(&break_glass(), &[6]));
         let out = load(&s, now()).expect("load");
         assert!(out.break_glass.is_empty());
-        assert_eq!(out.policy.scopes[&scope("/agents.slice")].monitor_until, None);
+        assert_eq!(
+            out.policy.scopes[&scope("/agents.slice")].monitor_until,
+            None
+        );
         assert!(
-            out.refused[0].1.contains("no break-glass artifact is accepted"),
+            out.refused[0]
+                .1
+                .contains("no break-glass artifact is accepted"),
             "{:?}",
             out.refused
         );
@@ -886,7 +1011,10 @@ mod tests {
             out.explanations.get(&scope("/empty.slice")),
             Some(&vec!["no accepted bundle names this scope".to_owned()])
         );
-        assert!(!out.explanations.contains_key(&scope("/agents.slice")), "it has live grants");
+        assert!(
+            !out.explanations.contains_key(&scope("/agents.slice")),
+            "it has live grants"
+        );
     }
 
     #[test]
@@ -897,7 +1025,10 @@ mod tests {
         let out = load(&s, now() + Duration::from_secs(2 * 3600)).expect("load");
         assert_eq!(
             out.explanations[&scope("/agents.slice")],
-            vec![format!("bundle \"agents-base\" serial 1 expired at {}", format_time(NOW + 3600))]
+            vec![format!(
+                "bundle \"agents-base\" serial 1 expired at {}",
+                format_time(NOW + 3600)
+            )]
         );
 
         let dir = tempfile::tempdir().expect("tempdir");
@@ -914,7 +1045,9 @@ mod tests {
         let out = load(&s, now()).expect("load");
         assert_eq!(
             out.explanations[&scope("/agents.slice")],
-            vec![format!("bundle \"agents-base\" serial 1 revoked by {revocation_id}")]
+            vec![format!(
+                "bundle \"agents-base\" serial 1 revoked by {revocation_id}"
+            )]
         );
     }
 
@@ -929,7 +1062,9 @@ mod tests {
         let agents = &out.explanations[&scope("/agents.slice")];
         assert_eq!(agents.len(), 2, "{agents:?}");
         assert!(
-            agents.iter().any(|l| l.contains("untrusted.json: refused: signature by unknown key")),
+            agents
+                .iter()
+                .any(|l| l.contains("untrusted.json: refused: signature by unknown key")),
             "{agents:?}"
         );
         assert!(
@@ -948,8 +1083,14 @@ mod tests {
     #[test]
     fn a_live_bundle_whose_grants_all_ended_is_explained() {
         let mut b = bundle();
-        b.grants.iter_mut().for_each(|g| g.not_after = Some(NOW + 60));
-        let verified = VerifiedBundle { id: ArtifactId([1; 64]), signers: vec![], bundle: b };
+        b.grants
+            .iter_mut()
+            .for_each(|g| g.not_after = Some(NOW + 60));
+        let verified = VerifiedBundle {
+            id: ArtifactId([1; 64]),
+            signers: vec![],
+            bundle: b,
+        };
         let later = now() + Duration::from_secs(120);
         let policy = policy_of(&[&verified], &[], later);
         let why = explain(&policy, &[(Path::new("a.json"), &verified)], &[], later);
@@ -962,7 +1103,11 @@ mod tests {
         );
         let mut empty = bundle();
         empty.grants.clear();
-        let verified = VerifiedBundle { id: ArtifactId([1; 64]), signers: vec![], bundle: empty };
+        let verified = VerifiedBundle {
+            id: ArtifactId([1; 64]),
+            signers: vec![],
+            bundle: empty,
+        };
         let policy = policy_of(&[&verified], &[], now());
         let why = explain(&policy, &[(Path::new("a.json"), &verified)], &[], now());
         assert_eq!(

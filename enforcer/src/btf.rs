@@ -55,7 +55,11 @@ pub enum BtfError {
     #[error("struct {strukt} in kernel BTF has no member {member}")]
     NoMember { strukt: String, member: String },
     #[error("{strukt}::{member} is not {expected} in kernel BTF")]
-    UnexpectedType { strukt: String, member: String, expected: String },
+    UnexpectedType {
+        strukt: String,
+        member: String,
+        expected: String,
+    },
     #[error("{strukt}::{member} is a bitfield")]
     Bitfield { strukt: String, member: String },
 }
@@ -113,8 +117,10 @@ impl Btf {
 
     /// Reads and parses a raw BTF file.
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let data = std::fs::read(path)
-            .map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
+        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&data)
     }
 
@@ -161,8 +167,8 @@ impl Btf {
             let mut members = Vec::new();
             let trailing = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
-                | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
                 KIND_ARRAY => 12,
                 KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
                 KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
@@ -183,7 +189,14 @@ impl Btf {
             if at > type_data.len() {
                 return Err(BtfError::Malformed("truncated type section"));
             }
-            types.push(Type { kind, name_off, referenced: size_or_type, members, kind_flag, vlen });
+            types.push(Type {
+                kind,
+                name_off,
+                referenced: size_or_type,
+                members,
+                kind_flag,
+                vlen,
+            });
         }
         Ok(Self { types, strings })
     }
@@ -223,11 +236,17 @@ impl Btf {
             .iter()
             .find(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == strukt.as_bytes())
             .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
-        let (bits, bitfield_size, m) = self
-            .find_member(s, member.as_bytes(), 0, 0)?
-            .ok_or_else(|| BtfError::NoMember { strukt: strukt.into(), member: member.into() })?;
+        let (bits, bitfield_size, m) =
+            self.find_member(s, member.as_bytes(), 0, 0)?
+                .ok_or_else(|| BtfError::NoMember {
+                    strukt: strukt.into(),
+                    member: member.into(),
+                })?;
         if bitfield_size != 0 || bits % 8 != 0 {
-            return Err(BtfError::Bitfield { strukt: strukt.into(), member: member.into() });
+            return Err(BtfError::Bitfield {
+                strukt: strukt.into(),
+                member: member.into(),
+            });
         }
         Ok((bits / 8, m))
     }
@@ -298,7 +317,9 @@ impl Btf {
             member: member.into(),
             expected,
         };
-        let ty = self.resolve(m.type_id).ok_or(BtfError::Malformed("dangling type id"))?;
+        let ty = self
+            .resolve(m.type_id)
+            .ok_or(BtfError::Malformed("dangling type id"))?;
         if ty.kind != KIND_PTR {
             return Err(unexpected("a pointer".into()));
         }
@@ -315,17 +336,35 @@ impl Btf {
     }
 
     /// Byte offset of `strukt.member`, which must be an embedded `struct inner`.
-    pub fn struct_member_offset(&self, strukt: &str, member: &str, inner: &str) -> Result<u32, BtfError> {
-        self.member_of_type(strukt, member, &format!("an embedded struct {inner}"), |id| {
-            self.resolve(id).is_some_and(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == inner.as_bytes())
-        })
+    pub fn struct_member_offset(
+        &self,
+        strukt: &str,
+        member: &str,
+        inner: &str,
+    ) -> Result<u32, BtfError> {
+        self.member_of_type(
+            strukt,
+            member,
+            &format!("an embedded struct {inner}"),
+            |id| {
+                self.resolve(id).is_some_and(|t| {
+                    t.kind == KIND_STRUCT && self.name(t.name_off) == inner.as_bytes()
+                })
+            },
+        )
     }
 
     /// Byte offset of `strukt.member`, whose declared type must be the typedef `name` (such
     /// as `atomic_t`, a typedef of an anonymous struct).
-    pub fn typedef_member_offset(&self, strukt: &str, member: &str, name: &str) -> Result<u32, BtfError> {
+    pub fn typedef_member_offset(
+        &self,
+        strukt: &str,
+        member: &str,
+        name: &str,
+    ) -> Result<u32, BtfError> {
         self.member_of_type(strukt, member, &format!("a {name}"), |id| {
-            self.ty(id).is_some_and(|t| t.kind == KIND_TYPEDEF && self.name(t.name_off) == name.as_bytes())
+            self.ty(id)
+                .is_some_and(|t| t.kind == KIND_TYPEDEF && self.name(t.name_off) == name.as_bytes())
         })
     }
 
@@ -342,14 +381,25 @@ impl Btf {
         if fits(m.type_id) {
             Ok(offset)
         } else {
-            Err(BtfError::UnexpectedType { strukt: strukt.into(), member: member.into(), expected: expected.into() })
+            Err(BtfError::UnexpectedType {
+                strukt: strukt.into(),
+                member: member.into(),
+                expected: expected.into(),
+            })
         }
     }
 
     /// Byte offset of `strukt.member`, which must be an integer of `size` bytes.
-    pub fn int_member_offset(&self, strukt: &str, member: &str, size: u32) -> Result<u32, BtfError> {
+    pub fn int_member_offset(
+        &self,
+        strukt: &str,
+        member: &str,
+        size: u32,
+    ) -> Result<u32, BtfError> {
         let (offset, m) = self.member(strukt, member)?;
-        let ty = self.resolve(m.type_id).ok_or(BtfError::Malformed("dangling type id"))?;
+        let ty = self
+            .resolve(m.type_id)
+            .ok_or(BtfError::Malformed("dangling type id"))?;
         // For INT, `referenced` holds the size in bytes (the size/type union).
         if ty.kind != KIND_INT || ty.referenced != size {
             return Err(BtfError::UnexpectedType {
@@ -377,7 +427,11 @@ mod tests {
             b"\0file\0linux_binprm\0filename\0char\0pad\0nlink\0bpf_lsm_x\0atomic_t\0inode\0i_writecount\0".to_vec();
         let off = |s: &str, strings: &[u8]| -> u32 {
             let needle = [s.as_bytes(), b"\0"].concat();
-            strings.windows(needle.len()).position(|w| w == needle).map(|p| p as u32).expect(s)
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle)
+                .map(|p| p as u32)
+                .expect(s)
         };
         let (file, binprm, filename, chr, pad) = (
             off("file", &strings),
@@ -388,7 +442,11 @@ mod tests {
         );
         let (nlink, func) = (off("nlink", &strings), off("bpf_lsm_x", &strings));
         let mut t = Vec::new();
-        let mut push = |words: &[u32]| words.iter().for_each(|w| t.extend_from_slice(&w.to_le_bytes()));
+        let mut push = |words: &[u32]| {
+            words
+                .iter()
+                .for_each(|w| t.extend_from_slice(&w.to_le_bytes()))
+        };
         let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
         push(&[file, info(KIND_STRUCT, 0), 0]); // 1
         push(&[0, info(KIND_PTR, 0), 1]); // 2
@@ -405,8 +463,11 @@ mod tests {
         push(&[0, info(KIND_FUNC_PROTO, 2), 4]); // 8
         push(&[0, 4, 0, 4]);
         push(&[func, info(KIND_FUNC, 0), 8]); // 9
-        let (atomic, inode, writecount) =
-            (off("atomic_t", &strings), off("inode", &strings), off("i_writecount", &strings));
+        let (atomic, inode, writecount) = (
+            off("atomic_t", &strings),
+            off("inode", &strings),
+            off("i_writecount", &strings),
+        );
         push(&[atomic, info(KIND_TYPEDEF, 0), 4]); // 10: typedef char atomic_t
         push(&[inode, info(KIND_STRUCT, 2), 16]); // 11: struct inode
         push(&[writecount, 10, 64]);
@@ -415,7 +476,13 @@ mod tests {
         let mut blob = Vec::new();
         blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         blob.extend_from_slice(&[1, 0]); // version, flags
-        for w in [24u32, 0, t.len() as u32, t.len() as u32, strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            t.len() as u32,
+            t.len() as u32,
+            strings.len() as u32,
+        ] {
             blob.extend_from_slice(&w.to_le_bytes());
         }
         blob.extend_from_slice(&t);
@@ -426,28 +493,47 @@ mod tests {
     #[test]
     fn finds_pointer_members_through_qualifiers() {
         let btf = Btf::parse(&sample()).expect("parse");
-        assert_eq!(btf.pointer_member_offset("linux_binprm", "file", Some("file")).expect("file"), 8);
-        assert_eq!(btf.pointer_member_offset("linux_binprm", "filename", None).expect("filename"), 16);
+        assert_eq!(
+            btf.pointer_member_offset("linux_binprm", "file", Some("file"))
+                .expect("file"),
+            8
+        );
+        assert_eq!(
+            btf.pointer_member_offset("linux_binprm", "filename", None)
+                .expect("filename"),
+            16
+        );
     }
 
     #[test]
     fn finds_members_inside_anonymous_unions() {
         let btf = Btf::parse(&sample()).expect("parse");
-        assert_eq!(btf.int_member_offset("linux_binprm", "nlink", 1).expect("nlink"), 24);
+        assert_eq!(
+            btf.int_member_offset("linux_binprm", "nlink", 1)
+                .expect("nlink"),
+            24
+        );
     }
 
     #[test]
     fn counts_function_parameters() {
         let btf = Btf::parse(&sample()).expect("parse");
         assert_eq!(btf.function_arg_count("bpf_lsm_x").expect("func"), 2);
-        assert!(matches!(btf.function_arg_count("nope"), Err(BtfError::NoFunction(_))));
+        assert!(matches!(
+            btf.function_arg_count("nope"),
+            Err(BtfError::NoFunction(_))
+        ));
     }
 
     #[test]
     fn finds_integer_members_by_size() {
         let btf = Btf::parse(&sample()).expect("parse");
         // `pad` is typed `char` (1 byte) in the sample.
-        assert_eq!(btf.int_member_offset("linux_binprm", "pad", 1).expect("pad"), 0);
+        assert_eq!(
+            btf.int_member_offset("linux_binprm", "pad", 1)
+                .expect("pad"),
+            0
+        );
         assert!(matches!(
             btf.int_member_offset("linux_binprm", "pad", 4),
             Err(BtfError::UnexpectedType { .. })
@@ -461,7 +547,11 @@ mod tests {
     #[test]
     fn finds_typedef_members_by_name() {
         let btf = Btf::parse(&sample()).expect("parse");
-        assert_eq!(btf.typedef_member_offset("inode", "i_writecount", "atomic_t").expect("typedef"), 8);
+        assert_eq!(
+            btf.typedef_member_offset("inode", "i_writecount", "atomic_t")
+                .expect("typedef"),
+            8
+        );
         assert!(matches!(
             btf.typedef_member_offset("inode", "pad", "atomic_t"),
             Err(BtfError::UnexpectedType { .. })
@@ -483,7 +573,10 @@ mod tests {
             btf.pointer_member_offset("linux_binprm", "nope", None),
             Err(BtfError::NoMember { .. })
         ));
-        assert!(matches!(btf.pointer_member_offset("cred", "uid", None), Err(BtfError::NoStruct(_))));
+        assert!(matches!(
+            btf.pointer_member_offset("cred", "uid", None),
+            Err(BtfError::NoStruct(_))
+        ));
     }
 
     #[test]
@@ -494,7 +587,10 @@ mod tests {
             // fails cleanly.
             let _ = Btf::parse(&blob[..len]);
         }
-        assert!(matches!(Btf::parse(b"\x00\x00"), Err(BtfError::Malformed(_))));
+        assert!(matches!(
+            Btf::parse(b"\x00\x00"),
+            Err(BtfError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -503,13 +599,21 @@ mod tests {
         // so the unit suite stays runnable in minimal containers.
         if Path::new(VMLINUX_BTF).exists() {
             let btf = Btf::from_sys_fs().expect("vmlinux BTF parses");
-            btf.pointer_member_offset("linux_binprm", "file", Some("file")).expect("binprm file");
-            btf.int_member_offset("task_struct", "tgid", 4).expect("task tgid");
-            btf.int_member_offset("task_struct", "start_time", 8).expect("task start_time");
+            btf.pointer_member_offset("linux_binprm", "file", Some("file"))
+                .expect("binprm file");
+            btf.int_member_offset("task_struct", "tgid", 4)
+                .expect("task tgid");
+            btf.int_member_offset("task_struct", "start_time", 8)
+                .expect("task start_time");
             btf.pointer_member_offset("task_struct", "real_parent", Some("task_struct"))
                 .expect("task real_parent");
-            btf.int_member_offset("inode", "i_nlink", 4).expect("inode i_nlink (anonymous union)");
-            assert_eq!(btf.function_arg_count("bpf_lsm_bprm_check_security").expect("hook"), 1);
+            btf.int_member_offset("inode", "i_nlink", 4)
+                .expect("inode i_nlink (anonymous union)");
+            assert_eq!(
+                btf.function_arg_count("bpf_lsm_bprm_check_security")
+                    .expect("hook"),
+                1
+            );
         }
     }
 }

@@ -28,7 +28,11 @@ pub enum CgroupError {
     #[error("{path} is not a cgroup v2 directory (is cgroup2 mounted at {root}?)")]
     NotCgroup { path: PathBuf, root: PathBuf },
     #[error("scope {scope} is {depth} levels deep; the kernel program looks {max} levels down")]
-    TooDeep { scope: String, depth: usize, max: u32 },
+    TooDeep {
+        scope: String,
+        depth: usize,
+        max: u32,
+    },
 }
 
 /// Where `scope` lives under the cgroup2 mount `root`.
@@ -66,7 +70,10 @@ pub fn ensure_scope(root: &Path, scope: &ScopePath) -> Result<u64, CgroupError> 
         if path.join("cgroup.procs").exists() {
             Ok(id)
         } else {
-            Err(CgroupError::NotCgroup { path, root: root.to_path_buf() })
+            Err(CgroupError::NotCgroup {
+                path,
+                root: root.to_path_buf(),
+            })
         }
     })
 }
@@ -74,11 +81,13 @@ pub fn ensure_scope(root: &Path, scope: &ScopePath) -> Result<u64, CgroupError> 
 /// The cgroup id the kernel reports for `path`: on cgroup2 it is the directory's inode
 /// number (kernfs node id), the value `bpf_get_current_cgroup_id` returns.
 pub fn id_of(path: &Path, scope: &str) -> Result<u64, CgroupError> {
-    std::fs::metadata(path).map(|m| m.ino()).map_err(|source| CgroupError::Stat {
-        scope: scope.to_owned(),
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::metadata(path)
+        .map(|m| m.ino())
+        .map_err(|source| CgroupError::Stat {
+            scope: scope.to_owned(),
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Makes `cmd` start its child inside the cgroup at `dir` (before exec, so the exec itself
@@ -122,7 +131,10 @@ pub fn find_path(root: &Path, id: u64, limit: usize) -> Option<PathBuf> {
         }
         if let Ok(entries) = std::fs::read_dir(&dir) {
             queue.extend(
-                entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()),
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
             );
         }
     }
@@ -139,16 +151,25 @@ mod tests {
 
     #[test]
     fn scope_dirs_are_below_the_root() {
-        assert_eq!(dir_of(Path::new("/sys/fs/cgroup"), &scope("/a.slice/b")), Path::new("/sys/fs/cgroup/a.slice/b"));
+        assert_eq!(
+            dir_of(Path::new("/sys/fs/cgroup"), &scope("/a.slice/b")),
+            Path::new("/sys/fs/cgroup/a.slice/b")
+        );
     }
 
     #[test]
     fn scopes_deeper_than_the_kernel_walks_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let deep = scope(&"/x".repeat(enforcer_common::MAX_SCOPE_LEVEL as usize + 1));
-        assert!(matches!(ensure_scope(dir.path(), &deep), Err(CgroupError::TooDeep { .. })));
+        assert!(matches!(
+            ensure_scope(dir.path(), &deep),
+            Err(CgroupError::TooDeep { .. })
+        ));
         // At the limit it is accepted as far as depth goes (a tempdir is no cgroup).
         let ok = scope(&"/x".repeat(enforcer_common::MAX_SCOPE_LEVEL as usize));
-        assert!(matches!(ensure_scope(dir.path(), &ok), Err(CgroupError::NotCgroup { .. })));
+        assert!(matches!(
+            ensure_scope(dir.path(), &ok),
+            Err(CgroupError::NotCgroup { .. })
+        ));
     }
 }

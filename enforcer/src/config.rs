@@ -56,9 +56,17 @@ pub enum ConfigError {
     #[error("config file {path} is not valid: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("config file {path}: scope {index}: {problem}")]
-    Scope { path: PathBuf, index: usize, problem: String },
+    Scope {
+        path: PathBuf,
+        index: usize,
+        problem: String,
+    },
     #[error("config file {path}: clock_skew {value:?}: {problem}")]
-    ClockSkew { path: PathBuf, value: String, problem: String },
+    ClockSkew {
+        path: PathBuf,
+        value: String,
+        problem: String,
+    },
 }
 
 /// One governed scope, as the operator declares it.
@@ -133,32 +141,45 @@ struct ScopeFile {
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parses configuration text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let file: ConfigFile = toml::from_str(text)
-            .map_err(|e| ConfigError::Syntax { path: path.into(), message: e.to_string() })?;
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         let defaults = Self::default();
         let clock_skew = match file.clock_skew {
             None => defaults.clock_skew,
-            Some(value) => humantime::parse_duration(&value).map_err(|e| ConfigError::ClockSkew {
-                path: path.into(),
-                value: value.clone(),
-                problem: e.to_string(),
-            })?,
+            Some(value) => {
+                humantime::parse_duration(&value).map_err(|e| ConfigError::ClockSkew {
+                    path: path.into(),
+                    value: value.clone(),
+                    problem: e.to_string(),
+                })?
+            }
         };
         let mut scopes: Vec<ScopeConfig> = Vec::with_capacity(file.scope.len());
         for (index, s) in file.scope.into_iter().enumerate() {
-            let refuse = |problem: String| ConfigError::Scope { path: path.into(), index, problem };
+            let refuse = |problem: String| ConfigError::Scope {
+                path: path.into(),
+                index,
+                problem,
+            };
             let scope: ScopePath = s.path.parse().map_err(|e| refuse(format!("{e}")))?;
             if scopes.iter().any(|c| c.path == scope) {
                 return Err(refuse(format!("{scope} is listed twice")));
             }
-            scopes.push(ScopeConfig { path: scope, mode: s.mode });
+            scopes.push(ScopeConfig {
+                path: scope,
+                mode: s.mode,
+            });
         }
         Ok(Self {
             trust: file.trust.unwrap_or(defaults.trust),
@@ -229,7 +250,10 @@ mod tests {
 
     #[test]
     fn default_text_parses_to_defaults() {
-        assert_eq!(parse(&Config::default_text()).expect("default text"), Config::default());
+        assert_eq!(
+            parse(&Config::default_text()).expect("default text"),
+            Config::default()
+        );
     }
 
     #[test]
@@ -265,14 +289,20 @@ mod tests {
             ("trusst = \"/x\"", "trusst"),
             ("[[scope]]\npath = \"agents\"", "must be absolute"),
             ("[[scope]]\npath = \"/\"", "root cgroup"),
-            ("[[scope]]\npath = \"/a\"\n[[scope]]\npath = \"/a\"", "listed twice"),
+            (
+                "[[scope]]\npath = \"/a\"\n[[scope]]\npath = \"/a\"",
+                "listed twice",
+            ),
             ("[[scope]]\npath = \"/a\"\nmode = \"off\"", "off"),
             ("clock_skew = \"soon\"", "soon"),
             ("self_test = \"yes\"", "self_test"),
         ];
         for (text, needle) in cases {
             let err = parse(text).expect_err(text).to_string();
-            assert!(err.contains(needle), "{text:?}: {err:?} should mention {needle:?}");
+            assert!(
+                err.contains(needle),
+                "{text:?}: {err:?} should mention {needle:?}"
+            );
             assert!(err.contains("test.toml"), "{err:?} names the file");
         }
     }

@@ -50,7 +50,11 @@ impl Request {
     #[must_use]
     pub fn artifact(revoke: bool, name: String, bytes: &[u8]) -> Self {
         let artifact = base64::engine::general_purpose::STANDARD.encode(bytes);
-        if revoke { Self::Revoke { name, artifact } } else { Self::Push { name, artifact } }
+        if revoke {
+            Self::Revoke { name, artifact }
+        } else {
+            Self::Push { name, artifact }
+        }
     }
 }
 
@@ -68,12 +72,20 @@ pub struct Response {
 impl Response {
     #[must_use]
     pub fn ok(message: impl Into<String>, data: serde_json::Value) -> Self {
-        Self { ok: true, message: message.into(), data }
+        Self {
+            ok: true,
+            message: message.into(),
+            data,
+        }
     }
 
     #[must_use]
     pub fn error(message: impl Into<String>) -> Self {
-        Self { ok: false, message: message.into(), data: serde_json::Value::Null }
+        Self {
+            ok: false,
+            message: message.into(),
+            data: serde_json::Value::Null,
+        }
     }
 }
 
@@ -115,13 +127,20 @@ pub enum ControlError {
 
 /// Sends one request to the agent listening on `socket` and returns its answer.
 pub fn request(socket: &Path, request: &Request) -> Result<Response, ControlError> {
-    let io = |source| ControlError::Io { path: socket.into(), source };
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|source| ControlError::Connect { path: socket.into(), source })?;
+    let io = |source| ControlError::Io {
+        path: socket.into(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(|source| ControlError::Connect {
+        path: socket.into(),
+        source,
+    })?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
-    let mut line = serde_json::to_vec(request)
-        .map_err(|e| ControlError::BadAnswer { path: socket.into(), message: e.to_string() })?;
+    let mut line = serde_json::to_vec(request).map_err(|e| ControlError::BadAnswer {
+        path: socket.into(),
+        message: e.to_string(),
+    })?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
     let mut answer = String::new();
@@ -132,19 +151,27 @@ pub fn request(socket: &Path, request: &Request) -> Result<Response, ControlErro
             message: "the agent closed the connection without answering".into(),
         });
     }
-    serde_json::from_str(&answer)
-        .map_err(|e| ControlError::BadAnswer { path: socket.into(), message: e.to_string() })
+    serde_json::from_str(&answer).map_err(|e| ControlError::BadAnswer {
+        path: socket.into(),
+        message: e.to_string(),
+    })
 }
 
 /// Creates the socket's directory (mode 0700) and binds the socket (mode 0600), replacing
 /// a stale socket left by an earlier run.
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ControlError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|source| ControlError::Dir { path: dir.into(), source })?;
+            .map_err(|source| ControlError::Dir {
+                path: dir.into(),
+                source,
+            })?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
@@ -153,7 +180,10 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ControlError> {
         Ok(_) => return Err(ControlError::NotASocket { path: path.into() }),
         Err(_) => {}
     }
-    let bind_err = |source| ControlError::Bind { path: path.into(), source };
+    let bind_err = |source| ControlError::Bind {
+        path: path.into(),
+        source,
+    };
     let listener = tokio::net::UnixListener::bind(path).map_err(bind_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
     Ok(listener)
@@ -166,7 +196,10 @@ pub fn decode_artifact(artifact: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("the artifact is not valid base64: {e}"))?;
     let limit = crate::artifact::MAX_ARTIFACT_BYTES;
     if bytes.len() > limit {
-        return Err(format!("the artifact is {} bytes, over the {limit}-byte limit", bytes.len()));
+        return Err(format!(
+            "the artifact is {} bytes, over the {limit}-byte limit",
+            bytes.len()
+        ));
     }
     Ok(bytes)
 }
@@ -193,8 +226,11 @@ mod tests {
         };
         assert_eq!(decode_artifact(&artifact).expect("decode"), b"abc");
         assert!(decode_artifact("***").expect_err("bad").contains("base64"));
-        let big = base64::engine::general_purpose::STANDARD
-            .encode(vec![0u8; crate::artifact::MAX_ARTIFACT_BYTES + 1]);
+        let big = base64::engine::general_purpose::STANDARD.encode(vec![
+            0u8;
+            crate::artifact::MAX_ARTIFACT_BYTES
+                + 1
+        ]);
         assert!(decode_artifact(&big).expect_err("big").contains("limit"));
     }
 
@@ -207,7 +243,10 @@ mod tests {
         let _second = bind(&path).expect("stale socket replaced");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dir_mode = std::fs::metadata(path.parent().expect("dir")).expect("meta").permissions().mode();
+        let dir_mode = std::fs::metadata(path.parent().expect("dir"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
         let plain = dir.path().join("plain");
         std::fs::write(&plain, b"x").expect("write");

@@ -31,7 +31,10 @@ pub enum DigestError {
 impl FileDigest {
     /// Hashes the file at `path`, streaming it so large binaries need no large buffer.
     pub fn of_file(path: &Path) -> Result<Self, DigestError> {
-        let read_err = |source| DigestError::Read { path: path.display().to_string(), source };
+        let read_err = |source| DigestError::Read {
+            path: path.display().to_string(),
+            source,
+        };
         let mut file = std::fs::File::open(path).map_err(read_err)?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -57,7 +60,9 @@ impl FromStr for FileDigest {
 
     /// Accepts `sha256:<hex>` or bare `<hex>`; 64 hex characters, either case.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let syntax = || DigestError::Syntax { input: input.to_owned() };
+        let syntax = || DigestError::Syntax {
+            input: input.to_owned(),
+        };
         let hex_part = input.strip_prefix("sha256:").unwrap_or(input);
         let mut out = [0u8; DIGEST_LEN];
         hex::decode_to_slice(hex_part, &mut out).map_err(|_| syntax())?;
@@ -97,7 +102,10 @@ mod tests {
         let path = dir.path().join("f");
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &data).expect("write");
-        assert_eq!(FileDigest::of_file(&path).expect("hash"), FileDigest::of_bytes(&data));
+        assert_eq!(
+            FileDigest::of_file(&path).expect("hash"),
+            FileDigest::of_bytes(&data)
+        );
     }
 
     #[test]
@@ -105,12 +113,24 @@ mod tests {
         let d = FileDigest::of_bytes(b"x");
         let s = d.to_string();
         assert_eq!(s.parse::<FileDigest>().expect("bare"), d);
-        assert_eq!(format!("sha256:{}", s.to_uppercase()).parse::<FileDigest>().expect("prefixed"), d);
+        assert_eq!(
+            format!("sha256:{}", s.to_uppercase())
+                .parse::<FileDigest>()
+                .expect("prefixed"),
+            d
+        );
     }
 
     #[test]
     fn parse_rejects_bad_syntax() {
-        for bad in ["", "abc", &"0".repeat(63), &"0".repeat(65), &"g".repeat(64), "sha512:00"] {
+        for bad in [
+            "",
+            "abc",
+            &"0".repeat(63),
+            &"0".repeat(65),
+            &"g".repeat(64),
+            "sha512:00",
+        ] {
             let err = bad.parse::<FileDigest>().expect_err(bad);
             assert!(err.to_string().contains("invalid SHA-256 digest"), "{err}");
         }
@@ -118,7 +138,11 @@ mod tests {
 
     #[test]
     fn missing_file_names_the_path() {
-        let err = FileDigest::of_file(Path::new("/nonexistent/enforcer-test")).expect_err("missing");
-        assert!(err.to_string().contains("/nonexistent/enforcer-test"), "{err}");
+        let err =
+            FileDigest::of_file(Path::new("/nonexistent/enforcer-test")).expect_err("missing");
+        assert!(
+            err.to_string().contains("/nonexistent/enforcer-test"),
+            "{err}"
+        );
     }
 }

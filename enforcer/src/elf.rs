@@ -40,7 +40,9 @@ pub enum ElfError {
     },
     #[error("{path} is not a valid ELF file: {message}")]
     Malformed { path: PathBuf, message: String },
-    #[error("{library} (needed by {needed_by}) was not found in its RPATH/RUNPATH, ld.so.conf or the system directories")]
+    #[error(
+        "{library} (needed by {needed_by}) was not found in its RPATH/RUNPATH, ld.so.conf or the system directories"
+    )]
     NotFound { library: String, needed_by: PathBuf },
     #[error("more than {MAX_FILES} files in the closure of {0}")]
     TooLarge(PathBuf),
@@ -57,7 +59,10 @@ struct Object {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ElfError> {
-    std::fs::read(path).map_err(|source| ElfError::Read { path: path.into(), source })
+    std::fs::read(path).map_err(|source| ElfError::Read {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Parses `bytes` as ELF; `Ok(None)` when it is not ELF at all.
@@ -65,9 +70,16 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Option<Object>, ElfError> {
     if !bytes.starts_with(b"\x7fELF") {
         return Ok(None);
     }
-    let elf = Elf::parse(bytes)
-        .map_err(|e| ElfError::Malformed { path: path.into(), message: e.to_string() })?;
-    let split = |v: &[&str]| v.iter().flat_map(|s| s.split(':')).map(str::to_owned).collect();
+    let elf = Elf::parse(bytes).map_err(|e| ElfError::Malformed {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    let split = |v: &[&str]| {
+        v.iter()
+            .flat_map(|s| s.split(':'))
+            .map(str::to_owned)
+            .collect()
+    };
     Ok(Some(Object {
         class_64: elf.is_64,
         machine: elf.header.e_machine,
@@ -80,8 +92,13 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Option<Object>, ElfError> {
 
 /// Directories listed in ld.so.conf, following `include` globs of the form `dir/*.conf`.
 fn ld_so_conf_dirs(path: &Path, depth: u32, out: &mut Vec<PathBuf>) {
-    let Ok(text) = std::fs::read_to_string(path) else { return };
-    for line in text.lines().map(|l| l.split('#').next().unwrap_or("").trim()) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    for line in text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+    {
         if let Some(pattern) = line.strip_prefix("include").map(str::trim) {
             if depth > 4 {
                 continue;
@@ -103,7 +120,10 @@ fn ld_so_conf_dirs(path: &Path, depth: u32, out: &mut Vec<PathBuf>) {
 
 /// Expands the only glob shape ld.so.conf uses in practice: `DIR/*SUFFIX`.
 fn glob_conf(pattern: &Path) -> Vec<PathBuf> {
-    let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name().and_then(|n| n.to_str())) else {
+    let (Some(dir), Some(name)) = (
+        pattern.parent(),
+        pattern.file_name().and_then(|n| n.to_str()),
+    ) else {
         return Vec::new();
     };
     let Some(suffix) = name.strip_prefix('*') else {
@@ -114,7 +134,11 @@ fn glob_conf(pattern: &Path) -> Vec<PathBuf> {
             entries
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(suffix)))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.ends_with(suffix))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -138,7 +162,10 @@ impl Default for Resolver {
 impl Resolver {
     fn expand_origin(dir: &str, origin: &Path) -> PathBuf {
         let origin = origin.display().to_string();
-        PathBuf::from(dir.replace("${ORIGIN}", &origin).replace("$ORIGIN", &origin))
+        PathBuf::from(
+            dir.replace("${ORIGIN}", &origin)
+                .replace("$ORIGIN", &origin),
+        )
     }
 
     /// Finds `library` for `needer`, or `None`.
@@ -147,7 +174,11 @@ impl Resolver {
             return Some(PathBuf::from(library));
         }
         let origin = needer.parent().unwrap_or(Path::new("/"));
-        let rpath = if obj.runpath.is_empty() { obj.rpath.as_slice() } else { &[] };
+        let rpath = if obj.runpath.is_empty() {
+            obj.rpath.as_slice()
+        } else {
+            &[]
+        };
         let candidates = rpath
             .iter()
             .chain(&obj.runpath)
@@ -158,8 +189,12 @@ impl Resolver {
             let path = dir.join(library);
             // A library of another class or machine (a 32-bit libc in /lib) is skipped,
             // as the loader does.
-            let compatible = std::fs::read(&path).ok().and_then(|b| parse(&path, &b).ok().flatten());
-            if compatible.is_some_and(|lib| lib.class_64 == obj.class_64 && lib.machine == obj.machine) {
+            let compatible = std::fs::read(&path)
+                .ok()
+                .and_then(|b| parse(&path, &b).ok().flatten());
+            if compatible
+                .is_some_and(|lib| lib.class_64 == obj.class_64 && lib.machine == obj.machine)
+            {
                 return Some(path);
             }
         }
@@ -174,13 +209,17 @@ impl Resolver {
         let mut order = Vec::new();
         let mut queue: VecDeque<PathBuf> = files.iter().cloned().collect();
         while let Some(path) = queue.pop_front() {
-            let canonical = std::fs::canonicalize(&path)
-                .map_err(|source| ElfError::Read { path: path.clone(), source })?;
+            let canonical = std::fs::canonicalize(&path).map_err(|source| ElfError::Read {
+                path: path.clone(),
+                source,
+            })?;
             if !seen.insert(canonical.clone()) {
                 continue;
             }
             if seen.len() > MAX_FILES {
-                return Err(ElfError::TooLarge(files.first().cloned().unwrap_or_default()));
+                return Err(ElfError::TooLarge(
+                    files.first().cloned().unwrap_or_default(),
+                ));
             }
             order.push(canonical.clone());
             let bytes = read(&canonical)?;
@@ -191,10 +230,12 @@ impl Resolver {
             for library in &obj.needed {
                 // Resolve against the path as named, so $ORIGIN means what the loader
                 // sees for the first file; canonical for libraries found later.
-                let found = self.find(library, &path, &obj).ok_or_else(|| ElfError::NotFound {
-                    library: library.clone(),
-                    needed_by: canonical.clone(),
-                })?;
+                let found = self
+                    .find(library, &path, &obj)
+                    .ok_or_else(|| ElfError::NotFound {
+                        library: library.clone(),
+                        needed_by: canonical.clone(),
+                    })?;
                 queue.push_back(found);
             }
         }
@@ -234,7 +275,10 @@ mod tests {
         let interp = std::env::current_exe().expect("exe");
         std::fs::write(&script, format!("#!{} -x\necho hi\n", interp.display())).expect("write");
         let closure = with_dependencies(&[script.clone()]).expect("closure");
-        assert_eq!(closure, vec![std::fs::canonicalize(&script).expect("canonical")]);
+        assert_eq!(
+            closure,
+            vec![std::fs::canonicalize(&script).expect("canonical")]
+        );
     }
 
     #[test]
@@ -248,7 +292,10 @@ mod tests {
             runpath: vec!["$ORIGIN/lib".into()],
         };
         let r = Resolver { conf_dirs: vec![] };
-        assert_eq!(r.find("libdoes-not-exist.so.9", Path::new("/x/prog"), &obj), None);
+        assert_eq!(
+            r.find("libdoes-not-exist.so.9", Path::new("/x/prog"), &obj),
+            None
+        );
         assert_eq!(
             Resolver::expand_origin("$ORIGIN/../lib:${ORIGIN}", Path::new("/opt/a")),
             PathBuf::from("/opt/a/../lib:/opt/a")
@@ -262,7 +309,10 @@ mod tests {
         let mut bytes = b"\x7fELF\x02\x01\x01".to_vec();
         bytes.extend([0xffu8; 100]);
         std::fs::write(&bad, bytes).expect("write");
-        assert!(matches!(with_dependencies(&[bad]), Err(ElfError::Malformed { .. })));
+        assert!(matches!(
+            with_dependencies(&[bad]),
+            Err(ElfError::Malformed { .. })
+        ));
         let plain = dir.path().join("plain");
         std::fs::write(&plain, b"just data").expect("write");
         assert_eq!(with_dependencies(&[plain.clone()]).expect("ok").len(), 1);

@@ -15,12 +15,15 @@ use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, MapType, PerCpuArray, RingBuf};
+use aya::maps::{
+    Array, HashMap, IterableMap as _, Map, MapData, MapError, MapType, PerCpuArray, RingBuf,
+};
 use aya::programs::{Lsm, links::FdLink};
 use aya::{Btf, EbpfLoader};
 use enforcer_common::{
-    active_slot_of, DIGEST_LEN, EVENTS_BYTES, GRANT_SLOTS, Grant, GrantKey, Image, MAX_GRANTS, MAX_POLICY_GRANTS,
-    MAX_PROTECTED, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, hook, mode, names, scope_flags,
+    DIGEST_LEN, EVENTS_BYTES, GRANT_SLOTS, Grant, GrantKey, Image, MAX_GRANTS, MAX_POLICY_GRANTS,
+    MAX_PROTECTED, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, active_slot_of, hook, mode, names,
+    scope_flags,
 };
 
 use crate::btf::{Btf as KernelBtf, BtfError};
@@ -45,7 +48,14 @@ struct MapLayout {
 
 impl MapLayout {
     const fn new<K, V>(name: &'static str, kind: MapType, max_entries: u32, flags: u32) -> Self {
-        Self { name, kind, key: size32::<K>(), value: size32::<V>(), max_entries, flags }
+        Self {
+            name,
+            kind,
+            key: size32::<K>(),
+            value: size32::<V>(),
+            max_entries,
+            flags,
+        }
     }
 
     fn describe(&self) -> String {
@@ -56,7 +66,10 @@ impl MapLayout {
     }
 }
 
-#[allow(clippy::cast_possible_truncation, reason = "map keys and values are a few bytes")]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "map keys and values are a few bytes"
+)]
 const fn size32<T>() -> u32 {
     size_of::<T>() as u32
 }
@@ -99,13 +112,28 @@ impl KernelLayout {
         let btf = KernelBtf::from_sys_fs()?;
         let task = |m| btf.pointer_member_offset("task_struct", m, Some("task_struct"));
         let mut offsets = vec![
-            (names::BPRM_FILE_OFFSET, btf.pointer_member_offset("linux_binprm", "file", Some("file"))?),
-            (names::BPRM_INTERP_OFFSET, btf.pointer_member_offset("linux_binprm", "interp", None)?),
+            (
+                names::BPRM_FILE_OFFSET,
+                btf.pointer_member_offset("linux_binprm", "file", Some("file"))?,
+            ),
+            (
+                names::BPRM_INTERP_OFFSET,
+                btf.pointer_member_offset("linux_binprm", "interp", None)?,
+            ),
             (names::TASK_REAL_PARENT_OFFSET, task("real_parent")?),
             (names::TASK_GROUP_LEADER_OFFSET, task("group_leader")?),
-            (names::TASK_TGID_OFFSET, btf.int_member_offset("task_struct", "tgid", 4)?),
-            (names::TASK_START_TIME_OFFSET, btf.int_member_offset("task_struct", "start_time", 8)?),
-            (names::FILE_INODE_OFFSET, btf.pointer_member_offset("file", "f_inode", Some("inode"))?),
+            (
+                names::TASK_TGID_OFFSET,
+                btf.int_member_offset("task_struct", "tgid", 4)?,
+            ),
+            (
+                names::TASK_START_TIME_OFFSET,
+                btf.int_member_offset("task_struct", "start_time", 8)?,
+            ),
+            (
+                names::FILE_INODE_OFFSET,
+                btf.pointer_member_offset("file", "f_inode", Some("inode"))?,
+            ),
             (names::FILE_DENTRY_OFFSET, {
                 // `f_path` is an embedded `struct path`; its `dentry` pointer is inside it.
                 let path = btf.struct_member_offset("file", "f_path", "path")?;
@@ -115,12 +143,30 @@ impl KernelLayout {
                 let qstr = btf.struct_member_offset("dentry", "d_name", "qstr")?;
                 qstr + btf.pointer_member_offset("qstr", "name", None)?
             }),
-            (names::INODE_NLINK_OFFSET, btf.int_member_offset("inode", "i_nlink", 4)?),
-            (names::VMA_FILE_OFFSET, btf.pointer_member_offset("vm_area_struct", "vm_file", Some("file"))?),
-            (names::VMA_FLAGS_OFFSET, btf.int_member_offset("vm_area_struct", "vm_flags", 8)?),
-            (names::FILE_MODE_OFFSET, btf.int_member_offset("file", "f_mode", 4)?),
-            (names::INODE_SB_OFFSET, btf.pointer_member_offset("inode", "i_sb", Some("super_block"))?),
-            (names::SB_MAGIC_OFFSET, btf.int_member_offset("super_block", "s_magic", 8)?),
+            (
+                names::INODE_NLINK_OFFSET,
+                btf.int_member_offset("inode", "i_nlink", 4)?,
+            ),
+            (
+                names::VMA_FILE_OFFSET,
+                btf.pointer_member_offset("vm_area_struct", "vm_file", Some("file"))?,
+            ),
+            (
+                names::VMA_FLAGS_OFFSET,
+                btf.int_member_offset("vm_area_struct", "vm_flags", 8)?,
+            ),
+            (
+                names::FILE_MODE_OFFSET,
+                btf.int_member_offset("file", "f_mode", 4)?,
+            ),
+            (
+                names::INODE_SB_OFFSET,
+                btf.pointer_member_offset("inode", "i_sb", Some("super_block"))?,
+            ),
+            (
+                names::SB_MAGIC_OFFSET,
+                btf.int_member_offset("super_block", "s_magic", 8)?,
+            ),
         ];
         // The digest cache's offsets: without them the programs hash every time.
         offsets.extend(crate::digest_cache::layout(&btf)?);
@@ -134,7 +180,8 @@ impl KernelLayout {
 }
 
 /// The kernel programs, built by build.rs and embedded so the agent is self-contained.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));
 
 /// Why the kernel side could not be loaded or updated.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +219,9 @@ pub enum KernelError {
         #[source]
         source: aya::pin::PinError,
     },
-    #[error("cannot open pinned map {path}: {source} (remove {dir} with `enforcer unload` to start afresh)")]
+    #[error(
+        "cannot open pinned map {path}: {source} (remove {dir} with `enforcer unload` to start afresh)"
+    )]
     OpenPinned {
         path: PathBuf,
         dir: PathBuf,
@@ -211,12 +260,20 @@ pub enum KernelError {
          {expected}): it was left by an enforcer of another version. Run `enforcer unload` \
          (this stops enforcement) and start the agent again"
     )]
-    IncompatiblePin { path: PathBuf, found: String, expected: String },
+    IncompatiblePin {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error(
         "the policy holds {grants} grants, more than the {max} one policy may hold: the grant \
          map holds {capacity}, and switching policies atomically needs room for two"
     )]
-    TooManyGrants { grants: usize, max: u32, capacity: u32 },
+    TooManyGrants {
+        grants: usize,
+        max: u32,
+        capacity: u32,
+    },
     #[error("{what}: {command} stopped after {done} of {total} entries: {source}")]
     Batch {
         what: &'static str,
@@ -271,7 +328,10 @@ impl ScopedDigest {
 
 impl From<GrantKey> for ScopedDigest {
     fn from(key: GrantKey) -> Self {
-        Self { scope_id: key.scope_id, digest: key.digest }
+        Self {
+            scope_id: key.scope_id,
+            digest: key.digest,
+        }
     }
 }
 
@@ -317,7 +377,10 @@ fn read_all<K: aya::Pod + Default, V: aya::Pod + Default>(
     match bpf_sys::lookup_all(map.map().fd().as_fd()) {
         Ok(entries) => Ok(entries),
         Err(e) if e.unsupported() => map.iter().collect::<Result<_, _>>().map_err(map_err(what)),
-        Err(e) => Err(KernelError::ReadMap { what, source: e.source }),
+        Err(e) => Err(KernelError::ReadMap {
+            what,
+            source: e.source,
+        }),
     }
 }
 
@@ -414,7 +477,11 @@ impl PolicyMaps {
             .map_err(create_err)?;
             MapData::from_fd(fd).map_err(map_err(name))
         };
-        Self::new(make(names::SCOPES)?, make(names::GRANTS)?, make(names::ACTIVE_SLOT)?)
+        Self::new(
+            make(names::SCOPES)?,
+            make(names::GRANTS)?,
+            make(names::ACTIVE_SLOT)?,
+        )
     }
 
     /// Another handle on the same maps that knows nothing of their contents: what an agent
@@ -449,8 +516,10 @@ impl PolicyMaps {
 
     /// Applies take turns with other processes' on the maps pinned in `pin_dir`.
     fn lock_with(&mut self, pin_dir: &Path) -> Result<(), KernelError> {
-        let dir = std::fs::File::open(pin_dir)
-            .map_err(|source| KernelError::PinDir { path: pin_dir.into(), source })?;
+        let dir = std::fs::File::open(pin_dir).map_err(|source| KernelError::PinDir {
+            path: pin_dir.into(),
+            source,
+        })?;
         self.lock = Some(dir);
         Ok(())
     }
@@ -465,7 +534,11 @@ impl PolicyMaps {
 
     /// What the program decides with now: the scopes, and the grants of the active slot.
     pub fn read(&self) -> Result<MapState, KernelError> {
-        let scopes = self.scopes.iter().collect::<Result<_, _>>().map_err(map_err("scope"))?;
+        let scopes = self
+            .scopes
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("scope"))?;
         let active = active_slot_of(self.active_value()?);
         let grants = self
             .all_grants()?
@@ -483,7 +556,10 @@ impl PolicyMaps {
 
     /// Reads every grant slot back from the kernel.
     fn read_slots(&self) -> Result<Slots, KernelError> {
-        let mut slots = Slots { value: self.active_value()?, ..Slots::default() };
+        let mut slots = Slots {
+            value: self.active_value()?,
+            ..Slots::default()
+        };
         for (key, grant) in self.all_grants()? {
             match slots.held.get_mut(key.slot as usize) {
                 Some(held) => {
@@ -531,7 +607,8 @@ impl PolicyMaps {
         // anything, and the next apply reads them again.
         let known = self.slots.take();
         let dir = self.lock.take();
-        let result = Locked::take(dir.as_ref()).and_then(|_locked| self.apply_locked(desired, known, started));
+        let result = Locked::take(dir.as_ref())
+            .and_then(|_locked| self.apply_locked(desired, known, started));
         self.lock = dir;
         let (stats, slots) = result?;
         self.slots = Some(slots);
@@ -548,13 +625,18 @@ impl PolicyMaps {
         let mut slots = match known {
             Some(slots) if slots.value == value => slots,
             Some(_) => {
-                tracing::warn!("another process wrote the grant map since this one did: reading it again");
+                tracing::warn!(
+                    "another process wrote the grant map since this one did: reading it again"
+                );
                 self.read_slots()?
             }
             None => self.read_slots()?,
         };
-        let current_scopes: StdHashMap<u64, ScopePolicy> =
-            self.scopes.iter().collect::<Result<_, _>>().map_err(map_err("scope"))?;
+        let current_scopes: StdHashMap<u64, ScopePolicy> = self
+            .scopes
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("scope"))?;
         let mut stats = ApplyStats {
             scopes: desired.scopes.len(),
             grants: desired.grants.len(),
@@ -564,7 +646,9 @@ impl PolicyMaps {
         let old = active_slot_of(slots.value);
         let new = 1 - old;
         let switch = slots.held[old as usize] != desired.grants;
-        let idle_stale = slots.held[new as usize].iter().any(|(k, g)| desired.grants.get(k) != Some(g));
+        let idle_stale = slots.held[new as usize]
+            .iter()
+            .any(|(k, g)| desired.grants.get(k) != Some(g));
         if switch || idle_stale || !slots.strays.is_empty() {
             // Tell other handles on these maps, before the first write, that what they
             // remember is outdated (the slot stays the same).
@@ -573,8 +657,11 @@ impl PolicyMaps {
         }
         if switch {
             let held = &slots.held[new as usize];
-            let leftovers: Vec<GrantKey> =
-                held.keys().filter(|k| !desired.grants.contains_key(k)).map(|k| k.in_slot(new)).collect();
+            let leftovers: Vec<GrantKey> = held
+                .keys()
+                .filter(|k| !desired.grants.contains_key(k))
+                .map(|k| k.in_slot(new))
+                .collect();
             let (keys, values): (Vec<GrantKey>, Vec<Grant>) = desired
                 .grants
                 .iter()
@@ -584,11 +671,19 @@ impl PolicyMaps {
             self.delete_grants(&leftovers)?;
             self.write_grants(&keys, &values)?;
         }
-        for id in current_scopes.keys().filter(|id| !desired.scopes.contains_key(id)) {
+        for id in current_scopes
+            .keys()
+            .filter(|id| !desired.scopes.contains_key(id))
+        {
             match self.scopes.remove(id) {
                 Ok(()) => stats.removed_scopes += 1,
                 Err(e) if is_not_found(&e) => {}
-                Err(source) => return Err(KernelError::Map { what: "scope", source }),
+                Err(source) => {
+                    return Err(KernelError::Map {
+                        what: "scope",
+                        source,
+                    });
+                }
             }
         }
         if switch {
@@ -596,12 +691,16 @@ impl PolicyMaps {
             self.set_active_value(slots.value)?;
             stats.switched_in = Some(started.elapsed());
             slots.held[new as usize].clone_from(&desired.grants);
-            stats.removed_grants =
-                slots.held[old as usize].keys().filter(|k| !desired.grants.contains_key(k)).count();
+            stats.removed_grants = slots.held[old as usize]
+                .keys()
+                .filter(|k| !desired.grants.contains_key(k))
+                .count();
         }
         for (id, policy) in &desired.scopes {
             if current_scopes.get(id) != Some(policy) {
-                self.scopes.insert(id, policy, 0).map_err(map_err("scope"))?;
+                self.scopes
+                    .insert(id, policy, 0)
+                    .map_err(map_err("scope"))?;
             }
         }
         // The idle slot keeps only what the active set allows in the same way.
@@ -636,7 +735,9 @@ impl PolicyMaps {
             }
         }
         for (key, value) in keys.iter().zip(values) {
-            self.grants.insert(key, value, 0).map_err(map_err("grant"))?;
+            self.grants
+                .insert(key, value, 0)
+                .map_err(map_err("grant"))?;
         }
         Ok(())
     }
@@ -665,7 +766,12 @@ impl PolicyMaps {
             match self.grants.remove(key) {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
-                Err(source) => return Err(KernelError::Map { what: "grant", source }),
+                Err(source) => {
+                    return Err(KernelError::Map {
+                        what: "grant",
+                        source,
+                    });
+                }
             }
         }
         Ok(())
@@ -683,7 +789,11 @@ impl PolicyMaps {
 /// Opens the pinned map `name` (which [`check_pins`] has compared with this build's).
 fn open_pin(pin_dir: &Path, name: &'static str) -> Result<MapData, KernelError> {
     let path = pin_dir.join(name);
-    MapData::from_pin(&path).map_err(|source| KernelError::OpenPinned { path, dir: pin_dir.into(), source: Box::new(source) })
+    MapData::from_pin(&path).map_err(|source| KernelError::OpenPinned {
+        path,
+        dir: pin_dir.into(),
+        source: Box::new(source),
+    })
 }
 
 /// Refuses pinned maps this build's program does not declare: pins outlive the agent, so
@@ -695,11 +805,16 @@ fn check_pins(pin_dir: &Path, all: bool) -> Result<(), KernelError> {
         let path = pin_dir.join(layout.name);
         if !path.exists() {
             if all {
-                return Err(KernelError::MissingPin { path, dir: pin_dir.into() });
+                return Err(KernelError::MissingPin {
+                    path,
+                    dir: pin_dir.into(),
+                });
             }
             continue;
         }
-        let info = open_pin(pin_dir, layout.name)?.info().map_err(map_err(layout.name))?;
+        let info = open_pin(pin_dir, layout.name)?
+            .info()
+            .map_err(map_err(layout.name))?;
         let found = MapLayout {
             name: layout.name,
             kind: info.map_type().unwrap_or(MapType::Unspecified),
@@ -743,8 +858,10 @@ impl Enforcement {
     }
 
     fn load(pin_dir: &Path) -> Result<Self, KernelError> {
-        std::fs::create_dir_all(pin_dir)
-            .map_err(|source| KernelError::PinDir { path: pin_dir.into(), source })?;
+        std::fs::create_dir_all(pin_dir).map_err(|source| KernelError::PinDir {
+            path: pin_dir.into(),
+            source,
+        })?;
         let layout = KernelLayout::read()?;
         let btf = Btf::from_sys_fs().map_err(KernelError::KernelBtf)?;
 
@@ -787,13 +904,20 @@ impl Enforcement {
                 _ => Err(KernelError::MissingMap(name)),
             }
         };
-        let mut policy = PolicyMaps::new(take(names::SCOPES)?, take(names::GRANTS)?, take(names::ACTIVE_SLOT)?)?;
+        let mut policy = PolicyMaps::new(
+            take(names::SCOPES)?,
+            take(names::GRANTS)?,
+            take(names::ACTIVE_SLOT)?,
+        )?;
         policy.lock_with(pin_dir)?;
-        let events = RingBuf::try_from(Map::RingBuf(take(names::EVENTS)?)).map_err(map_err("event"))?;
-        let dropped =
-            PerCpuArray::try_from(Map::PerCpuArray(take(names::DROPPED)?)).map_err(map_err("drop counter"))?;
-        let protected = HashMap::try_from(Map::HashMap(take(names::PROTECTED)?)).map_err(map_err("protected"))?;
-        let images = HashMap::try_from(Map::LruHashMap(take(names::IMAGES)?)).map_err(map_err("image"))?;
+        let events =
+            RingBuf::try_from(Map::RingBuf(take(names::EVENTS)?)).map_err(map_err("event"))?;
+        let dropped = PerCpuArray::try_from(Map::PerCpuArray(take(names::DROPPED)?))
+            .map_err(map_err("drop counter"))?;
+        let protected = HashMap::try_from(Map::HashMap(take(names::PROTECTED)?))
+            .map_err(map_err("protected"))?;
+        let images =
+            HashMap::try_from(Map::LruHashMap(take(names::IMAGES)?)).map_err(map_err("image"))?;
         Ok(Self {
             pin_dir: pin_dir.into(),
             attachment: Attachment::Loaded,
@@ -809,13 +933,14 @@ impl Enforcement {
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, KernelError> {
         check_pins(pin_dir, true)?;
         let policy = PolicyMaps::open_pinned(pin_dir)?;
-        let events = RingBuf::try_from(Map::RingBuf(open_pin(pin_dir, names::EVENTS)?)).map_err(map_err("event"))?;
+        let events = RingBuf::try_from(Map::RingBuf(open_pin(pin_dir, names::EVENTS)?))
+            .map_err(map_err("event"))?;
         let dropped = PerCpuArray::try_from(Map::PerCpuArray(open_pin(pin_dir, names::DROPPED)?))
             .map_err(map_err("drop counter"))?;
-        let protected =
-            HashMap::try_from(Map::HashMap(open_pin(pin_dir, names::PROTECTED)?)).map_err(map_err("protected"))?;
-        let images =
-            HashMap::try_from(Map::LruHashMap(open_pin(pin_dir, names::IMAGES)?)).map_err(map_err("image"))?;
+        let protected = HashMap::try_from(Map::HashMap(open_pin(pin_dir, names::PROTECTED)?))
+            .map_err(map_err("protected"))?;
+        let images = HashMap::try_from(Map::LruHashMap(open_pin(pin_dir, names::IMAGES)?))
+            .map_err(map_err("image"))?;
         tracing::debug!(pin_dir = %pin_dir.display(), "opened pinned maps");
         Ok(Self {
             pin_dir: pin_dir.into(),
@@ -861,7 +986,9 @@ impl Enforcement {
     /// read earlier came from this very map (a fresh load starts again from zero).
     pub fn drop_counter_id(&self) -> Result<u32, KernelError> {
         let path = self.pin_dir.join(names::DROPPED);
-        aya::maps::MapInfo::from_pin(&path).map(|info| info.id()).map_err(map_err("drop counter"))
+        aya::maps::MapInfo::from_pin(&path)
+            .map(|info| info.id())
+            .map_err(map_err("drop counter"))
     }
 
     /// Decisions the kernel could not report because the ring buffer was full.
@@ -872,7 +999,9 @@ impl Enforcement {
 
     /// Marks `tgid` (the agent) as a process governed tasks may not signal.
     pub fn protect(&mut self, tgid: u32) -> Result<(), KernelError> {
-        self.protected.insert(tgid, 1, 0).map_err(map_err("protected"))
+        self.protected
+            .insert(tgid, 1, 0)
+            .map_err(map_err("protected"))
     }
 
     /// Undoes [`Self::protect`] (the agent is stopping).
@@ -880,7 +1009,10 @@ impl Enforcement {
         match self.protected.remove(&tgid) {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(source) => Err(KernelError::Map { what: "protected", source }),
+            Err(source) => Err(KernelError::Map {
+                what: "protected",
+                source,
+            }),
         }
     }
 
@@ -892,7 +1024,12 @@ impl Enforcement {
 }
 
 /// Loads the program for `hook`, attaches it and pins its link.
-fn attach_and_pin(ebpf: &mut aya::Ebpf, btf: &Btf, pin_dir: &Path, name: &'static str) -> Result<(), KernelError> {
+fn attach_and_pin(
+    ebpf: &mut aya::Ebpf,
+    btf: &Btf,
+    pin_dir: &Path,
+    name: &'static str,
+) -> Result<(), KernelError> {
     let refused = |source| KernelError::Program { hook: name, source };
     let program: &mut Lsm = ebpf
         .program_mut(name)
@@ -903,7 +1040,11 @@ fn attach_and_pin(ebpf: &mut aya::Ebpf, btf: &Btf, pin_dir: &Path, name: &'stati
     let link_id = program.attach().map_err(refused)?;
     let link = FdLink::from(program.take_link(link_id).map_err(refused)?);
     let path = link_pin(pin_dir, name);
-    link.pin(&path).map_err(|source| KernelError::Pin { what: "program link", path, source })?;
+    link.pin(&path).map_err(|source| KernelError::Pin {
+        what: "program link",
+        path,
+        source,
+    })?;
     Ok(())
 }
 
@@ -959,7 +1100,8 @@ fn wait_detached() -> Result<(), KernelError> {
             .filter(|p| p.program_type() as u32 == BPF_PROG_TYPE_LSM)
             .filter(|p| {
                 // The kernel keeps the first 15 bytes of a program's name.
-                p.name_as_str().is_some_and(|n| hook::NAMES.iter().any(|h| h.get(..n.len()) == Some(n)))
+                p.name_as_str()
+                    .is_some_and(|n| hook::NAMES.iter().any(|h| h.get(..n.len()) == Some(n)))
             })
             .count();
         if ours == 0 {
@@ -993,11 +1135,22 @@ pub fn resolve(policy: &Policy, cgroup_root: &Path) -> Result<MapState, KernelEr
         }
         // Break-glass: the kernel ends it by itself at the deadline. One already past
         // (0) is no break-glass at all.
-        let monitor_until_boot_ns =
-            scope.monitor_until.map_or(0, |t| whole_second_deadline(t, now_real, now_boot));
-        state.scopes.insert(id, ScopePolicy { mode: kernel_mode, flags, monitor_until_boot_ns });
+        let monitor_until_boot_ns = scope
+            .monitor_until
+            .map_or(0, |t| whole_second_deadline(t, now_real, now_boot));
+        state.scopes.insert(
+            id,
+            ScopePolicy {
+                mode: kernel_mode,
+                flags,
+                monitor_until_boot_ns,
+            },
+        );
         for grant in &scope.grants {
-            let key = ScopedDigest { scope_id: id, digest: grant.digest.0 };
+            let key = ScopedDigest {
+                scope_id: id,
+                digest: grant.digest.0,
+            };
             let value = Grant {
                 not_after_boot_ns: grant
                     .not_after
@@ -1022,7 +1175,10 @@ pub fn resolve(policy: &Policy, cgroup_root: &Path) -> Result<MapState, KernelEr
 
 /// CLOCK_BOOTTIME now, in nanoseconds: the clock the kernel program compares with.
 pub fn boot_time_ns() -> Result<u64, KernelError> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec.
     if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
         return Err(KernelError::Clock(std::io::Error::last_os_error()));
@@ -1070,11 +1226,22 @@ mod tests {
     #[test]
     fn deadlines_map_to_boot_time() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert_eq!(boot_deadline(now + Duration::from_secs(5), now, 7), 5_000_000_007);
-        assert_eq!(boot_deadline(now - Duration::from_secs(1), now, 7), 0, "past: expired");
+        assert_eq!(
+            boot_deadline(now + Duration::from_secs(5), now, 7),
+            5_000_000_007
+        );
+        assert_eq!(
+            boot_deadline(now - Duration::from_secs(1), now, 7),
+            0,
+            "past: expired"
+        );
         assert_eq!(boot_deadline(now, now, 7), 7, "now: expires at once");
         assert_eq!(
-            boot_deadline(now + Duration::from_secs(u64::MAX / 1_000_000_000 + 1), now, 7),
+            boot_deadline(
+                now + Duration::from_secs(u64::MAX / 1_000_000_000 + 1),
+                now,
+                7
+            ),
             u64::MAX,
             "saturates instead of wrapping"
         );
@@ -1093,11 +1260,27 @@ mod tests {
     fn state(scopes: &[(u64, u32)], grants: &[(u64, u8, u64)]) -> MapState {
         let mut s = MapState::default();
         for &(id, mode) in scopes {
-            s.scopes.insert(id, ScopePolicy { mode, ..ScopePolicy::default() });
+            s.scopes.insert(
+                id,
+                ScopePolicy {
+                    mode,
+                    ..ScopePolicy::default()
+                },
+            );
         }
         for &(scope_id, d, serial) in grants {
-            let grant = Grant { not_after_boot_ns: u64::MAX, auth_serial: serial, auth_id: [d; 16] };
-            s.grants.insert(ScopedDigest { scope_id, digest: [d; DIGEST_LEN] }, grant);
+            let grant = Grant {
+                not_after_boot_ns: u64::MAX,
+                auth_serial: serial,
+                auth_id: [d; 16],
+            };
+            s.grants.insert(
+                ScopedDigest {
+                    scope_id,
+                    digest: [d; DIGEST_LEN],
+                },
+                grant,
+            );
         }
         s
     }
@@ -1130,7 +1313,11 @@ mod tests {
                 in_active.insert(id, grant);
             } else {
                 assert_eq!(key.slot, 1 - active, "stray slot: {key:?}");
-                assert_eq!(desired.grants.get(&id), Some(&grant), "idle slot allows what the policy does not");
+                assert_eq!(
+                    desired.grants.get(&id),
+                    Some(&grant),
+                    "idle slot allows what the policy does not"
+                );
             }
         }
         assert_eq!(in_active, desired.grants);
@@ -1141,7 +1328,10 @@ mod tests {
     fn apply_switches_slots_and_leaves_only_the_active_set() {
         let Some(mut maps) = maps() else { return };
         let a = state(&[(10, mode::ENFORCE)], &[(10, 1, 7), (10, 2, 7)]);
-        let b = state(&[(10, mode::ENFORCE), (11, mode::MONITOR)], &[(10, 2, 8), (11, 3, 8)]);
+        let b = state(
+            &[(10, mode::ENFORCE), (11, mode::MONITOR)],
+            &[(10, 2, 8), (11, 3, 8)],
+        );
 
         let stats = maps.apply(&a).expect("apply a");
         assert!(stats.switched_in.is_some());
@@ -1188,9 +1378,14 @@ mod tests {
         let idle = 1 - active;
         // A half-written next set in the idle slot, including a grant no policy holds any
         // more, and a key in a slot no set uses.
-        let forever = Grant { not_after_boot_ns: u64::MAX, ..Grant::default() };
+        let forever = Grant {
+            not_after_boot_ns: u64::MAX,
+            ..Grant::default()
+        };
         for (slot, d) in [(idle, 2), (idle, 9), (5, 4)] {
-            maps.grants.insert(GrantKey::new(10, slot, [d; DIGEST_LEN]), forever, 0).expect("insert");
+            maps.grants
+                .insert(GrantKey::new(10, slot, [d; DIGEST_LEN]), forever, 0)
+                .expect("insert");
         }
 
         let desired = state(&[(10, mode::ENFORCE)], &[(10, 2, 2), (10, 3, 2)]);
@@ -1202,7 +1397,10 @@ mod tests {
 
         // Died after the flip, before the old set was cleared: both slots full.
         for d in [7, 8] {
-            restarted.grants.insert(GrantKey::new(10, 1 - now, [d; DIGEST_LEN]), forever, 0).expect("insert");
+            restarted
+                .grants
+                .insert(GrantKey::new(10, 1 - now, [d; DIGEST_LEN]), forever, 0)
+                .expect("insert");
         }
         let mut again = restarted.reopen().expect("reopen");
         let stats = again.apply(&desired).expect("same policy");
@@ -1255,7 +1453,13 @@ mod tests {
         for i in 0..=u64::from(MAX_POLICY_GRANTS) {
             let mut digest = [0; DIGEST_LEN];
             digest[..8].copy_from_slice(&i.to_le_bytes());
-            big.grants.insert(ScopedDigest { scope_id: 1, digest }, Grant::default());
+            big.grants.insert(
+                ScopedDigest {
+                    scope_id: 1,
+                    digest,
+                },
+                Grant::default(),
+            );
         }
         let err = maps.apply(&big).expect_err("too many");
         let text = err.to_string();
@@ -1263,7 +1467,10 @@ mod tests {
         for n in [MAX_POLICY_GRANTS + 1, MAX_POLICY_GRANTS, MAX_GRANTS] {
             assert!(text.contains(&n.to_string()), "{text}");
         }
-        assert!(raw_keys(&maps).is_empty(), "refused before writing anything");
+        assert!(
+            raw_keys(&maps).is_empty(),
+            "refused before writing anything"
+        );
     }
 
     #[test]
@@ -1295,14 +1502,21 @@ mod tests {
             images.insert(tgid, image, 0).expect("insert");
             want.insert(tgid, image);
         }
-        let got: StdHashMap<u32, Image> = read_all(&images, "image").expect("read").into_iter().collect();
+        let got: StdHashMap<u32, Image> = read_all(&images, "image")
+            .expect("read")
+            .into_iter()
+            .collect();
         assert_eq!(got, want);
     }
 
     #[test]
     fn map_pins_name_every_map_once() {
         for (i, layout) in MAP_PINS.iter().enumerate() {
-            assert!(MAP_PINS[i + 1..].iter().all(|l| l.name != layout.name), "{}", layout.name);
+            assert!(
+                MAP_PINS[i + 1..].iter().all(|l| l.name != layout.name),
+                "{}",
+                layout.name
+            );
         }
         assert!(layout_of(names::ACTIVE_SLOT).is_some());
     }
@@ -1313,13 +1527,29 @@ mod tests {
         let dir = bpffs_dir();
         let Some(dir) = dir else { return };
         // The grant map of the old layout: 40-byte keys, no slot.
-        let old = bpf_sys::create_map("ENFORCER_GRANTS", MapType::Hash as u32, 40, 32, MAX_GRANTS, 1)
-            .expect("create");
-        MapData::from_fd(old).expect("map").pin(dir.path().join(names::GRANTS)).expect("pin");
-        maps.scopes.map().pin(dir.path().join(names::SCOPES)).expect("pin");
+        let old = bpf_sys::create_map(
+            "ENFORCER_GRANTS",
+            MapType::Hash as u32,
+            40,
+            32,
+            MAX_GRANTS,
+            1,
+        )
+        .expect("create");
+        MapData::from_fd(old)
+            .expect("map")
+            .pin(dir.path().join(names::GRANTS))
+            .expect("pin");
+        maps.scopes
+            .map()
+            .pin(dir.path().join(names::SCOPES))
+            .expect("pin");
         let err = check_pins(dir.path(), false).expect_err("old layout");
         let text = err.to_string();
-        assert!(text.contains("enforcer unload") && text.contains("key 40 bytes"), "{text}");
+        assert!(
+            text.contains("enforcer unload") && text.contains("key 40 bytes"),
+            "{text}"
+        );
         let err = check_pins(dir.path(), true).expect_err("missing pins");
         assert!(err.to_string().contains("enforcer unload"), "{err}");
     }
@@ -1328,9 +1558,18 @@ mod tests {
     fn pinned_maps_take_turns_and_stay_consistent() {
         let Some(maps) = maps() else { return };
         let Some(dir) = bpffs_dir() else { return };
-        maps.scopes.map().pin(dir.path().join(names::SCOPES)).expect("pin");
-        maps.grants.map().pin(dir.path().join(names::GRANTS)).expect("pin");
-        maps.active.map().pin(dir.path().join(names::ACTIVE_SLOT)).expect("pin");
+        maps.scopes
+            .map()
+            .pin(dir.path().join(names::SCOPES))
+            .expect("pin");
+        maps.grants
+            .map()
+            .pin(dir.path().join(names::GRANTS))
+            .expect("pin");
+        maps.active
+            .map()
+            .pin(dir.path().join(names::ACTIVE_SLOT))
+            .expect("pin");
         let mut one = PolicyMaps::open_pinned(dir.path()).expect("open");
         let mut two = PolicyMaps::open_pinned(dir.path()).expect("open");
         let a = state(&[(10, mode::ENFORCE)], &[(10, 1, 1)]);
@@ -1339,14 +1578,21 @@ mod tests {
         // Another process holds the lock: an apply waits for it.
         let held = std::fs::File::open(dir.path()).expect("open dir");
         // SAFETY: flock on a descriptor we own.
-        assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) }, 0);
+        assert_eq!(
+            unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
+            0
+        );
         let want = b.clone();
         let waiter = std::thread::spawn(move || {
             two.apply(&want).expect("b");
             two
         });
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(one.read().expect("read"), a, "the waiting apply has not written");
+        assert_eq!(
+            one.read().expect("read"),
+            a,
+            "the waiting apply has not written"
+        );
         drop(held);
         let two = waiter.join().expect("thread");
         assert_slots(&two, &b);
@@ -1357,11 +1603,23 @@ mod tests {
     /// A private bpffs mount, unmounted when dropped; `None` when bpffs cannot be mounted.
     fn bpffs_dir() -> Option<BpfFs> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("path");
+        let target =
+            std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("path");
         // SAFETY: NUL-terminated strings we own.
-        let r = unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
+        let r = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
         if r != 0 {
-            eprintln!("skipped: cannot mount bpffs: {}", std::io::Error::last_os_error());
+            eprintln!(
+                "skipped: cannot mount bpffs: {}",
+                std::io::Error::last_os_error()
+            );
             return None;
         }
         Some(BpfFs(dir))
@@ -1377,7 +1635,8 @@ mod tests {
 
     impl Drop for BpfFs {
         fn drop(&mut self) {
-            if let Ok(target) = std::ffi::CString::new(self.0.path().as_os_str().as_encoded_bytes()) {
+            if let Ok(target) = std::ffi::CString::new(self.0.path().as_os_str().as_encoded_bytes())
+            {
                 // SAFETY: a NUL-terminated path we mounted on.
                 unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
             }
@@ -1389,11 +1648,24 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let in_5s = now + Duration::from_secs(5);
         assert_eq!(whole_second_deadline(in_5s, now, 7), 5_000_000_000);
-        assert_eq!(whole_second_deadline(in_5s, now, 999_999_999), 5_000_000_000);
-        assert_eq!(whole_second_deadline(in_5s, now, 1_000_000_000), 6_000_000_000);
-        assert_eq!(whole_second_deadline(now - Duration::from_secs(1), now, 7), 0);
+        assert_eq!(
+            whole_second_deadline(in_5s, now, 999_999_999),
+            5_000_000_000
+        );
+        assert_eq!(
+            whole_second_deadline(in_5s, now, 1_000_000_000),
+            6_000_000_000
+        );
+        assert_eq!(
+            whole_second_deadline(now - Duration::from_secs(1), now, 7),
+            0
+        );
         let far = now + Duration::from_secs(u64::MAX / 1_000_000_000 + 1);
-        assert_eq!(whole_second_deadline(far, now, 7), u64::MAX, "never expires stays so");
+        assert_eq!(
+            whole_second_deadline(far, now, 7),
+            u64::MAX,
+            "never expires stays so"
+        );
     }
 
     #[test]
@@ -1408,9 +1680,16 @@ mod tests {
         };
         let now = SystemTime::now();
         let mut policy = Policy::default();
-        let spec = |monitor_until| ScopeSpec { monitor_until, ..ScopeSpec::default() };
-        policy.scopes.insert(scope("open"), spec(Some(now + Duration::from_secs(600))));
-        policy.scopes.insert(scope("over"), spec(Some(now - Duration::from_secs(1))));
+        let spec = |monitor_until| ScopeSpec {
+            monitor_until,
+            ..ScopeSpec::default()
+        };
+        policy
+            .scopes
+            .insert(scope("open"), spec(Some(now + Duration::from_secs(600))));
+        policy
+            .scopes
+            .insert(scope("over"), spec(Some(now - Duration::from_secs(1))));
         policy.scopes.insert(scope("none"), spec(None));
         let before = boot_time_ns().expect("clock");
         let state = resolve(&policy, root.path()).expect("resolve");
@@ -1418,12 +1697,19 @@ mod tests {
         let until = |name: &str| {
             let id = cgroup::id_of(&root.path().join(name), name).expect("id");
             let policy = state.scopes[&id];
-            assert_eq!(policy.mode, mode::ENFORCE, "break-glass is a deadline, not a mode");
+            assert_eq!(
+                policy.mode,
+                mode::ENFORCE,
+                "break-glass is a deadline, not a mode"
+            );
             policy.monitor_until_boot_ns
         };
         let open = until("open");
         let second = 1_000_000_000;
-        assert!(open % second == 0 && open > before + 598 * second && open <= after + 600 * second, "{open}");
+        assert!(
+            open % second == 0 && open > before + 598 * second && open <= after + 600 * second,
+            "{open}"
+        );
         assert_eq!(until("over"), 0, "a past deadline is none");
         assert_eq!(until("none"), 0);
     }

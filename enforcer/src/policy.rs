@@ -135,19 +135,36 @@ impl Policy {
     /// Reads a local policy file, hashing the files it lists.
     pub fn from_local_file(path: &Path) -> Result<Self, PolicyFileError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PolicyFileError::Read { path: shown.clone(), source })?;
-        let file: LocalPolicyFile = toml::from_str(&text)
-            .map_err(|e| PolicyFileError::Syntax { path: shown.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyFileError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let file: LocalPolicyFile = toml::from_str(&text).map_err(|e| PolicyFileError::Syntax {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
         let mut policy = Self::default();
         for scope in file.scope {
-            let scope_path: ScopePath = scope.path.parse()
-                .map_err(|source| PolicyFileError::Scope { path: shown.clone(), source })?;
-            let digest_err = |source| PolicyFileError::Digest { path: shown.clone(), source };
+            let scope_path: ScopePath =
+                scope
+                    .path
+                    .parse()
+                    .map_err(|source| PolicyFileError::Scope {
+                        path: shown.clone(),
+                        source,
+                    })?;
+            let digest_err = |source| PolicyFileError::Digest {
+                path: shown.clone(),
+                source,
+            };
             let mut files: Vec<std::path::PathBuf> = scope.files.iter().map(Into::into).collect();
             if scope.with_libraries {
-                files = crate::elf::with_dependencies(&files)
-                    .map_err(|source| PolicyFileError::Elf { path: shown.clone(), source })?;
+                files = crate::elf::with_dependencies(&files).map_err(|source| {
+                    PolicyFileError::Elf {
+                        path: shown.clone(),
+                        source,
+                    }
+                })?;
             }
             let mut grants = Vec::new();
             for f in &files {
@@ -183,7 +200,13 @@ impl Policy {
 
 /// A grant from the local file: no authorization backs it, so its id is zero.
 fn local_grant(digest: FileDigest, name: Option<String>) -> GrantSpec {
-    GrantSpec { digest, name, not_after: None, auth_id: [0; AUTH_ID_LEN], auth_serial: 0 }
+    GrantSpec {
+        digest,
+        name,
+        not_after: None,
+        auth_id: [0; AUTH_ID_LEN],
+        auth_serial: 0,
+    }
 }
 
 #[cfg(test)]
@@ -223,10 +246,22 @@ mod tests {
         let cases = [
             ("[[scope]]\npath = \"/a\"\nbogus = 1\n", "unknown field"),
             ("[[scope]]\npath = \"a\"\n", "must be absolute"),
-            ("[[scope]]\npath = \"/a\"\ndigests = [\"xyz\"]\n", "invalid SHA-256 digest"),
-            ("[[scope]]\npath = \"/a\"\nfiles = [\"/nonexistent/x\"]\n", "/nonexistent/x"),
-            ("[[scope]]\npath = \"/a\"\n[[scope]]\npath = \"/a\"\n", "listed twice"),
-            ("[[scope]]\npath = \"/a\"\nmode = \"lenient\"\n", "unknown variant"),
+            (
+                "[[scope]]\npath = \"/a\"\ndigests = [\"xyz\"]\n",
+                "invalid SHA-256 digest",
+            ),
+            (
+                "[[scope]]\npath = \"/a\"\nfiles = [\"/nonexistent/x\"]\n",
+                "/nonexistent/x",
+            ),
+            (
+                "[[scope]]\npath = \"/a\"\n[[scope]]\npath = \"/a\"\n",
+                "listed twice",
+            ),
+            (
+                "[[scope]]\npath = \"/a\"\nmode = \"lenient\"\n",
+                "unknown variant",
+            ),
         ];
         for (text, needle) in cases {
             let p = write(dir.path(), "p.toml", text);

@@ -64,7 +64,11 @@ pub fn check(cgroup_root: &Path) -> Result<(), Vec<PreflightError>> {
     if fs_magic(cgroup_root) != Some(CGROUP2_SUPER_MAGIC) {
         problems.push(PreflightError::NoCgroup2(cgroup_root.display().to_string()));
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 /// The active LSM list must name `bpf`.
@@ -73,7 +77,9 @@ pub fn check_lsm_list(list: &str) -> Result<(), PreflightError> {
     if active.split(',').any(|l| l == "bpf") {
         Ok(())
     } else {
-        Err(PreflightError::BpfLsmInactive { active: active.to_owned() })
+        Err(PreflightError::BpfLsmInactive {
+            active: active.to_owned(),
+        })
     }
 }
 
@@ -91,11 +97,21 @@ mod tests {
 
     #[test]
     fn lsm_list_must_contain_bpf() {
-        assert_eq!(check_lsm_list("lockdown,capability,landlock,yama,apparmor,bpf"), Ok(()));
+        assert_eq!(
+            check_lsm_list("lockdown,capability,landlock,yama,apparmor,bpf"),
+            Ok(())
+        );
         assert_eq!(check_lsm_list("capability,bpf,landlock\n"), Ok(()));
         let err = check_lsm_list("lockdown,capability,apparmor").expect_err("no bpf");
-        assert!(err.to_string().contains("lsm=lockdown,capability,apparmor,bpf"), "{err}");
-        assert!(check_lsm_list("capability,bpfx").is_err(), "substring is not a match");
+        assert!(
+            err.to_string()
+                .contains("lsm=lockdown,capability,apparmor,bpf"),
+            "{err}"
+        );
+        assert!(
+            check_lsm_list("capability,bpfx").is_err(),
+            "substring is not a match"
+        );
     }
 }
 
@@ -109,7 +125,9 @@ pub enum SelfTestError {
          digests on this host; check that IMA hashes with SHA-256 (`ima_hash=sha256`)"
     )]
     GrantedDenied { detail: String },
-    #[error("self-test: an exec that no grant covers was allowed ({0}); the LSM hook is not enforcing")]
+    #[error(
+        "self-test: an exec that no grant covers was allowed ({0}); the LSM hook is not enforcing"
+    )]
     UngrantedAllowed(String),
 }
 
@@ -125,7 +143,8 @@ pub fn self_test(
     use crate::kernel::ScopedDigest;
     use enforcer_common::{Grant, ScopePolicy};
 
-    let setup = |what: &str, e: &dyn std::fmt::Display| SelfTestError::Setup(format!("{what}: {e}"));
+    let setup =
+        |what: &str, e: &dyn std::fmt::Display| SelfTestError::Setup(format!("{what}: {e}"));
     let exe = std::env::current_exe().map_err(|e| setup("locating own binary", &e))?;
     let digest = FileDigest::of_file(&exe).map_err(|e| setup("hashing own binary", &e))?;
     // Executable mappings are checked too: the trial needs the loader and libraries.
@@ -133,25 +152,39 @@ pub fn self_test(
         .map_err(|e| setup("finding own libraries", &e))?;
     let mut library_digests = Vec::new();
     for lib in libraries.iter().skip(1) {
-        library_digests.push(FileDigest::of_file(lib).map_err(|e| setup("hashing own libraries", &e))?);
+        library_digests
+            .push(FileDigest::of_file(lib).map_err(|e| setup("hashing own libraries", &e))?);
     }
     let dir = cgroup_root.join(format!("enforcer-selftest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| setup("creating self-test cgroup", &e))?;
-    let result = (|| {
-        let id = crate::cgroup::id_of(&dir, "self-test").map_err(|e| setup("cgroup id", &e))?;
-        let before = enforcement.read().map_err(|e| setup("reading maps", &e))?;
-        let mut granted = before.clone();
-        granted.scopes.insert(id, ScopePolicy::default());
-        let forever = Grant { not_after_boot_ns: u64::MAX, ..Grant::default() };
-        let key = ScopedDigest { scope_id: id, digest: digest.0 };
-        granted.grants.insert(key, forever);
-        for lib in &library_digests {
-            granted.grants.insert(ScopedDigest { scope_id: id, digest: lib.0 }, forever);
-        }
-        let mut ungranted = granted.clone();
-        ungranted.grants.remove(&key);
+    let result =
+        (|| {
+            let id = crate::cgroup::id_of(&dir, "self-test").map_err(|e| setup("cgroup id", &e))?;
+            let before = enforcement.read().map_err(|e| setup("reading maps", &e))?;
+            let mut granted = before.clone();
+            granted.scopes.insert(id, ScopePolicy::default());
+            let forever = Grant {
+                not_after_boot_ns: u64::MAX,
+                ..Grant::default()
+            };
+            let key = ScopedDigest {
+                scope_id: id,
+                digest: digest.0,
+            };
+            granted.grants.insert(key, forever);
+            for lib in &library_digests {
+                granted.grants.insert(
+                    ScopedDigest {
+                        scope_id: id,
+                        digest: lib.0,
+                    },
+                    forever,
+                );
+            }
+            let mut ungranted = granted.clone();
+            ungranted.grants.remove(&key);
 
-        let trial = |state: &crate::kernel::MapState,
+            let trial = |state: &crate::kernel::MapState,
                      enforcement: &mut crate::kernel::Enforcement|
          -> Result<std::io::Result<std::process::ExitStatus>, SelfTestError> {
             enforcement.apply(state).map_err(|e| setup("updating maps", &e))?;
@@ -162,20 +195,30 @@ pub fn self_test(
             crate::cgroup::spawn_into(&mut cmd, &dir).map_err(|e| setup("preparing exec", &e))?;
             Ok(cmd.status())
         };
-        let with_grant = trial(&granted, enforcement);
-        let without_grant = trial(&ungranted, enforcement);
-        enforcement.apply(&before).map_err(|e| setup("restoring maps", &e))?;
-        match with_grant? {
-            Ok(status) if status.success() => {}
-            Ok(status) => return Err(SelfTestError::GrantedDenied { detail: status.to_string() }),
-            Err(e) => return Err(SelfTestError::GrantedDenied { detail: e.to_string() }),
-        }
-        match without_grant? {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(id),
-            Err(e) => Err(setup("ungranted trial exec", &e)),
-            Ok(status) => Err(SelfTestError::UngrantedAllowed(status.to_string())),
-        }
-    })();
+            let with_grant = trial(&granted, enforcement);
+            let without_grant = trial(&ungranted, enforcement);
+            enforcement
+                .apply(&before)
+                .map_err(|e| setup("restoring maps", &e))?;
+            match with_grant? {
+                Ok(status) if status.success() => {}
+                Ok(status) => {
+                    return Err(SelfTestError::GrantedDenied {
+                        detail: status.to_string(),
+                    });
+                }
+                Err(e) => {
+                    return Err(SelfTestError::GrantedDenied {
+                        detail: e.to_string(),
+                    });
+                }
+            }
+            match without_grant? {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(id),
+                Err(e) => Err(setup("ungranted trial exec", &e)),
+                Ok(status) => Err(SelfTestError::UngrantedAllowed(status.to_string())),
+            }
+        })();
     // The children have exited, so the cgroup is empty and can go.
     let _ = std::fs::remove_dir(&dir);
     result

@@ -103,11 +103,17 @@ impl PolicyState {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(source) => {
-                return Err(StateError::Io { action: "read", path: path.to_owned(), source });
+                return Err(StateError::Io {
+                    action: "read",
+                    path: path.to_owned(),
+                    source,
+                });
             }
         };
-        Self::from_bytes(&bytes)
-            .map_err(|problem| StateError::Corrupt { path: path.to_owned(), problem })
+        Self::from_bytes(&bytes).map_err(|problem| StateError::Corrupt {
+            path: path.to_owned(),
+            problem,
+        })
     }
 
     /// Reads the state recorded in the state directory `dir`, without locking it: for
@@ -124,11 +130,22 @@ impl PolicyState {
         let mut state = Self::default();
         for s in wire.serials {
             let scope = s.scope.parse().map_err(|e: ArtifactError| e.to_string())?;
-            let artifact = s.artifact.parse().map_err(|e: ArtifactError| e.to_string())?;
-            state.serials.insert((s.issuer, scope), SerialRecord { serial: s.serial, artifact });
+            let artifact = s
+                .artifact
+                .parse()
+                .map_err(|e: ArtifactError| e.to_string())?;
+            state.serials.insert(
+                (s.issuer, scope),
+                SerialRecord {
+                    serial: s.serial,
+                    artifact,
+                },
+            );
         }
         for encoded in wire.revocations {
-            let payload = BASE64.decode(encoded).map_err(|e| format!("revocation payload: {e}"))?;
+            let payload = BASE64
+                .decode(encoded)
+                .map_err(|e| format!("revocation payload: {e}"))?;
             // Verified when accepted; the signing keys may since have left the trust
             // store, and a revocation must outlive them.
             let revocation = Revocation::from_payload(&payload).map_err(|e| e.to_string())?;
@@ -152,7 +169,11 @@ impl PolicyState {
                     artifact: r.artifact.to_string(),
                 })
                 .collect(),
-            revocations: self.revocation_payloads.values().map(|p| BASE64.encode(p)).collect(),
+            revocations: self
+                .revocation_payloads
+                .values()
+                .map(|p| BASE64.encode(p))
+                .collect(),
         };
         // Strings and numbers only: serialisation into memory cannot fail.
         serde_json::to_vec_pretty(&wire).unwrap_or_default()
@@ -171,7 +192,9 @@ impl PolicyState {
     /// The last bundle accepted from `issuer` for `scope`.
     #[must_use]
     pub fn last_serial(&self, issuer: &str, scope: &CgroupScope) -> Option<SerialRecord> {
-        self.serials.get(&(issuer.to_owned(), scope.clone())).copied()
+        self.serials
+            .get(&(issuer.to_owned(), scope.clone()))
+            .copied()
     }
 
     /// Applies the serial rule to a verified bundle without recording anything: its serial
@@ -194,13 +217,21 @@ impl PolicyState {
                 _ => resubmission = false,
             }
         }
-        Ok(if resubmission { Accepted::AlreadyAccepted } else { Accepted::New })
+        Ok(if resubmission {
+            Accepted::AlreadyAccepted
+        } else {
+            Accepted::New
+        })
     }
 
     fn record_bundle(&mut self, verified: &VerifiedBundle) {
-        let record = SerialRecord { serial: verified.bundle.serial, artifact: verified.id };
+        let record = SerialRecord {
+            serial: verified.bundle.serial,
+            artifact: verified.id,
+        };
         for scope in &verified.bundle.scopes {
-            self.serials.insert((verified.bundle.issuer.clone(), scope.clone()), record);
+            self.serials
+                .insert((verified.bundle.issuer.clone(), scope.clone()), record);
         }
     }
 
@@ -209,7 +240,8 @@ impl PolicyState {
             return Accepted::AlreadyAccepted;
         }
         self.revocations.insert(verified.id, &verified.revocation);
-        self.revocation_payloads.insert(verified.id, verified.payload.clone());
+        self.revocation_payloads
+            .insert(verified.id, verified.payload.clone());
         Accepted::New
     }
 }
@@ -230,7 +262,11 @@ impl Acceptor {
     pub fn open(dir: &Path, verifier: Verifier) -> Result<Self, StateError> {
         let io = |action, path: &Path| {
             let path = path.to_owned();
-            move |source| StateError::Io { action, path, source }
+            move |source| StateError::Io {
+                action,
+                path,
+                source,
+            }
         };
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -248,13 +284,20 @@ impl Acceptor {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StateError::Locked { path: dir.to_owned() });
+                return Err(StateError::Locked {
+                    path: dir.to_owned(),
+                });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
         }
         let state_path = dir.join(STATE_FILE);
         let state = PolicyState::load(&state_path)?;
-        Ok(Self { verifier, state_path, state, _lock: lock })
+        Ok(Self {
+            verifier,
+            state_path,
+            state,
+            _lock: lock,
+        })
     }
 
     #[must_use]
@@ -274,7 +317,9 @@ impl Acceptor {
         bytes: &[u8],
         now: SystemTime,
     ) -> Result<(Accepted, VerifiedBundle), AcceptError> {
-        let verified = self.verifier.verify_bundle(bytes, now, self.state.revocations())?;
+        let verified = self
+            .verifier
+            .verify_bundle(bytes, now, self.state.revocations())?;
         let outcome = self.state.check_bundle(&verified)?;
         if outcome == Accepted::New {
             let mut next = self.state.clone();
@@ -292,7 +337,8 @@ impl Acceptor {
         bytes: &[u8],
         now: SystemTime,
     ) -> Result<VerifiedBreakGlass, ArtifactError> {
-        self.verifier.verify_break_glass(bytes, now, self.state.revocations())
+        self.verifier
+            .verify_break_glass(bytes, now, self.state.revocations())
     }
 
     /// Verifies a revocation and records it. Accepting one that is already recorded is a
@@ -301,7 +347,9 @@ impl Acceptor {
         &mut self,
         bytes: &[u8],
     ) -> Result<(Accepted, VerifiedRevocation), AcceptError> {
-        let verified = self.verifier.verify_revocation(bytes, self.state.revocations())?;
+        let verified = self
+            .verifier
+            .verify_revocation(bytes, self.state.revocations())?;
         let mut next = self.state.clone();
         let outcome = next.record_revocation(&verified);
         if outcome == Accepted::New {
@@ -313,7 +361,11 @@ impl Acceptor {
     /// Persists `next`, and only then makes it the state in memory.
     fn commit(&mut self, next: PolicyState) -> Result<(), StateError> {
         write_atomic(&self.state_path, &next.to_bytes(), 0o600).map_err(|source| {
-            StateError::Io { action: "write", path: self.state_path.clone(), source }
+            StateError::Io {
+                action: "write",
+                path: self.state_path.clone(),
+                source,
+            }
         })?;
         self.state = next;
         Ok(())
@@ -338,7 +390,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     // A leftover from a crash of this same pid would keep its old mode: start afresh.
     let _ = std::fs::remove_file(&tmp);
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -370,15 +426,22 @@ mod tests {
     fn accepts_new_bundles_and_resubmission_is_a_no_op() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut acceptor = open(dir.path());
-        let (outcome, v) = acceptor.accept_bundle(&with_serial(1), now()).expect("accept");
+        let (outcome, v) = acceptor
+            .accept_bundle(&with_serial(1), now())
+            .expect("accept");
         assert_eq!(outcome, Accepted::New);
-        let (outcome, again) = acceptor.accept_bundle(&with_serial(1), now()).expect("again");
+        let (outcome, again) = acceptor
+            .accept_bundle(&with_serial(1), now())
+            .expect("again");
         assert_eq!(outcome, Accepted::AlreadyAccepted);
         assert_eq!(again, v);
         let scope = &v.bundle.scopes[0];
         assert_eq!(
             acceptor.state().last_serial("ops", scope),
-            Some(SerialRecord { serial: 1, artifact: v.id })
+            Some(SerialRecord {
+                serial: 1,
+                artifact: v.id
+            })
         );
     }
 
@@ -391,7 +454,9 @@ mod tests {
             let mut b = testkit::bundle();
             b.serial = serial;
             b.grants.pop(); // a different artifact, so not a resubmission
-            let err = acceptor.accept_bundle(&signed_bundle(&b, &[1]), now()).expect_err(what);
+            let err = acceptor
+                .accept_bundle(&signed_bundle(&b, &[1]), now())
+                .expect_err(what);
             assert!(
                 matches!(err, AcceptError::Refused(ArtifactError::Rollback { serial: s, last: 5, .. }) if s == serial),
                 "{what}: {err:?}"
@@ -405,9 +470,14 @@ mod tests {
         }
         // A superseded bundle, resubmitted, is a rollback too.
         acceptor.accept_bundle(&with_serial(6), now()).expect("6");
-        let err = acceptor.accept_bundle(&with_serial(5), now()).expect_err("superseded");
+        let err = acceptor
+            .accept_bundle(&with_serial(5), now())
+            .expect_err("superseded");
         assert!(
-            matches!(err, AcceptError::Refused(ArtifactError::Rollback { last: 6, .. })),
+            matches!(
+                err,
+                AcceptError::Refused(ArtifactError::Rollback { last: 6, .. })
+            ),
             "{err:?}"
         );
     }
@@ -422,8 +492,9 @@ mod tests {
         let mut other_scope = testkit::bundle();
         other_scope.scopes = vec!["/other.slice".parse().expect("scope")];
         for b in [other_issuer, other_scope] {
-            let (outcome, _) =
-                acceptor.accept_bundle(&signed_bundle(&b, &[1]), now()).expect("independent");
+            let (outcome, _) = acceptor
+                .accept_bundle(&signed_bundle(&b, &[1]), now())
+                .expect("independent");
             assert_eq!(outcome, Accepted::New);
         }
         // A bundle over two scopes must beat the last serial in each.
@@ -453,13 +524,19 @@ mod tests {
             assert_eq!(outcome, Accepted::New);
         }
         let mut acceptor = open(dir.path());
-        let err =
-            acceptor.accept_bundle(&with_serial(6), now()).expect_err("rollback after restart");
+        let err = acceptor
+            .accept_bundle(&with_serial(6), now())
+            .expect_err("rollback after restart");
         assert!(
-            matches!(err, AcceptError::Refused(ArtifactError::Rollback { last: 7, .. })),
+            matches!(
+                err,
+                AcceptError::Refused(ArtifactError::Rollback { last: 7, .. })
+            ),
             "{err:?}"
         );
-        let (outcome, _) = acceptor.accept_bundle(&with_serial(7), now()).expect("resubmission");
+        let (outcome, _) = acceptor
+            .accept_bundle(&with_serial(7), now())
+            .expect("resubmission");
         assert_eq!(outcome, Accepted::AlreadyAccepted);
         let (outcome, _) = acceptor.accept_revocation(&revocation).expect("again");
         assert_eq!(outcome, Accepted::AlreadyAccepted);
@@ -471,7 +548,10 @@ mod tests {
             .accept_bundle(&signed_bundle(&old, &[1]), now())
             .expect_err("revoked after restart");
         assert!(
-            matches!(err, AcceptError::Refused(ArtifactError::BundleRevoked { .. })),
+            matches!(
+                err,
+                AcceptError::Refused(ArtifactError::BundleRevoked { .. })
+            ),
             "{err:?}"
         );
     }
@@ -486,7 +566,10 @@ mod tests {
         let last = forged.len() - 10;
         forged[last] ^= 1;
         acceptor.accept_bundle(&forged, now()).expect_err("forged");
-        assert_eq!(std::fs::read(dir.path().join(STATE_FILE)).expect("state"), before);
+        assert_eq!(
+            std::fs::read(dir.path().join(STATE_FILE)).expect("state"),
+            before
+        );
     }
 
     #[test]
@@ -496,9 +579,14 @@ mod tests {
         let verifier = || Verifier::new(testkit::store_with_break_glass(1));
         let id = {
             let mut acceptor = Acceptor::open(dir.path(), verifier()).expect("open");
-            let first = acceptor.accept_break_glass(&bytes, now()).expect("accepted");
+            let first = acceptor
+                .accept_break_glass(&bytes, now())
+                .expect("accepted");
             // No serial: presenting it again is accepted again and changes nothing on disk.
-            assert_eq!(acceptor.accept_break_glass(&bytes, now()).expect("again"), first);
+            assert_eq!(
+                acceptor.accept_break_glass(&bytes, now()).expect("again"),
+                first
+            );
             assert!(!dir.path().join(STATE_FILE).exists(), "nothing recorded");
             let revocation = crate::artifact::Revocation {
                 issuer: "sec".into(),
@@ -512,9 +600,17 @@ mod tests {
             first.id
         };
         let acceptor = Acceptor::open(dir.path(), verifier()).expect("reopen");
-        let err = acceptor.accept_break_glass(&bytes, now()).expect_err("revoked");
-        assert!(matches!(err, ArtifactError::ArtifactRevoked { .. }), "{err:?}");
-        assert!(err.to_string().contains(&format!("revoked artifact: {id}")), "{err}");
+        let err = acceptor
+            .accept_break_glass(&bytes, now())
+            .expect_err("revoked");
+        assert!(
+            matches!(err, ArtifactError::ArtifactRevoked { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(&format!("revoked artifact: {id}")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -531,7 +627,11 @@ mod tests {
         std::fs::write(dir.path().join(STATE_FILE), b"{\"version\":1,").expect("write");
         let err = Acceptor::open(dir.path(), Verifier::new(store(1, 1))).expect_err("corrupt");
         assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
-        assert!(err.to_string().contains("refusing to start from empty state"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("refusing to start from empty state"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -542,7 +642,10 @@ mod tests {
         write_atomic(&path, b"one", 0o600).expect("first");
         write_atomic(&path, b"two", 0o600).expect("second");
         assert_eq!(std::fs::read(&path).expect("read"), b"two");
-        assert_eq!(std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777,
+            0o600
+        );
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
     }

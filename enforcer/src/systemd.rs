@@ -123,7 +123,10 @@ fn send(socket: &OsStr, message: &str) -> Result<(), NotifyError> {
     let sock = UnixDatagram::unbound().map_err(fail)?;
     let sent = sock.send_to_addr(message.as_bytes(), &addr).map_err(fail)?;
     if sent != message.len() {
-        return Err(fail(io::Error::new(io::ErrorKind::WriteZero, "datagram truncated")));
+        return Err(fail(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "datagram truncated",
+        )));
     }
     Ok(())
 }
@@ -154,12 +157,17 @@ fn reloading_message(monotonic_usec: Option<u64>) -> String {
 /// A value on one line: a newline in a status text would start another assignment
 /// (`READY=1` smuggled in through a scope name, say).
 fn one_line(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// CLOCK_MONOTONIC in microseconds, the clock systemd compares `MONOTONIC_USEC` with.
 fn monotonic_usec() -> Option<u64> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid timespec for the call to fill; no other memory is touched.
     if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) } != 0 {
         return None;
@@ -245,7 +253,10 @@ impl JournalLayer {
         let socket = UnixDatagram::unbound()?;
         // journald ignores an empty datagram: this only proves someone is listening.
         socket.send_to(&[], path)?;
-        Ok(Self { socket, path: path.to_owned() })
+        Ok(Self {
+            socket,
+            path: path.to_owned(),
+        })
     }
 }
 
@@ -300,7 +311,11 @@ where
         if let Some(line) = meta.line() {
             put_field(&mut record, "CODE_LINE", line.to_string().as_bytes());
         }
-        put_field(&mut record, &format!("{FIELD_PREFIX}TARGET"), meta.target().as_bytes());
+        put_field(
+            &mut record,
+            &format!("{FIELD_PREFIX}TARGET"),
+            meta.target().as_bytes(),
+        );
         for (name, value) in &fields.structured {
             put_field(&mut record, &journal_field_name(name), value.as_bytes());
         }
@@ -357,7 +372,13 @@ impl Fields {
 /// own trusted fields (the prefix rules that out).
 fn journal_field_name(name: &str) -> String {
     let mut out = String::from(FIELD_PREFIX);
-    out.extend(name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }));
+    out.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
     out.truncate(64);
     out
 }
@@ -410,7 +431,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("notify");
         let sock = UnixDatagram::bind(&path).expect("bind");
-        sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         (dir, path, sock)
     }
 
@@ -425,8 +447,14 @@ mod tests {
     fn each_message_arrives_as_exact_bytes() {
         let (_dir, path, sock) = listener();
         let cases = [
-            (ready_message("enforcing 2 scopes"), "READY=1\nSTATUS=enforcing 2 scopes"),
-            (reloading_message(Some(123_456)), "RELOADING=1\nMONOTONIC_USEC=123456"),
+            (
+                ready_message("enforcing 2 scopes"),
+                "READY=1\nSTATUS=enforcing 2 scopes",
+            ),
+            (
+                reloading_message(Some(123_456)),
+                "RELOADING=1\nMONOTONIC_USEC=123456",
+            ),
             (reloading_message(None), "RELOADING=1"),
             ("STOPPING=1".to_owned(), "STOPPING=1"),
             ("WATCHDOG=1".to_owned(), "WATCHDOG=1"),
@@ -439,17 +467,25 @@ mod tests {
 
     #[test]
     fn abstract_socket_names_start_with_at() {
-        let name = format!("enforcer-test-{}-{:?}", std::process::id(), std::thread::current().id());
+        let name = format!(
+            "enforcer-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        );
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract");
         let sock = UnixDatagram::bind_addr(&addr).expect("bind abstract");
-        sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         send(OsStr::new(&format!("@{name}")), "WATCHDOG=1").expect("send");
         assert_eq!(receive(&sock), b"WATCHDOG=1");
     }
 
     #[test]
     fn a_status_cannot_smuggle_another_assignment() {
-        assert_eq!(ready_message("ok\nREADY=0\r\0x"), "READY=1\nSTATUS=ok READY=0  x");
+        assert_eq!(
+            ready_message("ok\nREADY=0\r\0x"),
+            "READY=1\nSTATUS=ok READY=0  x"
+        );
         assert!(!one_line("a\nb").contains('\n'));
     }
 
@@ -477,11 +513,28 @@ mod tests {
     #[test]
     fn watchdog_interval_honours_the_pid() {
         let me = 4242;
-        assert_eq!(watchdog_interval_from(Some("30000000"), None, me), Some(Duration::from_secs(30)));
-        assert_eq!(watchdog_interval_from(Some("30000000"), Some("4242"), me), Some(Duration::from_secs(30)));
-        assert_eq!(watchdog_interval_from(Some("30000000"), Some("1"), me), None, "another process's");
-        assert_eq!(watchdog_interval_from(Some("30000000"), Some("x"), me), None);
-        assert_eq!(watchdog_interval_from(Some("0"), None, me), None, "0 means off");
+        assert_eq!(
+            watchdog_interval_from(Some("30000000"), None, me),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            watchdog_interval_from(Some("30000000"), Some("4242"), me),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            watchdog_interval_from(Some("30000000"), Some("1"), me),
+            None,
+            "another process's"
+        );
+        assert_eq!(
+            watchdog_interval_from(Some("30000000"), Some("x"), me),
+            None
+        );
+        assert_eq!(
+            watchdog_interval_from(Some("0"), None, me),
+            None,
+            "0 means off"
+        );
         assert_eq!(watchdog_interval_from(Some("soon"), None, me), None);
         assert_eq!(watchdog_interval_from(None, Some("4242"), me), None);
     }
@@ -506,21 +559,38 @@ mod tests {
         }
         let (_dir, path, sock) = listener();
         let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "systemd::tests::public_api_notifies_through_the_environment"])
+            .args([
+                "--exact",
+                "systemd::tests::public_api_notifies_through_the_environment",
+            ])
             .env(MARKER, "1")
             .env("NOTIFY_SOCKET", &path)
             .env("WATCHDOG_USEC", "30000000")
             .env_remove("WATCHDOG_PID")
             .output()
             .expect("run the child");
-        assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "child failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let got: Vec<String> = (0..6)
             .map(|_| String::from_utf8(receive(&sock)).expect("utf-8"))
             .collect();
         assert_eq!(got[0], "READY=1\nSTATUS=up");
-        let usec = got[1].strip_prefix("RELOADING=1\nMONOTONIC_USEC=").expect(&got[1]);
+        let usec = got[1]
+            .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+            .expect(&got[1]);
         assert!(usec.parse::<u64>().expect("number") > 0);
-        assert_eq!(got[2..], ["READY=1\nSTATUS=reloaded", "STATUS=busy", "WATCHDOG=1", "STOPPING=1"]);
+        assert_eq!(
+            got[2..],
+            [
+                "READY=1\nSTATUS=reloaded",
+                "STATUS=busy",
+                "WATCHDOG=1",
+                "STOPPING=1"
+            ]
+        );
     }
 
     #[test]
@@ -601,11 +671,17 @@ mod tests {
         assert_eq!(field(&first, "ENFORCER_GRANTS"), "3");
         assert_eq!(field(&first, "ENFORCER_TARGET"), "enforcer::systemd::tests");
         assert!(field(&first, "CODE_FILE").ends_with("systemd.rs"));
-        field(&first, "CODE_LINE").parse::<u32>().expect("line number");
+        field(&first, "CODE_LINE")
+            .parse::<u32>()
+            .expect("line number");
 
         let second = parse_record(&receive(&sock));
         assert_eq!(field(&second, "PRIORITY"), "3");
-        assert_eq!(field(&second, "ENFORCER_DETAIL"), "two\nlines", "binary form keeps newlines");
+        assert_eq!(
+            field(&second, "ENFORCER_DETAIL"),
+            "two\nlines",
+            "binary form keeps newlines"
+        );
     }
 
     #[test]

@@ -80,9 +80,17 @@ pub enum TrustError {
     #[error("key {name:?}: {problem}")]
     Key { name: String, problem: String },
     #[error("keys {first:?} and {second:?} are the same public key (key id {key_id})")]
-    DuplicateKey { key_id: KeyId, first: String, second: String },
+    DuplicateKey {
+        key_id: KeyId,
+        first: String,
+        second: String,
+    },
     #[error("{role} threshold {threshold}: {problem}")]
-    Threshold { role: Role, threshold: usize, problem: String },
+    Threshold {
+        role: Role,
+        threshold: usize,
+        problem: String,
+    },
     #[error("key file {path}: {problem}")]
     KeyFile { path: PathBuf, problem: String },
     #[error("[break_glass] max_duration {value:?}: {problem}")]
@@ -116,8 +124,14 @@ impl FromStr for KeyId {
     /// Only the canonical lowercase form: one key id has exactly one spelling, so a changed
     /// byte in an envelope's key id can never still name the same key.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let syntax = || KeyIdSyntax { input: crate::artifact::excerpt(input) };
-        if input.len() != 32 || !input.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        let syntax = || KeyIdSyntax {
+            input: crate::artifact::excerpt(input),
+        };
+        if input.len() != 32
+            || !input
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(syntax());
         }
         let mut id = [0u8; 16];
@@ -216,7 +230,12 @@ impl TrustedKey {
     /// A trusted key from its public key; the id is derived, never supplied.
     #[must_use]
     pub fn new(name: impl Into<String>, public_key: VerifyingKey, roles: Vec<Role>) -> Self {
-        Self { name: name.into(), key_id: KeyId::of(&public_key), public_key, roles }
+        Self {
+            name: name.into(),
+            key_id: KeyId::of(&public_key),
+            public_key,
+            roles,
+        }
     }
 
     #[must_use]
@@ -334,7 +353,11 @@ impl TrustStore {
         } else {
             return Ok(());
         };
-        Err(TrustError::Threshold { role, threshold, problem })
+        Err(TrustError::Threshold {
+            role,
+            threshold,
+            problem,
+        })
     }
 
     /// Parses a trust store file's text. The version is checked first so a newer file is
@@ -353,8 +376,10 @@ impl TrustStore {
             .keys
             .into_iter()
             .map(|entry| {
-                let key_error =
-                    |problem: String| TrustError::Key { name: entry.name.clone(), problem };
+                let key_error = |problem: String| TrustError::Key {
+                    name: entry.name.clone(),
+                    problem,
+                };
                 let public_key = parse_public_key(&entry.public_key).map_err(key_error)?;
                 let key = TrustedKey::new(entry.name.clone(), public_key, entry.roles.clone());
                 if let Some(claimed) = &entry.key_id
@@ -369,7 +394,13 @@ impl TrustStore {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let t = file.thresholds;
-        let mut store = Self::new(keys, Thresholds { bundle: t.bundle, revocation: t.revocation })?;
+        let mut store = Self::new(
+            keys,
+            Thresholds {
+                bundle: t.bundle,
+                revocation: t.revocation,
+            },
+        )?;
         if let Some(threshold) = t.break_glass {
             store = store.with_break_glass(threshold)?;
         }
@@ -379,23 +410,32 @@ impl TrustStore {
                     value: text.clone(),
                     problem: format!("is not a duration such as \"4h\" or \"90m\": {e}"),
                 })?;
-            store = store.with_break_glass_max_duration(max).map_err(|e| match e {
-                // Quote the value as written, not as reformatted.
-                TrustError::BreakGlassDuration { problem, .. } => {
-                    TrustError::BreakGlassDuration { value: text.clone(), problem }
-                }
-                other => other,
-            })?;
+            store = store
+                .with_break_glass_max_duration(max)
+                .map_err(|e| match e {
+                    // Quote the value as written, not as reformatted.
+                    TrustError::BreakGlassDuration { problem, .. } => {
+                        TrustError::BreakGlassDuration {
+                            value: text.clone(),
+                            problem,
+                        }
+                    }
+                    other => other,
+                })?;
         }
         Ok(store)
     }
 
     /// Reads and parses a trust store file.
     pub fn load(path: &Path) -> Result<Self, TrustError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TrustError::Read { path: path.to_owned(), source })?;
-        Self::from_toml(&text)
-            .map_err(|e| TrustError::InFile { path: path.to_owned(), source: Box::new(e) })
+        let text = std::fs::read_to_string(path).map_err(|source| TrustError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| TrustError::InFile {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
     }
 
     #[must_use]
@@ -442,7 +482,9 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
         .trim()
         .strip_prefix(PUBLIC_KEY_PREFIX)
         .ok_or_else(|| format!("public key must start with {PUBLIC_KEY_PREFIX:?}"))?;
-    let bytes = BASE64.decode(b64).map_err(|e| format!("public key is not base64: {e}"))?;
+    let bytes = BASE64
+        .decode(b64)
+        .map_err(|e| format!("public key is not base64: {e}"))?;
     let raw = <[u8; 32]>::try_from(bytes.as_slice())
         .map_err(|_| format!("public key is {} bytes, Ed25519 keys are 32", bytes.len()))?;
     VerifyingKey::from_bytes(&raw).map_err(|_| "public key is not a valid Ed25519 point".to_owned())
@@ -450,10 +492,14 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
 
 /// Reads a `.pub` file.
 pub fn load_public_key(path: &Path) -> Result<VerifyingKey, TrustError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| TrustError::Read { path: path.to_owned(), source })?;
-    parse_public_key(&text)
-        .map_err(|problem| TrustError::KeyFile { path: path.to_owned(), problem })
+    let text = std::fs::read_to_string(path).map_err(|source| TrustError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_public_key(&text).map_err(|problem| TrustError::KeyFile {
+        path: path.to_owned(),
+        problem,
+    })
 }
 
 /// A private signing key. Its bytes are wiped on drop and never printed: `Debug` shows
@@ -465,7 +511,9 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -513,7 +561,10 @@ impl SigningKey {
             self.key_id,
             encoded.as_str()
         ));
-        let write_err = |source| TrustError::Write { path: path.to_owned(), source };
+        let write_err = |source| TrustError::Write {
+            path: path.to_owned(),
+            source,
+        };
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -527,9 +578,18 @@ impl SigningKey {
     /// Reads a private key file, refusing one that others can read (as ssh does): a key
     /// that may have leaked should not be signing authorizations.
     pub fn load(path: &Path) -> Result<Self, TrustError> {
-        let refuse = |problem: String| TrustError::KeyFile { path: path.to_owned(), problem };
-        let read_err = |source| TrustError::Read { path: path.to_owned(), source };
-        let mode = std::fs::metadata(path).map_err(read_err)?.permissions().mode();
+        let refuse = |problem: String| TrustError::KeyFile {
+            path: path.to_owned(),
+            problem,
+        };
+        let read_err = |source| TrustError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let mode = std::fs::metadata(path)
+            .map_err(read_err)?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
             return Err(refuse(format!(
                 "private key is accessible by others (mode {:o}); run `chmod 600 {}`",
@@ -538,8 +598,10 @@ impl SigningKey {
             )));
         }
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(read_err)?);
-        let mut lines =
-            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let mut lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
         let (Some(line), None) = (lines.next(), lines.next()) else {
             return Err(refuse(format!(
                 "expected exactly one line starting with {PRIVATE_KEY_PREFIX:?}"
@@ -547,10 +609,14 @@ impl SigningKey {
         };
         // Never quote the line: it is the secret.
         let b64 = line.strip_prefix(PRIVATE_KEY_PREFIX).ok_or_else(|| {
-            refuse(format!("the key line must start with {PRIVATE_KEY_PREFIX:?}"))
+            refuse(format!(
+                "the key line must start with {PRIVATE_KEY_PREFIX:?}"
+            ))
         })?;
         let bytes = Zeroizing::new(
-            BASE64.decode(b64).map_err(|_| refuse("the private key is not base64".into()))?,
+            BASE64
+                .decode(b64)
+                .map_err(|_| refuse("the private key is not base64".into()))?,
         );
         let seed = Zeroizing::new(
             <[u8; 32]>::try_from(bytes.as_slice())
@@ -588,8 +654,15 @@ mod tests {
         assert_eq!(k1.name, "k1");
         assert!(k1.has_role(Role::Bundle) && !k1.has_role(Role::Revocation));
         assert_eq!(store.threshold(Role::Bundle), Some(2));
-        assert_eq!(store.threshold(Role::BreakGlass), None, "no break-glass unless configured");
-        assert_eq!(store.break_glass_max_duration(), DEFAULT_BREAK_GLASS_MAX_DURATION);
+        assert_eq!(
+            store.threshold(Role::BreakGlass),
+            None,
+            "no break-glass unless configured"
+        );
+        assert_eq!(
+            store.break_glass_max_duration(),
+            DEFAULT_BREAK_GLASS_MAX_DURATION
+        );
         assert_eq!(store.keys().count(), 2);
     }
 
@@ -598,30 +671,56 @@ mod tests {
         let key = testkit::key(1);
         let expected = &Sha256::digest(key.public_key().as_bytes())[..16];
         assert_eq!(key.key_id().0, expected);
-        assert_eq!(key.key_id().to_string().parse::<KeyId>().expect("parse"), key.key_id());
+        assert_eq!(
+            key.key_id().to_string().parse::<KeyId>().expect("parse"),
+            key.key_id()
+        );
         let upper = key.key_id().to_string().to_uppercase();
         assert!(upper.parse::<KeyId>().is_err(), "one spelling per key id");
     }
 
     #[test]
     fn refuses_a_claimed_key_id_that_does_not_match() {
-        let mut text =
-            store_text("bundle = 1\nrevocation = 1", &[(1, r#"["bundle", "revocation"]"#)]);
+        let mut text = store_text(
+            "bundle = 1\nrevocation = 1",
+            &[(1, r#"["bundle", "revocation"]"#)],
+        );
         text.push_str(&format!("key_id = \"{}\"\n", testkit::key(2).key_id()));
         let err = TrustStore::from_toml(&text).expect_err("mismatch");
-        assert!(err.to_string().contains("does not match the public key"), "{err}");
+        assert!(
+            err.to_string().contains("does not match the public key"),
+            "{err}"
+        );
     }
 
     #[test]
     fn refuses_bad_trust_stores_naming_the_problem() {
         let both = r#"["bundle", "revocation"]"#;
         let cases = [
-            (store_text("bundle = 0\nrevocation = 1", &[(1, both)]), "at least 1"),
-            (store_text("bundle = 2\nrevocation = 1", &[(1, both)]), "can never be met"),
-            (store_text("bundle = 1\nrevocation = 1", &[(1, both), (1, both)]), "same public key"),
-            (store_text("bundle = 1\nrevocation = 1\ncolour = 2", &[(1, both)]), "unknown field"),
-            (store_text("bundle = 1\nrevocation = 1", &[(1, r#"["admin"]"#)]), "unknown variant"),
-            ("version = 2\n".to_owned(), "unsupported trust store version 2"),
+            (
+                store_text("bundle = 0\nrevocation = 1", &[(1, both)]),
+                "at least 1",
+            ),
+            (
+                store_text("bundle = 2\nrevocation = 1", &[(1, both)]),
+                "can never be met",
+            ),
+            (
+                store_text("bundle = 1\nrevocation = 1", &[(1, both), (1, both)]),
+                "same public key",
+            ),
+            (
+                store_text("bundle = 1\nrevocation = 1\ncolour = 2", &[(1, both)]),
+                "unknown field",
+            ),
+            (
+                store_text("bundle = 1\nrevocation = 1", &[(1, r#"["admin"]"#)]),
+                "unknown variant",
+            ),
+            (
+                "version = 2\n".to_owned(),
+                "unsupported trust store version 2",
+            ),
             ("[thresholds]\n".to_owned(), "version (missing)"),
             ("version = \n".to_owned(), "invalid TOML"),
         ];
@@ -631,7 +730,10 @@ mod tests {
         }
         let bad_key = "version = 1\n[thresholds]\nbundle = 1\nrevocation = 1\n[[keys]]\nname = \"x\"\npublic_key = \"ed25519:AAAA\"\nroles = [\"bundle\"]\n";
         let err = TrustStore::from_toml(bad_key).expect_err("short key");
-        assert!(err.to_string().contains("key \"x\": public key is 3 bytes"), "{err}");
+        assert!(
+            err.to_string().contains("key \"x\": public key is 3 bytes"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -643,8 +745,16 @@ mod tests {
         ))
         .expect("parse");
         assert_eq!(store.threshold(Role::BreakGlass), Some(1));
-        assert_eq!(store.break_glass_max_duration(), Duration::from_secs(90 * 60));
-        assert!(store.key(&testkit::key(1).key_id()).expect("k1").has_role(Role::BreakGlass));
+        assert_eq!(
+            store.break_glass_max_duration(),
+            Duration::from_secs(90 * 60)
+        );
+        assert!(
+            store
+                .key(&testkit::key(1).key_id())
+                .expect("k1")
+                .has_role(Role::BreakGlass)
+        );
 
         // The role alone accepts nothing: the threshold is what turns break-glass on.
         let store = TrustStore::from_toml(&store_text("bundle = 1\nrevocation = 1", &[(1, roles)]))
@@ -657,22 +767,37 @@ mod tests {
         let both = r#"["bundle", "revocation"]"#;
         let all = r#"["bundle", "revocation", "break-glass"]"#;
         let with = |extra: &str, roles| {
-            store_text(&format!("bundle = 1\nrevocation = 1\n{extra}"), &[(1, roles)])
+            store_text(
+                &format!("bundle = 1\nrevocation = 1\n{extra}"),
+                &[(1, roles)],
+            )
         };
         let cases = [
-            (with("break_glass = 0", all), "break-glass threshold 0: must be at least 1"),
+            (
+                with("break_glass = 0", all),
+                "break-glass threshold 0: must be at least 1",
+            ),
             (
                 with("break_glass = 1", both),
                 "break-glass threshold 1: can never be met: only 0 trusted key(s) hold the break-glass role",
             ),
             (with("break_glass = 2", all), "can never be met: only 1"),
-            (with("[break_glass]\nmax_duration = \"0s\"", all), "must be more than 0"),
-            (with("[break_glass]\nmax_duration = \"8days\"", all), "over the ceiling of 7 days"),
+            (
+                with("[break_glass]\nmax_duration = \"0s\"", all),
+                "must be more than 0",
+            ),
+            (
+                with("[break_glass]\nmax_duration = \"8days\"", all),
+                "over the ceiling of 7 days",
+            ),
             (
                 with("[break_glass]\nmax_duration = \"soon\"", all),
                 "max_duration \"soon\": is not a duration",
             ),
-            (with("[break_glass]\nmax = \"4h\"", all), "unknown field `max`"),
+            (
+                with("[break_glass]\nmax = \"4h\"", all),
+                "unknown field `max`",
+            ),
         ];
         for (text, needle) in cases {
             let err = TrustStore::from_toml(&text).expect_err(needle);
@@ -689,12 +814,22 @@ mod tests {
         }
         let err = TrustStore::from_toml(&with("break_glass = 1", both)).expect_err("no holder");
         assert!(
-            matches!(err, TrustError::Threshold { role: Role::BreakGlass, threshold: 1, .. }),
+            matches!(
+                err,
+                TrustError::Threshold {
+                    role: Role::BreakGlass,
+                    threshold: 1,
+                    ..
+                }
+            ),
             "{err:?}"
         );
         let err = TrustStore::from_toml(&with("[break_glass]\nmax_duration = \"8days\"", all))
             .expect_err("ceiling");
-        assert!(matches!(err, TrustError::BreakGlassDuration { .. }), "{err:?}");
+        assert!(
+            matches!(err, TrustError::BreakGlassDuration { .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -720,6 +855,10 @@ mod tests {
         let key = testkit::key(3);
         let text = encode_public_key(&key.public_key());
         assert_eq!(parse_public_key(&text).expect("parse"), key.public_key());
-        assert!(parse_public_key("ssh-ed25519 AAAA").expect_err("prefix").contains("must start"));
+        assert!(
+            parse_public_key("ssh-ed25519 AAAA")
+                .expect_err("prefix")
+                .contains("must start")
+        );
     }
 }

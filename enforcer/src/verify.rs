@@ -118,15 +118,24 @@ impl RevocationSet {
     }
 
     fn check_signers(&self, signers: &[KeyId]) -> Result<(), ArtifactError> {
-        match signers.iter().find_map(|k| self.keys.get(k).map(|by| (k, by))) {
-            Some((key_id, by)) => Err(ArtifactError::KeyRevoked { key_id: *key_id, by: *by }),
+        match signers
+            .iter()
+            .find_map(|k| self.keys.get(k).map(|by| (k, by)))
+        {
+            Some((key_id, by)) => Err(ArtifactError::KeyRevoked {
+                key_id: *key_id,
+                by: *by,
+            }),
             None => Ok(()),
         }
     }
 
     fn check_artifact(&self, id: &ArtifactId) -> Result<(), ArtifactError> {
         match self.artifacts.get(id) {
-            Some(by) => Err(ArtifactError::ArtifactRevoked { id: Box::new(*id), by: *by }),
+            Some(by) => Err(ArtifactError::ArtifactRevoked {
+                id: Box::new(*id),
+                by: *by,
+            }),
             None => Ok(()),
         }
     }
@@ -144,7 +153,11 @@ impl RevocationSet {
         }
         for (index, grant) in bundle.grants.iter().enumerate() {
             if let Some(by) = self.digests.get(&grant.digest) {
-                return Err(ArtifactError::DigestRevoked { digest: grant.digest, index, by: *by });
+                return Err(ArtifactError::DigestRevoked {
+                    digest: grant.digest,
+                    index,
+                    by: *by,
+                });
             }
         }
         Ok(())
@@ -162,7 +175,10 @@ impl Verifier {
     /// A verifier with the default clock skew allowance ([`DEFAULT_CLOCK_SKEW`]).
     #[must_use]
     pub fn new(trust: TrustStore) -> Self {
-        Self { trust, clock_skew: DEFAULT_CLOCK_SKEW }
+        Self {
+            trust,
+            clock_skew: DEFAULT_CLOCK_SKEW,
+        }
     }
 
     /// How far the local clock may be from the issuer's: a bundle is accepted from
@@ -200,10 +216,18 @@ impl Verifier {
             let checked = self
                 .check_signatures(&envelope, ArtifactKind::Bundle, revocations)
                 .and_then(|signers| Ok((signers, Bundle::from_payload(&envelope.payload)?)));
-            (checked, id.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            (
+                checked,
+                id.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            )
         });
         let (signers, bundle) = checked?;
-        let verified = VerifiedBundle { id, signers, bundle };
+        let verified = VerifiedBundle {
+            id,
+            signers,
+            bundle,
+        };
         revocations.check_content(&verified.id, &verified.bundle)?;
         self.check_window(verified.bundle.not_before, verified.bundle.not_after, now)?;
         Ok(verified)
@@ -233,7 +257,11 @@ impl Verifier {
             });
         }
         self.check_window(break_glass.not_before, break_glass.not_after, now)?;
-        Ok(VerifiedBreakGlass { id, signers, break_glass })
+        Ok(VerifiedBreakGlass {
+            id,
+            signers,
+            break_glass,
+        })
     }
 
     /// Verifies a revocation's envelope bytes. Revocations have no validity window: they
@@ -246,7 +274,12 @@ impl Verifier {
         let (envelope, signers) =
             self.authenticate(bytes, ArtifactKind::Revocation, revocations)?;
         let revocation = Revocation::from_payload(&envelope.payload)?;
-        Ok(VerifiedRevocation { id: envelope.id(), signers, revocation, payload: envelope.payload })
+        Ok(VerifiedRevocation {
+            id: envelope.id(),
+            signers,
+            revocation,
+            payload: envelope.payload,
+        })
     }
 
     /// Parses the envelope and checks its type and signatures; returns the distinct keys
@@ -277,13 +310,19 @@ impl Verifier {
         let role = expected.role();
         // Before any signature: a trust store that accepts none of this kind is the whole
         // answer, whoever signed.
-        let required = self.trust.threshold(role).ok_or(ArtifactError::NoThreshold { role })?;
+        let required = self
+            .trust
+            .threshold(role)
+            .ok_or(ArtifactError::NoThreshold { role })?;
         let message = envelope.signed_message();
         let mut signers = BTreeSet::new();
         let mut counted = BTreeSet::new();
         for sig in &envelope.signatures {
             let key_id = sig.key_id;
-            let key = self.trust.key(&key_id).ok_or(ArtifactError::UnknownKey { key_id })?;
+            let key = self
+                .trust
+                .key(&key_id)
+                .ok_or(ArtifactError::UnknownKey { key_id })?;
             if let Some(by) = revocations.key(&key_id) {
                 return Err(ArtifactError::KeyRevoked { key_id, by: *by });
             }
@@ -296,7 +335,11 @@ impl Verifier {
             }
         }
         if counted.len() < required {
-            return Err(ArtifactError::Threshold { role, valid: counted.len(), required });
+            return Err(ArtifactError::Threshold {
+                role,
+                valid: counted.len(),
+                required,
+            });
         }
         Ok(signers.into_iter().collect())
     }
@@ -311,10 +354,18 @@ impl Verifier {
         let now = unix_seconds(now);
         let skew = self.clock_skew.as_secs();
         if now.saturating_add(skew) < not_before {
-            return Err(ArtifactError::NotYetValid { not_before, now, skew });
+            return Err(ArtifactError::NotYetValid {
+                not_before,
+                now,
+                skew,
+            });
         }
         if now > not_after.saturating_add(skew) {
-            return Err(ArtifactError::Expired { not_after, now, skew });
+            return Err(ArtifactError::Expired {
+                not_after,
+                now,
+                skew,
+            });
         }
         Ok(())
     }
@@ -322,7 +373,10 @@ impl Verifier {
 
 /// Reads the artifact file at `path`, refusing one over the size limit before reading it.
 pub fn read_artifact(path: &Path) -> Result<Vec<u8>, ArtifactError> {
-    let read_err = |source| ArtifactError::Read { path: path.display().to_string(), source };
+    let read_err = |source| ArtifactError::Read {
+        path: path.display().to_string(),
+        source,
+    };
     let size = std::fs::metadata(path).map_err(read_err)?.len();
     let limit = crate::artifact::MAX_ARTIFACT_BYTES;
     if size > limit as u64 {
@@ -382,7 +436,9 @@ pub(crate) mod testkit {
     /// [`store`] with bundle and revocation thresholds 1 that also accepts break-glass
     /// artifacts signed by `threshold` of keys 6 and 7, with the default longest window.
     pub fn store_with_break_glass(threshold: usize) -> TrustStore {
-        store(1, 1).with_break_glass(threshold).expect("break-glass threshold")
+        store(1, 1)
+            .with_break_glass(threshold)
+            .expect("break-glass threshold")
     }
 
     /// Valid from `NOW - 10` for an hour, in `/agents.slice`.
@@ -434,7 +490,11 @@ pub(crate) mod testkit {
     }
 
     pub fn signed_bundle(bundle: &Bundle, signers: &[u8]) -> Vec<u8> {
-        sign(ArtifactKind::Bundle, bundle.to_payload().expect("bundle payload"), signers)
+        sign(
+            ArtifactKind::Bundle,
+            bundle.to_payload().expect("bundle payload"),
+            signers,
+        )
     }
 
     pub fn signed_break_glass(break_glass: &BreakGlass, signers: &[u8]) -> Vec<u8> {
@@ -466,14 +526,21 @@ mod tests {
     }
 
     fn refused(v: &Verifier, bytes: &[u8], revocations: &RevocationSet) -> ArtifactError {
-        v.verify_bundle(bytes, now(), revocations).expect_err("must be refused")
+        v.verify_bundle(bytes, now(), revocations)
+            .expect_err("must be refused")
     }
 
     fn revocation(targets: Vec<RevocationTarget>) -> (ArtifactId, RevocationSet) {
-        let r = Revocation { issuer: "sec".into(), issued_at: NOW, reason: None, targets };
+        let r = Revocation {
+            issuer: "sec".into(),
+            issued_at: NOW,
+            reason: None,
+            targets,
+        };
         let bytes = testkit::signed_revocation(&r, &[4]);
-        let verified =
-            verifier(1).verify_revocation(&bytes, &RevocationSet::new()).expect("revocation");
+        let verified = verifier(1)
+            .verify_revocation(&bytes, &RevocationSet::new())
+            .expect("revocation");
         let mut set = RevocationSet::new();
         set.insert(verified.id, &verified.revocation);
         (verified.id, set)
@@ -482,12 +549,17 @@ mod tests {
     #[test]
     fn accepts_a_bundle_signed_by_enough_keys() {
         let bytes = signed_bundle(&testkit::bundle(), &[1, 2]);
-        let v = verifier(2).verify_bundle(&bytes, now(), &RevocationSet::new()).expect("valid");
+        let v = verifier(2)
+            .verify_bundle(&bytes, now(), &RevocationSet::new())
+            .expect("valid");
         assert_eq!(v.bundle, testkit::bundle());
         let mut expected = vec![key(1).key_id(), key(2).key_id()];
         expected.sort();
         assert_eq!(v.signers, expected);
-        assert_eq!(v.id, ArtifactId::of_payload(&testkit::bundle().to_payload().expect("p")));
+        assert_eq!(
+            v.id,
+            ArtifactId::of_payload(&testkit::bundle().to_payload().expect("p"))
+        );
     }
 
     #[test]
@@ -501,7 +573,8 @@ mod tests {
             "{err:?}"
         );
         assert!(
-            err.to_string().contains(&format!("signature by unknown key {}", stranger.key_id())),
+            err.to_string()
+                .contains(&format!("signature by unknown key {}", stranger.key_id())),
             "{err}"
         );
     }
@@ -513,7 +586,8 @@ mod tests {
         let err = refused(&verifier(1), &env.to_bytes(), &RevocationSet::new());
         assert!(matches!(err, ArtifactError::BadSignature { .. }), "{err:?}");
         assert!(
-            err.to_string().contains(&format!("bad signature by key {}", key(1).key_id())),
+            err.to_string()
+                .contains(&format!("bad signature by key {}", key(1).key_id())),
             "{err}"
         );
 
@@ -522,24 +596,45 @@ mod tests {
         other.serial = 2;
         let mut env2 = Envelope::parse(&signed_bundle(&other, &[])).expect("parse");
         env2.signatures = env.signatures.clone();
-        env2.signatures[0].sig =
-            Envelope::parse(&signed_bundle(&testkit::bundle(), &[1])).expect("p").signatures[0].sig;
+        env2.signatures[0].sig = Envelope::parse(&signed_bundle(&testkit::bundle(), &[1]))
+            .expect("p")
+            .signatures[0]
+            .sig;
         let err = refused(&verifier(1), &env2.to_bytes(), &RevocationSet::new());
         assert!(matches!(err, ArtifactError::BadSignature { .. }), "{err:?}");
     }
 
     #[test]
     fn refuses_fewer_signatures_than_the_threshold() {
-        let err =
-            refused(&verifier(2), &signed_bundle(&testkit::bundle(), &[1]), &RevocationSet::new());
+        let err = refused(
+            &verifier(2),
+            &signed_bundle(&testkit::bundle(), &[1]),
+            &RevocationSet::new(),
+        );
         assert!(
-            matches!(err, ArtifactError::Threshold { role: Role::Bundle, valid: 1, required: 2 }),
+            matches!(
+                err,
+                ArtifactError::Threshold {
+                    role: Role::Bundle,
+                    valid: 1,
+                    required: 2
+                }
+            ),
             "{err:?}"
         );
-        assert!(err.to_string().contains("not enough signatures: 1 valid"), "{err}");
-        let err =
-            refused(&verifier(1), &signed_bundle(&testkit::bundle(), &[]), &RevocationSet::new());
-        assert!(matches!(err, ArtifactError::Threshold { valid: 0, .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("not enough signatures: 1 valid"),
+            "{err}"
+        );
+        let err = refused(
+            &verifier(1),
+            &signed_bundle(&testkit::bundle(), &[]),
+            &RevocationSet::new(),
+        );
+        assert!(
+            matches!(err, ArtifactError::Threshold { valid: 0, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -548,7 +643,17 @@ mod tests {
         let again = env.signatures[0].clone();
         env.signatures.push(again);
         let err = refused(&verifier(2), &env.to_bytes(), &RevocationSet::new());
-        assert!(matches!(err, ArtifactError::Threshold { valid: 1, required: 2, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                ArtifactError::Threshold {
+                    valid: 1,
+                    required: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -559,7 +664,10 @@ mod tests {
             &signed_bundle(&testkit::bundle(), &[1, 4, 5]),
             &RevocationSet::new(),
         );
-        assert!(matches!(err, ArtifactError::Threshold { valid: 1, .. }), "{err:?}");
+        assert!(
+            matches!(err, ArtifactError::Threshold { valid: 1, .. }),
+            "{err:?}"
+        );
         // And a bundle key cannot sign revocations.
         let r = Revocation {
             issuer: "sec".into(),
@@ -568,10 +676,20 @@ mod tests {
             targets: vec![RevocationTarget::Bundle("x".into())],
         };
         let err = verifier(1)
-            .verify_revocation(&testkit::signed_revocation(&r, &[1, 2]), &RevocationSet::new())
+            .verify_revocation(
+                &testkit::signed_revocation(&r, &[1, 2]),
+                &RevocationSet::new(),
+            )
             .expect_err("role");
         assert!(
-            matches!(err, ArtifactError::Threshold { role: Role::Revocation, valid: 0, .. }),
+            matches!(
+                err,
+                ArtifactError::Threshold {
+                    role: Role::Revocation,
+                    valid: 0,
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }
@@ -586,10 +704,20 @@ mod tests {
         at(b.not_after + 30).expect("skew allows late");
         let err = at(b.not_before - 31).expect_err("early");
         assert!(matches!(err, ArtifactError::NotYetValid { .. }), "{err:?}");
-        assert!(err.to_string().starts_with("not yet valid: valid from 2027-"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("not yet valid: valid from 2027-"),
+            "{err}"
+        );
         let err = at(b.not_after + 31).expect_err("late");
-        assert!(matches!(err, ArtifactError::Expired { skew: 30, .. }), "{err:?}");
-        assert!(err.to_string().starts_with("expired: valid until 2027-"), "{err}");
+        assert!(
+            matches!(err, ArtifactError::Expired { skew: 30, .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with("expired: valid until 2027-"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -600,11 +728,15 @@ mod tests {
             reason: None,
             targets: vec![RevocationTarget::Bundle("x".into())],
         };
-        let err =
-            refused(&verifier(1), &testkit::signed_revocation(&r, &[4]), &RevocationSet::new());
+        let err = refused(
+            &verifier(1),
+            &testkit::signed_revocation(&r, &[4]),
+            &RevocationSet::new(),
+        );
         assert!(matches!(err, ArtifactError::WrongKind { .. }), "{err:?}");
         assert!(
-            err.to_string().contains("expected a bundle artifact but this is a revocation"),
+            err.to_string()
+                .contains("expected a bundle artifact but this is a revocation"),
             "{err}"
         );
     }
@@ -616,17 +748,32 @@ mod tests {
         env.payload_type = "application/vnd.enforcer.bundle.v2+json".into();
         env.add_signature(&key(1));
         let err = refused(&verifier(1), &env.to_bytes(), &RevocationSet::new());
-        assert!(matches!(err, ArtifactError::UnknownSchema { .. }), "{err:?}");
+        assert!(
+            matches!(err, ArtifactError::UnknownSchema { .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn refuses_signed_payloads_with_unknown_fields_or_bad_syntax() {
         let text = String::from_utf8(testkit::bundle().to_payload().expect("p")).expect("utf8");
         let cases = [
-            (text.replacen('{', "{\"priority\":1,", 1), "unknown field `priority`"),
-            (text.replace("/agents.slice", "/agents.slice/../etc"), "invalid scope"),
-            (text.replacen("sha256:", "sha256:0", 1), "invalid digest in grant 0"),
-            (text.replacen("\"serial\":1", "\"serial\":-1", 1), "malformed bundle payload"),
+            (
+                text.replacen('{', "{\"priority\":1,", 1),
+                "unknown field `priority`",
+            ),
+            (
+                text.replace("/agents.slice", "/agents.slice/../etc"),
+                "invalid scope",
+            ),
+            (
+                text.replacen("sha256:", "sha256:0", 1),
+                "invalid digest in grant 0",
+            ),
+            (
+                text.replacen("\"serial\":1", "\"serial\":-1", 1),
+                "malformed bundle payload",
+            ),
         ];
         for (payload, needle) in cases {
             let bytes = testkit::sign(ArtifactKind::Bundle, payload.into_bytes(), &[1]);
@@ -639,8 +786,15 @@ mod tests {
     fn refuses_revoked_bundles_by_id() {
         let (by, set) = revocation(vec![RevocationTarget::Bundle("agents-base".into())]);
         let err = refused(&verifier(1), &signed_bundle(&testkit::bundle(), &[1]), &set);
-        assert!(matches!(err, ArtifactError::BundleRevoked { by: b, .. } if b == by), "{err:?}");
-        assert!(err.to_string().contains("revoked bundle: bundle id \"agents-base\""), "{err}");
+        assert!(
+            matches!(err, ArtifactError::BundleRevoked { by: b, .. } if b == by),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("revoked bundle: bundle id \"agents-base\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -648,8 +802,14 @@ mod tests {
         let id = ArtifactId::of_payload(&testkit::bundle().to_payload().expect("p"));
         let (_, set) = revocation(vec![RevocationTarget::Artifact(id)]);
         let err = refused(&verifier(1), &signed_bundle(&testkit::bundle(), &[1]), &set);
-        assert!(matches!(err, ArtifactError::ArtifactRevoked { .. }), "{err:?}");
-        assert!(err.to_string().contains(&format!("revoked artifact: {id}")), "{err}");
+        assert!(
+            matches!(err, ArtifactError::ArtifactRevoked { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(&format!("revoked artifact: {id}")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -657,9 +817,13 @@ mod tests {
         let digest = testkit::bundle().grants[1].digest;
         let (_, set) = revocation(vec![RevocationTarget::Digest(digest)]);
         let err = refused(&verifier(1), &signed_bundle(&testkit::bundle(), &[1]), &set);
-        assert!(matches!(err, ArtifactError::DigestRevoked { index: 1, .. }), "{err:?}");
         assert!(
-            err.to_string().contains(&format!("grant 1 names sha256:{digest}, which is revoked")),
+            matches!(err, ArtifactError::DigestRevoked { index: 1, .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("grant 1 names sha256:{digest}, which is revoked")),
             "{err}"
         );
         assert_eq!(
@@ -680,13 +844,18 @@ mod tests {
     #[test]
     fn refuses_signatures_by_revoked_keys() {
         let (_, set) = revocation(vec![RevocationTarget::Key(key(2).key_id())]);
-        let err = refused(&verifier(1), &signed_bundle(&testkit::bundle(), &[1, 2]), &set);
+        let err = refused(
+            &verifier(1),
+            &signed_bundle(&testkit::bundle(), &[1, 2]),
+            &set,
+        );
         assert!(
             matches!(err, ArtifactError::KeyRevoked { key_id, .. } if key_id == key(2).key_id()),
             "{err:?}"
         );
         assert!(
-            err.to_string().contains(&format!("signature by revoked key {}", key(2).key_id())),
+            err.to_string()
+                .contains(&format!("signature by revoked key {}", key(2).key_id())),
             "{err}"
         );
         // The agent re-checks live bundles against new revocations the same way.
@@ -697,7 +866,10 @@ mod tests {
                 &RevocationSet::new(),
             )
             .expect("valid");
-        assert!(matches!(set.check(&live), Err(ArtifactError::KeyRevoked { .. })));
+        assert!(matches!(
+            set.check(&live),
+            Err(ArtifactError::KeyRevoked { .. })
+        ));
         assert!(RevocationSet::new().check(&live).is_ok());
     }
 
@@ -723,7 +895,10 @@ mod tests {
     #[test]
     fn envelope_signatures_with_garbage_are_refused_not_panicking() {
         let mut env = Envelope::parse(&signed_bundle(&testkit::bundle(), &[1])).expect("parse");
-        env.signatures[0] = EnvelopeSignature { key_id: key(1).key_id(), sig: [0xff; 64] };
+        env.signatures[0] = EnvelopeSignature {
+            key_id: key(1).key_id(),
+            sig: [0xff; 64],
+        };
         let err = refused(&verifier(1), &env.to_bytes(), &RevocationSet::new());
         assert!(matches!(err, ArtifactError::BadSignature { .. }), "{err:?}");
     }
@@ -738,7 +913,8 @@ mod tests {
         }
 
         fn refused_at(v: &Verifier, bytes: &[u8], at: u64, set: &RevocationSet) -> ArtifactError {
-            v.verify_break_glass(bytes, from_unix_seconds(at), set).expect_err("must be refused")
+            v.verify_break_glass(bytes, from_unix_seconds(at), set)
+                .expect_err("must be refused")
         }
 
         #[test]
@@ -748,7 +924,10 @@ mod tests {
                 .verify_break_glass(&bytes, now(), &RevocationSet::new())
                 .expect("valid");
             assert_eq!(v.break_glass, break_glass());
-            assert_eq!(v.id, ArtifactId::of_payload(&break_glass().to_payload().expect("p")));
+            assert_eq!(
+                v.id,
+                ArtifactId::of_payload(&break_glass().to_payload().expect("p"))
+            );
             assert_eq!(v.signers.len(), 2);
         }
 
@@ -756,9 +935,16 @@ mod tests {
         fn refuses_every_break_glass_when_the_trust_store_sets_no_threshold() {
             let bytes = signed_break_glass(&break_glass(), &[6, 7]);
             let v = Verifier::new(store(1, 1));
-            let err = v.verify_break_glass(&bytes, now(), &RevocationSet::new()).expect_err("off");
+            let err = v
+                .verify_break_glass(&bytes, now(), &RevocationSet::new())
+                .expect_err("off");
             assert!(
-                matches!(err, ArtifactError::NoThreshold { role: Role::BreakGlass }),
+                matches!(
+                    err,
+                    ArtifactError::NoThreshold {
+                        role: Role::BreakGlass
+                    }
+                ),
                 "{err:?}"
             );
             let msg = err.to_string();
@@ -776,7 +962,11 @@ mod tests {
             assert!(
                 matches!(
                     err,
-                    ArtifactError::Threshold { role: Role::BreakGlass, valid: 1, required: 2 }
+                    ArtifactError::Threshold {
+                        role: Role::BreakGlass,
+                        valid: 1,
+                        required: 2
+                    }
                 ),
                 "{err:?}"
             );
@@ -794,7 +984,14 @@ mod tests {
                 )
                 .expect_err("role");
             assert!(
-                matches!(err, ArtifactError::Threshold { role: Role::Bundle, valid: 0, .. }),
+                matches!(
+                    err,
+                    ArtifactError::Threshold {
+                        role: Role::Bundle,
+                        valid: 0,
+                        ..
+                    }
+                ),
                 "{err:?}"
             );
         }
@@ -802,17 +999,20 @@ mod tests {
         #[test]
         fn a_break_glass_is_never_taken_for_a_bundle_or_the_reverse() {
             let bg = signed_break_glass(&break_glass(), &[6]);
-            let err =
-                verifier(1).verify_bundle(&bg, now(), &RevocationSet::new()).expect_err("kind");
+            let err = verifier(1)
+                .verify_bundle(&bg, now(), &RevocationSet::new())
+                .expect_err("kind");
             assert!(matches!(err, ArtifactError::WrongKind { .. }), "{err:?}");
             assert!(
-                err.to_string().contains("expected a bundle artifact but this is a break-glass"),
+                err.to_string()
+                    .contains("expected a bundle artifact but this is a break-glass"),
                 "{err}"
             );
             let bundle = signed_bundle(&testkit::bundle(), &[1]);
             let err = refused_at(&verifier(1), &bundle, NOW, &RevocationSet::new());
             assert!(
-                err.to_string().contains("expected a break-glass artifact but this is a bundle"),
+                err.to_string()
+                    .contains("expected a break-glass artifact but this is a bundle"),
                 "{err}"
             );
             // The same payload bytes signed as a bundle do not verify as a break-glass: the
@@ -851,7 +1051,8 @@ mod tests {
                     "{err:?}"
                 );
                 assert!(
-                    err.to_string().starts_with("window too long: valid for 1h 30m 1s (from 2027-"),
+                    err.to_string()
+                        .starts_with("window too long: valid for 1h 30m 1s (from 2027-"),
                     "{err}"
                 );
                 assert!(err.to_string().contains("at most 1h 30m"), "{err}");
@@ -877,11 +1078,24 @@ mod tests {
             at(bg.not_before - 30).expect("skew allows early");
             at(bg.not_after + 30).expect("skew allows late");
             let err = at(bg.not_before - 31).expect_err("early");
-            assert!(matches!(err, ArtifactError::NotYetValid { skew: 30, .. }), "{err:?}");
-            assert!(err.to_string().starts_with("not yet valid: valid from 2027-"), "{err}");
+            assert!(
+                matches!(err, ArtifactError::NotYetValid { skew: 30, .. }),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with("not yet valid: valid from 2027-"),
+                "{err}"
+            );
             let err = at(bg.not_after + 31).expect_err("late");
-            assert!(matches!(err, ArtifactError::Expired { skew: 30, .. }), "{err:?}");
-            assert!(err.to_string().starts_with("expired: valid until 2027-"), "{err}");
+            assert!(
+                matches!(err, ArtifactError::Expired { skew: 30, .. }),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string().starts_with("expired: valid until 2027-"),
+                "{err}"
+            );
         }
 
         #[test]
@@ -895,7 +1109,8 @@ mod tests {
                 "{err:?}"
             );
             assert!(
-                err.to_string().contains(&format!("revoked artifact: {id} is revoked (by {by})")),
+                err.to_string()
+                    .contains(&format!("revoked artifact: {id} is revoked (by {by})")),
                 "{err}"
             );
 
@@ -906,7 +1121,8 @@ mod tests {
                 "{err:?}"
             );
             assert!(
-                err.to_string().contains(&format!("signature by revoked key {}", key(7).key_id())),
+                err.to_string()
+                    .contains(&format!("signature by revoked key {}", key(7).key_id())),
                 "{err}"
             );
 
@@ -914,11 +1130,15 @@ mod tests {
             let live = verifier(1)
                 .verify_break_glass(&bytes, now(), &RevocationSet::new())
                 .expect("valid");
-            assert!(matches!(set.check_break_glass(&live), Err(ArtifactError::KeyRevoked { .. })));
+            assert!(matches!(
+                set.check_break_glass(&live),
+                Err(ArtifactError::KeyRevoked { .. })
+            ));
             assert!(RevocationSet::new().check_break_glass(&live).is_ok());
             // Revocations by bundle id or digest name bundles, not break-glass artifacts.
             let (_, set) = revocation(vec![RevocationTarget::Bundle("oncall".into())]);
-            set.check_break_glass(&live).expect("a bundle id does not name it");
+            set.check_break_glass(&live)
+                .expect("a bundle id does not name it");
         }
 
         #[test]
@@ -926,7 +1146,10 @@ mod tests {
             let text = String::from_utf8(break_glass().to_payload().expect("p")).expect("utf8");
             let bg = break_glass();
             let cases = [
-                (text.replacen('{', "{\"serial\":1,", 1), "unknown field `serial`"),
+                (
+                    text.replacen('{', "{\"serial\":1,", 1),
+                    "unknown field `serial`",
+                ),
                 (
                     text.replace(
                         &format!("\"not_after\":{}", bg.not_after),
@@ -934,7 +1157,10 @@ mod tests {
                     ),
                     "cannot be empty",
                 ),
-                (text.replace(&bg.reason, ""), "invalid reason: must not be empty"),
+                (
+                    text.replace(&bg.reason, ""),
+                    "invalid reason: must not be empty",
+                ),
             ];
             for (payload, needle) in cases {
                 let bytes = testkit::sign(ArtifactKind::BreakGlass, payload.into_bytes(), &[6]);

@@ -18,12 +18,15 @@ struct Desk {
 
 impl Desk {
     fn new() -> Self {
-        let desk = Self { dir: tempfile::tempdir().expect("tempdir") };
+        let desk = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
         std::fs::create_dir(desk.path("keys")).expect("mkdir keys");
         let mut keys = String::new();
-        for (name, roles) in
-            [("alice", r#"["bundle"]"#), ("carol", r#"["revocation", "break-glass"]"#)]
-        {
+        for (name, roles) in [
+            ("alice", r#"["bundle"]"#),
+            ("carol", r#"["revocation", "break-glass"]"#),
+        ] {
             desk.ok(&["key", "generate", "--out", &format!("keys/{name}")]);
             let public =
                 std::fs::read_to_string(desk.path(&format!("keys/{name}.pub"))).expect("pub");
@@ -56,7 +59,11 @@ impl Desk {
 
     fn ok(&self, args: &[&str]) -> Run {
         let run = self.run(args);
-        assert_eq!(run.code, 0, "enforcer {args:?} failed:\n{}{}", run.stdout, run.stderr);
+        assert_eq!(
+            run.code, 0,
+            "enforcer {args:?} failed:\n{}{}",
+            run.stdout, run.stderr
+        );
         run
     }
 
@@ -64,7 +71,11 @@ impl Desk {
     /// argument errors.
     fn refused(&self, args: &[&str], needle: &str) -> Run {
         let run = self.run(args);
-        assert_ne!(run.code, 0, "enforcer {args:?} should fail:\n{}{}", run.stdout, run.stderr);
+        assert_ne!(
+            run.code, 0,
+            "enforcer {args:?} should fail:\n{}{}",
+            run.stdout, run.stderr
+        );
         assert!(
             run.stderr.contains(needle),
             "enforcer {args:?}: want {needle:?} in:\n{}",
@@ -108,28 +119,62 @@ const DURING: &str = "2030-01-01T08:30:00Z";
 fn create_sign_verify_inspect_round_trip() {
     let desk = Desk::new();
     let created = desk.create("bg.json", "1h");
-    assert!(created.stdout.starts_with("wrote unsigned break-glass "), "{}", created.stdout);
-    assert!(created.stdout.contains("next: enforcer break-glass sign"), "{}", created.stdout);
+    assert!(
+        created.stdout.starts_with("wrote unsigned break-glass "),
+        "{}",
+        created.stdout
+    );
+    assert!(
+        created.stdout.contains("next: enforcer break-glass sign"),
+        "{}",
+        created.stdout
+    );
 
-    let verify = ["break-glass", "verify", "--trust", "trust.toml", "--at", DURING, "bg.json"];
+    let verify = [
+        "break-glass",
+        "verify",
+        "--trust",
+        "trust.toml",
+        "--at",
+        DURING,
+        "bg.json",
+    ];
     desk.refused(
         &verify,
         "not enough signatures: 0 valid from distinct keys with the break-glass role, 1 required",
     );
     // A key without the role can sign, but its signature does not count.
     desk.ok(&["break-glass", "sign", "--key", "keys/alice.key", "bg.json"]);
-    desk.refused(&verify, "0 valid from distinct keys with the break-glass role");
+    desk.refused(
+        &verify,
+        "0 valid from distinct keys with the break-glass role",
+    );
     let signed = desk.ok(&["break-glass", "sign", "--key", "keys/carol.key", "bg.json"]);
     assert!(
-        signed.stdout.contains("reason       INC-42: agents cannot run the deploy tool"),
+        signed
+            .stdout
+            .contains("reason       INC-42: agents cannot run the deploy tool"),
         "{}",
         signed.stdout
     );
     let ok = desk.ok(&verify);
-    assert!(ok.stdout.starts_with("OK: break-glass from \"oncall\" (artifact "), "{}", ok.stdout);
+    assert!(
+        ok.stdout
+            .starts_with("OK: break-glass from \"oncall\" (artifact "),
+        "{}",
+        ok.stdout
+    );
     assert!(ok.stdout.contains("carol ("), "{}", ok.stdout);
-    assert!(ok.stdout.contains("monitor mode in /agents.slice"), "{}", ok.stdout);
-    assert!(ok.stdout.contains("valid until 2030-01-01T09:00:00Z"), "{}", ok.stdout);
+    assert!(
+        ok.stdout.contains("monitor mode in /agents.slice"),
+        "{}",
+        ok.stdout
+    );
+    assert!(
+        ok.stdout.contains("valid until 2030-01-01T09:00:00Z"),
+        "{}",
+        ok.stdout
+    );
 
     let inspect = desk.ok(&["break-glass", "inspect", "bg.json"]);
     for needle in [
@@ -139,22 +184,38 @@ fn create_sign_verify_inspect_round_trip() {
         "monitor in   /agents.slice",
         "signatures   2",
     ] {
-        assert!(inspect.stdout.contains(needle), "{needle}: {}", inspect.stdout);
+        assert!(
+            inspect.stdout.contains(needle),
+            "{needle}: {}",
+            inspect.stdout
+        );
     }
     let json = desk.ok(&["break-glass", "inspect", "--json", "bg.json"]);
     let json: serde_json::Value =
         serde_json::from_str(&json.stdout).expect("inspect --json prints JSON");
     assert_eq!(json["kind"], "break-glass");
-    assert_eq!(json["payload_type"], "application/vnd.enforcer.break-glass.v1+json");
+    assert_eq!(
+        json["payload_type"],
+        "application/vnd.enforcer.break-glass.v1+json"
+    );
     assert_eq!(
         json["payload"]["not_after"],
         json["payload"]["not_before"].as_u64().expect("u64") + 3600
     );
-    assert_eq!(json["payload"]["scopes"], serde_json::json!(["/agents.slice"]));
-    assert_eq!(json["payload"]["reason"], "INC-42: agents cannot run the deploy tool");
+    assert_eq!(
+        json["payload"]["scopes"],
+        serde_json::json!(["/agents.slice"])
+    );
+    assert_eq!(
+        json["payload"]["reason"],
+        "INC-42: agents cannot run the deploy tool"
+    );
     assert_eq!(json["signatures"].as_array().expect("signatures").len(), 2);
     let id = json["id"].as_str().expect("id");
-    assert!(ok.stdout.contains(id), "verify and inspect cite the same artifact id");
+    assert!(
+        ok.stdout.contains(id),
+        "verify and inspect cite the same artifact id"
+    );
 
     // Outside its window it grants nothing.
     desk.refused(
@@ -196,7 +257,13 @@ fn the_trust_store_decides_whether_and_for_how_long() {
     // Three hours: the default maximum (4h) would allow it, this trust store (2h) does not.
     let created = desk.create("long.json", "3h");
     assert!(!created.stderr.contains("note:"), "{}", created.stderr);
-    desk.ok(&["break-glass", "sign", "--key", "keys/carol.key", "long.json"]);
+    desk.ok(&[
+        "break-glass",
+        "sign",
+        "--key",
+        "keys/carol.key",
+        "long.json",
+    ]);
     desk.refused(
         &["break-glass", "verify", "--trust", "trust.toml", "--at", DURING, "long.json"],
         "window too long: valid for 3h (from 2030-01-01T08:00:00Z to 2030-01-01T11:00:00Z), but a break-glass may be valid for at most 2h",
@@ -241,7 +308,9 @@ fn a_break_glass_is_revoked_like_any_artifact() {
     );
 
     let carol = desk.key_id("carol");
-    desk.ok(&["revoke", "create", "--issuer", "sec", "--key-id", &carol, "--out", "rk.json"]);
+    desk.ok(&[
+        "revoke", "create", "--issuer", "sec", "--key-id", &carol, "--out", "rk.json",
+    ]);
     desk.ok(&["revoke", "sign", "--key", "keys/carol.key", "rk.json"]);
     desk.refused(
         &[
@@ -261,7 +330,14 @@ fn a_break_glass_is_revoked_like_any_artifact() {
 
 /// `break-glass create --issuer oncall --out bg.json` and `extra`, split on whitespace.
 fn create_args(extra: &str) -> Vec<&str> {
-    let mut args = vec!["break-glass", "create", "--issuer", "oncall", "--out", "bg.json"];
+    let mut args = vec![
+        "break-glass",
+        "create",
+        "--issuer",
+        "oncall",
+        "--out",
+        "bg.json",
+    ];
     args.extend(extra.split_whitespace());
     args
 }
@@ -278,7 +354,10 @@ fn bad_break_glass_requests_are_explained() {
             "--scope /a --scope /a --valid-for 1h --reason INC-42",
             "invalid scopes: /a is listed twice",
         ),
-        ("--scope / --valid-for 1h --reason INC-42", "the root cgroup cannot be a scope"),
+        (
+            "--scope / --valid-for 1h --reason INC-42",
+            "the root cgroup cannot be a scope",
+        ),
         (
             "--scope /a --reason INC-42 --not-before 2030-01-02T00:00:00Z --not-after 2030-01-01T00:00:00Z",
             "a break-glass window cannot be empty or inverted",
@@ -294,12 +373,16 @@ fn bad_break_glass_requests_are_explained() {
     let mut blank = create_args("--scope /a --valid-for 1h");
     blank.extend(["--reason", " "]);
     desk.refused(&blank, "invalid reason: must not be empty");
-    assert!(!desk.path("bg.json").exists(), "nothing written for a refused request");
+    assert!(
+        !desk.path("bg.json").exists(),
+        "nothing written for a refused request"
+    );
 
     // Longer than the default maximum: written, with a note saying who will refuse it.
     let long = desk.ok(&create_args("--scope /a --reason INC-42 --valid-for 6h"));
     assert!(
-        long.stderr.contains("note: valid for 6h: refused by trust stores that keep the default"),
+        long.stderr
+            .contains("note: valid for 6h: refused by trust stores that keep the default"),
         "{}",
         long.stderr
     );

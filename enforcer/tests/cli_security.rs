@@ -17,7 +17,10 @@ struct Cli {
 
 impl Cli {
     fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("tempdir"), transcript: String::new() }
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            transcript: String::new(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -36,14 +39,22 @@ impl Cli {
     /// Runs and expects success.
     fn ok(&mut self, line: &str) -> Run {
         let run = self.run(line);
-        assert_eq!(run.code, 0, "enforcer {line} failed:\n{}{}", run.stdout, run.stderr);
+        assert_eq!(
+            run.code, 0,
+            "enforcer {line} failed:\n{}{}",
+            run.stdout, run.stderr
+        );
         run
     }
 
     /// Runs and expects exit code 1 with `needle` in stderr.
     fn refused(&mut self, line: &str, needle: &str) -> Run {
         let run = self.run(line);
-        assert_eq!(run.code, 1, "enforcer {line} should fail:\n{}{}", run.stdout, run.stderr);
+        assert_eq!(
+            run.code, 1,
+            "enforcer {line} should fail:\n{}{}",
+            run.stdout, run.stderr
+        );
         assert!(
             run.stderr.contains(needle),
             "enforcer {line}: want {needle:?} in:\n{}",
@@ -64,7 +75,11 @@ impl Cli {
         std::fs::create_dir(self.path("keys")).expect("mkdir");
         let mut trust =
             format!("version = 1\n[thresholds]\nbundle = {bundle_threshold}\nrevocation = 1\n");
-        for (name, role) in [("alice", "bundle"), ("bob", "bundle"), ("carol", "revocation")] {
+        for (name, role) in [
+            ("alice", "bundle"),
+            ("bob", "bundle"),
+            ("carol", "revocation"),
+        ] {
             let run = self.ok(&format!("key generate --out keys/{name}"));
             assert!(run.stdout.contains("key id"), "{}", run.stdout);
             let public =
@@ -94,8 +109,10 @@ impl Cli {
             .map(|name| {
                 let text =
                     std::fs::read_to_string(self.path(&format!("keys/{name}.key"))).expect("key");
-                let line =
-                    text.lines().find(|l| l.starts_with("ed25519-private:")).expect("key line");
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with("ed25519-private:"))
+                    .expect("key line");
                 line["ed25519-private:".len()..].to_owned()
             })
             .collect()
@@ -114,7 +131,11 @@ fn two_of_two_signing_flow() {
     let mut cli = Cli::new();
     cli.with_keys(2);
     for name in ["alice", "bob", "carol"] {
-        assert_eq!(mode(&cli.path(&format!("keys/{name}.key"))), 0o600, "{name}.key");
+        assert_eq!(
+            mode(&cli.path(&format!("keys/{name}.key"))),
+            0o600,
+            "{name}.key"
+        );
     }
     cli.create_bundle("1");
     let verify = "bundle verify --trust trust.toml bundle.json";
@@ -137,18 +158,41 @@ fn two_of_two_signing_flow() {
 
     cli.ok("bundle sign --key keys/bob.key bundle.json");
     let ok = cli.ok(verify);
-    assert!(ok.stdout.starts_with("OK: bundle \"agents-base\" serial 1"), "{}", ok.stdout);
-    assert!(ok.stdout.contains("alice (") && ok.stdout.contains("bob ("), "{}", ok.stdout);
+    assert!(
+        ok.stdout.starts_with("OK: bundle \"agents-base\" serial 1"),
+        "{}",
+        ok.stdout
+    );
+    assert!(
+        ok.stdout.contains("alice (") && ok.stdout.contains("bob ("),
+        "{}",
+        ok.stdout
+    );
 
     let inspect = cli.ok("bundle inspect bundle.json");
-    assert!(inspect.stdout.contains("scopes       /agents.slice"), "{}", inspect.stdout);
-    assert!(inspect.stdout.contains("  tool"), "grant named after its path: {}", inspect.stdout);
-    assert!(inspect.stdout.contains("abc  (until "), "{}", inspect.stdout);
+    assert!(
+        inspect.stdout.contains("scopes       /agents.slice"),
+        "{}",
+        inspect.stdout
+    );
+    assert!(
+        inspect.stdout.contains("  tool"),
+        "grant named after its path: {}",
+        inspect.stdout
+    );
+    assert!(
+        inspect.stdout.contains("abc  (until "),
+        "{}",
+        inspect.stdout
+    );
     let json = cli.inspect_json("bundle.json");
     assert_eq!(json["payload"]["serial"], 1);
     assert_eq!(json["signatures"].as_array().expect("signatures").len(), 3);
     let id = json["id"].as_str().expect("id");
-    assert!(ok.stdout.contains(id), "verify and inspect cite the same artifact id");
+    assert!(
+        ok.stdout.contains(id),
+        "verify and inspect cite the same artifact id"
+    );
 
     // Tampering with the signed file is refused.
     let mut bytes = std::fs::read(cli.path("bundle.json")).expect("read");
@@ -157,7 +201,13 @@ fn two_of_two_signing_flow() {
     std::fs::write(cli.path("tampered.json"), bytes).expect("write");
     let tampered = cli.run("bundle verify --trust trust.toml tampered.json");
     assert_eq!(tampered.code, 1, "{}", tampered.stderr);
-    assert!(tampered.stderr.starts_with("refused: bundle tampered.json: "), "{}", tampered.stderr);
+    assert!(
+        tampered
+            .stderr
+            .starts_with("refused: bundle tampered.json: "),
+        "{}",
+        tampered.stderr
+    );
 
     // Out of its window, a signed bundle is refused too.
     cli.refused(
@@ -166,7 +216,10 @@ fn two_of_two_signing_flow() {
     );
 
     for secret in cli.secrets() {
-        assert!(!cli.transcript.contains(&secret), "a private key was printed");
+        assert!(
+            !cli.transcript.contains(&secret),
+            "a private key was printed"
+        );
     }
 }
 
@@ -181,12 +234,17 @@ fn revocations_withdraw_bundles() {
     cli.ok("revoke create --issuer sec --bundle-id agents-base --reason test --out r.json");
     // A key with only the bundle role can sign, but its signature does not count.
     cli.ok("revoke sign --key keys/alice.key r.json");
-    cli.refused("revoke verify --trust trust.toml r.json", "with the revocation role");
+    cli.refused(
+        "revoke verify --trust trust.toml r.json",
+        "with the revocation role",
+    );
     cli.ok("revoke sign --key keys/carol.key r.json");
     cli.ok("revoke verify --trust trust.toml r.json");
     let inspect = cli.ok("revoke inspect r.json");
     assert!(
-        inspect.stdout.contains("revokes      bundle id \"agents-base\""),
+        inspect
+            .stdout
+            .contains("revokes      bundle id \"agents-base\""),
         "{}",
         inspect.stdout
     );
@@ -198,9 +256,17 @@ fn revocations_withdraw_bundles() {
 
     // Revoking alice's key withdraws everything she signed.
     let alice = cli.ok("key show keys/alice.pub");
-    let key_id =
-        alice.stdout.lines().next().expect("line").trim_start_matches("key id:").trim().to_owned();
-    cli.ok(&format!("revoke create --issuer sec --key-id {key_id} --out rk.json"));
+    let key_id = alice
+        .stdout
+        .lines()
+        .next()
+        .expect("line")
+        .trim_start_matches("key id:")
+        .trim()
+        .to_owned();
+    cli.ok(&format!(
+        "revoke create --issuer sec --key-id {key_id} --out rk.json"
+    ));
     cli.ok("revoke sign --key keys/carol.key rk.json");
     cli.refused(
         "bundle verify --trust trust.toml --revocation rk.json bundle.json",
@@ -211,7 +277,9 @@ fn revocations_withdraw_bundles() {
     let wrong = cli.run("bundle sign --key keys/alice.key r.json");
     assert_eq!(wrong.code, 1);
     assert!(
-        wrong.stderr.contains("is a revocation, not a bundle: use `enforcer revoke`"),
+        wrong
+            .stderr
+            .contains("is a revocation, not a bundle: use `enforcer revoke`"),
         "{}",
         wrong.stderr
     );
@@ -226,8 +294,11 @@ fn keys_are_never_overwritten_and_loose_permissions_are_refused() {
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
 
     cli.create_bundle("1");
-    std::fs::set_permissions(cli.path("keys/alice.key"), std::fs::Permissions::from_mode(0o644))
-        .expect("chmod");
+    std::fs::set_permissions(
+        cli.path("keys/alice.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
     cli.refused("bundle sign --key keys/alice.key bundle.json", "chmod 600");
 }
 
@@ -238,7 +309,11 @@ fn state_directory_tells_whether_the_agent_would_accept() {
     cli.create_bundle("3");
     cli.ok("bundle sign --key keys/alice.key bundle.json");
     let run = cli.ok("bundle verify --trust trust.toml --state no-state-yet bundle.json");
-    assert!(run.stdout.contains("would accept it as new"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("would accept it as new"),
+        "{}",
+        run.stdout
+    );
 }
 
 /// `--with-libraries` grants what a dynamically linked program maps, named so a signer
@@ -250,46 +325,74 @@ fn with_libraries_grants_the_loader_and_libc() {
     let program = env!("CARGO_BIN_EXE_enforcer");
     let create = "bundle create --issuer ops --bundle-id libs --serial 1 --scope /agents.slice \
                   --valid-for 8h --out b.json --force";
-    let run = cli.ok(&format!("{create} --with-libraries --file {program},valid-for=1h"));
+    let run = cli.ok(&format!(
+        "{create} --with-libraries --file {program},valid-for=1h"
+    ));
     assert!(
-        run.stdout.contains("for the dynamic loader and shared libraries of 1 file"),
+        run.stdout
+            .contains("for the dynamic loader and shared libraries of 1 file"),
         "{}",
         run.stdout
     );
 
     let json = cli.inspect_json("b.json");
     let grants = json["payload"]["grants"].as_array().expect("grants");
-    let names: Vec<&str> = grants.iter().map(|g| g["name"].as_str().expect("named")).collect();
+    let names: Vec<&str> = grants
+        .iter()
+        .map(|g| g["name"].as_str().expect("named"))
+        .collect();
     assert_eq!(names[0], program, "the file first, under its own name");
-    let file_name =
-        |n: &&str| Path::new(n).file_name().expect("name").to_string_lossy().into_owned();
+    let file_name = |n: &&str| {
+        Path::new(n)
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned()
+    };
     for prefix in ["ld-linux", "libc.so"] {
-        assert!(names.iter().any(|n| file_name(n).starts_with(prefix)), "{prefix}: {names:?}");
+        assert!(
+            names.iter().any(|n| file_name(n).starts_with(prefix)),
+            "{prefix}: {names:?}"
+        );
     }
     let file_not_after = &grants[0]["not_after"];
     assert!(file_not_after.is_u64(), "{grants:?}");
-    assert!(grants.iter().all(|g| &g["not_after"] == file_not_after), "libraries share the expiry");
+    assert!(
+        grants.iter().all(|g| &g["not_after"] == file_not_after),
+        "libraries share the expiry"
+    );
 
     let inspect = cli.ok("bundle inspect b.json");
     assert!(inspect.stdout.contains("libc.so"), "{}", inspect.stdout);
-    assert!(inspect.stdout.contains("opt-ins      none"), "{}", inspect.stdout);
+    assert!(
+        inspect.stdout.contains("opt-ins      none"),
+        "{}",
+        inspect.stdout
+    );
 
     // Without the flag, only the file itself.
     cli.ok(&format!("{create} --file {program}"));
     assert_eq!(
-        cli.inspect_json("b.json")["payload"]["grants"].as_array().expect("grants").len(),
+        cli.inspect_json("b.json")["payload"]["grants"]
+            .as_array()
+            .expect("grants")
+            .len(),
         1
     );
 
     // A script brings no interpreter, and the person is told so.
     let run = cli.ok(&format!("{create} --with-libraries --file tool"));
     assert!(
-        run.stderr.contains("tool is a script: its interpreter /bin/sh is not added"),
+        run.stderr
+            .contains("tool is a script: its interpreter /bin/sh is not added"),
         "{}",
         run.stderr
     );
     assert_eq!(
-        cli.inspect_json("b.json")["payload"]["grants"].as_array().expect("grants").len(),
+        cli.inspect_json("b.json")["payload"]["grants"]
+            .as_array()
+            .expect("grants")
+            .len(),
         1
     );
 }
@@ -306,7 +409,13 @@ fn opt_ins_are_signed_and_shown() {
     cli.ok("bundle sign --key keys/alice.key b.json");
     cli.ok("bundle verify --trust trust.toml b.json");
     let inspect = cli.ok("bundle inspect b.json");
-    assert!(inspect.stdout.contains("opt-ins      anonymous-exec, fileless"), "{}", inspect.stdout);
+    assert!(
+        inspect
+            .stdout
+            .contains("opt-ins      anonymous-exec, fileless"),
+        "{}",
+        inspect.stdout
+    );
     let json = cli.inspect_json("b.json");
     assert_eq!(json["payload"]["allow_anonymous_exec"], true);
     assert_eq!(json["payload"]["allow_fileless"], true);
@@ -318,10 +427,20 @@ fn bad_arguments_are_explained() {
     let create = "bundle create --issuer ops --bundle-id b --serial 1 --valid-for 1h --out b.json";
     let run = cli.run(&format!("{create} --scope /a/../b"));
     assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("invalid scope \"/a/../b\""), "{}", run.stderr);
-    let run = cli.run(&format!("{create} --scope /a --digest sha256:12,colour=red"));
+    assert!(
+        run.stderr.contains("invalid scope \"/a/../b\""),
+        "{}",
+        run.stderr
+    );
+    let run = cli.run(&format!(
+        "{create} --scope /a --digest sha256:12,colour=red"
+    ));
     assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("unknown grant option \"colour=red\""), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown grant option \"colour=red\""),
+        "{}",
+        run.stderr
+    );
 }
 
 /// The examples in policies/ must keep verifying against the example trust store.
@@ -333,7 +452,11 @@ fn policy_examples_verify() {
     for (command, example, at) in [
         ("bundle", "demo-bundle.json", ""),
         ("revoke", "demo-revocation.json", ""),
-        ("break-glass", "demo-break-glass.json", "--at 2027-01-15T08:00:00Z"),
+        (
+            "break-glass",
+            "demo-break-glass.json",
+            "--at 2027-01-15T08:00:00Z",
+        ),
     ] {
         let line = format!(
             "{command} verify --trust {} {at} {}",

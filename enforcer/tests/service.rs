@@ -17,7 +17,9 @@ struct Root {
 
 impl Root {
     fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("tempdir") }
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -57,7 +59,11 @@ impl Root {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn has_line(text: &str, line: &str) -> bool {
@@ -87,28 +93,45 @@ fn installs_the_unit_and_orders_the_governed_slices_after_it() {
     ] {
         assert!(has_line(&unit, line), "unit lacks {line:?}:\n{unit}");
     }
-    assert!(!unit.contains("/usr/local/bin/enforcer run"), "ExecStart was rewritten");
+    assert!(
+        !unit.contains("/usr/local/bin/enforcer run"),
+        "ExecStart was rewritten"
+    );
     for line in unit.lines().filter(|l| !l.starts_with('#')) {
         assert!(
-            !line.starts_with("ProtectKernelTunables=") && !line.starts_with("ProtectControlGroups="),
+            !line.starts_with("ProtectKernelTunables=")
+                && !line.starts_with("ProtectControlGroups="),
             "{line}: would make bpffs or cgroupfs read-only"
         );
     }
 
     let scopes = root.read("etc/systemd/system/enforcer.service.d/scopes.conf");
-    assert!(has_line(&scopes, "Before=agents.slice ci.slice"), "{scopes}");
+    assert!(
+        has_line(&scopes, "Before=agents.slice ci.slice"),
+        "{scopes}"
+    );
     for slice in ["agents.slice", "ci.slice"] {
         let dropin = root.read(&format!("etc/systemd/system/{slice}.d/enforcer.conf"));
         assert!(has_line(&dropin, "Wants=enforcer.service"), "{dropin}");
         assert!(has_line(&dropin, "After=enforcer.service"), "{dropin}");
         for never in ["Requires=", "BindsTo=", "Requisite=", "PartOf="] {
-            assert!(!dropin.lines().any(|l| l.starts_with(never)), "{slice}: {never}\n{dropin}");
+            assert!(
+                !dropin.lines().any(|l| l.starts_with(never)),
+                "{slice}: {never}\n{dropin}"
+            );
         }
-        assert!(stdout.contains(&format!("{slice}.d/enforcer.conf")), "reported: {stdout}");
+        assert!(
+            stdout.contains(&format!("{slice}.d/enforcer.conf")),
+            "reported: {stdout}"
+        );
     }
     assert!(stdout.contains("enforcer.service"), "{stdout}");
 
-    assert_eq!(root.read(CONFIG), TWO_SCOPES, "an existing configuration is left as it was");
+    assert_eq!(
+        root.read(CONFIG),
+        TWO_SCOPES,
+        "an existing configuration is left as it was"
+    );
     let bundles = std::fs::metadata(root.path("etc/enforcer/bundles")).expect("bundle dir");
     assert!(bundles.is_dir());
     assert_eq!(bundles.permissions().mode() & 0o777, 0o700);
@@ -120,7 +143,12 @@ fn writes_a_default_configuration_only_when_there_is_none() {
     let stdout = root.install_ok();
     assert_eq!(root.read(CONFIG), enforcer::config::Config::default_text());
     assert!(stdout.contains("config.toml"), "{stdout}");
-    assert!(!root.path("etc/systemd/system/enforcer.service.d/scopes.conf").exists(), "no scopes, no Before=");
+    assert!(
+        !root
+            .path("etc/systemd/system/enforcer.service.d/scopes.conf")
+            .exists(),
+        "no scopes, no Before="
+    );
 
     let mine = "# mine\nself_test = false\n";
     root.write(CONFIG, mine);
@@ -137,15 +165,28 @@ fn an_invalid_configuration_is_refused_by_name_and_nothing_is_written() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refusing to install"), "{stderr}");
-    assert!(stderr.contains(&root.path(CONFIG).display().to_string()), "names the file: {stderr}");
-    assert!(stderr.contains("must be absolute"), "names the problem: {stderr}");
+    assert!(
+        stderr.contains(&root.path(CONFIG).display().to_string()),
+        "names the file: {stderr}"
+    );
+    assert!(
+        stderr.contains("must be absolute"),
+        "names the problem: {stderr}"
+    );
     assert!(!root.path(UNIT).exists(), "nothing installed");
-    assert!(!root.path("etc/enforcer/bundles").exists(), "nothing created");
+    assert!(
+        !root.path("etc/enforcer/bundles").exists(),
+        "nothing created"
+    );
 
     root.write(CONFIG, "trusst = \"/etc/enforcer/trust.toml\"\n");
     let out = root.install(&[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("trusst"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("trusst"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -154,13 +195,27 @@ fn a_scope_dropped_from_the_configuration_loses_its_dropin() {
     root.write(CONFIG, TWO_SCOPES);
     root.install_ok();
     // The administrator's own drop-in in the same directory must survive.
-    root.write("etc/systemd/system/ci.slice.d/limits.conf", "[Slice]\nCPUQuota=50%\n");
+    root.write(
+        "etc/systemd/system/ci.slice.d/limits.conf",
+        "[Slice]\nCPUQuota=50%\n",
+    );
 
     root.write(CONFIG, "[[scope]]\npath = \"/agents.slice\"\n");
     let stdout = root.install_ok();
-    assert!(!root.path("etc/systemd/system/ci.slice.d/enforcer.conf").exists(), "{stdout}");
-    assert!(root.path("etc/systemd/system/ci.slice.d/limits.conf").exists());
-    assert!(root.path("etc/systemd/system/agents.slice.d/enforcer.conf").exists());
+    assert!(
+        !root
+            .path("etc/systemd/system/ci.slice.d/enforcer.conf")
+            .exists(),
+        "{stdout}"
+    );
+    assert!(
+        root.path("etc/systemd/system/ci.slice.d/limits.conf")
+            .exists()
+    );
+    assert!(
+        root.path("etc/systemd/system/agents.slice.d/enforcer.conf")
+            .exists()
+    );
     let scopes = root.read("etc/systemd/system/enforcer.service.d/scopes.conf");
     assert!(has_line(&scopes, "Before=agents.slice"), "{scopes}");
     assert!(stdout.contains("removed"), "{stdout}");
@@ -174,8 +229,15 @@ fn a_dropin_not_written_by_install_unit_is_never_replaced() {
     root.write("etc/systemd/system/agents.slice.d/enforcer.conf", theirs);
     let out = root.install(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("not written by `enforcer install-unit`"), "{}", text(&out));
-    assert_eq!(root.read("etc/systemd/system/agents.slice.d/enforcer.conf"), theirs);
+    assert!(
+        text(&out).contains("not written by `enforcer install-unit`"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        root.read("etc/systemd/system/agents.slice.d/enforcer.conf"),
+        theirs
+    );
     assert!(!root.path(UNIT).exists(), "refused before writing anything");
 }
 
@@ -183,7 +245,11 @@ fn a_dropin_not_written_by_install_unit_is_never_replaced() {
 /// them. It exits 0 on unknown keys and unparsable values (it only logs them), so its
 /// output counts too; lines about the host's own units do not.
 fn verify(root: &Root, units: &[&Path]) -> Result<(), String> {
-    let out = match Command::new("systemd-analyze").args(["verify", "--man=no"]).args(units).output() {
+    let out = match Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(units)
+        .output()
+    {
         Ok(out) => out,
         Err(e) => panic!(
             "cannot run systemd-analyze ({e}): install it with `cargo xtask setup` (Debian \
@@ -218,17 +284,29 @@ fn the_installed_unit_passes_systemd_analyze_verify() {
     let broken = [
         ("Type=notify", "Type=notifyy"),
         ("WatchdogSec=30s", "WatchdogSec=soon"),
-        (&format!("ExecStart={BIN} "), "ExecStart=/nonexistent/enforcer "),
+        (
+            &format!("ExecStart={BIN} "),
+            "ExecStart=/nonexistent/enforcer ",
+        ),
         ("[Service]", "[Service]\nNoSuchKey=1"),
     ];
     for (from, to) in broken {
         assert!(good.contains(from), "{from}");
         let copy = root.path("etc/systemd/system/enforcer-broken.service");
         std::fs::write(&copy, good.replacen(from, to, 1)).expect("write copy");
-        assert!(verify(&root, &[&copy]).is_err(), "verify passed a unit with {to:?}");
+        assert!(
+            verify(&root, &[&copy]).is_err(),
+            "verify passed a unit with {to:?}"
+        );
     }
     // And a broken drop-in of a governed slice is caught through the unit.
     std::fs::remove_file(root.path("etc/systemd/system/enforcer-broken.service")).expect("rm");
-    root.write("etc/systemd/system/ci.slice.d/zz-broken.conf", "[Unit]\nAfterr=enforcer.service\n");
-    assert!(verify(&root, &[&unit]).is_err(), "verify passed a broken slice drop-in");
+    root.write(
+        "etc/systemd/system/ci.slice.d/zz-broken.conf",
+        "[Unit]\nAfterr=enforcer.service\n",
+    );
+    assert!(
+        verify(&root, &[&unit]).is_err(),
+        "verify passed a broken slice drop-in"
+    );
 }

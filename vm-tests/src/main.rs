@@ -43,7 +43,9 @@ struct Env {
 
 impl Env {
     fn from_env() -> Self {
-        let var = |name: &str, default: &str| PathBuf::from(std::env::var(name).unwrap_or_else(|_| default.into()));
+        let var = |name: &str, default: &str| {
+            PathBuf::from(std::env::var(name).unwrap_or_else(|_| default.into()))
+        };
         let fixtures = var("ENFORCER_TEST_FIXTURES", "/usr/libexec/enforcer-tests");
         Self {
             enforcer: var("ENFORCER_BIN", "/usr/bin/enforcer"),
@@ -80,10 +82,22 @@ fn run_cmd(scope: Option<&str>, cmd: &mut Command) -> (Outcome, String) {
     }
     match cmd.output() {
         Ok(out) => {
-            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            (out.status.code().map_or(Outcome::Signalled, Outcome::Exited), text)
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (
+                out.status
+                    .code()
+                    .map_or(Outcome::Signalled, Outcome::Exited),
+                text,
+            )
         }
-        Err(e) => (Outcome::ExecFailed(e.raw_os_error().unwrap_or(-1)), String::new()),
+        Err(e) => (
+            Outcome::ExecFailed(e.raw_os_error().unwrap_or(-1)),
+            String::new(),
+        ),
     }
 }
 
@@ -96,21 +110,29 @@ fn expect_attack(env: &Env, scope: Option<&str>, args: &[&str], code: i32) -> Ch
     let (outcome, output) = run_cmd(scope, Command::new(&env.attacks).args(args));
     match outcome {
         Outcome::Exited(c) if c == code => Ok(()),
-        other => Err(format!("attacks {args:?} in {scope:?}: expected exit {code}, got {other:?}: {output}")),
+        other => Err(format!(
+            "attacks {args:?} in {scope:?}: expected exit {code}, got {other:?}: {output}"
+        )),
     }
 }
 
 fn expect_exit(scope: Option<&str>, program: &Path, code: i32) -> Check {
     match run_in(scope, program) {
         Outcome::Exited(c) if c == code => Ok(()),
-        other => Err(format!("{} in {scope:?}: expected exit {code}, got {other:?}", program.display())),
+        other => Err(format!(
+            "{} in {scope:?}: expected exit {code}, got {other:?}",
+            program.display()
+        )),
     }
 }
 
 fn expect_eperm(scope: Option<&str>, program: &Path) -> Check {
     match run_in(scope, program) {
         Outcome::ExecFailed(libc::EPERM) => Ok(()),
-        other => Err(format!("{} in {scope:?}: expected EPERM, got {other:?}", program.display())),
+        other => Err(format!(
+            "{} in {scope:?}: expected EPERM, got {other:?}",
+            program.display()
+        )),
     }
 }
 
@@ -160,14 +182,29 @@ fn prepare(env: &Env) {
 
 /// Runs a command to completion, returning its exit code and combined output.
 fn run_tool(cmd: &mut Command) -> Result<(i32, String), String> {
-    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok((out.status.code().unwrap_or(-1), text))
 }
 
 fn load_policy(env: &Env) -> Result<String, String> {
-    let (code, text) = run_tool(env.enforcer().arg("load").arg("--unsigned-policy").arg(&env.policy))?;
-    if code == 0 { Ok(text) } else { Err(format!("enforcer load exited {code}:\n{text}")) }
+    let (code, text) = run_tool(
+        env.enforcer()
+            .arg("load")
+            .arg("--unsigned-policy")
+            .arg(&env.policy),
+    )?;
+    if code == 0 {
+        Ok(text)
+    } else {
+        Err(format!("enforcer load exited {code}:\n{text}"))
+    }
 }
 
 /// A background `enforcer run` whose stdout lines arrive on a channel.
@@ -205,18 +242,26 @@ impl Agent {
             }
         });
         let mut agent = Self { child, lines };
-        agent.wait_for(AGENT_READY, |l| l.starts_with("following decisions")).map(|_| agent)
+        agent
+            .wait_for(AGENT_READY, |l| l.starts_with("following decisions"))
+            .map(|_| agent)
     }
 
     /// Waits for a line matching `pred`, returning it.
-    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String, String> {
+    fn wait_for(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if pred(&line) => return Ok(line),
                 Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => return Err("timed out waiting for agent output".into()),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err("timed out waiting for agent output".into());
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
                     return Err(format!("agent exited early ({status})"));
@@ -240,12 +285,19 @@ impl Agent {
     }
 
     fn wait(mut self) -> Result<Option<i32>, String> {
-        self.child.wait().map(|s| s.code()).map_err(|e| e.to_string())
+        self.child
+            .wait()
+            .map(|s| s.code())
+            .map_err(|e| e.to_string())
     }
 }
 
 fn field_is(v: &serde_json::Value, key: &str, want: &str) -> Check {
-    if v[key] == want { Ok(()) } else { Err(format!("expected {key}={want}, got {v}")) }
+    if v[key] == want {
+        Ok(())
+    } else {
+        Err(format!("expected {key}={want}, got {v}"))
+    }
 }
 
 // ---- scenarios, in the order they run -------------------------------------------------
@@ -294,11 +346,16 @@ fn cached_digest_follows_an_in_place_change(env: &Env) -> Check {
     let copy = copy_executable(&env.probe, &Path::new(WORK).join("inplace/probe"));
     expect_exit(Some(SCOPE), &copy, PROBE_EXIT)?;
     expect_exit(Some(SCOPE), &copy, PROBE_EXIT)?;
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&copy).map_err(|e| e.to_string())?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&copy)
+        .map_err(|e| e.to_string())?;
     let last = file.metadata().map_err(|e| e.to_string())?.len() - 1;
     let mut byte = [0u8; 1];
     std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, last).map_err(|e| e.to_string())?;
-    std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 1], last).map_err(|e| e.to_string())?;
+    std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 1], last)
+        .map_err(|e| e.to_string())?;
     drop(file);
     expect_eperm(Some(SCOPE), &copy)
 }
@@ -334,20 +391,28 @@ fn ld_so_cannot_run_an_unlisted_binary(env: &Env) -> Check {
     // unlisted program is not.
     let (outcome, output) = run_cmd(Some(SCOPE), Command::new(LD_SO).arg(unlisted));
     if !matches!(outcome, Outcome::Exited(127)) || output.contains("unlisted ran") {
-        return Err(format!("ld.so ./unlisted in scope: expected the loader to fail (127), got {outcome:?}: {output}"));
+        return Err(format!(
+            "ld.so ./unlisted in scope: expected the loader to fail (127), got {outcome:?}: {output}"
+        ));
     }
     match run_cmd(None, Command::new(LD_SO).arg(unlisted)).0 {
         Outcome::Exited(UNLISTED_EXIT) => Ok(()),
-        other => Err(format!("ld.so ./unlisted outside scopes should run it, got {other:?}")),
+        other => Err(format!(
+            "ld.so ./unlisted outside scopes should run it, got {other:?}"
+        )),
     }
 }
 
 fn ld_preload_of_unlisted_library_refused(env: &Env) -> Check {
     // An unlisted library: a real one (so it loads fine outside scopes) with one byte more.
-    let closure = enforcer::elf::with_dependencies(&[env.probe.clone()]).map_err(|e| e.to_string())?;
+    let closure =
+        enforcer::elf::with_dependencies(&[env.probe.clone()]).map_err(|e| e.to_string())?;
     let real = closure
         .iter()
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libgcc_s")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libgcc_s"))
+        })
         .ok_or_else(|| format!("probe links no libgcc_s: {closure:?}"))?;
     let evil = Path::new(WORK).join("preload/libevil.so");
     copy_executable(real, &evil);
@@ -357,13 +422,17 @@ fn ld_preload_of_unlisted_library_refused(env: &Env) -> Check {
     let preload = |scope| run_cmd(scope, Command::new(&env.probe).env("LD_PRELOAD", &evil));
     let (outcome, output) = preload(Some(SCOPE));
     if !matches!(outcome, Outcome::Exited(PROBE_EXIT)) || !output.contains("cannot be preloaded") {
-        return Err(format!("LD_PRELOAD in scope: expected the loader to refuse the library, got {outcome:?}: {output}"));
+        return Err(format!(
+            "LD_PRELOAD in scope: expected the loader to refuse the library, got {outcome:?}: {output}"
+        ));
     }
     let (outcome, output) = preload(None);
     if matches!(outcome, Outcome::Exited(PROBE_EXIT)) && !output.contains("cannot be preloaded") {
         Ok(())
     } else {
-        Err(format!("LD_PRELOAD outside scopes should load the library, got {outcome:?}: {output}"))
+        Err(format!(
+            "LD_PRELOAD outside scopes should load the library, got {outcome:?}: {output}"
+        ))
     }
 }
 
@@ -388,15 +457,28 @@ fn anonymous_executable_memory_denied(env: &Env) -> Check {
     // A granted file mapped writable and executable is no better than anonymous memory.
     let probe = env.probe.to_str().expect("utf-8 path");
     expect_attack(env, Some(SCOPE), &["wx-file", probe], attack::EPERM)?;
-    expect_attack(env, Some(JIT_SCOPE), &["wx-file", probe], attack::INJECTED_CODE)?;
+    expect_attack(
+        env,
+        Some(JIT_SCOPE),
+        &["wx-file", probe],
+        attack::INJECTED_CODE,
+    )?;
     expect_attack(env, Some(JIT_SCOPE), &["anon-rwx"], attack::INJECTED_CODE)?;
-    expect_attack(env, Some(JIT_SCOPE), &["mprotect-exec"], attack::INJECTED_CODE)?;
+    expect_attack(
+        env,
+        Some(JIT_SCOPE),
+        &["mprotect-exec"],
+        attack::INJECTED_CODE,
+    )?;
     expect_attack(env, None, &["anon-rwx"], attack::INJECTED_CODE)
 }
 
 /// A long-lived process outside every scope, as a target.
 fn bystander() -> Child {
-    Command::new("/bin/sleep").arg("60").spawn().expect("start bystander")
+    Command::new("/bin/sleep")
+        .arg("60")
+        .spawn()
+        .expect("start bystander")
 }
 
 fn ptrace_and_proc_mem_denied(env: &Env) -> Check {
@@ -420,10 +502,18 @@ fn leaving_the_scope_and_unpinning_denied(env: &Env) -> Check {
     let elsewhere = cgroup("vmtest-elsewhere");
     std::fs::create_dir_all(&elsewhere).map_err(|e| e.to_string())?;
     let elsewhere = elsewhere.to_str().expect("utf-8");
-    expect_attack(env, Some(SCOPE), &["cgroup-escape", elsewhere], attack::EPERM)?;
+    expect_attack(
+        env,
+        Some(SCOPE),
+        &["cgroup-escape", elsewhere],
+        attack::EPERM,
+    )?;
     // Outside every scope the same move works: the refusal is enforcer's.
     expect_attack(env, None, &["cgroup-escape", elsewhere], attack::WORKED)?;
-    let pin = format!("{}/link-bprm_check_security", enforcer::kernel::DEFAULT_PIN_DIR);
+    let pin = format!(
+        "{}/link-bprm_check_security",
+        enforcer::kernel::DEFAULT_PIN_DIR
+    );
     expect_attack(env, Some(SCOPE), &["unpin", &pin], attack::EPERM)?;
     if !Path::new(&pin).exists() {
         return Err(format!("{pin} is gone"));
@@ -443,14 +533,21 @@ fn agent_cannot_be_signalled(env: &Env) -> Check {
     agent.signal(libc::SIGTERM);
     let code = agent.wait()?;
     attempt?;
-    if code == Some(0) { Ok(()) } else { Err(format!("agent exited {code:?} on the runner's SIGTERM")) }
+    if code == Some(0) {
+        Ok(())
+    } else {
+        Err(format!("agent exited {code:?} on the runner's SIGTERM"))
+    }
 }
 
 fn decisions_are_reported(env: &Env) -> Check {
     // Fresh paths, so records left in the ring buffer by earlier scenarios cannot match.
     let denied = copy_executable(&env.unlisted, &Path::new(WORK).join("report/denied-tool"));
     let allowed = copy_executable(&env.probe, &Path::new(WORK).join("report/allowed-tool"));
-    let monitored = copy_executable(&env.unlisted, &Path::new(WORK).join("report/monitored-tool"));
+    let monitored = copy_executable(
+        &env.unlisted,
+        &Path::new(WORK).join("report/monitored-tool"),
+    );
     let mut agent = Agent::start(env)?;
     let result = (|| {
         expect_eperm(Some(SCOPE), &denied)?;
@@ -469,23 +566,35 @@ fn decisions_are_reported(env: &Env) -> Check {
     agent.signal(libc::SIGTERM);
     let code = agent.wait()?;
     result?;
-    if code == Some(0) { Ok(()) } else { Err(format!("agent exited {code:?} on SIGTERM")) }
+    if code == Some(0) {
+        Ok(())
+    } else {
+        Err(format!("agent exited {code:?} on SIGTERM"))
+    }
 }
 
 fn lineage_links_each_exec_to_what_started_it(env: &Env) -> Check {
     // A granted script that runs a granted child: script -> interpreter -> child.
     let child = copy_executable(&env.probe, &Path::new(WORK).join("lineage/child-tool"));
     let script = Path::new(WORK).join("lineage/run-child.sh");
-    std::fs::write(&script, format!("#!/bin/sh\n{}\nexit 0\n", child.display())).expect("write script");
+    std::fs::write(&script, format!("#!/bin/sh\n{}\nexit 0\n", child.display()))
+        .expect("write script");
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let policy = std::fs::read_to_string(&env.policy).expect("read policy");
     let lineage_policy = Path::new(WORK).join("lineage/policy.toml");
     std::fs::write(
         &lineage_policy,
-        policy.replacen("files = [", &format!("files = [\"{}\", ", script.display()), 1),
+        policy.replacen(
+            "files = [",
+            &format!("files = [\"{}\", ", script.display()),
+            1,
+        ),
     )
     .expect("write policy");
-    let lineage_env = Env { policy: lineage_policy, ..Env::from_env() };
+    let lineage_env = Env {
+        policy: lineage_policy,
+        ..Env::from_env()
+    };
     let mut agent = Agent::start(&lineage_env)?;
     let result = (|| {
         expect_exit(Some(SCOPE), &script, 0)?;
@@ -498,13 +607,21 @@ fn lineage_links_each_exec_to_what_started_it(env: &Env) -> Check {
         let id = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
         let ids = [id(&s, "exec_id"), id(&interp, "exec_id"), id(&c, "exec_id")];
         if ids[0] == 0 || !(ids[0] < ids[1] && ids[1] < ids[2]) {
-            return Err(format!("exec ids must be distinct and increase in order: {ids:?}"));
+            return Err(format!(
+                "exec ids must be distinct and increase in order: {ids:?}"
+            ));
         }
         if id(&interp, "parent_exec_id") != id(&s, "exec_id") {
-            return Err(format!("interpreter should descend from the script:\n{s}\n{interp}"));
+            return Err(format!(
+                "interpreter should descend from the script:\n{s}\n{interp}"
+            ));
         }
-        if id(&c, "parent_exec_id") != id(&interp, "exec_id") || id(&c, "ppid") != id(&interp, "tgid") {
-            return Err(format!("child should descend from the interpreter:\n{interp}\n{c}"));
+        if id(&c, "parent_exec_id") != id(&interp, "exec_id")
+            || id(&c, "ppid") != id(&interp, "tgid")
+        {
+            return Err(format!(
+                "child should descend from the interpreter:\n{interp}\n{c}"
+            ));
         }
         Ok(())
     })();
@@ -518,7 +635,9 @@ fn lineage_links_each_exec_to_what_started_it(env: &Env) -> Check {
 /// Finds `key` anywhere in a JSON value (records nest their body).
 fn find_key<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
     match v {
-        serde_json::Value::Object(map) => map.get(key).or_else(|| map.values().find_map(|x| find_key(x, key))),
+        serde_json::Value::Object(map) => map
+            .get(key)
+            .or_else(|| map.values().find_map(|x| find_key(x, key))),
         serde_json::Value::Array(items) => items.iter().find_map(|x| find_key(x, key)),
         _ => None,
     }
@@ -526,17 +645,30 @@ fn find_key<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::V
 
 /// Every audit record in `dir`, as `enforcer audit show --all --json` prints them.
 fn audit_records(env: &Env, dir: &Path) -> Result<Vec<serde_json::Value>, String> {
-    let (code, out) = run_tool(env.enforcer().arg("audit").arg("--dir").arg(dir).args(["show", "--all", "--json"]))?;
+    let (code, out) = run_tool(
+        env.enforcer()
+            .arg("audit")
+            .arg("--dir")
+            .arg(dir)
+            .args(["show", "--all", "--json"]),
+    )?;
     if code != 0 {
         return Err(format!("audit show exited {code}: {out}"));
     }
-    Ok(out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    Ok(out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
 }
 
 fn records_under(records: &[serde_json::Value], prefix: &str) -> usize {
     records
         .iter()
-        .filter(|r| find_key(r, "path").and_then(|p| p.as_str()).is_some_and(|p| p.starts_with(prefix)))
+        .filter(|r| {
+            find_key(r, "path")
+                .and_then(|p| p.as_str())
+                .is_some_and(|p| p.starts_with(prefix))
+        })
         .count()
 }
 
@@ -544,14 +676,23 @@ fn audit_records_every_decision_and_verifies(env: &Env) -> Check {
     let work = Path::new(WORK).join("audit");
     let dir = work.join("log");
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let (code, out) = run_tool(env.enforcer().args(["key", "generate", "--out"]).arg(work.join("host")))?;
+    let (code, out) = run_tool(
+        env.enforcer()
+            .args(["key", "generate", "--out"])
+            .arg(work.join("host")),
+    )?;
     if code != 0 {
         return Err(format!("key generate exited {code}: {out}"));
     }
     let host_key = work.join("host.key");
     let mut agent = Agent::start_with(
         env,
-        &["--audit-dir", dir.to_str().expect("utf-8"), "--host-key", host_key.to_str().expect("utf-8")],
+        &[
+            "--audit-dir",
+            dir.to_str().expect("utf-8"),
+            "--host-key",
+            host_key.to_str().expect("utf-8"),
+        ],
     )?;
     const EACH: usize = 6;
     let result = (|| -> Check {
@@ -572,12 +713,22 @@ fn audit_records_every_decision_and_verifies(env: &Env) -> Check {
     let prefix = work.join("runs/").display().to_string();
     let counted = records_under(&records, &prefix);
     if counted != 2 * EACH {
-        return Err(format!("{} execs, {counted} audit records under {prefix}", 2 * EACH));
+        return Err(format!(
+            "{} execs, {counted} audit records under {prefix}",
+            2 * EACH
+        ));
     }
     let public = work.join("host.pub");
     let verify = |extra: &[&str]| {
         run_tool(
-            env.enforcer().arg("audit").arg("--dir").arg(&dir).arg("verify").arg("--trust").arg(&public).args(extra),
+            env.enforcer()
+                .arg("audit")
+                .arg("--dir")
+                .arg(&dir)
+                .arg("verify")
+                .arg("--trust")
+                .arg(&public)
+                .args(extra),
         )
     };
     let (code, out) = verify(&[])?;
@@ -594,7 +745,11 @@ fn audit_records_every_decision_and_verifies(env: &Env) -> Check {
     let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
     std::fs::write(&file, text.replacen("denied-3", "denied-X", 1)).map_err(|e| e.to_string())?;
     let (code, out) = verify(&[])?;
-    if code == 1 { Ok(()) } else { Err(format!("verify after an edit exited {code}: {out}")) }
+    if code == 1 {
+        Ok(())
+    } else {
+        Err(format!("verify after an edit exited {code}: {out}"))
+    }
 }
 
 /// More denials than the ring buffer holds (about 3,970 events).
@@ -602,7 +757,16 @@ const STORM: u32 = 5000;
 
 /// Runs STORM denied execs of `target` in SCOPE.
 fn exec_storm(env: &Env, target: &Path) -> Check {
-    expect_attack(env, Some(SCOPE), &["exec-storm", target.to_str().expect("utf-8"), &STORM.to_string()], attack::WORKED)
+    expect_attack(
+        env,
+        Some(SCOPE),
+        &[
+            "exec-storm",
+            target.to_str().expect("utf-8"),
+            &STORM.to_string(),
+        ],
+        attack::WORKED,
+    )
 }
 
 /// Denies a marker exec and waits for the agent to report it: the storm before it has
@@ -615,14 +779,22 @@ fn drained(env: &Env, agent: &mut Agent, work: &Path) -> Check {
 /// Every one of the storm's denials is in `records`: recorded, or counted by a gap record.
 fn storm_is_accounted(records: &[serde_json::Value], target: &Path, what: &str) -> Check {
     let recorded = records_under(records, &target.display().to_string());
-    let lost: u64 = records.iter().filter(|r| r["kind"] == "gap").filter_map(|r| r["lost"].as_u64()).sum();
+    let lost: u64 = records
+        .iter()
+        .filter(|r| r["kind"] == "gap")
+        .filter_map(|r| r["lost"].as_u64())
+        .sum();
     if lost == 0 {
-        return Err(format!("no gap record after {STORM} denials {what} ({recorded} recorded)"));
+        return Err(format!(
+            "no gap record after {STORM} denials {what} ({recorded} recorded)"
+        ));
     }
     if recorded as u64 + lost == u64::from(STORM) {
         Ok(())
     } else {
-        Err(format!("{STORM} denials {what}: {recorded} recorded + {lost} in gap records"))
+        Err(format!(
+            "{STORM} denials {what}: {recorded} recorded + {lost} in gap records"
+        ))
     }
 }
 
@@ -654,14 +826,24 @@ fn drops_while_no_agent_runs_become_a_gap_record(env: &Env) -> Check {
     exec_storm(env, &target)?;
     // Without the startup self-test, whose two decisions would find the ring buffer full
     // and be counted as dropped too.
-    let mut agent = Agent::start_with(env, &["--audit-dir", dir.to_str().expect("utf-8"), "--skip-self-test"])?;
+    let mut agent = Agent::start_with(
+        env,
+        &[
+            "--audit-dir",
+            dir.to_str().expect("utf-8"),
+            "--skip-self-test",
+        ],
+    )?;
     let result = drained(env, &mut agent, &work);
     agent.signal(libc::SIGTERM);
     agent.wait()?;
     result?;
     let records = audit_records(env, &dir)?;
     // Only what the second agent wrote: after the last start record.
-    let second = records.iter().rposition(|r| r["kind"] == "start").map_or(&records[..], |i| &records[i..]);
+    let second = records
+        .iter()
+        .rposition(|r| r["kind"] == "start")
+        .map_or(&records[..], |i| &records[i..]);
     storm_is_accounted(second, &target, "with no agent running")
 }
 
@@ -675,8 +857,13 @@ fn copy_test_keys(dir: &Path) -> Check {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     for who in ["alice", "bob", "carol"] {
         let key = dir.join(format!("{who}.key"));
-        std::fs::copy(Path::new(POLICIES).join(format!("keys/TEST-ONLY-{who}.key")), &key).map_err(|e| e.to_string())?;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+        std::fs::copy(
+            Path::new(POLICIES).join(format!("keys/TEST-ONLY-{who}.key")),
+            &key,
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -684,7 +871,11 @@ fn copy_test_keys(dir: &Path) -> Check {
 /// Runs `enforcer ARGS`, which must exit 0; returns its output.
 fn enforcer_ok(env: &Env, args: &[&str]) -> Result<String, String> {
     let (code, out) = run_tool(env.enforcer().args(args))?;
-    if code == 0 { Ok(out) } else { Err(format!("enforcer {args:?} exited {code}: {out}")) }
+    if code == 0 {
+        Ok(out)
+    } else {
+        Err(format!("enforcer {args:?} exited {code}: {out}"))
+    }
 }
 
 fn signed_bundles_grant_and_refusals_are_named(env: &Env) -> Check {
@@ -696,16 +887,37 @@ fn signed_bundles_grant_and_refusals_are_named(env: &Env) -> Check {
     let trust = policies.join("trust.toml").display().to_string();
     let state = work.join("state").display().to_string();
     let path = |p: PathBuf| p.display().to_string();
-    let (good, bad, revoked) = (work.join("good"), work.join("bad"), work.join("revocations"));
+    let (good, bad, revoked) = (
+        work.join("good"),
+        work.join("bad"),
+        work.join("revocations"),
+    );
     for d in [&good, &bad, &revoked] {
         std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
     }
     // The security team's workflow: create from the binaries (with their libraries), sign
     // by two people.
-    let closure = enforcer::elf::with_dependencies(&[env.probe.clone()]).map_err(|e| e.to_string())?;
+    let closure =
+        enforcer::elf::with_dependencies(&[env.probe.clone()]).map_err(|e| e.to_string())?;
     let create = |serial: &str, out: &str| {
-        let mut args = vec!["bundle", "create", "--issuer", "vm", "--bundle-id", "vmtest", "--serial", serial];
-        args.extend(["--scope", "/vmtest-signed", "--valid-for", "1h", "--out", out]);
+        let mut args = vec![
+            "bundle",
+            "create",
+            "--issuer",
+            "vm",
+            "--bundle-id",
+            "vmtest",
+            "--serial",
+            serial,
+        ];
+        args.extend([
+            "--scope",
+            "/vmtest-signed",
+            "--valid-for",
+            "1h",
+            "--out",
+            out,
+        ]);
         let files: Vec<String> = closure.iter().map(|p| p.display().to_string()).collect();
         for f in &files {
             args.extend(["--file", f.as_str()]);
@@ -717,8 +929,22 @@ fn signed_bundles_grant_and_refusals_are_named(env: &Env) -> Check {
     enforcer_ok(env, &["bundle", "sign", "--key", &key("alice"), &bundle])?;
     enforcer_ok(env, &["bundle", "sign", "--key", &key("bob"), &bundle])?;
     let load = |dirs: &[&PathBuf]| {
-        let mut args = vec!["load".to_string(), "--trust".into(), trust.clone(), "--state-dir".into(), state.clone()];
-        args.extend(["--scope", "/vmtest-signed", "--scope", "/vmtest-signed-empty"].map(String::from));
+        let mut args = vec![
+            "load".to_string(),
+            "--trust".into(),
+            trust.clone(),
+            "--state-dir".into(),
+            state.clone(),
+        ];
+        args.extend(
+            [
+                "--scope",
+                "/vmtest-signed",
+                "--scope",
+                "/vmtest-signed-empty",
+            ]
+            .map(String::from),
+        );
         for d in dirs {
             args.extend(["--artifacts".to_string(), path((*d).clone())]);
         }
@@ -734,14 +960,20 @@ fn signed_bundles_grant_and_refusals_are_named(env: &Env) -> Check {
     // Refusals name the file and the problem, and grant nothing; the good bundle holds.
     let one_signature = path(bad.join("one-signature.json"));
     create("2", &one_signature)?;
-    enforcer_ok(env, &["bundle", "sign", "--key", &key("alice"), &one_signature])?;
+    enforcer_ok(
+        env,
+        &["bundle", "sign", "--key", &key("alice"), &one_signature],
+    )?;
     let mut tampered = std::fs::read(&bundle).map_err(|e| e.to_string())?;
     let at = tampered.len() / 2;
     tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
     std::fs::write(bad.join("tampered.json"), tampered).map_err(|e| e.to_string())?;
     let out = load(&[&good, &bad])?;
     for name in ["one-signature.json", "tampered.json"] {
-        if !out.lines().any(|l| l.starts_with("refused:") && l.contains(name)) {
+        if !out
+            .lines()
+            .any(|l| l.starts_with("refused:") && l.contains(name))
+        {
             return Err(format!("no refusal named {name}:\n{out}"));
         }
     }
@@ -749,8 +981,23 @@ fn signed_bundles_grant_and_refusals_are_named(env: &Env) -> Check {
 
     // A revocation signed by carol withdraws the bundle: its scope stays governed.
     let revocation = path(revoked.join("vmtest.json"));
-    enforcer_ok(env, &["revoke", "create", "--issuer", "security", "--bundle-id", "vmtest", "--out", &revocation])?;
-    enforcer_ok(env, &["revoke", "sign", "--key", &key("carol"), &revocation])?;
+    enforcer_ok(
+        env,
+        &[
+            "revoke",
+            "create",
+            "--issuer",
+            "security",
+            "--bundle-id",
+            "vmtest",
+            "--out",
+            &revocation,
+        ],
+    )?;
+    enforcer_ok(
+        env,
+        &["revoke", "sign", "--key", &key("carol"), &revocation],
+    )?;
     load(&[&good, &revoked])?;
     expect_eperm(Some("vmtest-signed"), &env.probe)?;
     // Back to the shared policy for the scenarios that follow.
@@ -768,7 +1015,9 @@ fn enforcement_survives_agent_kill(env: &Env) -> Check {
 fn restart_reuses_pinned_program(env: &Env) -> Check {
     let out = load_policy(env)?;
     if !out.contains("reusing pinned") {
-        return Err(format!("second load did not reuse the pinned program:\n{out}"));
+        return Err(format!(
+            "second load did not reuse the pinned program:\n{out}"
+        ));
     }
     expect_eperm(Some(SCOPE), &env.unlisted)
 }
@@ -780,7 +1029,11 @@ fn unload_stops_enforcement(env: &Env) -> Check {
     }
     expect_exit(Some(SCOPE), &env.unlisted, UNLISTED_EXIT)?;
     let (code, out) = run_tool(env.enforcer().arg("status"))?;
-    if code == 3 { Ok(()) } else { Err(format!("status after unload exited {code}: {out}")) }
+    if code == 3 {
+        Ok(())
+    } else {
+        Err(format!("status after unload exited {code}: {out}"))
+    }
 }
 
 type Scenario = (&'static str, fn(&Env) -> Check);
@@ -788,52 +1041,121 @@ type Scenario = (&'static str, fn(&Env) -> Check);
 const SCENARIOS: &[Scenario] = &[
     ("agent-loads-policy", agent_loads_policy),
     ("allowed-binary-runs-in-scope", allowed_binary_runs_in_scope),
-    ("unlisted-binary-denied-in-scope", unlisted_binary_denied_in_scope),
-    ("unlisted-binary-runs-outside-scopes", unlisted_binary_runs_outside_scopes),
+    (
+        "unlisted-binary-denied-in-scope",
+        unlisted_binary_denied_in_scope,
+    ),
+    (
+        "unlisted-binary-runs-outside-scopes",
+        unlisted_binary_runs_outside_scopes,
+    ),
     ("copy-of-allowed-binary-runs", copy_of_allowed_binary_runs),
-    ("allowed-binary-changed-by-one-byte-denied", allowed_binary_changed_by_one_byte_denied),
-    ("cached-digest-follows-an-in-place-change", cached_digest_follows_an_in_place_change),
+    (
+        "allowed-binary-changed-by-one-byte-denied",
+        allowed_binary_changed_by_one_byte_denied,
+    ),
+    (
+        "cached-digest-follows-an-in-place-change",
+        cached_digest_follows_an_in_place_change,
+    ),
     ("child-cgroup-is-governed", child_cgroup_is_governed),
-    ("script-runs-when-script-and-interpreter-granted", script_runs_when_script_and_interpreter_granted),
-    ("script-denied-when-script-not-granted", script_denied_when_script_not_granted),
-    ("script-denied-when-interpreter-not-granted", script_denied_when_interpreter_not_granted),
-    ("monitor-scope-allows-ungranted", monitor_scope_allows_ungranted),
-    ("ld-so-cannot-run-an-unlisted-binary", ld_so_cannot_run_an_unlisted_binary),
-    ("ld-preload-of-unlisted-library-refused", ld_preload_of_unlisted_library_refused),
+    (
+        "script-runs-when-script-and-interpreter-granted",
+        script_runs_when_script_and_interpreter_granted,
+    ),
+    (
+        "script-denied-when-script-not-granted",
+        script_denied_when_script_not_granted,
+    ),
+    (
+        "script-denied-when-interpreter-not-granted",
+        script_denied_when_interpreter_not_granted,
+    ),
+    (
+        "monitor-scope-allows-ungranted",
+        monitor_scope_allows_ungranted,
+    ),
+    (
+        "ld-so-cannot-run-an-unlisted-binary",
+        ld_so_cannot_run_an_unlisted_binary,
+    ),
+    (
+        "ld-preload-of-unlisted-library-refused",
+        ld_preload_of_unlisted_library_refused,
+    ),
     ("memfd-exec-denied", memfd_exec_denied),
     ("deleted-file-exec-denied", deleted_file_exec_denied),
-    ("anonymous-executable-memory-denied", anonymous_executable_memory_denied),
+    (
+        "anonymous-executable-memory-denied",
+        anonymous_executable_memory_denied,
+    ),
     ("ptrace-and-proc-mem-denied", ptrace_and_proc_mem_denied),
     ("bpf-syscall-denied", bpf_syscall_denied),
-    ("leaving-the-scope-and-unpinning-denied", leaving_the_scope_and_unpinning_denied),
+    (
+        "leaving-the-scope-and-unpinning-denied",
+        leaving_the_scope_and_unpinning_denied,
+    ),
     ("agent-cannot-be-signalled", agent_cannot_be_signalled),
     ("decisions-are-reported", decisions_are_reported),
-    ("lineage-links-each-exec-to-what-started-it", lineage_links_each_exec_to_what_started_it),
-    ("signed-bundles-grant-and-refusals-are-named", signed_bundles_grant_and_refusals_are_named),
-    ("audit-records-every-decision-and-verifies", audit_records_every_decision_and_verifies),
-    ("ring-buffer-overflow-becomes-a-gap-record", ring_buffer_overflow_becomes_a_gap_record),
-    ("drops-while-no-agent-runs-become-a-gap-record", drops_while_no_agent_runs_become_a_gap_record),
+    (
+        "lineage-links-each-exec-to-what-started-it",
+        lineage_links_each_exec_to_what_started_it,
+    ),
+    (
+        "signed-bundles-grant-and-refusals-are-named",
+        signed_bundles_grant_and_refusals_are_named,
+    ),
+    (
+        "audit-records-every-decision-and-verifies",
+        audit_records_every_decision_and_verifies,
+    ),
+    (
+        "ring-buffer-overflow-becomes-a-gap-record",
+        ring_buffer_overflow_becomes_a_gap_record,
+    ),
+    (
+        "drops-while-no-agent-runs-become-a-gap-record",
+        drops_while_no_agent_runs_become_a_gap_record,
+    ),
     // The agent as a service; each puts the shared policy back when done.
-    ("pushed-bundle-allows-while-agent-runs", |e| service::restore(e, service::pushed_bundle_allows_while_agent_runs(e))),
-    ("revocation-denies-within-a-second", |e| service::restore(e, service::revocation_denies_within_a_second(e))),
+    ("pushed-bundle-allows-while-agent-runs", |e| {
+        service::restore(e, service::pushed_bundle_allows_while_agent_runs(e))
+    }),
+    ("revocation-denies-within-a-second", |e| {
+        service::restore(e, service::revocation_denies_within_a_second(e))
+    }),
+    ("withdrawn-bundle-leaves-its-scopes-governed", |e| {
+        service::restore(e, service::withdrawn_bundle_leaves_its_scopes_governed(e))
+    }),
+    ("expired-grant-denies-with-agent-killed", |e| {
+        service::restore(e, service::expired_grant_denies_with_agent_killed(e))
+    }),
+    ("on-revoke-kill-terminates-running-process", |e| {
+        service::restore(e, service::on_revoke_kill_terminates_running_process(e))
+    }),
+    ("break-glass-expires-back-to-enforce", |e| {
+        service::restore(e, service::break_glass_expires_back_to_enforce(e))
+    }),
+    ("agent-restart-mid-exec-stream-loses-no-enforcement", |e| {
+        service::restore(
+            e,
+            service::agent_restart_mid_exec_stream_loses_no_enforcement(e),
+        )
+    }),
+    ("service-runs-from-config-notifies-and-reloads", |e| {
+        service::restore(e, service::service_runs_from_config_notifies_and_reloads(e))
+    }),
+    ("control-socket-is-root-only", |e| {
+        service::restore(e, service::control_socket_is_root_only(e))
+    }),
     (
-        "withdrawn-bundle-leaves-its-scopes-governed",
-        |e| service::restore(e, service::withdrawn_bundle_leaves_its_scopes_governed(e)),
-    ),
-    ("expired-grant-denies-with-agent-killed", |e| service::restore(e, service::expired_grant_denies_with_agent_killed(e))),
-    ("on-revoke-kill-terminates-running-process", |e| service::restore(e, service::on_revoke_kill_terminates_running_process(e))),
-    ("break-glass-expires-back-to-enforce", |e| service::restore(e, service::break_glass_expires_back_to_enforce(e))),
-    (
-        "agent-restart-mid-exec-stream-loses-no-enforcement",
-        |e| service::restore(e, service::agent_restart_mid_exec_stream_loses_no_enforcement(e)),
+        "enforcement-survives-agent-kill",
+        enforcement_survives_agent_kill,
     ),
     (
-        "service-runs-from-config-notifies-and-reloads",
-        |e| service::restore(e, service::service_runs_from_config_notifies_and_reloads(e)),
+        "restart-reuses-pinned-program",
+        restart_reuses_pinned_program,
     ),
-    ("control-socket-is-root-only", |e| service::restore(e, service::control_socket_is_root_only(e))),
-    ("enforcement-survives-agent-kill", enforcement_survives_agent_kill),
-    ("restart-reuses-pinned-program", restart_reuses_pinned_program),
     // Last: it turns enforcement off.
     ("unload-stops-enforcement", unload_stops_enforcement),
 ];
@@ -876,5 +1198,9 @@ fn main() -> ExitCode {
         }
     }
     println!("vm-tests: {passed} passed, {failed} failed");
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

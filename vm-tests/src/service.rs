@@ -50,7 +50,13 @@ impl Kit {
     }
 
     /// A bundle for LIVE granting `programs` and their libraries, signed by alice and bob.
-    fn bundle(&self, env: &Env, id: &str, programs: &[PathBuf], extra: &[&str]) -> Result<String, String> {
+    fn bundle(
+        &self,
+        env: &Env,
+        id: &str,
+        programs: &[PathBuf],
+        extra: &[&str],
+    ) -> Result<String, String> {
         let out = self.out(&format!("{id}.bundle.json"));
         let closure = enforcer::elf::with_dependencies(programs).map_err(|e| e.to_string())?;
         let files: Vec<String> = closure.iter().map(|p| p.display().to_string()).collect();
@@ -58,7 +64,16 @@ impl Kit {
         // Serials count per issuer and scope, and a higher one supersedes: each line of
         // bundles here gets its own issuer so that they can hold together.
         let issuer = format!("vm-{id}");
-        let mut args = vec!["bundle", "create", "--issuer", &issuer, "--bundle-id", id, "--serial", "1"];
+        let mut args = vec![
+            "bundle",
+            "create",
+            "--issuer",
+            &issuer,
+            "--bundle-id",
+            id,
+            "--serial",
+            "1",
+        ];
         args.extend(["--scope", scope.as_str(), "--out", out.as_str()]);
         if !extra.contains(&"--valid-for") {
             args.extend(["--valid-for", "1h"]);
@@ -76,7 +91,19 @@ impl Kit {
     /// A revocation of bundle id `id`, signed by carol.
     fn revocation(&self, env: &Env, id: &str) -> Result<String, String> {
         let out = self.out(&format!("{id}.revocation.json"));
-        enforcer_ok(env, &["revoke", "create", "--issuer", "security", "--bundle-id", id, "--out", &out])?;
+        enforcer_ok(
+            env,
+            &[
+                "revoke",
+                "create",
+                "--issuer",
+                "security",
+                "--bundle-id",
+                id,
+                "--out",
+                &out,
+            ],
+        )?;
         enforcer_ok(env, &["revoke", "sign", "--key", &self.key("carol"), &out])?;
         Ok(out)
     }
@@ -88,11 +115,24 @@ impl Kit {
         enforcer_ok(
             env,
             &[
-                "break-glass", "create", "--issuer", "oncall", "--scope", &scope, "--valid-for", valid_for,
-                "--reason", "vm test: incident 42", "--out", &out,
+                "break-glass",
+                "create",
+                "--issuer",
+                "oncall",
+                "--scope",
+                &scope,
+                "--valid-for",
+                valid_for,
+                "--reason",
+                "vm test: incident 42",
+                "--out",
+                &out,
             ],
         )?;
-        enforcer_ok(env, &["break-glass", "sign", "--key", &self.key("carol"), &out])?;
+        enforcer_ok(
+            env,
+            &["break-glass", "sign", "--key", &self.key("carol"), &out],
+        )?;
         Ok(out)
     }
 
@@ -127,7 +167,11 @@ fn stop(agent: Agent, result: Check) -> Check {
     agent.signal(libc::SIGTERM);
     let code = agent.wait()?;
     result?;
-    if code == Some(0) { Ok(()) } else { Err(format!("agent exited {code:?} on SIGTERM")) }
+    if code == Some(0) {
+        Ok(())
+    } else {
+        Err(format!("agent exited {code:?} on SIGTERM"))
+    }
 }
 
 /// Repeats `check` every 50 ms until it passes or `limit` has passed; returns how long it
@@ -137,7 +181,9 @@ fn within(limit: Duration, check: impl Fn() -> Check) -> Result<Duration, String
     loop {
         match check() {
             Ok(()) => return Ok(started.elapsed()),
-            Err(e) if started.elapsed() > limit => return Err(format!("not within {limit:?}: {e}")),
+            Err(e) if started.elapsed() > limit => {
+                return Err(format!("not within {limit:?}: {e}"));
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
@@ -162,9 +208,16 @@ pub fn pushed_bundle_allows_while_agent_runs(env: &Env) -> Check {
         }
         // A bundle dropped into the bundle directory takes effect too.
         expect_eperm(Some(LIVE), &env.unlisted)?;
-        let dropped = kit.bundle(env, "live-unlisted", std::slice::from_ref(&env.unlisted), &[])?;
+        let dropped = kit.bundle(
+            env,
+            "live-unlisted",
+            std::slice::from_ref(&env.unlisted),
+            &[],
+        )?;
         std::fs::copy(&dropped, kit.bundle_dir.join("dropped.json")).map_err(|e| e.to_string())?;
-        within(Duration::from_secs(5), || expect_exit(Some(LIVE), &env.unlisted, UNLISTED_EXIT))?;
+        within(Duration::from_secs(5), || {
+            expect_exit(Some(LIVE), &env.unlisted, UNLISTED_EXIT)
+        })?;
         // A bundle that fails verification is refused by name and grants nothing.
         let mut forged = std::fs::read(&dropped).map_err(|e| e.to_string())?;
         let at = forged.len() / 2;
@@ -193,16 +246,23 @@ pub fn revocation_denies_within_a_second(env: &Env) -> Check {
         expect_eperm(Some(LIVE), &env.probe)?;
         let via_socket = started.elapsed();
         if via_socket > Duration::from_secs(1) {
-            return Err(format!("revoked grant denied only after {via_socket:?}: {out}"));
+            return Err(format!(
+                "revoked grant denied only after {via_socket:?}: {out}"
+            ));
         }
         // The same through the bundle directory.
         let second = kit.bundle(env, "to-revoke-2", std::slice::from_ref(&env.probe), &[])?;
         enforcer_ok(env, &["push", &second])?;
         expect_exit(Some(LIVE), &env.probe, PROBE_EXIT)?;
         let revocation = kit.revocation(env, "to-revoke-2")?;
-        std::fs::copy(&revocation, kit.bundle_dir.join("dropped-revocation.json")).map_err(|e| e.to_string())?;
-        let via_dir = within(Duration::from_secs(1), || expect_eperm(Some(LIVE), &env.probe))?;
-        println!("    revocation denied after: {via_socket:?} via the socket, {via_dir:?} via the bundle directory");
+        std::fs::copy(&revocation, kit.bundle_dir.join("dropped-revocation.json"))
+            .map_err(|e| e.to_string())?;
+        let via_dir = within(Duration::from_secs(1), || {
+            expect_eperm(Some(LIVE), &env.probe)
+        })?;
+        println!(
+            "    revocation denied after: {via_socket:?} via the socket, {via_dir:?} via the bundle directory"
+        );
         Ok(())
     })();
     stop(agent, result)
@@ -217,7 +277,12 @@ pub fn withdrawn_bundle_leaves_its_scopes_governed(env: &Env) -> Check {
         // No one governs it yet.
         expect_exit(Some(&undeclared), &env.unlisted, UNLISTED_EXIT)?;
         let scope = format!("/{undeclared}");
-        let bundle = kit.bundle(env, "names-undeclared", std::slice::from_ref(&env.probe), &["--scope", &scope])?;
+        let bundle = kit.bundle(
+            env,
+            "names-undeclared",
+            std::slice::from_ref(&env.probe),
+            &["--scope", &scope],
+        )?;
         enforcer_ok(env, &["push", &bundle])?;
         expect_exit(Some(&undeclared), &env.probe, PROBE_EXIT)?;
         expect_eperm(Some(&undeclared), &env.unlisted)?;
@@ -238,9 +303,15 @@ pub fn expired_grant_denies_with_agent_killed(env: &Env) -> Check {
     let kit = Kit::new("expiry")?;
     let agent = kit.agent(env)?;
     const LIFE: Duration = Duration::from_secs(12);
-    let bundle = kit.bundle(env, "short-lived", std::slice::from_ref(&env.probe), &["--valid-for", "12s"])?;
+    let bundle = kit.bundle(
+        env,
+        "short-lived",
+        std::slice::from_ref(&env.probe),
+        &["--valid-for", "12s"],
+    )?;
     let pushed = Instant::now();
-    let result = enforcer_ok(env, &["push", &bundle]).and_then(|_| expect_exit(Some(LIVE), &env.probe, PROBE_EXIT));
+    let result = enforcer_ok(env, &["push", &bundle])
+        .and_then(|_| expect_exit(Some(LIVE), &env.probe, PROBE_EXIT));
     // Nobody is left to withdraw the grant: the kernel has to expire it on its own.
     agent.signal(libc::SIGKILL);
     agent.wait()?;
@@ -257,7 +328,8 @@ fn sleeper_in_scope() -> Result<Child, String> {
     let mut cmd = Command::new("/bin/busybox");
     cmd.args(["sleep", "300"]);
     enforcer::cgroup::spawn_into(&mut cmd, &cgroup(LIVE)).map_err(|e| e.to_string())?;
-    cmd.spawn().map_err(|e| format!("starting sleep in scope: {e}"))
+    cmd.spawn()
+        .map_err(|e| format!("starting sleep in scope: {e}"))
 }
 
 /// Waits up to `limit` for `child` to end, which must be by SIGKILL.
@@ -266,9 +338,15 @@ fn expect_killed(child: &mut Child, limit: Duration, context: &str) -> Check {
     loop {
         match child.try_wait().map_err(|e| e.to_string())? {
             Some(status) if status.signal() == Some(libc::SIGKILL) => return Ok(()),
-            Some(status) => return Err(format!("sleep in scope ended with {status}, not SIGKILL ({context})")),
+            Some(status) => {
+                return Err(format!(
+                    "sleep in scope ended with {status}, not SIGKILL ({context})"
+                ));
+            }
             None if Instant::now() > deadline => {
-                return Err(format!("sleep in scope still runs after {limit:?} ({context})"));
+                return Err(format!(
+                    "sleep in scope still runs after {limit:?} ({context})"
+                ));
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -281,32 +359,59 @@ pub fn on_revoke_kill_terminates_running_process(env: &Env) -> Check {
     let agent = kit.agent(env)?;
     let mut children: Vec<Child> = Vec::new();
     let result = (|| {
-        let bundle = kit.bundle(env, "killable", std::slice::from_ref(&busybox), &["--on-revoke", "kill"])?;
+        let bundle = kit.bundle(
+            env,
+            "killable",
+            std::slice::from_ref(&busybox),
+            &["--on-revoke", "kill"],
+        )?;
         enforcer_ok(env, &["push", &bundle])?;
         children.push(sleeper_in_scope()?);
         // The same program outside every scope was not started under the bundle.
-        children.push(Command::new(&busybox).args(["sleep", "300"]).spawn().map_err(|e| e.to_string())?);
+        children.push(
+            Command::new(&busybox)
+                .args(["sleep", "300"])
+                .spawn()
+                .map_err(|e| e.to_string())?,
+        );
         std::thread::sleep(Duration::from_millis(300));
         if let Some(status) = children[0].try_wait().map_err(|e| e.to_string())? {
-            return Err(format!("sleep in scope ended before the revocation: {status}"));
+            return Err(format!(
+                "sleep in scope ended before the revocation: {status}"
+            ));
         }
         let revocation = kit.revocation(env, "killable")?;
         let out = enforcer_ok(env, &["revoke", &revocation])?;
         // Killed before `revoke` returned (reaping it here may lag a moment).
-        expect_killed(&mut children[0], Duration::from_millis(500), &format!("revoke said: {out}"))?;
+        expect_killed(
+            &mut children[0],
+            Duration::from_millis(500),
+            &format!("revoke said: {out}"),
+        )?;
         if !out.contains("killed") {
             return Err(format!("revoke did not report the kill: {out}"));
         }
         if let Some(status) = children[1].try_wait().map_err(|e| e.to_string())? {
-            return Err(format!("the process outside every scope died too: {status}"));
+            return Err(format!(
+                "the process outside every scope died too: {status}"
+            ));
         }
         // Expiry withdraws an authorization too: its processes go when it ends.
-        let brief = kit.bundle(env, "killable-brief", std::slice::from_ref(&busybox), &["--on-revoke", "kill", "--valid-for", "8s"])?;
+        let brief = kit.bundle(
+            env,
+            "killable-brief",
+            std::slice::from_ref(&busybox),
+            &["--on-revoke", "kill", "--valid-for", "8s"],
+        )?;
         let pushed = Instant::now();
         enforcer_ok(env, &["push", &brief])?;
         children.push(sleeper_in_scope()?);
         let left = Duration::from_secs(8).saturating_sub(pushed.elapsed());
-        expect_killed(&mut children[2], left + Duration::from_secs(3), "bundle expired")
+        expect_killed(
+            &mut children[2],
+            left + Duration::from_secs(3),
+            "bundle expired",
+        )
     })();
     for child in &mut children {
         let _ = child.kill();
@@ -358,7 +463,10 @@ pub fn agent_restart_mid_exec_stream_loses_no_enforcement(env: &Env) -> Check {
         std::thread::spawn(move || {
             let mut failures = Vec::new();
             while !stop_flag.load(Ordering::Relaxed) {
-                for check in [expect_exit(Some(LIVE), &probe, PROBE_EXIT), expect_eperm(Some(LIVE), &unlisted)] {
+                for check in [
+                    expect_exit(Some(LIVE), &probe, PROBE_EXIT),
+                    expect_eperm(Some(LIVE), &unlisted),
+                ] {
                     runs.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = check {
                         wrong.fetch_add(1, Ordering::Relaxed);
@@ -385,14 +493,20 @@ pub fn agent_restart_mid_exec_stream_loses_no_enforcement(env: &Env) -> Check {
     }
     std::thread::sleep(Duration::from_millis(500));
     stop_flag.store(true, Ordering::Relaxed);
-    let failures = stream.join().map_err(|_| "exec stream panicked".to_string())?;
+    let failures = stream
+        .join()
+        .map_err(|_| "exec stream panicked".to_string())?;
     result?;
     let (runs, wrong) = (runs.load(Ordering::Relaxed), wrong.load(Ordering::Relaxed));
     if wrong > 0 {
-        return Err(format!("{wrong} of {runs} execs decided wrongly across restarts: {failures:?}"));
+        return Err(format!(
+            "{wrong} of {runs} execs decided wrongly across restarts: {failures:?}"
+        ));
     }
     if runs < 10 {
-        return Err(format!("only {runs} execs during the restarts: the stream did not run"));
+        return Err(format!(
+            "only {runs} execs during the restarts: the stream did not run"
+        ));
     }
     println!("    {runs} execs across 3 agent restarts, all decided right");
     Ok(())
@@ -404,8 +518,12 @@ fn expect_notification(sock: &UnixDatagram, want: &str, timeout: Duration) -> Ch
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {
-        sock.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10))))
-            .map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10)),
+        ))
+        .map_err(|e| e.to_string())?;
         let Ok(n) = sock.recv(&mut buf) else { break };
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
         if text.lines().any(|l| l == want) {
@@ -413,7 +531,9 @@ fn expect_notification(sock: &UnixDatagram, want: &str, timeout: Duration) -> Ch
         }
         seen.push(text);
     }
-    Err(format!("no {want} notification within {timeout:?}; got {seen:?}"))
+    Err(format!(
+        "no {want} notification within {timeout:?}; got {seen:?}"
+    ))
 }
 
 fn status_json(env: &Env) -> Result<serde_json::Value, String> {
@@ -461,20 +581,35 @@ pub fn service_runs_from_config_notifies_and_reloads(env: &Env) -> Check {
         expect_eperm(Some(LIVE), &env.probe)?;
         let status = status_json(env)?;
         let scopes = status["scopes"].as_array().cloned().unwrap_or_default();
-        if !scopes.iter().any(|s| s["path"] == format!("/{LIVE}") && s["denies_everything"] == true) {
-            return Err(format!("status does not say the declared scope denies everything: {status}"));
+        if !scopes
+            .iter()
+            .any(|s| s["path"] == format!("/{LIVE}") && s["denies_everything"] == true)
+        {
+            return Err(format!(
+                "status does not say the declared scope denies everything: {status}"
+            ));
         }
         // SIGHUP: a second scope, in monitor mode for a rollout.
-        write_config(&format!("[[scope]]\npath = \"/{LIVE}-rollout\"\nmode = \"monitor\"\n"))?;
+        write_config(&format!(
+            "[[scope]]\npath = \"/{LIVE}-rollout\"\nmode = \"monitor\"\n"
+        ))?;
         signal(libc::SIGHUP);
         expect_notification(&notify, "RELOADING=1", Duration::from_secs(10))?;
         expect_notification(&notify, "READY=1", Duration::from_secs(10))?;
         std::fs::create_dir_all(cgroup(&format!("{LIVE}-rollout"))).map_err(|e| e.to_string())?;
-        expect_exit(Some(&format!("{LIVE}-rollout")), &env.unlisted, UNLISTED_EXIT)?;
+        expect_exit(
+            Some(&format!("{LIVE}-rollout")),
+            &env.unlisted,
+            UNLISTED_EXIT,
+        )?;
         let status = status_json(env)?;
         let rollout = status["scopes"]
             .as_array()
-            .and_then(|s| s.iter().find(|s| s["path"] == format!("/{LIVE}-rollout")).cloned())
+            .and_then(|s| {
+                s.iter()
+                    .find(|s| s["path"] == format!("/{LIVE}-rollout"))
+                    .cloned()
+            })
             .ok_or_else(|| format!("reloaded scope missing from status: {status}"))?;
         if rollout["mode"] != "monitor" {
             return Err(format!("rollout scope not in monitor mode: {rollout}"));
@@ -484,8 +619,13 @@ pub fn service_runs_from_config_notifies_and_reloads(env: &Env) -> Check {
         signal(libc::SIGHUP);
         expect_notification(&notify, "READY=1", Duration::from_secs(10))?;
         let status = status_json(env)?;
-        if !status["agent"]["last_error"].as_str().is_some_and(|e| e.contains("config.toml")) {
-            return Err(format!("status does not report the broken config: {status}"));
+        if !status["agent"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("config.toml"))
+        {
+            return Err(format!(
+                "status does not report the broken config: {status}"
+            ));
         }
         expect_eperm(Some(LIVE), &env.probe)?;
         Ok(())
@@ -507,8 +647,10 @@ pub fn control_socket_is_root_only(env: &Env) -> Check {
     let agent = kit.agent(env)?;
     let result = (|| {
         let bundle = kit.bundle(env, "from-nobody", std::slice::from_ref(&env.probe), &[])?;
-        std::fs::set_permissions(&kit.work, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-        std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o644)).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&kit.work, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| e.to_string())?;
         let as_nobody = |what: &str| {
             let mut cmd = env.enforcer();
             cmd.args(["push", &bundle]).uid(65534).gid(65534);
@@ -523,8 +665,10 @@ pub fn control_socket_is_root_only(env: &Env) -> Check {
         // Second barrier: even with the socket opened up by mistake, the peer's
         // credentials are checked.
         let dir = Path::new(SOCKET).parent().expect("socket dir");
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-        std::fs::set_permissions(SOCKET, std::fs::Permissions::from_mode(0o666)).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        std::fs::set_permissions(SOCKET, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| e.to_string())?;
         let out = as_nobody("socket opened to everyone");
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         let _ = std::fs::set_permissions(SOCKET, std::fs::Permissions::from_mode(0o600));

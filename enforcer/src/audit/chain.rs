@@ -162,12 +162,15 @@ pub enum SignatureProblem {
 pub fn verify_checkpoint(canonical: &[u8], key: &VerifyingKey) -> Result<(), SignatureProblem> {
     let (unsigned, value) =
         split_last_member(canonical, SIGNATURE_MEMBER).ok_or(SignatureProblem::Unsigned)?;
-    let bytes = BASE64.decode(value).map_err(|_| SignatureProblem::Malformed)?;
+    let bytes = BASE64
+        .decode(value)
+        .map_err(|_| SignatureProblem::Malformed)?;
     let raw = <[u8; 64]>::try_from(bytes.as_slice()).map_err(|_| SignatureProblem::Malformed)?;
     let mut message = Vec::with_capacity(CHECKPOINT_DOMAIN.len() + unsigned.len());
     message.extend_from_slice(CHECKPOINT_DOMAIN);
     message.extend_from_slice(&unsigned);
-    key.verify_strict(&message, &Signature::from_bytes(&raw)).map_err(|_| SignatureProblem::Invalid)
+    key.verify_strict(&message, &Signature::from_bytes(&raw))
+        .map_err(|_| SignatureProblem::Invalid)
 }
 
 /// Splits `{…,"<name>":"<value>"}` into `{…}` and `value`, when that member is the last
@@ -211,7 +214,9 @@ mod tests {
         let text = std::str::from_utf8(&line).expect("utf8");
         assert!(text.starts_with("{\"seq\":3,\"prev\":\"0707"), "{text}");
         assert!(
-            text.ends_with(&format!(",\"kind\":\"gap\",\"lost\":5,\"hash\":\"{hash}\"}}\n")),
+            text.ends_with(&format!(
+                ",\"kind\":\"gap\",\"lost\":5,\"hash\":\"{hash}\"}}\n"
+            )),
             "{text}"
         );
 
@@ -228,7 +233,10 @@ mod tests {
         let (rest, value) = split_last_member(object, "hash").expect("split");
         assert_eq!(value, "ab");
         assert_eq!(rest, br#"{"path":"a\",\"hash\":\"00\"}"}"#);
-        assert!(split_last_member(br#"{"hash":"ab","x":1}"#, "hash").is_none(), "not last");
+        assert!(
+            split_last_member(br#"{"hash":"ab","x":1}"#, "hash").is_none(),
+            "not last"
+        );
         assert!(split_last_member(br#"{"a":1}"#, "hash").is_none());
     }
 

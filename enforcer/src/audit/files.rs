@@ -53,7 +53,10 @@ pub fn list(dir: &Path) -> Result<Vec<LogFile>, AuditError> {
     for entry in entries {
         let entry = entry.map_err(AuditError::io(dir))?;
         if let Some(number) = entry.file_name().to_str().and_then(number) {
-            files.push(LogFile { number, path: entry.path() });
+            files.push(LogFile {
+                number,
+                path: entry.path(),
+            });
         }
     }
     files.sort_by_key(|f| f.number);
@@ -69,8 +72,13 @@ mod tests {
         assert_eq!(name(7), "audit-000007.jsonl");
         assert_eq!(number(&name(7)), Some(7));
         assert_eq!(number("audit-1234567.jsonl"), Some(1_234_567));
-        for stranger in ["audit-.jsonl", "audit-1.json", "audit--1.jsonl", "lock", "audit-1a.jsonl"]
-        {
+        for stranger in [
+            "audit-.jsonl",
+            "audit-1.json",
+            "audit--1.jsonl",
+            "lock",
+            "audit-1a.jsonl",
+        ] {
             assert_eq!(number(stranger), None, "{stranger}");
         }
     }

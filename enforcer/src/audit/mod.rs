@@ -52,7 +52,11 @@ pub enum AuditError {
         "audit log {path} is damaged at line {line}: {problem}. Run `enforcer audit verify` \
          and move the directory aside to start a new log; appending would hide the damage"
     )]
-    BrokenTail { path: PathBuf, line: usize, problem: String },
+    BrokenTail {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
     #[error(
         "audit log directory {path} is in use by another process (its lock file is held): \
          two writers would break the chain"
@@ -83,11 +87,16 @@ pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 /// exec only together with this id.
 pub fn boot_id() -> Result<String, AuditError> {
     let path = PathBuf::from(BOOT_ID_PATH);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| AuditError::BootId { path: path.clone(), problem: e.to_string() })?;
+    let text = std::fs::read_to_string(&path).map_err(|e| AuditError::BootId {
+        path: path.clone(),
+        problem: e.to_string(),
+    })?;
     let id = text.trim();
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-        return Err(AuditError::BootId { path, problem: format!("unexpected content {id:?}") });
+        return Err(AuditError::BootId {
+            path,
+            problem: format!("unexpected content {id:?}"),
+        });
     }
     Ok(id.to_owned())
 }

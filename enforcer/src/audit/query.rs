@@ -41,7 +41,12 @@ pub struct Entry {
 fn entry(file: &Path, line: usize, bytes: &[u8]) -> Option<Entry> {
     let record = Unsealed::new(bytes).ok()?.record().ok()?;
     let raw = String::from_utf8_lossy(bytes).into_owned();
-    Some(Entry { file: file.to_owned(), line, record, raw })
+    Some(Entry {
+        file: file.to_owned(),
+        line,
+        record,
+        raw,
+    })
 }
 
 /// Hands every record of one file to `each`; returns how many lines were not records.
@@ -129,7 +134,11 @@ impl Filter {
             }
             Body::Gap(_) => true,
             Body::Authorization(a) => {
-                !self.denied && self.scope.as_ref().is_none_or(|s| a.scopes.iter().any(|x| x == s))
+                !self.denied
+                    && self
+                        .scope
+                        .as_ref()
+                        .is_none_or(|s| a.scopes.iter().any(|x| x == s))
             }
             Body::Start(_) | Body::Checkpoint(_) => self.all,
         }
@@ -138,7 +147,9 @@ impl Filter {
 
 /// Parses `--since`: an RFC 3339 time, or an age counted back from `now` (`10m`).
 pub fn parse_since(input: &str, now: SystemTime) -> Result<SystemTime, QueryError> {
-    let bad = || QueryError::Time { input: input.to_owned() };
+    let bad = || QueryError::Time {
+        input: input.to_owned(),
+    };
     if let Ok(time) = humantime::parse_rfc3339_weak(input) {
         return Ok(time);
     }
@@ -208,7 +219,9 @@ pub fn render(record: &Record) -> String {
             "{time} CHECKPOINT seq {} ({}, {})",
             record.seq,
             c.trigger.name(),
-            c.key_id.as_ref().map_or_else(|| "unsigned".to_owned(), |k| format!("signed by {k}"))
+            c.key_id
+                .as_ref()
+                .map_or_else(|| "unsigned".to_owned(), |k| format!("signed by {k}"))
         ),
     }
 }
@@ -217,7 +230,11 @@ pub fn render(record: &Record) -> String {
 fn authorization(d: &Decision) -> String {
     let mut out = String::new();
     if let Some(id) = &d.auth_id {
-        out.push_str(&format!(" auth={}/{}", d.auth_serial, id.get(..12).unwrap_or(id)));
+        out.push_str(&format!(
+            " auth={}/{}",
+            d.auth_serial,
+            id.get(..12).unwrap_or(id)
+        ));
     } else if d.auth_serial != 0 {
         out.push_str(&format!(" auth={}", d.auth_serial));
     }
@@ -231,7 +248,11 @@ fn authorization(d: &Decision) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// The decision on this exec, as logged.
-    Logged { seq: u64, time: String, decision: Box<Decision> },
+    Logged {
+        seq: u64,
+        time: String,
+        decision: Box<Decision>,
+    },
     /// The parent named by the previous step is not in the log: it ran before the log
     /// begins, or its decision was lost (see gap records).
     Missing { exec_id: u64 },
@@ -262,10 +283,15 @@ pub fn lineage(dir: &Path, exec_id: u64, boot_id: Option<&str>) -> Result<Lineag
             if d.exec_id == exec_id && !boots_with_exec.contains(&d.boot_id) {
                 boots_with_exec.push(d.boot_id.clone());
             }
-            parents.entry((d.boot_id, d.exec_id)).or_insert(d.parent_exec_id);
+            parents
+                .entry((d.boot_id, d.exec_id))
+                .or_insert(d.parent_exec_id);
         }
     })?;
-    let not_found = || QueryError::ExecNotFound { exec_id, boot: boot_id.map(str::to_owned) };
+    let not_found = || QueryError::ExecNotFound {
+        exec_id,
+        boot: boot_id.map(str::to_owned),
+    };
     let boot = boots_with_exec.pop().ok_or_else(not_found)?;
 
     let mut chain = vec![exec_id];
@@ -287,8 +313,11 @@ pub fn lineage(dir: &Path, exec_id: u64, boot_id: Option<&str>) -> Result<Lineag
             && wanted.contains(&d.exec_id)
             && !logged.contains_key(&d.exec_id)
         {
-            let step =
-                Step::Logged { seq: e.record.seq, time: e.record.time, decision: Box::new(d) };
+            let step = Step::Logged {
+                seq: e.record.seq,
+                time: e.record.time,
+                decision: Box::new(d),
+            };
             logged.insert(step_exec(&step), step);
         }
     })?;
@@ -296,7 +325,11 @@ pub fn lineage(dir: &Path, exec_id: u64, boot_id: Option<&str>) -> Result<Lineag
         .iter()
         .map(|id| logged.remove(id).unwrap_or(Step::Missing { exec_id: *id }))
         .collect();
-    Ok(Lineage { boot_id: boot, steps, other_boots: boots_with_exec })
+    Ok(Lineage {
+        boot_id: boot,
+        steps,
+        other_boots: boots_with_exec,
+    })
 }
 
 fn step_exec(step: &Step) -> u64 {
@@ -327,13 +360,21 @@ impl Follower {
                     lines += 1;
                     Ok(())
                 })?;
-                let offset = std::fs::metadata(&f.path).map_err(AuditError::io(&f.path))?.len();
+                let offset = std::fs::metadata(&f.path)
+                    .map_err(AuditError::io(&f.path))?
+                    .len();
                 let partial = end.ok().and_then(|e| e.partial).map_or(0, |(_, len)| len);
                 (offset - partial, lines)
             }
             None => (0, 0),
         };
-        Ok(Self { dir: dir.to_owned(), file, offset, line, pending: Vec::new() })
+        Ok(Self {
+            dir: dir.to_owned(),
+            file,
+            offset,
+            line,
+            pending: Vec::new(),
+        })
     }
 
     /// Hands every record completed since the last call to `each`.
@@ -362,9 +403,12 @@ impl Follower {
     fn read_new(&mut self, path: &Path, each: &mut impl FnMut(Entry)) -> Result<(), AuditError> {
         let io = AuditError::io(path);
         let mut file = std::fs::File::open(path).map_err(io)?;
-        file.seek(SeekFrom::Start(self.offset)).map_err(AuditError::io(path))?;
+        file.seek(SeekFrom::Start(self.offset))
+            .map_err(AuditError::io(path))?;
         let start = self.pending.len();
-        let read = file.read_to_end(&mut self.pending).map_err(AuditError::io(path))?;
+        let read = file
+            .read_to_end(&mut self.pending)
+            .map_err(AuditError::io(path))?;
         self.offset += read as u64;
         if !self.pending[start..].contains(&b'\n') {
             return Ok(());

@@ -20,7 +20,11 @@ fn key() -> SigningKey {
 }
 
 fn opts() -> AuditOptions {
-    AuditOptions { checkpoint_every: 5, boot_id: Some(BOOT.into()), ..AuditOptions::default() }
+    AuditOptions {
+        checkpoint_every: 5,
+        boot_id: Some(BOOT.into()),
+        ..AuditOptions::default()
+    }
 }
 
 fn event(exec_id: u64, parent_exec_id: u64, verdict: u32) -> ExecEvent {
@@ -41,7 +45,11 @@ fn event(exec_id: u64, parent_exec_id: u64, verdict: u32) -> ExecEvent {
         uid: 1000,
         gid: 1001,
         decision: verdict,
-        reason: if granted { reason::GRANTED } else { reason::NOT_GRANTED },
+        reason: if granted {
+            reason::GRANTED
+        } else {
+            reason::NOT_GRANTED
+        },
         hook: hook::BPRM_CHECK_SECURITY,
         digest: [0xab; 32],
         auth_id: if granted { [0xcd; 16] } else { [0; 16] },
@@ -49,8 +57,10 @@ fn event(exec_id: u64, parent_exec_id: u64, verdict: u32) -> ExecEvent {
     }
 }
 
-const LABELS: DecisionLabels<'static> =
-    DecisionLabels { scope: Some("/governed/app"), grant_name: Some("tool") };
+const LABELS: DecisionLabels<'static> = DecisionLabels {
+    scope: Some("/governed/app"),
+    grant_name: Some("tool"),
+};
 
 /// A closed log of `decisions` decisions (every third denied) and one gap.
 fn write_log(dir: &Path, decisions: u64, opts: AuditOptions) {
@@ -61,9 +71,18 @@ fn write_log(dir: &Path, decisions: u64, opts: AuditOptions) {
 
 fn append(log: &mut AuditLog, from: u64, count: u64) {
     for exec in from..from + count {
-        let verdict = if exec % 3 == 0 { decision::DENY } else { decision::ALLOW };
-        let labels = if exec % 2 == 0 { LABELS } else { DecisionLabels::default() };
-        log.append_decision(&event(exec, exec - 1, verdict), &labels).expect("append");
+        let verdict = if exec % 3 == 0 {
+            decision::DENY
+        } else {
+            decision::ALLOW
+        };
+        let labels = if exec % 2 == 0 {
+            LABELS
+        } else {
+            DecisionLabels::default()
+        };
+        log.append_decision(&event(exec, exec - 1, verdict), &labels)
+            .expect("append");
         if exec == from + 2 {
             log.append_gap(3).expect("gap");
         }
@@ -87,7 +106,11 @@ fn first_file(dir: &Path) -> PathBuf {
 }
 
 fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).expect("read").lines().map(str::to_owned).collect()
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn write_lines(path: &Path, lines: &[String]) {
@@ -98,8 +121,15 @@ fn write_lines(path: &Path, lines: &[String]) {
 
 #[track_caller]
 fn assert_problem(report: &Report, file: &Path, line: usize) -> ProblemKind {
-    let problem = report.problem.as_ref().unwrap_or_else(|| panic!("not detected: {report:?}"));
-    assert_eq!((problem.file.as_path(), problem.line), (file, line), "{problem}");
+    let problem = report
+        .problem
+        .as_ref()
+        .unwrap_or_else(|| panic!("not detected: {report:?}"));
+    assert_eq!(
+        (problem.file.as_path(), problem.line),
+        (file, line),
+        "{problem}"
+    );
     problem.kind.clone()
 }
 
@@ -134,7 +164,10 @@ fn altering_any_field_of_any_record_is_detected_at_that_record() {
             lines[index] = altered;
             write_lines(&path, &lines);
             let kind = assert_problem(&verify(dir.path()), &path, index + 1);
-            assert!(matches!(kind, ProblemKind::Altered { .. }), "{field}: {kind}");
+            assert!(
+                matches!(kind, ProblemKind::Altered { .. }),
+                "{field}: {kind}"
+            );
             fields_altered += 1;
         }
     }
@@ -172,7 +205,13 @@ fn deleting_any_record_is_detected_where_it_was() {
         write_lines(&path, &lines);
         let kind = assert_problem(&verify(dir.path()), &path, index + 1);
         let seq = u64::try_from(index).expect("small");
-        assert_eq!(kind, ProblemKind::Removed { first_missing: seq, next_present: seq + 1 });
+        assert_eq!(
+            kind,
+            ProblemKind::Removed {
+                first_missing: seq,
+                next_present: seq + 1
+            }
+        );
     }
 }
 
@@ -180,15 +219,30 @@ fn deleting_any_record_is_detected_where_it_was() {
 fn swapping_two_records_is_detected_as_reordering() {
     let (dir, path) = closed_log(6);
     let original = read_lines(&path);
-    for (a, b) in [(0, 1), (3, 4), (2, 9), (original.len() - 2, original.len() - 1)] {
+    for (a, b) in [
+        (0, 1),
+        (3, 4),
+        (2, 9),
+        (original.len() - 2, original.len() - 1),
+    ] {
         let mut lines = original.clone();
         lines.swap(a, b);
         write_lines(&path, &lines);
         let kind = assert_problem(&verify(dir.path()), &path, a + 1);
         let expected_at = Some(format!("{}:{}", path.display(), b + 1));
-        let (expected, found) =
-            (u64::try_from(a).expect("small"), u64::try_from(b).expect("small"));
-        assert_eq!(kind, ProblemKind::Reordered { expected, found, expected_at }, "{a}<->{b}");
+        let (expected, found) = (
+            u64::try_from(a).expect("small"),
+            u64::try_from(b).expect("small"),
+        );
+        assert_eq!(
+            kind,
+            ProblemKind::Reordered {
+                expected,
+                found,
+                expected_at
+            },
+            "{a}<->{b}"
+        );
     }
 }
 
@@ -201,7 +255,10 @@ fn a_file_cut_mid_line_is_detected() {
         std::fs::write(&path, &bytes[..cut]).expect("write");
         let report = verify(dir.path());
         let problem = report.problem.as_ref().expect("cut off");
-        assert!(matches!(problem.kind, ProblemKind::CutOff { .. }), "{problem}");
+        assert!(
+            matches!(problem.kind, ProblemKind::CutOff { .. }),
+            "{problem}"
+        );
         assert!(problem.line <= lines, "{problem}");
     }
 }
@@ -231,7 +288,10 @@ fn a_cut_at_a_line_boundary_shows_as_uncovered_or_unclean() {
     write_lines(&path, &original[..original.len() - 1]);
     let report = verify(dir.path());
     assert!(report.is_intact(), "{report:?}");
-    assert!(report.uncovered() > 0 && !report.ends_with_shutdown, "{report:?}");
+    assert!(
+        report.uncovered() > 0 && !report.ends_with_shutdown,
+        "{report:?}"
+    );
 }
 
 /// Recomputes `prev` and `hash` from line `from` on, as someone without the host key
@@ -256,16 +316,23 @@ fn rechain(lines: &mut [String], from: usize) {
 fn a_rewritten_chain_is_caught_by_the_checkpoint_signatures() {
     let (dir, path) = closed_log(6);
     let mut lines = read_lines(&path);
-    let target = lines.iter().position(|l| l.contains("\"decision\":\"deny\"")).expect("deny");
+    let target = lines
+        .iter()
+        .position(|l| l.contains("\"decision\":\"deny\""))
+        .expect("deny");
     lines[target] = lines[target].replace("\"decision\":\"deny\"", "\"decision\":\"allow\"");
     rechain(&mut lines, target);
     write_lines(&path, &lines);
 
     let unchecked = verify_dir(dir.path(), None).expect("verify");
-    assert!(unchecked.is_intact(), "without the key only the chain is checked");
+    assert!(
+        unchecked.is_intact(),
+        "without the key only the chain is checked"
+    );
     assert!(unchecked.checkpoints.unchecked > 0 && unchecked.checkpoints.verified == 0);
-    let next_checkpoint =
-        (target..lines.len()).find(|&i| lines[i].contains("\"kind\":\"checkpoint\"")).expect("cp");
+    let next_checkpoint = (target..lines.len())
+        .find(|&i| lines[i].contains("\"kind\":\"checkpoint\""))
+        .expect("cp");
     let kind = assert_problem(&verify(dir.path()), &path, next_checkpoint + 1);
     assert!(matches!(kind, ProblemKind::Signature { .. }), "{kind}");
 }
@@ -278,7 +345,10 @@ fn forged_and_foreign_checkpoint_signatures_are_refused() {
     let other = SigningKey::from_seed(&[8; 32]);
     let report = verify_dir(dir.path(), Some(&other.public_key())).expect("verify");
     let kind = assert_problem(&report, &path, checkpoint);
-    assert!(kind.to_string().contains("not by the trusted host key"), "{kind}");
+    assert!(
+        kind.to_string().contains("not by the trusted host key"),
+        "{kind}"
+    );
 
     // A signature by another key over the same bytes, under the right key id.
     let mut lines = read_lines(&path);
@@ -296,8 +366,10 @@ fn forged_and_foreign_checkpoint_signatures_are_refused() {
     // Stripping signatures does not help either.
     let mut lines = read_lines(&path);
     let zeros = ChainHash::GENESIS;
-    lines[checkpoint - 1] =
-        format!("{},\"hash\":\"{zeros}\"}}", &lines[checkpoint - 1][..start - 13 - 1]);
+    lines[checkpoint - 1] = format!(
+        "{},\"hash\":\"{zeros}\"}}",
+        &lines[checkpoint - 1][..start - 13 - 1]
+    );
     rechain(&mut lines, checkpoint - 1);
     write_lines(&path, &lines);
     let kind = assert_problem(&verify(dir.path()), &path, checkpoint);
@@ -305,7 +377,10 @@ fn forged_and_foreign_checkpoint_signatures_are_refused() {
 }
 
 fn small_files() -> AuditOptions {
-    AuditOptions { max_file_bytes: 3000, ..opts() }
+    AuditOptions {
+        max_file_bytes: 3000,
+        ..opts()
+    }
 }
 
 #[test]
@@ -319,21 +394,41 @@ fn rotation_keeps_one_chain_and_a_missing_file_is_detected() {
     assert_eq!((report.files, report.decisions), (listed.len(), 30));
     let first_of_second = read_lines(&listed[1].path).remove(0);
     let last_of_first = read_lines(&listed[0].path).pop().expect("line");
-    let link = Unsealed::new(last_of_first.as_bytes()).expect("unseal").stated.to_string();
-    assert!(first_of_second.contains(&format!("\"prev\":\"{link}\"")), "chain crosses files");
+    let link = Unsealed::new(last_of_first.as_bytes())
+        .expect("unseal")
+        .stated
+        .to_string();
+    assert!(
+        first_of_second.contains(&format!("\"prev\":\"{link}\"")),
+        "chain crosses files"
+    );
     assert!(last_of_first.contains(&format!("\"next_file\":\"{}\"", listed[1].name())));
 
     let aside = dir.path().join("aside");
     std::fs::rename(&listed[1].path, &aside).expect("remove middle");
     let kind = assert_problem(&verify(dir.path()), &listed[2].path, 1);
-    assert_eq!(kind, ProblemKind::MissingFile { name: listed[1].name() });
+    assert_eq!(
+        kind,
+        ProblemKind::MissingFile {
+            name: listed[1].name()
+        }
+    );
     std::fs::rename(&aside, &listed[1].path).expect("restore");
 
     let newest = listed.last().expect("newest");
     std::fs::remove_file(&newest.path).expect("remove newest");
     let before = &listed[listed.len() - 2];
-    let kind = assert_problem(&verify(dir.path()), &before.path, read_lines(&before.path).len());
-    assert_eq!(kind, ProblemKind::MissingFile { name: newest.name() });
+    let kind = assert_problem(
+        &verify(dir.path()),
+        &before.path,
+        read_lines(&before.path).len(),
+    );
+    assert_eq!(
+        kind,
+        ProblemKind::MissingFile {
+            name: newest.name()
+        }
+    );
 }
 
 #[test]
@@ -386,7 +481,10 @@ fn a_partial_last_line_is_acknowledged_in_a_new_file_on_reopen() {
     bytes.extend_from_slice(b"{\"seq\":99,\"prev\":\"00");
     std::fs::write(&path, &bytes).expect("write");
     let report = verify(dir.path());
-    assert!(matches!(report.problem.map(|p| p.kind), Some(ProblemKind::CutOff { .. })));
+    assert!(matches!(
+        report.problem.map(|p| p.kind),
+        Some(ProblemKind::CutOff { .. })
+    ));
 
     let log = AuditLog::open(dir.path(), Some(key()), opts()).expect("reopen");
     assert_eq!(log.current_file(), dir.path().join(files::name(2)));
@@ -394,8 +492,15 @@ fn a_partial_last_line_is_acknowledged_in_a_new_file_on_reopen() {
     let report = verify(dir.path());
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.recovered.len(), 1);
-    assert_eq!((report.recovered[0].offset, report.recovered[0].bytes), (offset, 20));
-    assert_eq!(std::fs::read(&path).expect("read"), bytes, "the damaged file is left as is");
+    assert_eq!(
+        (report.recovered[0].offset, report.recovered[0].bytes),
+        (offset, 20)
+    );
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        bytes,
+        "the damaged file is left as is"
+    );
 }
 
 #[test]
@@ -447,7 +552,11 @@ fn checkpoints_come_by_time_as_well_as_by_count() {
     drop(log);
     let report = verify(dir.path());
     assert_eq!(report.uncovered(), 0, "{report:?}");
-    assert_eq!(report.checkpoints.verified, 1 + 4, "start, then one per record and the gap");
+    assert_eq!(
+        report.checkpoints.verified,
+        1 + 4,
+        "start, then one per record and the gap"
+    );
 }
 
 proptest! {
@@ -482,16 +591,25 @@ fn lineage_follows_parents_within_one_boot() {
     let mut log = AuditLog::open(dir.path(), None, opts()).expect("open");
     // 1 <- 2 <- 3 <- 5 (4 was lost), and 6 <- 7 beside them.
     for (exec, parent) in [(1, 0), (2, 1), (3, 2), (5, 4), (6, 0), (7, 6)] {
-        log.append_decision(&event(exec, parent, decision::ALLOW), &LABELS).expect("append");
+        log.append_decision(&event(exec, parent, decision::ALLOW), &LABELS)
+            .expect("append");
     }
     // A mapping made by exec 3's image: not an exec, so not a step.
-    let mapping = ExecEvent { exec_id: 0, hook: hook::MMAP_FILE, ..event(0, 3, decision::ALLOW) };
+    let mapping = ExecEvent {
+        exec_id: 0,
+        hook: hook::MMAP_FILE,
+        ..event(0, 3, decision::ALLOW)
+    };
     log.append_decision(&mapping, &LABELS).expect("append");
     drop(log);
     // The same exec ids on another boot must not mix in.
-    let other = AuditOptions { boot_id: Some("other-boot".into()), ..opts() };
+    let other = AuditOptions {
+        boot_id: Some("other-boot".into()),
+        ..opts()
+    };
     let mut log = AuditLog::open(dir.path(), None, other).expect("open");
-    log.append_decision(&event(3, 9, decision::DENY), &LABELS).expect("append");
+    log.append_decision(&event(3, 9, decision::DENY), &LABELS)
+        .expect("append");
     drop(log);
 
     let lineage = query::lineage(dir.path(), 5, Some(BOOT)).expect("lineage");
@@ -506,7 +624,9 @@ fn lineage_follows_parents_within_one_boot() {
     assert_eq!(ids, [(5, true), (4, false)]);
 
     let lineage = query::lineage(dir.path(), 3, Some(BOOT)).expect("lineage");
-    let Step::Logged { decision, .. } = &lineage.steps[2] else { panic!("{lineage:?}") };
+    let Step::Logged { decision, .. } = &lineage.steps[2] else {
+        panic!("{lineage:?}")
+    };
     assert_eq!((decision.exec_id, decision.auth_serial), (1, 17));
     assert_eq!(decision.auth_id.as_deref(), Some("cd".repeat(16).as_str()));
     assert_eq!(lineage.steps.len(), 3);
@@ -546,15 +666,36 @@ fn show_filters_by_denial_scope_and_time() {
         .expect("read");
         kinds
     };
-    assert_eq!(select(&Filter { denied: true, ..Filter::default() }), ["3", "gap", "6"]);
-    let scoped = Filter { scope: Some("/governed/app".into()), ..Filter::default() };
+    assert_eq!(
+        select(&Filter {
+            denied: true,
+            ..Filter::default()
+        }),
+        ["3", "gap", "6"]
+    );
+    let scoped = Filter {
+        scope: Some("/governed/app".into()),
+        ..Filter::default()
+    };
     assert_eq!(select(&scoped), ["2", "gap", "4", "6"]);
-    assert_eq!(select(&Filter { scope: Some("4241".into()), ..Filter::default() }).len(), 7);
+    assert_eq!(
+        select(&Filter {
+            scope: Some("4241".into()),
+            ..Filter::default()
+        })
+        .len(),
+        7
+    );
     let now = std::time::SystemTime::now();
-    let future =
-        Filter { since: Some(now + std::time::Duration::from_secs(60)), ..Filter::default() };
+    let future = Filter {
+        since: Some(now + std::time::Duration::from_secs(60)),
+        ..Filter::default()
+    };
     assert!(select(&future).is_empty());
-    let all = select(&Filter { all: true, ..Filter::default() });
+    let all = select(&Filter {
+        all: true,
+        ..Filter::default()
+    });
     assert!(all.contains(&"start".to_owned()) && all.contains(&"checkpoint".to_owned()));
 
     let hour_ago = query::parse_since("1h", now).expect("age");
@@ -595,7 +736,10 @@ fn throughput() {
     let temp = tempfile::tempdir().expect("tempdir");
     let keep = std::env::var_os("AUDIT_DEMO_DIR").map(PathBuf::from);
     let dir = keep.clone().unwrap_or_else(|| temp.path().to_owned());
-    let opts = AuditOptions { checkpoint_every: 10_000, ..opts() };
+    let opts = AuditOptions {
+        checkpoint_every: 10_000,
+        ..opts()
+    };
     let mut log = AuditLog::open(&dir, Some(key()), opts).expect("open");
     let n = 200_000;
     let start = std::time::Instant::now();
@@ -604,7 +748,10 @@ fn throughput() {
     let elapsed = start.elapsed();
     #[allow(clippy::cast_precision_loss, reason = "a rate for a person")]
     let rate = n as f64 / elapsed.as_secs_f64();
-    println!("{n} decisions in {elapsed:?}: {rate:.0}/s into {}", dir.display());
+    println!(
+        "{n} decisions in {elapsed:?}: {rate:.0}/s into {}",
+        dir.display()
+    );
     let start = std::time::Instant::now();
     let report = verify_dir(&dir, Some(&key().public_key())).expect("verify");
     assert!(report.is_intact(), "{report:?}");

@@ -33,9 +33,16 @@ pub enum ProblemKind {
     /// The line is not a record at all.
     Malformed { why: String },
     /// The sequence jumps forward and the missing records are nowhere later in the log.
-    Removed { first_missing: u64, next_present: u64 },
+    Removed {
+        first_missing: u64,
+        next_present: u64,
+    },
     /// The record is not in its place: `expected` should be here and `found` is.
-    Reordered { expected: u64, found: u64, expected_at: Option<String> },
+    Reordered {
+        expected: u64,
+        found: u64,
+        expected_at: Option<String>,
+    },
     /// The record's `prev` is not the hash of the record before it: the record before was
     /// replaced (with a recomputed hash) or a record was slipped in.
     BrokenLink { seq: u64 },
@@ -53,22 +60,41 @@ impl fmt::Display for ProblemKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Altered { seq: Some(seq) } => {
-                write!(f, "record seq {seq} was altered: its content does not match its hash")
+                write!(
+                    f,
+                    "record seq {seq} was altered: its content does not match its hash"
+                )
             }
             Self::Altered { seq: None } => {
                 write!(f, "record was altered: its content does not match its hash")
             }
             Self::Malformed { why } => write!(f, "not a valid audit record: {why}"),
-            Self::Removed { first_missing, next_present } if *next_present == first_missing + 1 => {
-                write!(f, "record seq {first_missing} was removed (seq {next_present} is here)")
+            Self::Removed {
+                first_missing,
+                next_present,
+            } if *next_present == first_missing + 1 => {
+                write!(
+                    f,
+                    "record seq {first_missing} was removed (seq {next_present} is here)"
+                )
             }
-            Self::Removed { first_missing, next_present } => write!(
+            Self::Removed {
+                first_missing,
+                next_present,
+            } => write!(
                 f,
                 "records seq {first_missing} to {} were removed (seq {next_present} is here)",
                 next_present - 1
             ),
-            Self::Reordered { expected, found, expected_at } => {
-                write!(f, "records were reordered: seq {found} is where seq {expected} belongs")?;
+            Self::Reordered {
+                expected,
+                found,
+                expected_at,
+            } => {
+                write!(
+                    f,
+                    "records were reordered: seq {found} is where seq {expected} belongs"
+                )?;
                 match expected_at {
                     Some(at) => write!(f, " (seq {expected} is at {at})"),
                     None => Ok(()),
@@ -167,7 +193,10 @@ impl Report {
 pub fn verify_dir(dir: &Path, trust: Option<&VerifyingKey>) -> Result<Report, AuditError> {
     let files = files::list(dir)?;
     let mut walker = Walker::new(Some((0, ChainHash::GENESIS)), trust);
-    let mut report = Report { files: files.len(), ..Report::default() };
+    let mut report = Report {
+        files: files.len(),
+        ..Report::default()
+    };
     let problem = walk_files(&files, &mut walker, &mut report)?;
     walker.fill(&mut report);
     report.problem = problem;
@@ -184,9 +213,20 @@ fn walk_files(
     let mut continues_in: Option<String> = None;
     let mut last_position = None;
     for ((index, file), expected_number) in files.iter().enumerate().zip(1..) {
-        let at = |line, kind| Some(Problem { file: file.path.clone(), line, kind });
+        let at = |line, kind| {
+            Some(Problem {
+                file: file.path.clone(),
+                line,
+                kind,
+            })
+        };
         if file.number != expected_number {
-            return Ok(at(1, ProblemKind::MissingFile { name: files::name(expected_number) }));
+            return Ok(at(
+                1,
+                ProblemKind::MissingFile {
+                    name: files::name(expected_number),
+                },
+            ));
         }
         if index > 0 {
             match continues_in.take() {
@@ -203,12 +243,22 @@ fn walk_files(
         }
         let end = match for_each_line(&file.path, |_, line| walker.feed(line))? {
             Ok(end) => end,
-            Err((line, ProblemKind::Reordered { expected, found, .. })) if found > expected => {
+            Err((
+                line,
+                ProblemKind::Reordered {
+                    expected, found, ..
+                },
+            )) if found > expected => {
                 let kind = match find_seq(&files[index..], line, expected)? {
-                    Some(place) => {
-                        ProblemKind::Reordered { expected, found, expected_at: Some(place) }
-                    }
-                    None => ProblemKind::Removed { first_missing: expected, next_present: found },
+                    Some(place) => ProblemKind::Reordered {
+                        expected,
+                        found,
+                        expected_at: Some(place),
+                    },
+                    None => ProblemKind::Removed {
+                        first_missing: expected,
+                        next_present: found,
+                    },
                 };
                 return Ok(at(line, kind));
             }
@@ -219,8 +269,15 @@ fn walk_files(
         }
         continues_in = walker.take_next_file();
         if let Some((offset, bytes)) = end.partial {
-            let recovered = Recovered { file: file.name(), offset, bytes };
-            if files.get(index + 1).is_some_and(|next| acknowledges(&next.path, &recovered)) {
+            let recovered = Recovered {
+                file: file.name(),
+                offset,
+                bytes,
+            };
+            if files
+                .get(index + 1)
+                .is_some_and(|next| acknowledges(&next.path, &recovered))
+            {
                 report.recovered.push(recovered);
                 continues_in = files.get(index + 1).map(LogFile::name);
             } else {
@@ -229,7 +286,11 @@ fn walk_files(
         }
     }
     if let (Some(name), Some((file, line))) = (continues_in, last_position) {
-        return Ok(Some(Problem { file, line, kind: ProblemKind::MissingFile { name } }));
+        return Ok(Some(Problem {
+            file,
+            line,
+            kind: ProblemKind::MissingFile { name },
+        }));
     }
     Ok(None)
 }
@@ -249,7 +310,11 @@ fn find_seq(files: &[LogFile], after: usize, seq: u64) -> Result<Option<String>,
     for (index, file) in files.iter().enumerate() {
         let skip = if index == 0 { after } else { 0 };
         let found = for_each_line(&file.path, |n, line| {
-            if n > skip && seq_prefix(line) == Some(seq) { Err(n) } else { Ok(()) }
+            if n > skip && seq_prefix(line) == Some(seq) {
+                Err(n)
+            } else {
+                Ok(())
+            }
         })?;
         if let Err((line, _)) = found {
             return Ok(Some(format!("{}:{line}", file.path.display())));
@@ -285,7 +350,10 @@ pub(crate) fn for_each_line<E>(
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Ok(FileEnd { lines: 0, partial: None }));
+            return Ok(Ok(FileEnd {
+                lines: 0,
+                partial: None,
+            }));
         }
         Err(e) => return Err(io(e)),
     };
@@ -294,10 +362,15 @@ pub(crate) fn for_each_line<E>(
     let (mut lines, mut offset) = (0usize, 0u64);
     loop {
         buf.clear();
-        let read = (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut buf);
+        let read = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut buf);
         let n = read.map_err(AuditError::io(path))? as u64;
         if n == 0 {
-            return Ok(Ok(FileEnd { lines, partial: None }));
+            return Ok(Ok(FileEnd {
+                lines,
+                partial: None,
+            }));
         }
         // Without a newline, either the line is over-long (a newline follows later) or
         // the file ends here.
@@ -309,7 +382,10 @@ pub(crate) fn for_each_line<E>(
             (n + skipped, newline)
         };
         if !complete {
-            return Ok(Ok(FileEnd { lines, partial: Some((offset, length)) }));
+            return Ok(Ok(FileEnd {
+                lines,
+                partial: Some((offset, length)),
+            }));
         }
         lines += 1;
         if let Err(e) = each(lines, &buf) {
@@ -387,7 +463,9 @@ impl<'k> Walker<'k> {
         }
         let unsealed = Unsealed::new(line).map_err(|why| malformed(why.into()))?;
         if unsealed.actual() != unsealed.stated {
-            return Err(ProblemKind::Altered { seq: seq_prefix(line) });
+            return Err(ProblemKind::Altered {
+                seq: seq_prefix(line),
+            });
         }
         let record = unsealed.record().map_err(|e| malformed(format!("{e}")))?;
         let seq = record.seq;
@@ -395,13 +473,21 @@ impl<'k> Walker<'k> {
             if seq != expected {
                 // Forward jumps are told apart (removed or reordered) by the caller, which
                 // can look ahead.
-                return Err(ProblemKind::Reordered { expected, found: seq, expected_at: None });
+                return Err(ProblemKind::Reordered {
+                    expected,
+                    found: seq,
+                    expected_at: None,
+                });
             }
             if record.prev != head {
                 return Err(ProblemKind::BrokenLink { seq });
             }
         }
-        if self.last.as_ref().is_some_and(|last| last.next_file.is_some()) {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|last| last.next_file.is_some())
+        {
             let why = "a record follows a rotation checkpoint in the same file".into();
             return Err(ProblemKind::Misplaced { why });
         }
@@ -423,11 +509,21 @@ impl<'k> Walker<'k> {
                 next_file.clone_from(&checkpoint.next_file);
             }
         }
-        let shutdown =
-            matches!(&record.body, Body::Checkpoint(Checkpoint { trigger: Trigger::Shutdown, .. }));
+        let shutdown = matches!(
+            &record.body,
+            Body::Checkpoint(Checkpoint {
+                trigger: Trigger::Shutdown,
+                ..
+            })
+        );
         self.counts.records += 1;
         self.expect = Some((seq.wrapping_add(1), unsealed.stated));
-        self.last = Some(Last { seq, hash: unsealed.stated, shutdown, next_file });
+        self.last = Some(Last {
+            seq,
+            hash: unsealed.stated,
+            shutdown,
+            next_file,
+        });
         Ok(())
     }
 
@@ -460,9 +556,9 @@ impl<'k> Walker<'k> {
                 Ok(())
             }
             Err(SignatureProblem::Unsigned) => Err(problem("it is not signed".into())),
-            Err(SignatureProblem::Malformed) => {
-                Err(problem("its signature is not a base64 Ed25519 signature".into()))
-            }
+            Err(SignatureProblem::Malformed) => Err(problem(
+                "its signature is not a base64 Ed25519 signature".into(),
+            )),
             Err(SignatureProblem::Invalid) => Err(problem(
                 "its signature does not verify: the checkpoint or the chain before it was \
                  forged"

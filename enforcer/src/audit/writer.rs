@@ -24,7 +24,8 @@ use enforcer_common::ExecEvent;
 use super::chain::{self, ChainHash};
 use super::files::{self, LogFile};
 use super::record::{
-    AuthorizationChange, Body, Checkpoint, Decision, DecisionLabels, Gap, PreviousEnd, Record, Recovered, Start, Trigger,
+    AuthorizationChange, Body, Checkpoint, Decision, DecisionLabels, Gap, PreviousEnd, Record,
+    Recovered, Start, Trigger,
 };
 use super::verify::{Last, ProblemKind, Walker, for_each_line};
 use super::{AuditError, boot_id};
@@ -129,11 +130,18 @@ impl AuditLog {
         };
         let listed = files::list(dir)?;
         let resume = resume(&listed)?;
-        let file = LogFile { number: resume.target, path: dir.join(files::name(resume.target)) };
-        let exists = listed.last().is_some_and(|newest| newest.number == resume.target);
+        let file = LogFile {
+            number: resume.target,
+            path: dir.join(files::name(resume.target)),
+        };
+        let exists = listed
+            .last()
+            .is_some_and(|newest| newest.number == resume.target);
         let (handle, file_bytes) = open_file(dir, &file.path, exists)?;
-        let (next_seq, head) =
-            resume.last.as_ref().map_or((0, ChainHash::GENESIS), |l| (l.seq + 1, l.hash));
+        let (next_seq, head) = resume
+            .last
+            .as_ref()
+            .map_or((0, ChainHash::GENESIS), |l| (l.seq + 1, l.hash));
         let key_id = host_key.as_ref().map(|k| k.key_id().to_string());
         let now = Instant::now();
         let mut log = Self {
@@ -258,8 +266,14 @@ impl AuditLog {
 
     /// Ends the current file with a checkpoint naming the next, then continues there.
     fn rotate(&mut self) -> Result<(), AuditError> {
-        let next = LogFile { number: self.file.number + 1, path: PathBuf::new() };
-        let next = LogFile { path: self.dir.join(next.name()), ..next };
+        let next = LogFile {
+            number: self.file.number + 1,
+            path: PathBuf::new(),
+        };
+        let next = LogFile {
+            path: self.dir.join(next.name()),
+            ..next
+        };
         self.write_checkpoint(Trigger::Rotate, Some(next.name()))?;
         let (handle, file_bytes) = match open_file(&self.dir, &next.path, false) {
             Ok(opened) => opened,
@@ -280,8 +294,12 @@ impl AuditLog {
         trigger: Trigger,
         next_file: Option<String>,
     ) -> Result<u64, AuditError> {
-        let checkpoint =
-            Checkpoint { trigger, next_file, key_id: self.key_id.clone(), signature: None };
+        let checkpoint = Checkpoint {
+            trigger,
+            next_file,
+            key_id: self.key_id.clone(),
+            signature: None,
+        };
         let mut record = self.record(Body::Checkpoint(checkpoint));
         if let Some(key) = &self.key {
             let signature = chain::sign_checkpoint(key, &serde_json::to_vec(&record)?);
@@ -298,7 +316,12 @@ impl AuditLog {
 
     fn record(&self, body: Body) -> Record {
         let time = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
-        Record { seq: self.next_seq, prev: self.head, time, body }
+        Record {
+            seq: self.next_seq,
+            prev: self.head,
+            time,
+            body,
+        }
     }
 
     fn write_record(&mut self, body: Body) -> Result<u64, AuditError> {
@@ -335,7 +358,10 @@ impl AuditLog {
         if let Some(out) = self.out.take() {
             drop(out.into_parts());
         }
-        AuditError::Io { path: self.file.path.clone(), source }
+        AuditError::Io {
+            path: self.file.path.clone(),
+            source,
+        }
     }
 }
 
@@ -354,7 +380,9 @@ fn lock(dir: &Path) -> Result<File, AuditError> {
     if rc != 0 {
         let error = std::io::Error::last_os_error();
         if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(AuditError::Locked { path: dir.to_owned() });
+            return Err(AuditError::Locked {
+                path: dir.to_owned(),
+            });
         }
         return Err(AuditError::io(&path)(error));
     }
@@ -373,7 +401,9 @@ fn open_file(dir: &Path, path: &Path, exists: bool) -> Result<(File, u64), Audit
         return Ok((file, len));
     }
     let file = options.create_new(true).open(path).map_err(io)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(AuditError::io(dir))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(AuditError::io(dir))?;
     Ok((file, 0))
 }
 
@@ -381,7 +411,12 @@ fn open_file(dir: &Path, path: &Path, exists: bool) -> Result<(File, u64), Audit
 /// the newest is empty after a rotation).
 fn resume(files: &[LogFile]) -> Result<Resume, AuditError> {
     let Some(newest) = files.last() else {
-        return Ok(Resume { last: None, previous: PreviousEnd::None, recovered: None, target: 1 });
+        return Ok(Resume {
+            last: None,
+            previous: PreviousEnd::None,
+            recovered: None,
+            target: 1,
+        });
     };
     let (last, partial) = scan(newest)?;
     let broken = |file: &LogFile, problem: &str| AuditError::BrokenTail {
@@ -396,11 +431,18 @@ fn resume(files: &[LogFile]) -> Result<Resume, AuditError> {
             (Some(last), None) => Some(last),
             (None, _) => return Err(broken(before, "it has no records but a newer file exists")),
             (Some(_), Some(_)) => {
-                return Err(broken(before, "it ends with a partial line but a newer file exists"));
+                return Err(broken(
+                    before,
+                    "it ends with a partial line but a newer file exists",
+                ));
             }
         },
     };
-    let recovered = partial.map(|(offset, bytes)| Recovered { file: newest.name(), offset, bytes });
+    let recovered = partial.map(|(offset, bytes)| Recovered {
+        file: newest.name(),
+        offset,
+        bytes,
+    });
     let previous = match &last {
         None if recovered.is_none() => PreviousEnd::None,
         Some(last) if last.shutdown => PreviousEnd::Clean,
@@ -414,9 +456,17 @@ fn resume(files: &[LogFile]) -> Result<Resume, AuditError> {
         newest.number
     };
     if target != newest.number && target != newest.number + 1 {
-        return Err(broken(newest, "the log does not continue in this file or the next"));
+        return Err(broken(
+            newest,
+            "the log does not continue in this file or the next",
+        ));
     }
-    Ok(Resume { last, previous, recovered, target })
+    Ok(Resume {
+        last,
+        previous,
+        recovered,
+        target,
+    })
 }
 
 /// Checks a file's records and returns its last one and any partial line after it.
@@ -427,12 +477,21 @@ fn scan(file: &LogFile) -> Result<(Option<Last>, Option<(u64, u64)>), AuditError
         Ok(end) => Ok((walker.last().cloned(), end.partial)),
         Err((line, kind)) => {
             let problem = match kind {
-                ProblemKind::Reordered { expected, found, .. } => {
-                    format!("the sequence jumps from {} to {found}", expected.wrapping_sub(1))
+                ProblemKind::Reordered {
+                    expected, found, ..
+                } => {
+                    format!(
+                        "the sequence jumps from {} to {found}",
+                        expected.wrapping_sub(1)
+                    )
                 }
                 other => other.to_string(),
             };
-            Err(AuditError::BrokenTail { path: file.path.clone(), line, problem })
+            Err(AuditError::BrokenTail {
+                path: file.path.clone(),
+                line,
+                problem,
+            })
         }
     }
 }

@@ -34,7 +34,12 @@ pub struct PolicyArgs {
 
     /// Trust store (TOML): the keys that may sign bundles and revocations, and how many
     /// distinct keys must sign each. Only artifacts it accepts grant anything.
-    #[arg(long, env = "ENFORCER_TRUST", value_name = "FILE", conflicts_with = "unsigned_policy")]
+    #[arg(
+        long,
+        env = "ENFORCER_TRUST",
+        value_name = "FILE",
+        conflicts_with = "unsigned_policy"
+    )]
     pub trust: Option<PathBuf>,
 
     /// Watched directory of signed artifacts; pushed artifacts are kept here too.
@@ -163,7 +168,12 @@ pub struct ListArgs {
 
 fn settings(args: &LoadArgs, run: Option<&RunArgs>) -> anyhow::Result<Settings> {
     let p = &args.policy;
-    let scopes = p.scopes.iter().map(|s| s.parse()).collect::<Result<Vec<_>, _>>().context("--scope")?;
+    let scopes = p
+        .scopes
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<Vec<_>, _>>()
+        .context("--scope")?;
     let mut config_path = p.config.clone();
     if p.unsigned_policy.is_none() && p.trust.is_none() && config_path.is_none() {
         let default = Path::new(crate::config::DEFAULT_PATH);
@@ -212,7 +222,10 @@ pub fn load_command(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     for (path, why) in agent.refused() {
         eprintln!("refused: {}: {why}", path.display());
     }
-    println!("enforcement active: program pinned at {}", agent.pin_dir().display());
+    println!(
+        "enforcement active: program pinned at {}",
+        agent.pin_dir().display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -227,7 +240,11 @@ pub fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
 /// Sends one request to the agent and prints its message; exit 1 on a refusal.
 fn ask(socket: &Path, request: &Request) -> anyhow::Result<(ExitCode, Response)> {
     let response = control::request(socket, request)?;
-    let code = if response.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    let code = if response.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
     Ok((code, response))
 }
 
@@ -236,7 +253,10 @@ fn ask(socket: &Path, request: &Request) -> anyhow::Result<(ExitCode, Response)>
 pub fn push_command(args: &PushArgs, revoke: bool) -> anyhow::Result<ExitCode> {
     let bytes = crate::verify::read_artifact(&args.file)?;
     let name = args.file.display().to_string();
-    let (code, response) = ask(&args.socket.socket, &Request::artifact(revoke, name, &bytes))?;
+    let (code, response) = ask(
+        &args.socket.socket,
+        &Request::artifact(revoke, name, &bytes),
+    )?;
     if response.ok {
         println!("{}", response.message);
     } else {
@@ -249,7 +269,14 @@ pub fn push_command(args: &PushArgs, revoke: bool) -> anyhow::Result<ExitCode> {
 pub fn list_command(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let (code, response) = ask(&args.socket.socket, &Request::List)?;
     if args.json || !response.ok {
-        println!("{}", if response.ok { response.data.to_string() } else { response.message });
+        println!(
+            "{}",
+            if response.ok {
+                response.data.to_string()
+            } else {
+                response.message
+            }
+        );
         return Ok(code);
     }
     let d = &response.data;
@@ -290,7 +317,9 @@ pub fn list_command(args: &ListArgs) -> anyhow::Result<ExitCode> {
 
 /// A JSON array of strings as `a, b, c`.
 fn text_list(v: &serde_json::Value) -> String {
-    v.as_array().map(|items| items.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+    v.as_array()
+        .map(|items| items.iter().map(text).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
 }
 
 fn text(v: &serde_json::Value) -> String {
@@ -303,7 +332,10 @@ pub fn status_command(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let pin_dir = &args.location.pin_dir;
     if !kernel::is_pinned(pin_dir) {
         if args.json {
-            println!("{}", serde_json::json!({ "enforcing": false, "pin_dir": pin_dir }));
+            println!(
+                "{}",
+                serde_json::json!({ "enforcing": false, "pin_dir": pin_dir })
+            );
         } else {
             println!("not enforcing: no program pinned at {}", pin_dir.display());
         }
@@ -332,14 +364,23 @@ fn print_agent_status(d: &serde_json::Value, json: bool) {
         agent["pid"],
         text(&agent["started"]),
         text(&agent["last_reconcile"]),
-        agent["next_deadline"].as_str().map(|t| format!(", next change at {t}")).unwrap_or_default(),
+        agent["next_deadline"]
+            .as_str()
+            .map(|t| format!(", next change at {t}"))
+            .unwrap_or_default(),
     );
     if let Some(e) = agent["last_error"].as_str() {
         println!("  last error: {e}");
     }
     let empty = Vec::new();
     for s in d["scopes"].as_array().unwrap_or(&empty) {
-        println!("  scope {} (cgroup {}): {}, {} grant(s)", text(&s["path"]), s["cgroup_id"], text(&s["mode"]), s["grants"]);
+        println!(
+            "  scope {} (cgroup {}): {}, {} grant(s)",
+            text(&s["path"]),
+            s["cgroup_id"],
+            text(&s["mode"]),
+            s["grants"]
+        );
         if let Some(until) = s["break_glass_until"].as_str() {
             println!("    break-glass: monitor mode until {until}, then enforce again");
         }
@@ -350,9 +391,15 @@ fn print_agent_status(d: &serde_json::Value, json: bool) {
             }
         }
     }
-    println!("  {} bundle(s) in force, {} artifact(s) refused (see `enforcer list`)", d["bundles"], d["refused"]);
+    println!(
+        "  {} bundle(s) in force, {} artifact(s) refused (see `enforcer list`)",
+        d["bundles"], d["refused"]
+    );
     if d["dropped_events"].as_u64().is_some_and(|n| n > 0) {
-        println!("  {} decision(s) lost because the ring buffer was full", d["dropped_events"]);
+        println!(
+            "  {} decision(s) lost because the ring buffer was full",
+            d["dropped_events"]
+        );
     }
 }
 
@@ -367,10 +414,18 @@ fn print_map_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(id, p)| {
             let path = cgroup::find_path(&args.location.cgroup_root, *id, 10_000)
-                .and_then(|p| p.strip_prefix(&args.location.cgroup_root).ok().map(|r| format!("/{}", r.display())))
+                .and_then(|p| {
+                    p.strip_prefix(&args.location.cgroup_root)
+                        .ok()
+                        .map(|r| format!("/{}", r.display()))
+                })
                 .unwrap_or_else(|| format!("(cgroup id {id}, path not found)"));
             let grants = state.grants.keys().filter(|k| k.scope_id == *id).count();
-            let mode = if p.mode == enforcer_common::mode::MONITOR { "monitor" } else { "enforce" };
+            let mode = if p.mode == enforcer_common::mode::MONITOR {
+                "monitor"
+            } else {
+                "enforce"
+            };
             (path, *id, mode, grants)
         })
         .collect();
@@ -388,7 +443,10 @@ fn print_map_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         );
     } else {
         println!("enforcing: program pinned at {}", pin_dir.display());
-        println!("agent: not reachable at {}; showing the kernel's maps", args.socket.socket.display());
+        println!(
+            "agent: not reachable at {}; showing the kernel's maps",
+            args.socket.socket.display()
+        );
         for (path, id, mode, grants) in &scopes {
             println!("  scope {path} (cgroup {id}): {mode}, {grants} grant(s)");
             if *grants == 0 && *mode == "enforce" {
@@ -406,7 +464,10 @@ fn print_map_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 /// program once nothing else holds it.
 pub fn unload_command(location: &Location) -> anyhow::Result<ExitCode> {
     if kernel::unload(&location.pin_dir)? {
-        println!("enforcement stopped: pins removed from {}", location.pin_dir.display());
+        println!(
+            "enforcement stopped: pins removed from {}",
+            location.pin_dir.display()
+        );
     } else {
         println!("nothing to stop: no pins in {}", location.pin_dir.display());
     }

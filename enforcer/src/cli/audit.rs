@@ -120,9 +120,16 @@ pub fn command(args: &AuditArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn verify_command(dir: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let key = args.trust.as_deref().map(trust::load_public_key).transpose()?;
+    let key = args
+        .trust
+        .as_deref()
+        .map(trust::load_public_key)
+        .transpose()?;
     if !dir.is_dir() {
-        anyhow::bail!("no audit log at {}: the directory does not exist", dir.display());
+        anyhow::bail!(
+            "no audit log at {}: the directory does not exist",
+            dir.display()
+        );
     }
     let report = verify_dir(dir, key.as_ref())?;
     let warnings = warnings(&report, key.is_some());
@@ -152,8 +159,9 @@ fn warnings(report: &Report, trusted: bool) -> Vec<String> {
     }
     let uncovered = report.uncovered();
     if trusted && uncovered > 0 {
-        let after =
-            report.covered_through.map_or_else(|| "the start".to_owned(), |s| format!("seq {s}"));
+        let after = report
+            .covered_through
+            .map_or_else(|| "the start".to_owned(), |s| format!("seq {s}"));
         out.push(format!(
             "{uncovered} record(s) after {after} are not yet covered by a signed checkpoint: \
              records cut off from the end would not show"
@@ -189,7 +197,10 @@ fn print_report(report: &Report, key: Option<trust::KeyId>, warnings: &[String])
                 || "empty".to_owned(),
                 |(seq, hash)| format!("seq 0..={seq}, head {}", &hash.to_string()[..16]),
             );
-            println!("OK: {} record(s) in {} file(s), {head}", report.records, report.files);
+            println!(
+                "OK: {} record(s) in {} file(s), {head}",
+                report.records, report.files
+            );
         }
         Some(problem) => {
             println!("TAMPERED: {problem}");
@@ -207,7 +218,10 @@ fn print_report(report: &Report, key: Option<trust::KeyId>, warnings: &[String])
     match key {
         Some(id) => println!("  {} checkpoint(s) verified with host key {id}", c.verified),
         None => {
-            println!("  {} signed checkpoint(s) not checked, {} unsigned", c.unchecked, c.unsigned)
+            println!(
+                "  {} signed checkpoint(s) not checked, {} unsigned",
+                c.unchecked, c.unsigned
+            )
         }
     }
     for w in warnings {
@@ -241,9 +255,17 @@ fn report_json(report: &Report, warnings: &[String]) -> serde_json::Value {
 }
 
 fn show_command(dir: &Path, args: &ShowArgs) -> anyhow::Result<ExitCode> {
-    let since =
-        args.since.as_deref().map(|s| query::parse_since(s, SystemTime::now())).transpose()?;
-    let filter = Filter { denied: args.denied, scope: args.scope.clone(), since, all: args.all };
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| query::parse_since(s, SystemTime::now()))
+        .transpose()?;
+    let filter = Filter {
+        denied: args.denied,
+        scope: args.scope.clone(),
+        since,
+        all: args.all,
+    };
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
     let skipped = query::read_dir(dir, |e| {
@@ -261,7 +283,10 @@ fn show_command(dir: &Path, args: &ShowArgs) -> anyhow::Result<ExitCode> {
 fn tail_command(dir: &Path, args: &TailArgs) -> anyhow::Result<ExitCode> {
     // Position the follower before reading the last records, so nothing written in
     // between is missed (at worst a record shows twice).
-    let mut follower = args.follow.then(|| query::Follower::at_end(dir)).transpose()?;
+    let mut follower = args
+        .follow
+        .then(|| query::Follower::at_end(dir))
+        .transpose()?;
     let mut out = std::io::stdout().lock();
     for e in query::last_records(dir, args.lines)? {
         if let Err(e) = print_entry(&mut out, &e, args.json) {
@@ -317,7 +342,11 @@ fn lineage_command(dir: &Path, args: &LineageArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         for step in &lineage.steps {
             let value = match step {
-                Step::Logged { seq, time, decision } => serde_json::json!({
+                Step::Logged {
+                    seq,
+                    time,
+                    decision,
+                } => serde_json::json!({
                     "seq": seq, "time": time, "decision": decision,
                 }),
                 Step::Missing { exec_id } => {
@@ -328,12 +357,23 @@ fn lineage_command(dir: &Path, args: &LineageArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!("exec {} on boot {}, then its ancestors:", args.exec_id, lineage.boot_id);
+    println!(
+        "exec {} on boot {}, then its ancestors:",
+        args.exec_id, lineage.boot_id
+    );
     for step in &lineage.steps {
         match step {
-            Step::Logged { time, decision: d, .. } => {
-                let scope = d.scope.clone().unwrap_or_else(|| format!("cgroup {}", d.scope_id));
-                println!("  exec {}  {} {}  [{}]  {time}", d.exec_id, d.decision, d.path, d.reason);
+            Step::Logged {
+                time, decision: d, ..
+            } => {
+                let scope = d
+                    .scope
+                    .clone()
+                    .unwrap_or_else(|| format!("cgroup {}", d.scope_id));
+                println!(
+                    "  exec {}  {} {}  [{}]  {time}",
+                    d.exec_id, d.decision, d.path, d.reason
+                );
                 println!(
                     "      pid {} (parent pid {}) uid {} gid {} in {scope}",
                     d.tgid, d.ppid, d.uid, d.gid
@@ -343,7 +383,11 @@ fn lineage_command(dir: &Path, args: &LineageArgs) -> anyhow::Result<ExitCode> {
                     (None, 0) => "no authorization".to_owned(),
                     (None, serial) => format!("authorization serial {serial}"),
                 };
-                let grant = d.grant.as_ref().map(|g| format!(", grant {g:?}")).unwrap_or_default();
+                let grant = d
+                    .grant
+                    .as_ref()
+                    .map(|g| format!(", grant {g:?}"))
+                    .unwrap_or_default();
                 println!("      ran under {under}{grant}; sha256 {}", d.sha256);
             }
             Step::Missing { exec_id } => println!(

@@ -71,7 +71,10 @@ pub fn init_tracing(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     if systemd::stderr_is_journal() {
         match systemd::JournalLayer::new(std::path::Path::new(systemd::JOURNAL_SOCKET)) {
-            Ok(layer) => tracing_subscriber::registry().with(filter).with(layer).init(),
+            Ok(layer) => tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .init(),
             // journald's socket unreachable (another mount namespace, say) but the stream
             // works: lines with a `<N>` priority prefix, which journald understands.
             Err(_) => tracing_subscriber::fmt()
@@ -79,7 +82,9 @@ pub fn init_tracing(verbose: u8) {
                 .with_ansi(false)
                 .with_writer(std::io::stderr)
                 .event_format(systemd::SyslogPrefix(
-                    tracing_subscriber::fmt::format().without_time().with_ansi(false),
+                    tracing_subscriber::fmt::format()
+                        .without_time()
+                        .with_ansi(false),
                 ))
                 .init(),
         }

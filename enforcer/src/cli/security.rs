@@ -386,20 +386,26 @@ pub fn run(cmd: SecurityCommand) -> anyhow::Result<ExitCode> {
         SecurityCommand::Key(KeyCommand::Generate { out }) => key_generate(&out),
         SecurityCommand::Key(KeyCommand::Show { path }) => key_show(&path),
         SecurityCommand::Bundle(BundleCommand::Create(args)) => bundle_create(&args),
-        SecurityCommand::Revoke(RevokeArgs { command: None, file, socket }) => {
+        SecurityCommand::Revoke(RevokeArgs {
+            command: None,
+            file,
+            socket,
+        }) => {
             let file = file.context("name the signed revocation to hand to the agent")?;
             super::agent::push_command(&super::agent::PushArgs { file, socket }, true)
         }
-        SecurityCommand::Revoke(RevokeArgs { command: Some(RevokeCommand::Create(args)), .. }) => {
-            revoke_create(&args)
-        }
+        SecurityCommand::Revoke(RevokeArgs {
+            command: Some(RevokeCommand::Create(args)),
+            ..
+        }) => revoke_create(&args),
         SecurityCommand::BreakGlass(BreakGlassCommand::Create(args)) => break_glass_create(&args),
         SecurityCommand::Bundle(BundleCommand::Artifact(cmd)) => {
             artifact(cmd, ArtifactKind::Bundle)
         }
-        SecurityCommand::Revoke(RevokeArgs { command: Some(RevokeCommand::Artifact(cmd)), .. }) => {
-            artifact(cmd, ArtifactKind::Revocation)
-        }
+        SecurityCommand::Revoke(RevokeArgs {
+            command: Some(RevokeCommand::Artifact(cmd)),
+            ..
+        }) => artifact(cmd, ArtifactKind::Revocation),
         SecurityCommand::BreakGlass(BreakGlassCommand::Artifact(cmd)) => {
             artifact(cmd, ArtifactKind::BreakGlass)
         }
@@ -425,7 +431,10 @@ fn key_generate(prefix: &Path) -> anyhow::Result<ExitCode> {
     let pub_path = prefix.with_file_name(format!("{name}.pub"));
     for path in [&key_path, &pub_path] {
         if path.exists() {
-            bail!("{} already exists; refusing to overwrite a key", path.display());
+            bail!(
+                "{} already exists; refusing to overwrite a key",
+                path.display()
+            );
         }
     }
     let key = SigningKey::generate();
@@ -433,7 +442,10 @@ fn key_generate(prefix: &Path) -> anyhow::Result<ExitCode> {
     let public = encode_public_key(&key.public_key());
     write_new_file(&pub_path, format!("{public}\n").as_bytes())?;
     println!("generated key {name:?}, key id {}", key.key_id());
-    println!("  private key: {} (mode 0600: keep it secret)", key_path.display());
+    println!(
+        "  private key: {} (mode 0600: keep it secret)",
+        key_path.display()
+    );
     println!("  public key:  {}", pub_path.display());
     println!("To trust it, add this to the trust store and choose its roles:");
     println!(
@@ -484,7 +496,12 @@ impl FromStr for GrantSpec {
         if subject.is_empty() {
             return Err("empty grant".into());
         }
-        let mut spec = Self { subject, name: None, not_after: None, valid_for: None };
+        let mut spec = Self {
+            subject,
+            name: None,
+            not_after: None,
+            valid_for: None,
+        };
         for option in parts {
             match option.split_once('=') {
                 Some(("name", v)) => spec.name = Some(v.to_owned()),
@@ -510,12 +527,19 @@ impl FromStr for GrantSpec {
 
 impl GrantSpec {
     fn to_grant(&self, digest: FileDigest, name: Option<String>, not_before: u64) -> Grant {
-        Grant { digest, name: self.name.clone().or(name), not_after: self.not_after(not_before) }
+        Grant {
+            digest,
+            name: self.name.clone().or(name),
+            not_after: self.not_after(not_before),
+        }
     }
 
     /// When the grant ends, if before its bundle does.
     fn not_after(&self, not_before: u64) -> Option<u64> {
-        self.not_after.or_else(|| self.valid_for.map(|d| not_before.saturating_add(d.as_secs())))
+        self.not_after.or_else(|| {
+            self.valid_for
+                .map(|d| not_before.saturating_add(d.as_secs()))
+        })
     }
 }
 
@@ -560,7 +584,11 @@ fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode> {
         issued_at,
         not_before,
         not_after,
-        scopes: args.scopes.iter().map(|s| s.parse::<CgroupScope>()).collect::<Result<_, _>>()?,
+        scopes: args
+            .scopes
+            .iter()
+            .map(|s| s.parse::<CgroupScope>())
+            .collect::<Result<_, _>>()?,
         grants,
         mode: args.mode,
         on_revoke: args.on_revoke,
@@ -591,7 +619,10 @@ fn library_grants(
         }
         let not_after = spec.not_after(not_before);
         let closure = crate::elf::with_dependencies(&[path.to_path_buf()]).with_context(|| {
-            format!("cannot find the libraries of {} (--with-libraries)", spec.subject)
+            format!(
+                "cannot find the libraries of {} (--with-libraries)",
+                spec.subject
+            )
         })?;
         // The closure starts with the file itself, granted already.
         for library in closure.iter().skip(1) {
@@ -618,17 +649,32 @@ fn library_grants(
 fn script_interpreter(path: &Path) -> Option<String> {
     use std::io::Read as _;
     let mut head = [0u8; 256];
-    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .ok()?;
     let line = head[..n].strip_prefix(b"#!")?;
     let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
     let interpreter = String::from_utf8_lossy(line).trim().to_owned();
-    Some(if interpreter.is_empty() { "(none named)".to_owned() } else { interpreter })
+    Some(if interpreter.is_empty() {
+        "(none named)".to_owned()
+    } else {
+        interpreter
+    })
 }
 
 fn revoke_create(args: &RevokeCreateArgs) -> anyhow::Result<ExitCode> {
-    let mut targets: Vec<RevocationTarget> =
-        args.bundle_ids.iter().cloned().map(RevocationTarget::Bundle).collect();
-    targets.extend(args.artifacts.iter().copied().map(RevocationTarget::Artifact));
+    let mut targets: Vec<RevocationTarget> = args
+        .bundle_ids
+        .iter()
+        .cloned()
+        .map(RevocationTarget::Bundle)
+        .collect();
+    targets.extend(
+        args.artifacts
+            .iter()
+            .copied()
+            .map(RevocationTarget::Artifact),
+    );
     targets.extend(args.digests.iter().copied().map(RevocationTarget::Digest));
     for path in &args.files {
         targets.push(RevocationTarget::Digest(FileDigest::of_file(path)?));
@@ -640,7 +686,11 @@ fn revoke_create(args: &RevokeCreateArgs) -> anyhow::Result<ExitCode> {
         reason: args.reason.clone(),
         targets,
     };
-    write_unsigned(ArtifactKind::Revocation, revocation.to_payload()?, &args.output)
+    write_unsigned(
+        ArtifactKind::Revocation,
+        revocation.to_payload()?,
+        &args.output,
+    )
 }
 
 fn break_glass_create(args: &BreakGlassCreateArgs) -> anyhow::Result<ExitCode> {
@@ -649,7 +699,11 @@ fn break_glass_create(args: &BreakGlassCreateArgs) -> anyhow::Result<ExitCode> {
         issuer: args.issuer.clone(),
         not_before,
         not_after,
-        scopes: args.scopes.iter().map(|s| s.parse::<CgroupScope>()).collect::<Result<_, _>>()?,
+        scopes: args
+            .scopes
+            .iter()
+            .map(|s| s.parse::<CgroupScope>())
+            .collect::<Result<_, _>>()?,
         reason: args.reason.clone(),
     };
     // The payload's own rules first (empty window, reason, scopes), then the length.
@@ -682,12 +736,23 @@ fn write_unsigned(
 ) -> anyhow::Result<ExitCode> {
     let envelope = Envelope::new(kind, payload);
     if output.out.exists() && !output.force {
-        bail!("{} already exists; pass --force to overwrite it", output.out.display());
+        bail!(
+            "{} already exists; pass --force to overwrite it",
+            output.out.display()
+        );
     }
     write_atomic(&output.out, &envelope.to_bytes(), 0o644)
         .with_context(|| format!("cannot write {}", output.out.display()))?;
-    println!("wrote unsigned {kind} {} to {}", envelope.id(), output.out.display());
-    println!("next: enforcer {} sign --key YOUR.key {}", verb(kind), output.out.display());
+    println!(
+        "wrote unsigned {kind} {} to {}",
+        envelope.id(),
+        output.out.display()
+    );
+    println!(
+        "next: enforcer {} sign --key YOUR.key {}",
+        verb(kind),
+        output.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -707,7 +772,11 @@ fn read_envelope(path: &Path, expected: ArtifactKind) -> anyhow::Result<Envelope
         .with_context(|| format!("cannot use {}", path.display()))?;
     let found = envelope.kind()?;
     if found != expected {
-        bail!("{} is a {found}, not a {expected}: use `enforcer {}`", path.display(), verb(found));
+        bail!(
+            "{} is a {found}, not a {expected}: use `enforcer {}`",
+            path.display(),
+            verb(found)
+        );
     }
     Ok(envelope)
 }
@@ -741,7 +810,10 @@ fn verify(args: &VerifyArgs, kind: ArtifactKind) -> anyhow::Result<ExitCode> {
         Some(dir) => Some(PolicyState::load_dir(dir)?),
         None => None,
     };
-    let mut revocations = state.as_ref().map(|s| s.revocations().clone()).unwrap_or_default();
+    let mut revocations = state
+        .as_ref()
+        .map(|s| s.revocations().clone())
+        .unwrap_or_default();
     for path in &args.revocations {
         let r = verifier
             .verify_revocation(&read_artifact(path)?, &revocations)
@@ -750,7 +822,11 @@ fn verify(args: &VerifyArgs, kind: ArtifactKind) -> anyhow::Result<ExitCode> {
     }
     let bytes = read_artifact(&args.artifact)?;
     let now = args.at.map_or_else(SystemTime::now, from_unix_seconds);
-    let checked = Checked { verifier: &verifier, now, revocations: &revocations };
+    let checked = Checked {
+        verifier: &verifier,
+        now,
+        revocations: &revocations,
+    };
     let verdict = match kind {
         ArtifactKind::Bundle => checked.bundle(&bytes, state.as_ref()),
         ArtifactKind::Revocation => checked.revocation(&bytes),
@@ -777,7 +853,9 @@ struct Checked<'a> {
 
 impl Checked<'_> {
     fn bundle(&self, bytes: &[u8], state: Option<&PolicyState>) -> Result<String, ArtifactError> {
-        let v = self.verifier.verify_bundle(bytes, self.now, self.revocations)?;
+        let v = self
+            .verifier
+            .verify_bundle(bytes, self.now, self.revocations)?;
         let b = &v.bundle;
         let mut report = format!(
             "OK: bundle {:?} serial {} from {:?} (artifact {})\n  signed by {}\n  valid until {}\n",
@@ -809,7 +887,9 @@ impl Checked<'_> {
     }
 
     fn break_glass(&self, bytes: &[u8]) -> Result<String, ArtifactError> {
-        let v = self.verifier.verify_break_glass(bytes, self.now, self.revocations)?;
+        let v = self
+            .verifier
+            .verify_break_glass(bytes, self.now, self.revocations)?;
         let bg = &v.break_glass;
         Ok(format!(
             "OK: break-glass from {:?} (artifact {})\n  signed by {}\n  monitor mode in {}\n  \
@@ -826,7 +906,11 @@ impl Checked<'_> {
 }
 
 fn join_scopes(scopes: &[CgroupScope]) -> String {
-    scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    scopes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn signer_names(verifier: &Verifier, signers: &[KeyId]) -> String {
@@ -902,15 +986,23 @@ impl Payload {
     fn describe(&self, now: u64) -> (String, Vec<(&'static str, String)>) {
         match self {
             Self::Bundle(b) => {
-                let opt_ins: Vec<&str> =
-                    [(b.allow_anonymous_exec, "anonymous-exec"), (b.allow_fileless, "fileless")]
-                        .into_iter()
-                        .filter_map(|(on, name)| on.then_some(name))
-                        .collect();
-                let opt_ins =
-                    if opt_ins.is_empty() { "none".to_owned() } else { opt_ins.join(", ") };
+                let opt_ins: Vec<&str> = [
+                    (b.allow_anonymous_exec, "anonymous-exec"),
+                    (b.allow_fileless, "fileless"),
+                ]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+                let opt_ins = if opt_ins.is_empty() {
+                    "none".to_owned()
+                } else {
+                    opt_ins.join(", ")
+                };
                 (
-                    format!("bundle {:?} serial {} from {:?}", b.bundle_id, b.serial, b.issuer),
+                    format!(
+                        "bundle {:?} serial {} from {:?}",
+                        b.bundle_id, b.serial, b.issuer
+                    ),
                     vec![
                         ("issued", format_time(b.issued_at)),
                         ("valid from", describe_time(b.not_before, now)),
@@ -925,7 +1017,12 @@ impl Payload {
             Self::Revocation(r) => {
                 let mut lines = vec![
                     ("issued", format_time(r.issued_at)),
-                    ("reason", r.reason.clone().unwrap_or_else(|| "(none given)".to_owned())),
+                    (
+                        "reason",
+                        r.reason
+                            .clone()
+                            .unwrap_or_else(|| "(none given)".to_owned()),
+                    ),
                 ];
                 lines.extend(r.targets.iter().map(|t| ("revokes", t.to_string())));
                 (format!("revocation from {:?}", r.issuer), lines)
@@ -952,7 +1049,12 @@ impl Payload {
         let mut s = String::new();
         if let Self::Bundle(bundle) = self {
             for g in &bundle.grants {
-                let _ = write!(s, "  sha256:{}  {}", g.digest, g.name.as_deref().unwrap_or("-"));
+                let _ = write!(
+                    s,
+                    "  sha256:{}  {}",
+                    g.digest,
+                    g.name.as_deref().unwrap_or("-")
+                );
                 if let Some(t) = g.not_after {
                     let _ = write!(s, "  (until {})", format_time(t));
                 }
@@ -1001,7 +1103,9 @@ mod tests {
             .iter()
             .find(|g| {
                 let name = g.name.as_deref().unwrap_or_default();
-                Path::new(name).file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+                Path::new(name)
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
             })
             .unwrap_or_else(|| panic!("no grant for {prefix}*: {grants:?}"))
     }
@@ -1011,11 +1115,17 @@ mod tests {
         let grants = library_grants(&[spec(",valid-for=1h")], &[], 1000).expect("closure");
         for prefix in ["ld-linux", "libc.so"] {
             let g = named(&grants, prefix);
-            assert!(Path::new(g.name.as_deref().expect("name")).is_absolute(), "{g:?}");
+            assert!(
+                Path::new(g.name.as_deref().expect("name")).is_absolute(),
+                "{g:?}"
+            );
             assert_eq!(g.not_after, Some(4600), "{g:?}");
         }
         let own = FileDigest::of_file(Path::new(&me())).expect("digest");
-        assert!(grants.iter().all(|g| g.digest != own), "the file itself is granted by --file");
+        assert!(
+            grants.iter().all(|g| g.digest != own),
+            "the file itself is granted by --file"
+        );
     }
 
     #[test]
@@ -1034,7 +1144,11 @@ mod tests {
     fn an_explicit_grant_of_a_library_keeps_its_options() {
         let libc = library_grants(&[spec("")], &[], 0).expect("closure");
         let libc = named(&libc, "libc.so").clone();
-        let explicit = Grant { digest: libc.digest, name: Some("mine".into()), not_after: Some(5) };
+        let explicit = Grant {
+            digest: libc.digest,
+            name: Some("mine".into()),
+            not_after: Some(5),
+        };
         let grants = library_grants(&[spec("")], &[explicit], 0).expect("closure");
         assert!(grants.iter().all(|g| g.digest != libc.digest), "{grants:?}");
     }

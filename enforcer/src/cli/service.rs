@@ -46,8 +46,13 @@ const MARKER: &str = "# Written by `enforcer install-unit`";
 /// Name of the drop-in in each governed unit's `.d` directory.
 const GOVERNED_DROPIN: &str = "enforcer.conf";
 /// Directories the shipped unit already makes writable under `ProtectSystem=strict`.
-const WRITABLE_IN_UNIT: &[&str] =
-    &["/etc/enforcer/bundles", "/var/lib/enforcer", "/run/enforcer", "/sys/fs/bpf", "/sys/fs/cgroup"];
+const WRITABLE_IN_UNIT: &[&str] = &[
+    "/etc/enforcer/bundles",
+    "/var/lib/enforcer",
+    "/run/enforcer",
+    "/sys/fs/bpf",
+    "/sys/fs/cgroup",
+];
 /// `ProtectHome=yes` hides these from the service: a binary or configuration there
 /// would not be found when the unit starts.
 const HIDDEN_FROM_UNIT: &[&str] = &["/home", "/root", "/run/user"];
@@ -85,7 +90,9 @@ pub enum InstallError {
     // The configuration error follows as the source (`{:#}` prints the chain).
     #[error("refusing to install")]
     Config(#[from] ConfigError),
-    #[error("refusing to install: {what} {path:?} must be an absolute path without . or .. components")]
+    #[error(
+        "refusing to install: {what} {path:?} must be an absolute path without . or .. components"
+    )]
     NotAbsolute { what: &'static str, path: PathBuf },
     #[error(
         "refusing to install: {what} {path:?} holds a character a unit file would have to \
@@ -97,10 +104,16 @@ pub enum InstallError {
          from the service; put it elsewhere (the binary e.g. at /usr/local/bin/enforcer, then \
          --binary)"
     )]
-    Hidden { what: &'static str, path: PathBuf, hidden: &'static str },
+    Hidden {
+        what: &'static str,
+        path: PathBuf,
+        hidden: &'static str,
+    },
     #[error("refusing to install: the binary {0} does not exist (give --binary PATH)")]
     NoBinary(PathBuf),
-    #[error("refusing to install: packaging/enforcer.service has no line {TEMPLATE_EXEC_START:?} to rewrite")]
+    #[error(
+        "refusing to install: packaging/enforcer.service has no line {TEMPLATE_EXEC_START:?} to rewrite"
+    )]
     Template,
     #[error(
         "refusing to replace {0}: it was not written by `enforcer install-unit`; move it \
@@ -157,26 +170,43 @@ fn governing_unit(scope: &ScopePath) -> Option<&str> {
 fn is_unit_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b))
 }
 
 /// Checks a path that goes into the unit or a drop-in unquoted.
 fn plain_path(what: &'static str, path: &Path) -> Result<String, InstallError> {
     let absolute = path.is_absolute()
-        && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
     if !absolute {
-        return Err(InstallError::NotAbsolute { what, path: path.to_owned() });
+        return Err(InstallError::NotAbsolute {
+            what,
+            path: path.to_owned(),
+        });
     }
     match path.to_str() {
-        Some(s) if !s.chars().any(|c| c.is_whitespace() || c.is_control() || "\"'\\$%;".contains(c)) => {
+        Some(s)
+            if !s
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "\"'\\$%;".contains(c)) =>
+        {
             Ok(s.to_owned())
         }
-        _ => Err(InstallError::Unquotable { what, path: path.to_owned() }),
+        _ => Err(InstallError::Unquotable {
+            what,
+            path: path.to_owned(),
+        }),
     }
 }
 
 fn hidden_from_unit(path: &Path) -> Option<&'static str> {
-    HIDDEN_FROM_UNIT.iter().copied().find(|h| path.starts_with(h))
+    HIDDEN_FROM_UNIT
+        .iter()
+        .copied()
+        .find(|h| path.starts_with(h))
 }
 
 /// The unit text for this binary and configuration file.
@@ -208,7 +238,12 @@ fn governed_dropin(unit: &str, scopes: &[&ScopePath], config: &str) -> String {
     )
 }
 
-fn plan(config_text_path: &str, cfg: &Config, binary: &str, new_config: Option<String>) -> Result<Plan, InstallError> {
+fn plan(
+    config_text_path: &str,
+    cfg: &Config,
+    binary: &str,
+    new_config: Option<String>,
+) -> Result<Plan, InstallError> {
     let unit_path = Path::new(UNIT_DIR).join(UNIT_NAME);
     let dropin_dir = Path::new(UNIT_DIR).join(format!("{UNIT_NAME}.d"));
     let mut warnings = Vec::new();
@@ -231,7 +266,9 @@ fn plan(config_text_path: &str, cfg: &Config, binary: &str, new_config: Option<S
         .iter()
         .map(|(unit, scopes)| {
             let file = PlannedFile {
-                path: Path::new(UNIT_DIR).join(format!("{unit}.d")).join(GOVERNED_DROPIN),
+                path: Path::new(UNIT_DIR)
+                    .join(format!("{unit}.d"))
+                    .join(GOVERNED_DROPIN),
                 text: governed_dropin(unit, scopes, config_text_path),
             };
             ((*unit).to_owned(), file)
@@ -270,7 +307,9 @@ fn plan(config_text_path: &str, cfg: &Config, binary: &str, new_config: Option<S
         }
         // "-": a directory missing at start is the agent's to report, with a reason.
         extra.push(format!("ReadWritePaths=-{shown}"));
-        if matches!(what, "state_dir" | "audit_dir" | "bundle_dir") && !dirs.iter().any(|d| d == path) {
+        if matches!(what, "state_dir" | "audit_dir" | "bundle_dir")
+            && !dirs.iter().any(|d| d == path)
+        {
             dirs.push(path.to_path_buf());
         }
     }
@@ -286,7 +325,10 @@ fn plan(config_text_path: &str, cfg: &Config, binary: &str, new_config: Option<S
     });
 
     Ok(Plan {
-        unit: PlannedFile { path: unit_path, text: unit_text(binary, config_text_path)? },
+        unit: PlannedFile {
+            path: unit_path,
+            text: unit_text(binary, config_text_path)?,
+        },
         service_dropins: vec![
             (dropin_dir.join("scopes.conf"), scopes_dropin),
             (dropin_dir.join("paths.conf"), paths_dropin),
@@ -318,11 +360,17 @@ fn put(path: &Path, text: &str, ours_only: bool) -> anyhow::Result<String> {
         _ => {}
     }
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let existed = path.exists();
-    write_atomic(path, text.as_bytes(), 0o644).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(format!("{} {}", if existed { "replaced" } else { "wrote" }, path.display()))
+    write_atomic(path, text.as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(format!(
+        "{} {}",
+        if existed { "replaced" } else { "wrote" },
+        path.display()
+    ))
 }
 
 /// Removes a file we wrote earlier that is no longer wanted, and its `.d` directory
@@ -367,19 +415,29 @@ fn read_config(path: &Path) -> Result<(Config, Option<String>), InstallError> {
 
 fn write_config(path: &Path, text: &str) -> anyhow::Result<String> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     // create_new: a configuration that appeared meanwhile is still never overwritten.
-    match OpenOptions::new().write(true).create_new(true).mode(0o644).open(path) {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+    {
         Ok(mut file) => {
             file.write_all(text.as_bytes())
                 .and_then(|()| file.sync_all())
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            Ok(format!("wrote {} (defaults; no scope is governed until you add one)", path.display()))
+            Ok(format!(
+                "wrote {} (defaults; no scope is governed until you add one)",
+                path.display()
+            ))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok(format!("kept {} (an existing configuration is never overwritten)", path.display()))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(format!(
+            "kept {} (an existing configuration is never overwritten)",
+            path.display()
+        )),
         Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
     }
 }
@@ -390,8 +448,14 @@ fn systemctl(root: Option<&Path>, args: &[&str]) -> anyhow::Result<()> {
         cmd.arg(format!("--root={}", root.display()));
     }
     cmd.args(args);
-    let status = cmd.status().with_context(|| format!("cannot run systemctl {}", args.join(" ")))?;
-    anyhow::ensure!(status.success(), "systemctl {} failed ({status})", args.join(" "));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run systemctl {}", args.join(" ")))?;
+    anyhow::ensure!(
+        status.success(),
+        "systemctl {} failed ({status})",
+        args.join(" ")
+    );
     Ok(())
 }
 
@@ -405,13 +469,18 @@ pub fn command(args: &InstallUnitArgs) -> anyhow::Result<ExitCode> {
     let config_text_path = plain_path("configuration file", &args.config)?;
     let binary = match &args.binary {
         Some(b) => b.clone(),
-        None => std::env::current_exe().context("cannot tell where this binary is; give --binary PATH")?,
+        None => std::env::current_exe()
+            .context("cannot tell where this binary is; give --binary PATH")?,
     };
     let binary_text = plain_path("binary", &binary)?;
     let mut warnings = Vec::new();
     for (what, path) in [("binary", &binary), ("configuration file", &args.config)] {
         if let Some(hidden) = hidden_from_unit(path) {
-            let err = InstallError::Hidden { what, path: path.clone(), hidden };
+            let err = InstallError::Hidden {
+                what,
+                path: path.clone(),
+                hidden,
+            };
             // Below --root the tree is being staged; the paths may be fixed up later.
             if args.root.is_none() {
                 return Err(err.into());
@@ -514,7 +583,10 @@ mod tests {
             ("/ci.slice/ci-x.slice/job", Some("ci-x.slice")),
             ("/system.slice/foo.service", Some("foo.service")),
             ("/system.slice/foo.service/sub.slice", Some("foo.service")),
-            ("/user.slice/user-1000.slice/user@1000.service/app.slice", Some("user@1000.service")),
+            (
+                "/user.slice/user-1000.slice/user@1000.service/app.slice",
+                Some("user@1000.service"),
+            ),
             ("/machine.slice/docker-abc.scope", Some("docker-abc.scope")),
             ("/plain", None),
             ("/plain/agents.slice", None),
@@ -529,9 +601,16 @@ mod tests {
     fn template_has_the_line_install_unit_rewrites() {
         let text = unit_text("/usr/bin/enforcer", "/etc/enforcer/other.toml").expect("unit");
         assert!(text.starts_with(MARKER));
-        assert!(text.contains("\nExecStart=/usr/bin/enforcer run --config /etc/enforcer/other.toml\n"));
+        assert!(
+            text.contains("\nExecStart=/usr/bin/enforcer run --config /etc/enforcer/other.toml\n")
+        );
         assert!(!text.contains("/usr/local/bin/enforcer"));
-        for line in ["Type=notify", "NotifyAccess=main", "Restart=always", "WantedBy=multi-user.target"] {
+        for line in [
+            "Type=notify",
+            "NotifyAccess=main",
+            "Restart=always",
+            "WantedBy=multi-user.target",
+        ] {
             assert!(text.lines().any(|l| l == line), "{line}");
         }
     }
@@ -541,21 +620,43 @@ mod tests {
     #[test]
     fn template_and_plan_agree_on_writable_paths() {
         for path in WRITABLE_IN_UNIT {
-            let dir = path.trim_start_matches("/var/lib/").trim_start_matches("/run/");
-            assert!(UNIT_TEMPLATE.contains(path) || UNIT_TEMPLATE.contains(&format!("Directory={dir}")), "{path}");
+            let dir = path
+                .trim_start_matches("/var/lib/")
+                .trim_start_matches("/run/");
+            assert!(
+                UNIT_TEMPLATE.contains(path) || UNIT_TEMPLATE.contains(&format!("Directory={dir}")),
+                "{path}"
+            );
         }
-        for forbidden in ["ProtectKernelTunables=", "ProtectControlGroups=", "ProtectProc=", "PrivateUsers="] {
-            assert!(!UNIT_TEMPLATE.lines().any(|l| l.starts_with(forbidden)), "{forbidden}");
+        for forbidden in [
+            "ProtectKernelTunables=",
+            "ProtectControlGroups=",
+            "ProtectProc=",
+            "PrivateUsers=",
+        ] {
+            assert!(
+                !UNIT_TEMPLATE.lines().any(|l| l.starts_with(forbidden)),
+                "{forbidden}"
+            );
         }
-        assert_eq!(config::DEFAULT_PATH, "/etc/enforcer/config.toml", "TEMPLATE_EXEC_START names it");
+        assert_eq!(
+            config::DEFAULT_PATH,
+            "/etc/enforcer/config.toml",
+            "TEMPLATE_EXEC_START names it"
+        );
     }
 
     #[test]
     fn paths_that_would_need_quoting_are_refused() {
-        for bad in ["relative", "/a/../b", "/a b", "/a$b", "/a%b", "/a\"b", "/a;b", "/a\nb"] {
+        for bad in [
+            "relative", "/a/../b", "/a b", "/a$b", "/a%b", "/a\"b", "/a;b", "/a\nb",
+        ] {
             assert!(plain_path("binary", Path::new(bad)).is_err(), "{bad:?}");
         }
-        assert_eq!(plain_path("binary", Path::new("/usr/bin/enforcer")).expect("plain"), "/usr/bin/enforcer");
+        assert_eq!(
+            plain_path("binary", Path::new("/usr/bin/enforcer")).expect("plain"),
+            "/usr/bin/enforcer"
+        );
     }
 
     fn config(text: &str) -> Config {
@@ -568,28 +669,50 @@ mod tests {
             "[[scope]]\npath = \"/agents.slice\"\n[[scope]]\npath = \"/ci.slice/x\"\n\
              [[scope]]\npath = \"/ci.slice/y\"\n[[scope]]\npath = \"/system.slice\"\n",
         );
-        let plan = plan("/etc/enforcer/config.toml", &cfg, "/usr/bin/enforcer", None).expect("plan");
-        assert_eq!(plan.governed.keys().collect::<Vec<_>>(), ["agents.slice", "ci.slice"]);
+        let plan =
+            plan("/etc/enforcer/config.toml", &cfg, "/usr/bin/enforcer", None).expect("plan");
+        assert_eq!(
+            plan.governed.keys().collect::<Vec<_>>(),
+            ["agents.slice", "ci.slice"]
+        );
         let ci = &plan.governed["ci.slice"];
-        assert_eq!(ci.path, Path::new("/etc/systemd/system/ci.slice.d/enforcer.conf"));
+        assert_eq!(
+            ci.path,
+            Path::new("/etc/systemd/system/ci.slice.d/enforcer.conf")
+        );
         assert!(ci.text.contains("governs /ci.slice/x, /ci.slice/y."));
-        assert!(ci.text.contains("\nWants=enforcer.service\nAfter=enforcer.service\n"));
+        assert!(
+            ci.text
+                .contains("\nWants=enforcer.service\nAfter=enforcer.service\n")
+        );
         for never in ["Requires=", "BindsTo=", "Requisite=", "PartOf="] {
             assert!(!ci.text.lines().any(|l| l.starts_with(never)), "{never}");
         }
         let scopes = plan.service_dropins[0].1.as_deref().expect("scopes.conf");
         assert!(scopes.contains("\nBefore=agents.slice ci.slice\n"));
-        assert!(plan.service_dropins[1].1.is_none(), "defaults need no extra paths");
-        assert!(plan.warnings.iter().any(|w| w.contains("/system.slice")), "{:?}", plan.warnings);
+        assert!(
+            plan.service_dropins[1].1.is_none(),
+            "defaults need no extra paths"
+        );
+        assert!(
+            plan.warnings.iter().any(|w| w.contains("/system.slice")),
+            "{:?}",
+            plan.warnings
+        );
         assert_eq!(plan.dirs, [PathBuf::from(config::DEFAULT_BUNDLE_DIR)]);
     }
 
     #[test]
     fn directories_outside_the_unit_are_opened() {
-        let cfg = config("state_dir = \"/srv/enforcer/state\"\nsocket = \"/run/ctl/enforcer.sock\"\n");
-        let plan = plan("/etc/enforcer/config.toml", &cfg, "/usr/bin/enforcer", None).expect("plan");
+        let cfg =
+            config("state_dir = \"/srv/enforcer/state\"\nsocket = \"/run/ctl/enforcer.sock\"\n");
+        let plan =
+            plan("/etc/enforcer/config.toml", &cfg, "/usr/bin/enforcer", None).expect("plan");
         let paths = plan.service_dropins[1].1.as_deref().expect("paths.conf");
-        assert!(paths.contains("\nReadWritePaths=-/srv/enforcer/state\n"), "{paths}");
+        assert!(
+            paths.contains("\nReadWritePaths=-/srv/enforcer/state\n"),
+            "{paths}"
+        );
         assert!(paths.contains("\nReadWritePaths=-/run/ctl\n"), "{paths}");
         assert!(!paths.contains("/var/lib/enforcer"), "{paths}");
         assert!(plan.dirs.contains(&PathBuf::from("/srv/enforcer/state")));

@@ -31,7 +31,9 @@ impl Labels {
         let mut scopes = HashMap::new();
         let mut names = HashMap::new();
         for (path, spec) in &policy.scopes {
-            let Ok(id) = cgroup::id_of(&cgroup::dir_of(cgroup_root, path), path.as_str()) else { continue };
+            let Ok(id) = cgroup::id_of(&cgroup::dir_of(cgroup_root, path), path.as_str()) else {
+                continue;
+            };
             if desired.scopes.contains_key(&id) {
                 scopes.insert(id, path.to_string());
             }
@@ -57,7 +59,10 @@ impl Labels {
     }
 
     pub fn render(&self, e: &ExecEvent, json: bool) -> String {
-        let what = enforcer_common::hook::NAMES.get(e.hook as usize).copied().unwrap_or("unknown");
+        let what = enforcer_common::hook::NAMES
+            .get(e.hook as usize)
+            .copied()
+            .unwrap_or("unknown");
         let verdict = match e.decision {
             decision::ALLOW => "allow",
             decision::DENY => "deny",
@@ -66,7 +71,11 @@ impl Labels {
         };
         let path = cstr(&e.path);
         let digest = FileDigest(e.digest);
-        let scope = self.scopes.get(&e.scope_id).cloned().unwrap_or_else(|| e.scope_id.to_string());
+        let scope = self
+            .scopes
+            .get(&e.scope_id)
+            .cloned()
+            .unwrap_or_else(|| e.scope_id.to_string());
         if json {
             serde_json::json!({
                 "decision": verdict,
@@ -110,4 +119,3 @@ fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
-

@@ -29,7 +29,11 @@ pub struct DropLedger {
 
 impl DropLedger {
     pub fn new(audit_dir: &Path, boot_id: String, map_id: u32) -> Self {
-        Self { path: audit_dir.join(FILE), boot_id, map_id }
+        Self {
+            path: audit_dir.join(FILE),
+            boot_id,
+            map_id,
+        }
     }
 
     /// How much of this map's count the log accounts for: what the ledger says when it is
@@ -47,7 +51,11 @@ impl DropLedger {
     /// rename: a crash leaves the old ledger or the new one).
     pub fn record(&self, accounted: u64) -> std::io::Result<()> {
         use std::io::Write as _;
-        let entry = Entry { boot_id: self.boot_id.clone(), map_id: self.map_id, accounted };
+        let entry = Entry {
+            boot_id: self.boot_id.clone(),
+            map_id: self.map_id,
+            accounted,
+        };
         let tmp = self.path.with_extension("json.tmp");
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&serde_json::to_vec(&entry).map_err(std::io::Error::other)?)?;
@@ -67,9 +75,21 @@ mod tests {
         assert_eq!(ledger.accounted(), 0, "no ledger yet");
         ledger.record(42).expect("record");
         assert_eq!(ledger.accounted(), 42);
-        assert_eq!(DropLedger::new(dir.path(), "boot-a".into(), 8).accounted(), 0, "another map");
-        assert_eq!(DropLedger::new(dir.path(), "boot-b".into(), 7).accounted(), 0, "another boot");
+        assert_eq!(
+            DropLedger::new(dir.path(), "boot-a".into(), 8).accounted(),
+            0,
+            "another map"
+        );
+        assert_eq!(
+            DropLedger::new(dir.path(), "boot-b".into(), 7).accounted(),
+            0,
+            "another boot"
+        );
         std::fs::write(dir.path().join(FILE), b"{not json").expect("write");
-        assert_eq!(ledger.accounted(), 0, "an unreadable ledger accounts for nothing");
+        assert_eq!(
+            ledger.accounted(),
+            0,
+            "an unreadable ledger accounts for nothing"
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! pidfd, which cannot hit a different process that reused the pid.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{FromRawFd as _, OwnedFd, AsRawFd as _};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use enforcer_common::{AUTH_ID_LEN, Image};
@@ -43,7 +43,10 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state (field 3), ppid (4), ..., starttime (22).
-    Some(ProcStat { ppid: fields.get(1)?.parse().ok()?, start_ticks: fields.get(19)?.parse().ok()? })
+    Some(ProcStat {
+        ppid: fields.get(1)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
 }
 
 /// Clock facts needed to compare the kernel's start times with /proc's.
@@ -57,16 +60,25 @@ struct Clocks {
 impl Clocks {
     fn now() -> Self {
         // SAFETY: sysconf has no memory effects.
-        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+            .unwrap_or(100)
+            .max(1);
         let read = |clock| {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: `ts` is a valid, writable timespec.
             unsafe { libc::clock_gettime(clock, &mut ts) };
-            u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+            u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
+                + u64::try_from(ts.tv_nsec).unwrap_or(0)
         };
         let boot = read(libc::CLOCK_BOOTTIME);
         let mono = read(libc::CLOCK_MONOTONIC);
-        Self { ns_per_tick: 1_000_000_000 / hz, suspended_ns: boot.saturating_sub(mono) }
+        Self {
+            ns_per_tick: 1_000_000_000 / hz,
+            suspended_ns: boot.saturating_sub(mono),
+        }
     }
 
     /// Whether a process /proc reports as started at `start_ticks` (boot time) is the one
@@ -75,7 +87,10 @@ impl Clocks {
     fn same_start(self, start_ticks: u64, start_ns: u64) -> bool {
         let boot_ns = start_ticks.saturating_mul(self.ns_per_tick);
         boot_ns + self.ns_per_tick >= start_ns
-            && boot_ns <= start_ns.saturating_add(self.suspended_ns).saturating_add(self.ns_per_tick)
+            && boot_ns
+                <= start_ns
+                    .saturating_add(self.suspended_ns)
+                    .saturating_add(self.ns_per_tick)
     }
 }
 
@@ -103,7 +118,9 @@ fn processes_below(dir: &Path, out: &mut Vec<u32>) {
     if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
         out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
     }
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             processes_below(&entry.path(), out);
@@ -142,7 +159,9 @@ pub fn sweep(
             .filter_map(|pid| {
                 let start = proc_stat(pid)?.start_ticks;
                 let (_, image) = image_of(pid, images, clocks)?;
-                withdrawn.contains(&image.auth_id).then_some((pid, start, image))
+                withdrawn
+                    .contains(&image.auth_id)
+                    .then_some((pid, start, image))
             })
             .collect();
         let mut any = false;
@@ -151,10 +170,15 @@ pub fn sweep(
                 Ok(true) => {
                     any = true;
                     tracing::warn!(pid, auth_id = %hex::encode(image.auth_id), "killed: its authorization was withdrawn (on_revoke = kill)");
-                    killed.push(Killed { pid, auth_id: image.auth_id });
+                    killed.push(Killed {
+                        pid,
+                        auth_id: image.auth_id,
+                    });
                 }
                 Ok(false) => {}
-                Err(e) => tracing::error!(pid, error = %e, "cannot kill a process whose authorization was withdrawn"),
+                Err(e) => {
+                    tracing::error!(pid, error = %e, "cannot kill a process whose authorization was withdrawn")
+                }
             }
         }
         if !any {
@@ -172,7 +196,11 @@ fn kill(pid: u32, start_ticks: u64) -> std::io::Result<bool> {
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if raw < 0 {
         let e = std::io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ESRCH) { Ok(false) } else { Err(e) };
+        return if e.raw_os_error() == Some(libc::ESRCH) {
+            Ok(false)
+        } else {
+            Err(e)
+        };
     }
     // SAFETY: a fresh descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(raw).map_err(std::io::Error::other)?) };
@@ -182,11 +210,21 @@ fn kill(pid: u32, start_ticks: u64) -> std::io::Result<bool> {
     }
     // SAFETY: valid pidfd, no siginfo.
     let r = unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0)
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<u8>(),
+            0,
+        )
     };
     if r < 0 {
         let e = std::io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ESRCH) { Ok(false) } else { Err(e) };
+        return if e.raw_os_error() == Some(libc::ESRCH) {
+            Ok(false)
+        } else {
+            Err(e)
+        };
     }
     Ok(true)
 }
@@ -197,15 +235,25 @@ mod tests {
 
     #[test]
     fn stat_fields_survive_odd_names() {
-        let line = "123 (a) b (c)) S 45 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 50";
-        assert_eq!(parse_stat(line), Some(ProcStat { ppid: 45, start_ticks: 98765 }));
+        let line =
+            "123 (a) b (c)) S 45 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 50";
+        assert_eq!(
+            parse_stat(line),
+            Some(ProcStat {
+                ppid: 45,
+                start_ticks: 98765
+            })
+        );
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S"), None);
     }
 
     #[test]
     fn start_times_compare_across_clocks() {
-        let c = Clocks { ns_per_tick: 10_000_000, suspended_ns: 5_000_000_000 };
+        let c = Clocks {
+            ns_per_tick: 10_000_000,
+            suspended_ns: 5_000_000_000,
+        };
         // Same moment, rounded down to a tick by /proc.
         assert!(c.same_start(100, 1_004_000_000));
         // Started after a 3 s suspend: boot time is ahead by 3 s.
@@ -221,29 +269,67 @@ mod tests {
         let stat = proc_stat(me).expect("own stat");
         let clocks = Clocks::now();
         let start_ns = stat.start_ticks * clocks.ns_per_tick;
-        let image = Image { exec_id: 7, leader_start_ns: start_ns, ..Image::default() };
+        let image = Image {
+            exec_id: 7,
+            leader_start_ns: start_ns,
+            ..Image::default()
+        };
         // Recorded for the parent only: this process "forked without exec".
-        let images = HashMap::from([(stat.ppid, Image { exec_id: 9, ..image })]);
+        let images = HashMap::from([(
+            stat.ppid,
+            Image {
+                exec_id: 9,
+                ..image
+            },
+        )]);
         let parent_start = proc_stat(stat.ppid).expect("parent").start_ticks * clocks.ns_per_tick;
-        let images: HashMap<u32, Image> =
-            images.into_iter().map(|(k, v)| (k, Image { leader_start_ns: parent_start, ..v })).collect();
-        assert_eq!(image_of(me, &images, clocks).map(|(pid, i)| (pid, i.exec_id)), Some((stat.ppid, 9)));
+        let images: HashMap<u32, Image> = images
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    Image {
+                        leader_start_ns: parent_start,
+                        ..v
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(
+            image_of(me, &images, clocks).map(|(pid, i)| (pid, i.exec_id)),
+            Some((stat.ppid, 9))
+        );
         let own = HashMap::from([(me, image)]);
         assert_eq!(image_of(me, &own, clocks).map(|(pid, _)| pid), Some(me));
         // A stale record (another process that had this pid) does not count.
-        let stale = HashMap::from([(me, Image { leader_start_ns: start_ns + 50_000_000_000, ..image })]);
+        let stale = HashMap::from([(
+            me,
+            Image {
+                leader_start_ns: start_ns + 50_000_000_000,
+                ..image
+            },
+        )]);
         assert_eq!(image_of(me, &stale, clocks), None);
     }
 
     #[test]
     fn a_child_is_killed_and_reported_gone_after() {
-        let mut child = std::process::Command::new("sleep").arg("60").spawn().expect("sleep");
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep");
         let pid = child.id();
         let start = proc_stat(pid).expect("stat").start_ticks;
-        assert!(!kill(pid, start + 1).expect("another start time"), "not the process looked at");
+        assert!(
+            !kill(pid, start + 1).expect("another start time"),
+            "not the process looked at"
+        );
         assert!(kill(pid, start).expect("kill"));
         let status = child.wait().expect("wait");
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
         assert!(!kill(pid, start).expect("gone"));
     }
 }

@@ -107,7 +107,10 @@ impl Settings {
         }
         for scope in &o.scopes {
             if !config.scopes.iter().any(|s| &s.path == scope) {
-                config.scopes.push(crate::config::ScopeConfig { path: scope.clone(), mode: Mode::Enforce });
+                config.scopes.push(crate::config::ScopeConfig {
+                    path: scope.clone(),
+                    mode: Mode::Enforce,
+                });
             }
         }
         Ok(config)
@@ -210,13 +213,19 @@ impl Agent {
             for p in &problems {
                 tracing::error!("{p}");
             }
-            let list = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            let list = problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
             bail!("enforcement cannot start on this host: {list}");
         }
         if let Some(why) = crate::ima::policy_in_force() {
             // bpf_ima_file_hash then returns IMA's cached digest, which IMA does not
             // refresh after truncate(2) or writes through a shared mapping.
-            tracing::warn!("{why}: exec digests may come from IMA's cache, which misses some file changes");
+            tracing::warn!(
+                "{why}: exec digests may come from IMA's cache, which misses some file changes"
+            );
         }
         if settings.unsigned_policy.is_none() {
             ensure_private_dir(&config.bundle_dir)?;
@@ -267,7 +276,10 @@ impl Agent {
     /// Artifacts the last reconcile refused, each with the reason.
     #[must_use]
     pub fn refused(&self) -> &[(PathBuf, String)] {
-        self.view.authz.as_ref().map_or(&[], |a| a.refused.as_slice())
+        self.view
+            .authz
+            .as_ref()
+            .map_or(&[], |a| a.refused.as_slice())
     }
 
     #[must_use]
@@ -277,7 +289,11 @@ impl Agent {
 
     /// The policy the artifacts (or the unsigned file) describe, with the operator's
     /// per-scope monitor mode on top.
-    fn desired_policy(&mut self, staged: Option<&Path>, now: SystemTime) -> anyhow::Result<(Policy, Option<Authorizations>)> {
+    fn desired_policy(
+        &mut self,
+        staged: Option<&Path>,
+        now: SystemTime,
+    ) -> anyhow::Result<(Policy, Option<Authorizations>)> {
         let (mut policy, authz) = match &self.settings.unsigned_policy {
             Some(file) => {
                 tracing::debug!(file = %file.display(), "using an UNSIGNED local policy file");
@@ -303,7 +319,11 @@ impl Agent {
             // bundles are withdrawn: revoking authority must never leave a scope freer
             // than it was. Remembered in the state directory across restarts; removing
             // the file (with the agent stopped) forgets them.
-            let named: Vec<ScopePath> = authz.accepted.iter().flat_map(|b| b.scopes.iter().cloned()).collect();
+            let named: Vec<ScopePath> = authz
+                .accepted
+                .iter()
+                .flat_map(|b| b.scopes.iter().cloned())
+                .collect();
             let before = self.bundle_scopes.len();
             self.bundle_scopes.extend(named);
             if self.bundle_scopes.len() != before {
@@ -313,7 +333,12 @@ impl Agent {
                 policy.scopes.entry(scope.clone()).or_default();
             }
         }
-        for scope in self.config.scopes.iter().filter(|s| s.mode == Mode::Monitor) {
+        for scope in self
+            .config
+            .scopes
+            .iter()
+            .filter(|s| s.mode == Mode::Monitor)
+        {
             if let Some(spec) = policy.scopes.get_mut(&scope.path) {
                 spec.mode = Mode::Monitor;
             }
@@ -331,12 +356,14 @@ impl Agent {
         // every other update back, revocations included: it is left out, loudly. It has
         // no cgroup the kernel could govern anyway.
         let mut problems = Vec::new();
-        policy.scopes.retain(|path, _| match cgroup::ensure_scope(&self.config.cgroup_root, path) {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::error!(scope = %path, "scope left out: {e}");
-                problems.push(format!("scope {path} left out: {e}"));
-                false
+        policy.scopes.retain(|path, _| {
+            match cgroup::ensure_scope(&self.config.cgroup_root, path) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(scope = %path, "scope left out: {e}");
+                    problems.push(format!("scope {path} left out: {e}"));
+                    false
+                }
             }
         });
         let mut desired = kernel::resolve(&policy, &self.config.cgroup_root)?;
@@ -379,7 +406,9 @@ impl Agent {
     /// and withdrawn, break-glass artifacts that took effect. Returns the withdrawn
     /// bundles' names, for the answer to whoever triggered the change.
     fn record_changes(&mut self, previous: Option<&Authorizations>) -> Vec<String> {
-        let Some(now) = &self.view.authz else { return Vec::new() };
+        let Some(now) = &self.view.authz else {
+            return Vec::new();
+        };
         let bundle = |b: &authz::AcceptedBundle, change: &str| AuthorizationChange {
             change: change.into(),
             artifact: "bundle".into(),
@@ -393,9 +422,17 @@ impl Agent {
             detail: Some(format!("on_revoke = {}", b.on_revoke)),
         };
         // What this agent found in force when it started is not a new acceptance.
-        let arrived = if previous.is_some() { "accepted" } else { "in-force" };
+        let arrived = if previous.is_some() {
+            "accepted"
+        } else {
+            "in-force"
+        };
         let old_bundles = previous.map(|p| p.accepted.as_slice()).unwrap_or_default();
-        for b in now.accepted.iter().filter(|b| !old_bundles.iter().any(|o| o.id == b.id)) {
+        for b in now
+            .accepted
+            .iter()
+            .filter(|b| !old_bundles.iter().any(|o| o.id == b.id))
+        {
             tracing::info!(
                 file = %b.path.display(),
                 issuer = %b.issuer,
@@ -407,17 +444,32 @@ impl Agent {
             self.pending.push(bundle(b, arrived));
         }
         let mut withdrawn = Vec::new();
-        for b in old_bundles.iter().filter(|o| !now.accepted.iter().any(|b| b.id == o.id)) {
-            withdrawn.push(format!("bundle {} serial {} ({})", b.bundle_id, b.serial, b.issuer));
+        for b in old_bundles
+            .iter()
+            .filter(|o| !now.accepted.iter().any(|b| b.id == o.id))
+        {
+            withdrawn.push(format!(
+                "bundle {} serial {} ({})",
+                b.bundle_id, b.serial, b.issuer
+            ));
             let mut change = bundle(b, "withdrawn");
             change.detail = Some(match now.refused.iter().find(|(p, _)| *p == b.path) {
                 Some((_, why)) => why.clone(),
-                None => format!("{} is no longer in the artifact directories", b.path.display()),
+                None => format!(
+                    "{} is no longer in the artifact directories",
+                    b.path.display()
+                ),
             });
             self.pending.push(change);
         }
-        let old_glass = previous.map(|p| p.break_glass.as_slice()).unwrap_or_default();
-        for g in now.break_glass.iter().filter(|g| !old_glass.iter().any(|o| o.id == g.id)) {
+        let old_glass = previous
+            .map(|p| p.break_glass.as_slice())
+            .unwrap_or_default();
+        for g in now
+            .break_glass
+            .iter()
+            .filter(|g| !old_glass.iter().any(|o| o.id == g.id))
+        {
             self.pending.push(AuthorizationChange {
                 change: "break-glass".into(),
                 artifact: "break-glass".into(),
@@ -438,21 +490,30 @@ impl Agent {
     /// bundle says `on_revoke = "kill"`. A bundle replaced by a newer serial of the same
     /// bundle id is not withdrawn: its programs are still authorized.
     fn kill_withdrawn(&mut self) -> anyhow::Result<usize> {
-        let Some(authz) = &self.view.authz else { return Ok(0) };
+        let Some(authz) = &self.view.authz else {
+            return Ok(0);
+        };
         // A bundle past its not_after still counts as accepted for the clock-skew margin,
         // but the kernel already denies its grants: its processes go now, not a minute late.
         let now = unix_seconds(SystemTime::now());
-        let live: HashSet<[u8; AUTH_ID_LEN]> =
-            authz.accepted.iter().filter(|b| b.not_after > now).map(|b| b.id.auth_prefix()).collect();
+        let live: HashSet<[u8; AUTH_ID_LEN]> = authz
+            .accepted
+            .iter()
+            .filter(|b| b.not_after > now)
+            .map(|b| b.id.auth_prefix())
+            .collect();
         let mut learned = Vec::new();
         for b in &authz.accepted {
-            learned.push((b.id.auth_prefix(), KnownAuth {
-                bundle_id: b.bundle_id.clone(),
-                issuer: b.issuer.clone(),
-                on_revoke: b.on_revoke,
-                path: b.path.clone(),
-                not_after: b.not_after,
-            }));
+            learned.push((
+                b.id.auth_prefix(),
+                KnownAuth {
+                    bundle_id: b.bundle_id.clone(),
+                    issuer: b.issuer.clone(),
+                    on_revoke: b.on_revoke,
+                    path: b.path.clone(),
+                    not_after: b.not_after,
+                },
+            ));
         }
         // Bundles refused now (revoked, expired) may have been live before this agent
         // started. Their payload is read without trusting it: only the id it hashes to
@@ -467,7 +528,9 @@ impl Agent {
             .known
             .iter()
             .filter(|(id, k)| {
-                k.on_revoke == OnRevoke::Kill && !live.contains(*id) && k.definitely_withdrawn(authz, now)
+                k.on_revoke == OnRevoke::Kill
+                    && !live.contains(*id)
+                    && k.definitely_withdrawn(authz, now)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -477,8 +540,13 @@ impl Agent {
         let images = self.enforcement.images()?;
         // A withdrawn bundle's scopes are still in the policy: scopes bundles named stay
         // governed after them (`bundle_scopes`).
-        let scopes: Vec<PathBuf> =
-            self.view.policy.scopes.keys().map(|s| cgroup::dir_of(&self.config.cgroup_root, s)).collect();
+        let scopes: Vec<PathBuf> = self
+            .view
+            .policy
+            .scopes
+            .keys()
+            .map(|s| cgroup::dir_of(&self.config.cgroup_root, s))
+            .collect();
         let killed = kill::sweep(&scopes, &images, &withdrawn);
         self.killed_total += killed.len();
         let mut by_auth: BTreeMap<[u8; AUTH_ID_LEN], Vec<u32>> = BTreeMap::new();
@@ -513,11 +581,22 @@ impl Agent {
             .scopes
             .iter()
             .map(|(path, spec)| {
-                let id = cgroup::id_of(&cgroup::dir_of(&self.config.cgroup_root, path), path.as_str()).ok();
+                let id = cgroup::id_of(
+                    &cgroup::dir_of(&self.config.cgroup_root, path),
+                    path.as_str(),
+                )
+                .ok();
                 let policy = id.and_then(|id| self.view.desired.scopes.get(&id));
                 let breakglass = spec.monitor_until.filter(|t| *t > SystemTime::now());
-                let mode = if breakglass.is_some() || spec.mode == Mode::Monitor { "monitor" } else { "enforce" };
-                let mut why: Vec<String> = explanations.and_then(|e| e.get(path)).cloned().unwrap_or_default();
+                let mode = if breakglass.is_some() || spec.mode == Mode::Monitor {
+                    "monitor"
+                } else {
+                    "enforce"
+                };
+                let mut why: Vec<String> = explanations
+                    .and_then(|e| e.get(path))
+                    .cloned()
+                    .unwrap_or_default();
                 if spec.grants.is_empty() && mode == "enforce" && why.is_empty() {
                     why.push("no live authorization covers this scope".into());
                 }
@@ -570,7 +649,14 @@ impl Agent {
                     .scopes
                     .iter()
                     .filter_map(|s| self.view.policy.scopes.get(s))
-                    .map(|spec| spec.grants.iter().filter(|g| g.auth_serial == b.serial && g.auth_id == b.id.auth_prefix()).count())
+                    .map(|spec| {
+                        spec.grants
+                            .iter()
+                            .filter(|g| {
+                                g.auth_serial == b.serial && g.auth_id == b.id.auth_prefix()
+                            })
+                            .count()
+                    })
                     .sum();
                 serde_json::json!({
                     "file": b.path,
@@ -598,7 +684,9 @@ impl Agent {
     /// enforces the result.
     fn push(&mut self, revoke: bool, name: &str, artifact: &str) -> Response {
         if self.settings.unsigned_policy.is_some() {
-            return Response::error("this agent runs an unsigned development policy; it takes no artifacts");
+            return Response::error(
+                "this agent runs an unsigned development policy; it takes no artifacts",
+            );
         }
         let bytes = match control::decode_artifact(artifact) {
             Ok(b) => b,
@@ -613,7 +701,9 @@ impl Agent {
             Err(e) => return Response::error(format!("{name}: refused: {e}")),
         };
         if revoke && kind != ArtifactKind::Revocation {
-            return Response::error(format!("{name}: refused: it is a {kind}, not a revocation (use `enforcer push`)"));
+            return Response::error(format!(
+                "{name}: refused: it is a {kind}, not a revocation (use `enforcer push`)"
+            ));
         }
         let id = envelope.id();
         // Named by content: pushing the same artifact twice keeps one file.
@@ -624,11 +714,12 @@ impl Agent {
             return Response::error(format!("{name}: cannot stage the artifact: {e:#}"));
         }
         let result = self.reconcile(Some(&staged));
-        let refused = self
-            .view
-            .authz
-            .as_ref()
-            .and_then(|a| a.refused.iter().find(|(p, _)| p == &staged).map(|(_, why)| why.clone()));
+        let refused = self.view.authz.as_ref().and_then(|a| {
+            a.refused
+                .iter()
+                .find(|(p, _)| p == &staged)
+                .map(|(_, why)| why.clone())
+        });
         let done = match (result, refused) {
             (Err(e), _) => {
                 let _ = std::fs::remove_file(&staged);
@@ -652,9 +743,22 @@ impl Agent {
                 self.config.bundle_dir.display()
             ));
         }
-        let mut message = format!("{name}: {kind} accepted and enforced (kept as {})", kept.display());
-        if let Some(b) = self.view.authz.as_ref().and_then(|a| a.accepted.iter().find(|b| b.id == id)) {
-            let scopes = b.scopes.iter().map(ScopePath::as_str).collect::<Vec<_>>().join(", ");
+        let mut message = format!(
+            "{name}: {kind} accepted and enforced (kept as {})",
+            kept.display()
+        );
+        if let Some(b) = self
+            .view
+            .authz
+            .as_ref()
+            .and_then(|a| a.accepted.iter().find(|b| b.id == id))
+        {
+            let scopes = b
+                .scopes
+                .iter()
+                .map(ScopePath::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
             message = format!(
                 "{name}: bundle {} serial {} from {} enforced in {scopes} until {}",
                 b.bundle_id,
@@ -667,17 +771,25 @@ impl Agent {
             message.push_str(&format!("; withdrawn: {}", done.withdrawn.join(", ")));
         }
         if done.killed > 0 {
-            message.push_str(&format!("; {} process(es) killed (on_revoke = kill)", done.killed));
+            message.push_str(&format!(
+                "; {} process(es) killed (on_revoke = kill)",
+                done.killed
+            ));
         }
         tracing::info!(file = %kept.display(), %kind, "{message}");
-        Response::ok(message, serde_json::json!({ "id": id.to_string(), "kind": kind.to_string(), "withdrawn": done.withdrawn, "killed": done.killed }))
+        Response::ok(
+            message,
+            serde_json::json!({ "id": id.to_string(), "kind": kind.to_string(), "withdrawn": done.withdrawn, "killed": done.killed }),
+        )
     }
 
     /// SIGHUP: re-reads the configuration. A configuration that does not load keeps the
     /// previous one in force; settings that need a restart are reported and kept.
     fn reload(&mut self) -> anyhow::Result<()> {
-        let mut new =
-            self.settings.effective().context("reloading the configuration (the previous one stays in force)")?;
+        let mut new = self
+            .settings
+            .effective()
+            .context("reloading the configuration (the previous one stays in force)")?;
         let mut kept = Vec::new();
         if new.pin_dir != self.config.pin_dir {
             kept.push("pin_dir");
@@ -701,7 +813,9 @@ impl Agent {
         let old = std::mem::replace(&mut self.config, new);
         if let Err(e) = self.reconcile(None) {
             self.config = old;
-            return Err(e.context("applying the reloaded configuration (the previous one stays in force)"));
+            return Err(
+                e.context("applying the reloaded configuration (the previous one stays in force)")
+            );
         }
         tracing::info!("configuration reloaded");
         self.rewatch = true;
@@ -728,14 +842,24 @@ impl Agent {
 
     fn watched_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = vec![self.config.bundle_dir.clone()];
-        dirs.extend(self.settings.overrides.artifacts.iter().filter(|p| p.is_dir()).cloned());
+        dirs.extend(
+            self.settings
+                .overrides
+                .artifacts
+                .iter()
+                .filter(|p| p.is_dir())
+                .cloned(),
+        );
         dirs
     }
 
     fn summary(&self) -> String {
         let s = &self.view.stats;
         let bundles = self.view.authz.as_ref().map_or(0, |a| a.accepted.len());
-        format!("enforcing {} scope(s), {} grant(s) from {bundles} bundle(s)", s.scopes, s.grants)
+        format!(
+            "enforcing {} scope(s), {} grant(s) from {bundles} bundle(s)",
+            s.scopes, s.grants
+        )
     }
 
     fn handle(&mut self, request: Request) -> Response {
@@ -748,7 +872,10 @@ impl Agent {
             },
             Request::List => Response::ok(self.summary(), self.list()),
             Request::Reload => match self.reload() {
-                Ok(()) => Response::ok(format!("configuration reloaded; {}", self.summary()), serde_json::Value::Null),
+                Ok(()) => Response::ok(
+                    format!("configuration reloaded; {}", self.summary()),
+                    serde_json::Value::Null,
+                ),
                 Err(e) => Response::error(format!("{e:#}")),
             },
         }
@@ -779,13 +906,22 @@ impl Agent {
             None => Some(PathBuf::from(audit::DEFAULT_HOST_KEY)).filter(|p| p.exists()),
         };
         let host_key = host_key
-            .map(|p| crate::trust::SigningKey::load(&p).with_context(|| format!("audit host key {}", p.display())))
+            .map(|p| {
+                crate::trust::SigningKey::load(&p)
+                    .with_context(|| format!("audit host key {}", p.display()))
+            })
             .transpose()?;
         if host_key.is_none() {
             tracing::warn!("no audit host key: checkpoints are unsigned (see host_key)");
         }
-        AuditLog::open(&self.config.audit_dir, host_key, AuditOptions::default())
-            .with_context(|| format!("opening the audit log in {}", self.config.audit_dir.display()))
+        AuditLog::open(&self.config.audit_dir, host_key, AuditOptions::default()).with_context(
+            || {
+                format!(
+                    "opening the audit log in {}",
+                    self.config.audit_dir.display()
+                )
+            },
+        )
     }
 
     async fn serve_loop(&mut self) -> anyhow::Result<()> {
@@ -793,7 +929,10 @@ impl Agent {
         use tokio::signal::unix::{SignalKind, signal};
 
         let mut log = self.open_audit_log()?;
-        let ring = self.enforcement.take_events().context("decision ring buffer already taken")?;
+        let ring = self
+            .enforcement
+            .take_events()
+            .context("decision ring buffer already taken")?;
         // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, so the fd stays
         // open for as long as it is registered.
         let mut ring = unsafe { AsyncFd::register(ring) }
@@ -819,7 +958,9 @@ impl Agent {
                 log.append_gap(now - *seen)?;
                 *seen = now;
                 log.flush()?;
-                ledger.record(now).context("recording the accounted drop count")?;
+                ledger
+                    .record(now)
+                    .context("recording the accounted drop count")?;
             }
             Ok(())
         };
@@ -829,7 +970,9 @@ impl Agent {
             dropped_seen = 0;
         }
         account(&mut log, &mut dropped_seen, dropped)?;
-        ledger.record(dropped_seen).context("recording the accounted drop count")?;
+        ledger
+            .record(dropped_seen)
+            .context("recording the accounted drop count")?;
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         let watchdog = systemd::watchdog_interval().map(|i| i / 2);
         let mut last_ping = Instant::now();
@@ -923,7 +1066,9 @@ fn report_refusals(old: Option<&Authorizations>, new: Option<&Authorizations>) {
     }
     for (scope, spec) in &new.policy.scopes {
         if spec.grants.is_empty() && spec.mode == Mode::Enforce {
-            let was = old.and_then(|o| o.policy.scopes.get(scope)).is_some_and(|s| s.grants.is_empty());
+            let was = old
+                .and_then(|o| o.policy.scopes.get(scope))
+                .is_some_and(|s| s.grants.is_empty());
             if !was {
                 tracing::warn!(%scope, "no live authorization covers this scope: every exec in it is denied");
             }
@@ -933,20 +1078,32 @@ fn report_refusals(old: Option<&Authorizations>, new: Option<&Authorizations>) {
 
 /// The earliest moment after `now` at which what is authorized changes by itself: a
 /// grant or bundle expires, a break-glass window ends.
-fn next_deadline(policy: &Policy, authz: Option<&Authorizations>, now: SystemTime) -> Option<SystemTime> {
+fn next_deadline(
+    policy: &Policy,
+    authz: Option<&Authorizations>,
+    now: SystemTime,
+) -> Option<SystemTime> {
     let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-    let bundles = authz.into_iter().flat_map(|a| a.accepted.iter().map(|b| at(b.not_after)));
-    let glass = authz.into_iter().flat_map(|a| a.break_glass.iter().map(|g| at(g.not_after)));
+    let bundles = authz
+        .into_iter()
+        .flat_map(|a| a.accepted.iter().map(|b| at(b.not_after)));
+    let glass = authz
+        .into_iter()
+        .flat_map(|a| a.break_glass.iter().map(|g| at(g.not_after)));
     policy
         .scopes
         .values()
-        .flat_map(|s| s.grants.iter().filter_map(|g| g.not_after).chain(s.monitor_until))
+        .flat_map(|s| {
+            s.grants
+                .iter()
+                .filter_map(|g| g.not_after)
+                .chain(s.monitor_until)
+        })
         .chain(bundles)
         .chain(glass)
         .filter(|t| *t > now)
         .min()
 }
-
 
 fn break_glass_json(authz: &Authorizations) -> serde_json::Value {
     authz
@@ -970,7 +1127,9 @@ const BUNDLE_SCOPES_FILE: &str = "bundle-scopes.json";
 
 fn load_scopes(state_dir: &Path) -> std::collections::BTreeSet<ScopePath> {
     let path = state_dir.join(BUNDLE_SCOPES_FILE);
-    let Ok(bytes) = std::fs::read(&path) else { return Default::default() };
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Default::default();
+    };
     match serde_json::from_slice::<Vec<String>>(&bytes) {
         Ok(list) => list.iter().filter_map(|s| s.parse().ok()).collect(),
         Err(e) => {
@@ -1002,13 +1161,16 @@ fn read_bundle_unverified(path: &Path) -> Option<([u8; AUTH_ID_LEN], KnownAuth)>
         return None;
     }
     let bundle = Bundle::from_payload(&envelope.payload).ok()?;
-    Some((envelope.id().auth_prefix(), KnownAuth {
-        bundle_id: bundle.bundle_id,
-        issuer: bundle.issuer,
-        on_revoke: bundle.on_revoke,
-        path: path.to_path_buf(),
-        not_after: bundle.not_after,
-    }))
+    Some((
+        envelope.id().auth_prefix(),
+        KnownAuth {
+            bundle_id: bundle.bundle_id,
+            issuer: bundle.issuer,
+            on_revoke: bundle.on_revoke,
+            path: path.to_path_buf(),
+            not_after: bundle.not_after,
+        },
+    ))
 }
 
 /// Creates `dir` (mode 0700) if it is missing.
@@ -1027,13 +1189,19 @@ fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// Writes a file and makes it durable before it is used.
 fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("writing {}", path.display()))
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Accepts control connections; each request goes to the main loop, which owns the
 /// agent, and its answer comes back here.
-async fn serve_control(listener: tokio::net::UnixListener, tx: mpsc::Sender<(Request, oneshot::Sender<Response>)>) {
+async fn serve_control(
+    listener: tokio::net::UnixListener,
+    tx: mpsc::Sender<(Request, oneshot::Sender<Response>)>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -1077,7 +1245,10 @@ async fn serve_connection(
             Err(_) => return Response::error("no request within 10 s"),
             Ok(Err(e)) => return Response::error(format!("cannot read the request: {e}")),
             Ok(Ok(_)) if line.len() > control::MAX_REQUEST_BYTES => {
-                return Response::error(format!("request over {} bytes", control::MAX_REQUEST_BYTES));
+                return Response::error(format!(
+                    "request over {} bytes",
+                    control::MAX_REQUEST_BYTES
+                ));
             }
             Ok(Ok(_)) => {}
         }
@@ -1089,7 +1260,9 @@ async fn serve_connection(
         if tx.send((request, reply_tx)).await.is_err() {
             return Response::error("the agent is stopping");
         }
-        reply_rx.await.unwrap_or_else(|_| Response::error("the agent is stopping"))
+        reply_rx
+            .await
+            .unwrap_or_else(|_| Response::error("the agent is stopping"))
     }
     .await;
     let mut bytes = serde_json::to_vec(&answer).map_err(std::io::Error::other)?;
@@ -1127,7 +1300,11 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/file/state"));
         assert!(!c.self_test);
         let scopes: Vec<_> = c.scopes.iter().map(|s| (s.path.as_str(), s.mode)).collect();
-        assert_eq!(scopes, [("/a", Mode::Monitor), ("/b", Mode::Enforce)], "the file's mode for /a stays");
+        assert_eq!(
+            scopes,
+            [("/a", Mode::Monitor), ("/b", Mode::Enforce)],
+            "the file's mode for /a stays"
+        );
         // A broken file is an error that names it, never a silent fallback to defaults.
         std::fs::write(&file, "trust = [").expect("write");
         let err = settings.effective().expect_err("broken").to_string();
@@ -1148,14 +1325,28 @@ mod tests {
         let mut policy = Policy::default();
         policy.scopes.insert(
             "/a".parse().expect("scope"),
-            ScopeSpec { grants: vec![grant(at(900)), grant(at(5_000)), grant(None)], ..ScopeSpec::default() },
+            ScopeSpec {
+                grants: vec![grant(at(900)), grant(at(5_000)), grant(None)],
+                ..ScopeSpec::default()
+            },
         );
-        assert_eq!(next_deadline(&policy, None, now), at(5_000), "past deadlines do not count");
+        assert_eq!(
+            next_deadline(&policy, None, now),
+            at(5_000),
+            "past deadlines do not count"
+        );
         policy.scopes.insert(
             "/b".parse().expect("scope"),
-            ScopeSpec { monitor_until: at(2_000), ..ScopeSpec::default() },
+            ScopeSpec {
+                monitor_until: at(2_000),
+                ..ScopeSpec::default()
+            },
         );
-        assert_eq!(next_deadline(&policy, None, now), at(2_000), "a break-glass end counts");
+        assert_eq!(
+            next_deadline(&policy, None, now),
+            at(2_000),
+            "a break-glass end counts"
+        );
         assert_eq!(next_deadline(&Policy::default(), None, now), None);
     }
 }

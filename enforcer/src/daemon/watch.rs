@@ -72,7 +72,8 @@ impl Watcher {
             let mut any = false;
             loop {
                 // SAFETY: reading into a local buffer of the stated length.
-                let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                let n =
+                    unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
                 if n > 0 {
                     any = true;
                     continue;

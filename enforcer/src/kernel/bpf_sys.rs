@@ -54,7 +54,11 @@ fn bpf<T>(cmd: u32, attr: &mut T) -> io::Result<i64> {
     // SAFETY: `attr` is the attribute struct for `cmd`, valid and writable for the call;
     // any pointers in it point at live buffers of the sizes the map expects.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), size_of::<T>()) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 /// A batch command that stopped part-way.
@@ -70,7 +74,10 @@ impl BatchError {
     /// caller should go element by element. Only an error before any entry counts.
     pub fn unsupported(&self) -> bool {
         self.done == 0
-            && matches!(self.source.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP))
+            && matches!(
+                self.source.raw_os_error(),
+                Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+            )
     }
 
     /// The entry at `done` was not in the map (a delete).
@@ -79,8 +86,17 @@ impl BatchError {
     }
 }
 
-fn batch(cmd: u32, map: BorrowedFd<'_>, keys: u64, values: u64, count: usize) -> Result<(), BatchError> {
-    let too_many = || BatchError { done: 0, source: io::Error::from_raw_os_error(libc::E2BIG) };
+fn batch(
+    cmd: u32,
+    map: BorrowedFd<'_>,
+    keys: u64,
+    values: u64,
+    count: usize,
+) -> Result<(), BatchError> {
+    let too_many = || BatchError {
+        done: 0,
+        source: io::Error::from_raw_os_error(libc::E2BIG),
+    };
     let mut attr = BatchAttr {
         keys,
         values,
@@ -90,7 +106,10 @@ fn batch(cmd: u32, map: BorrowedFd<'_>, keys: u64, values: u64, count: usize) ->
     };
     match bpf(cmd, &mut attr) {
         Ok(_) => Ok(()),
-        Err(source) => Err(BatchError { done: attr.count as usize, source }),
+        Err(source) => Err(BatchError {
+            done: attr.count as usize,
+            source,
+        }),
     }
 }
 
@@ -102,12 +121,24 @@ pub(super) fn update_batch<K: aya::Pod, V: aya::Pod>(
     values: &[V],
 ) -> Result<(), BatchError> {
     let count = keys.len().min(values.len());
-    batch(BPF_MAP_UPDATE_BATCH, map, keys.as_ptr() as u64, values.as_ptr() as u64, count)
+    batch(
+        BPF_MAP_UPDATE_BATCH,
+        map,
+        keys.as_ptr() as u64,
+        values.as_ptr() as u64,
+        count,
+    )
 }
 
 /// `BPF_MAP_DELETE_BATCH`: deletes `keys` in order, stopping at the first missing one.
 pub(super) fn delete_batch<K: aya::Pod>(map: BorrowedFd<'_>, keys: &[K]) -> Result<(), BatchError> {
-    batch(BPF_MAP_DELETE_BATCH, map, keys.as_ptr() as u64, 0, keys.len())
+    batch(
+        BPF_MAP_DELETE_BATCH,
+        map,
+        keys.as_ptr() as u64,
+        0,
+        keys.len(),
+    )
 }
 
 /// `BPF_MAP_LOOKUP_BATCH` over a whole hash map: every entry, read bucket by bucket.
@@ -127,7 +158,10 @@ pub(super) fn lookup_all<K: aya::Pod + Default, V: aya::Pod + Default>(
         let mut keys = vec![K::default(); chunk];
         let mut values = vec![V::default(); chunk];
         let mut next = 0u32;
-        let too_many = || BatchError { done: entries.len(), source: io::Error::from_raw_os_error(libc::E2BIG) };
+        let too_many = || BatchError {
+            done: entries.len(),
+            source: io::Error::from_raw_os_error(libc::E2BIG),
+        };
         let mut attr = BatchAttr {
             in_batch: from.as_ref().map_or(0, |f| std::ptr::from_ref(f) as u64),
             out_batch: std::ptr::from_mut(&mut next) as u64,
@@ -151,7 +185,12 @@ pub(super) fn lookup_all<K: aya::Pod + Default, V: aya::Pod + Default>(
                 chunk *= 4;
                 continue;
             }
-            Err(source) => return Err(BatchError { done: entries.len(), source }),
+            Err(source) => {
+                return Err(BatchError {
+                    done: entries.len(),
+                    source,
+                });
+            }
         }
         entries.extend(keys.into_iter().zip(values).take(got));
         from = Some(next);
@@ -167,7 +206,14 @@ pub(super) fn create_map(
     max_entries: u32,
     map_flags: u32,
 ) -> io::Result<OwnedFd> {
-    let mut attr = CreateAttr { map_type, key_size, value_size, max_entries, map_flags, ..CreateAttr::default() };
+    let mut attr = CreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
+        ..CreateAttr::default()
+    };
     // The kernel keeps 15 bytes and wants only [A-Za-z0-9_.]: our names qualify.
     let n = name.len().min(attr.map_name.len() - 1);
     attr.map_name[..n].copy_from_slice(&name.as_bytes()[..n]);

@@ -93,7 +93,9 @@ fn wx_file(path: &str) -> ! {
 
 fn memfd_exec(path: &str) -> ! {
     let mut bytes = Vec::new();
-    std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).expect("read program");
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .expect("read program");
     let name = CString::new("payload").expect("name");
     // SAFETY: plain syscalls; argv and envp are NULL-terminated arrays of C strings.
     unsafe {
@@ -122,7 +124,11 @@ fn deleted_exec(path: &str) -> ! {
     unsafe {
         let argv = [name.as_ptr(), std::ptr::null()];
         let envp = [std::ptr::null()];
-        libc::fexecve(std::os::fd::AsRawFd::as_raw_fd(&file), argv.as_ptr(), envp.as_ptr());
+        libc::fexecve(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            argv.as_ptr(),
+            envp.as_ptr(),
+        );
     }
     refused("fexecve of a deleted file")
 }
@@ -140,7 +146,11 @@ fn ptrace_attach(pid: libc::pid_t) -> ! {
 }
 
 fn proc_mem(pid: libc::pid_t) -> ! {
-    match std::fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem")) {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+    {
         Ok(_) => {
             println!("open /proc/{pid}/mem: opened for writing");
             std::process::exit(WORKED)
@@ -152,7 +162,11 @@ fn proc_mem(pid: libc::pid_t) -> ! {
 fn self_mem() -> ! {
     // No ptrace check applies to a process's own memory; writes through this file ignore
     // page protections, so a granted program could patch its own code.
-    match std::fs::OpenOptions::new().read(true).write(true).open("/proc/self/mem") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/mem")
+    {
         Ok(_) => {
             println!("open /proc/self/mem: opened for writing");
             std::process::exit(WORKED)
@@ -187,7 +201,14 @@ fn bpf_syscall() -> ! {
     // BPF_PROG_GET_NEXT_ID (11): the first step of finding and detaching programs.
     let mut attr = [0u32; 4];
     // SAFETY: `attr` is large enough for the get-next-id command.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, 11, attr.as_mut_ptr(), std::mem::size_of_val(&attr)) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            11,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
     if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
         refused("bpf(BPF_PROG_GET_NEXT_ID)");
     }
@@ -215,7 +236,14 @@ fn exec_storm(path: &str, count: u32) -> ! {
         let mut pid = 0;
         // SAFETY: argv and envp are NULL-terminated; pid is written by the call.
         let r = unsafe {
-            libc::posix_spawn(&mut pid, prog.as_ptr(), std::ptr::null(), std::ptr::null(), argv.as_ptr().cast(), envp.as_ptr())
+            libc::posix_spawn(
+                &mut pid,
+                prog.as_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+                argv.as_ptr().cast(),
+                envp.as_ptr(),
+            )
         };
         if r == libc::EPERM {
             refused += 1;
@@ -230,7 +258,11 @@ fn exec_storm(path: &str, count: u32) -> ! {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let pid = || args.get(2).and_then(|p| p.parse().ok()).expect("pid argument");
+    let pid = || {
+        args.get(2)
+            .and_then(|p| p.parse().ok())
+            .expect("pid argument")
+    };
     match args.get(1).map(String::as_str) {
         Some("anon-rwx") => anon_rwx(),
         Some("mprotect-exec") => mprotect_exec(),
@@ -249,7 +281,9 @@ fn main() {
             args.get(3).and_then(|n| n.parse().ok()).expect("count"),
         ),
         _ => {
-            eprintln!("usage: attacks anon-rwx|mprotect-exec|wx-file PATH|memfd-exec PATH|deleted-exec PATH|ptrace PID|proc-mem PID|self-mem|cgroup-escape DIR|unpin PATH|bpf|kill PID");
+            eprintln!(
+                "usage: attacks anon-rwx|mprotect-exec|wx-file PATH|memfd-exec PATH|deleted-exec PATH|ptrace PID|proc-mem PID|self-mem|cgroup-escape DIR|unpin PATH|bpf|kill PID"
+            );
             std::process::exit(OTHER)
         }
     }
