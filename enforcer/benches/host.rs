@@ -17,14 +17,14 @@
 
 use std::time::{Instant, SystemTime};
 
-use enforcer::artifact::{
-    ArtifactKind, Bundle, CgroupScope, Envelope, Grant, Mode, OnRevoke, unix_seconds,
-};
 use enforcer::audit::{AuditLog, AuditOptions, DecisionLabels, verify_dir};
-use enforcer::digest::FileDigest;
+use enforcer::authz::artifact::{
+    ArtifactKind, Bundle, Envelope, Mode, OnRevoke, ScopePath, SignedGrant, unix_seconds,
+};
+use enforcer::authz::trust::{Role, SigningKey, Thresholds, TrustStore, TrustedKey};
+use enforcer::authz::verify::{RevocationSet, Verifier};
+use enforcer::host::digest::FileDigest;
 use enforcer::kernel::{MapState, PolicyMaps};
-use enforcer::trust::{Role, SigningKey, Thresholds, TrustStore, TrustedKey};
-use enforcer::verify::{RevocationSet, Verifier};
 use enforcer_common::{EVENT_PATH_LEN, ExecEvent, decision, hook, reason};
 
 const GRANTS: usize = 100_000;
@@ -114,7 +114,7 @@ fn ms(name: &'static str, (median, lo, hi): (f64, f64, f64), target: &'static st
 /// A signed bundle of `GRANTS` distinct digests (seeded, so two seeds share none).
 fn signed_bundle(key: &SigningKey, seed: u64, now: u64) -> Vec<u8> {
     let grants = (0..GRANTS as u64)
-        .map(|i| Grant {
+        .map(|i| SignedGrant {
             digest: FileDigest::of_bytes(&[seed.to_le_bytes(), i.to_le_bytes()].concat()),
             name: None,
             not_after: None,
@@ -127,7 +127,7 @@ fn signed_bundle(key: &SigningKey, seed: u64, now: u64) -> Vec<u8> {
         issued_at: now - 10,
         not_before: now - 10,
         not_after: now + 3600,
-        scopes: vec!["/bench.slice".parse::<CgroupScope>().expect("scope")],
+        scopes: vec!["/bench.slice".parse::<ScopePath>().expect("scope")],
         grants,
         mode: Mode::Enforce,
         on_revoke: OnRevoke::DenyNew,

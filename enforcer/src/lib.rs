@@ -2,47 +2,36 @@
 //!
 //! Inside a governed scope (a cgroup v2 subtree) a program may execute only when the
 //! SHA-256 of its content is covered by a live, unrevoked authorization signed by trusted
-//! keys. The decision is taken in the kernel by a BPF LSM program; this crate is the agent
-//! that verifies authorizations and loads them into the program's maps, and the command
+//! keys. The decision is taken in the kernel by BPF LSM programs; this crate is the agent
+//! that verifies authorizations and loads them into the programs' maps, and the command
 //! line that security teams use to build and sign them.
 //!
-//! One module per concept:
-//! - [`digest`]: SHA-256 file digests, the identity of a program.
-//! - [`digest_cache`]: what the kernel's cache of file digests needs from the loader.
-//! - [`elf`]: the shared-library closure of a program.
-//! - [`policy`]: what the kernel should enforce, and the local (test-only) policy file.
-//! - [`btf`]: struct layouts from the running kernel's BTF.
-//! - [`cgroup`]: governed scopes as cgroup v2 directories.
-//! - [`ima`]: whether an IMA policy hands out cached digests underneath ours.
-//! - [`kernel`]: loading, attaching, pinning and filling the BPF program and maps.
-//! - [`artifact`]: signed artifacts (bundles, revocations): envelope, schema, parsing.
-//! - [`trust`]: trusted keys, roles and k-of-n thresholds; signing keys.
-//! - [`verify`]: the one place that decides whether an artifact is authorized.
-//! - [`state`]: accepted serials and revocations, persisted atomically.
+//! The map, in the order data flows:
+//! - [`authz`]: the authorization pipeline. Signed artifacts (bundles, revocations,
+//!   break-glass), the trust store, verification, the acceptor's state (serials,
+//!   revocations), and the [`authz::policy::Policy`] they amount to.
+//! - [`kernel`]: the kernel side as the agent sees it. The BPF object, the running
+//!   kernel's layout (BTF), load/attach/pin, the pinned maps and their ABI, and the
+//!   atomic switch of a policy into them.
+//! - [`host`]: facts about this host. cgroups, IMA, file digests, ELF library closures,
+//!   and the checks that say whether enforcement can start here.
+//! - [`agent`]: the agent as a service. Its settings, start-up, reconcile, on_revoke
+//!   kills, push staging, status and the serving loop.
+//! - [`service`]: the plumbing a service talks through. The control socket's typed
+//!   protocol, and systemd (readiness, watchdog, journald).
 //! - [`audit`]: the tamper-evident audit log of decisions, and execution lineage.
-//! - [`config`]: the agent's configuration file.
-//! - [`control`]: the local control socket's protocol, server and client.
-//! - [`daemon`]: the agent as a service: live updates, expiry, on_revoke, signals.
-//! - [`systemd`]: running under systemd: sd_notify readiness, reload, watchdog; journald.
 //! - [`cli`]: the command line.
+//! - [`fsutil`] and [`clock`]: one helper for each filesystem habit and each clock.
 
-pub mod artifact;
+pub mod agent;
 pub mod audit;
 pub mod authz;
-pub mod btf;
-pub mod cgroup;
 pub mod cli;
-pub mod config;
-pub mod control;
-pub mod daemon;
-pub mod digest;
-pub mod digest_cache;
-pub mod elf;
-pub mod ima;
+pub mod clock;
+pub mod fsutil;
+pub mod host;
 pub mod kernel;
-pub mod policy;
-pub mod preflight;
-pub mod state;
-pub mod systemd;
-pub mod trust;
-pub mod verify;
+pub mod paths;
+pub mod service;
+#[cfg(test)]
+mod testing;

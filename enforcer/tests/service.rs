@@ -141,7 +141,7 @@ fn installs_the_unit_and_orders_the_governed_slices_after_it() {
 fn writes_a_default_configuration_only_when_there_is_none() {
     let root = Root::new();
     let stdout = root.install_ok();
-    assert_eq!(root.read(CONFIG), enforcer::config::Config::default_text());
+    assert_eq!(root.read(CONFIG), enforcer::agent::Settings::default_text());
     assert!(stdout.contains("config.toml"), "{stdout}");
     assert!(
         !root

@@ -6,9 +6,9 @@
 
 use std::sync::LazyLock;
 
-use enforcer::artifact::{BreakGlass, Bundle, Envelope, Revocation, from_unix_seconds};
-use enforcer::trust::TrustStore;
-use enforcer::verify::{RevocationSet, Verifier};
+use enforcer::authz::artifact::{BreakGlass, Bundle, Envelope, Revocation, from_unix_seconds};
+use enforcer::authz::trust::TrustStore;
+use enforcer::authz::verify::{RevocationSet, Verifier};
 use libfuzzer_sys::fuzz_target;
 
 /// Trusts the example trust store, so the seeds (the signed examples in policies/) reach

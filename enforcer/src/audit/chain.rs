@@ -26,7 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha3::{Digest as _, Sha3_512};
 
 use super::record::Record;
-use crate::trust::SigningKey;
+use crate::authz::trust::SigningKey;
 
 /// Length of a SHA3-512 hash.
 pub const HASH_LEN: usize = 64;

@@ -11,7 +11,7 @@ use super::record::{Body, PreviousEnd};
 use super::verify::{ProblemKind, Report, verify_dir};
 use super::writer::{AuditLog, AuditOptions};
 use super::{AuditError, DecisionLabels, files};
-use crate::trust::SigningKey;
+use crate::authz::trust::SigningKey;
 
 const BOOT: &str = "0f0e0d0c-0b0a-4908-8706-050403020100";
 
@@ -757,7 +757,7 @@ fn throughput() {
     assert!(report.is_intact(), "{report:?}");
     println!("verified in {:?}", start.elapsed());
     if keep.is_some() {
-        let public = crate::trust::encode_public_key(&key().public_key());
+        let public = crate::authz::trust::encode_public_key(&key().public_key());
         std::fs::write(dir.with_extension("pub"), format!("{public}\n")).expect("write .pub");
     }
 }

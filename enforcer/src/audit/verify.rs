@@ -19,7 +19,7 @@ use super::AuditError;
 use super::chain::{self, ChainHash, SignatureProblem, Unsealed};
 use super::files::{self, LogFile};
 use super::record::{Body, Checkpoint, PreviousEnd, Recovered, Trigger};
-use crate::trust::KeyId;
+use crate::authz::trust::KeyId;
 
 /// Longest line the reader takes whole. Records are a few hundred bytes; a longer line is
 /// damage, and reading it whole would let a damaged file exhaust memory.

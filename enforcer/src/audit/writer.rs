@@ -14,8 +14,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
-use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,7 +28,7 @@ use super::record::{
 };
 use super::verify::{Last, ProblemKind, Walker, for_each_line};
 use super::{AuditError, boot_id};
-use crate::trust::SigningKey;
+use crate::authz::trust::SigningKey;
 
 const BUFFER_BYTES: usize = 256 * 1024;
 const LOCK_FILE: &str = "lock";
@@ -118,11 +117,7 @@ impl AuditLog {
         host_key: Option<SigningKey>,
         opts: AuditOptions,
     ) -> Result<Self, AuditError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(dir)
-            .map_err(AuditError::io(dir))?;
+        crate::fsutil::create_dir(dir, 0o750).map_err(AuditError::io(dir))?;
         let lock = lock(dir)?;
         let boot_id = match &opts.boot_id {
             Some(id) => id.clone(),
@@ -375,18 +370,13 @@ fn lock(dir: &Path) -> Result<File, AuditError> {
         .mode(0o640)
         .open(&path)
         .map_err(AuditError::io(&path))?;
-    // SAFETY: flock on a file descriptor we own and keep open; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(AuditError::Locked {
-                path: dir.to_owned(),
-            });
-        }
-        return Err(AuditError::io(&path)(error));
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Locked {
+            path: dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(error)) => Err(AuditError::io(&path)(error)),
     }
-    Ok(file)
 }
 
 /// Opens a log file for appending (`exists`) or creates it, making a new file's name
@@ -401,9 +391,7 @@ fn open_file(dir: &Path, path: &Path, exists: bool) -> Result<(File, u64), Audit
         return Ok((file, len));
     }
     let file = options.create_new(true).open(path).map_err(io)?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(AuditError::io(dir))?;
+    crate::fsutil::sync_dir(dir).map_err(AuditError::io(dir))?;
     Ok((file, 0))
 }
 

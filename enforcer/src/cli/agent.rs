@@ -4,47 +4,39 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Args;
 
-use crate::cgroup;
-use crate::control::{self, Request, Response};
-use crate::daemon::{Agent, Overrides, Settings};
+use crate::agent::{Agent, Invocation, Settings};
+use crate::host::cgroup;
 use crate::kernel::{self, Enforcement};
+use crate::paths;
+use crate::service::control::protocol::{Listing, PushReport, StatusReport};
+use crate::service::control::{self, Reply, Request};
 
 /// Where the kernel objects and cgroups live.
 #[derive(Debug, Args)]
 pub struct Location {
     /// bpffs directory holding the pinned program link and maps.
-    #[arg(long, env = "ENFORCER_PIN_DIR", default_value = kernel::DEFAULT_PIN_DIR)]
+    #[arg(long, env = "ENFORCER_PIN_DIR", default_value = paths::PIN_DIR)]
     pub pin_dir: PathBuf,
 
     /// Mount point of the cgroup v2 hierarchy; scope paths are relative to it.
-    #[arg(long, env = "ENFORCER_CGROUP_ROOT", default_value = cgroup::DEFAULT_ROOT)]
+    #[arg(long, env = "ENFORCER_CGROUP_ROOT", default_value = paths::CGROUP_ROOT)]
     pub cgroup_root: PathBuf,
 }
 
-/// Where authorizations come from. Each flag overrides the configuration file.
+/// Arguments of `load` and `run`: the agent's settings as flags (each overrides the
+/// configuration file, also after a reload), and what only the command line says.
 #[derive(Debug, Args)]
-pub struct PolicyArgs {
+pub struct LoadArgs {
     /// The agent's configuration file (TOML; see docs/service.md). Without it, the
-    /// defaults and these flags apply. Flags win over the file, also after a reload.
+    /// defaults and the flags apply. Flags win over the file, also after a reload.
     #[arg(long, env = "ENFORCER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Trust store (TOML): the keys that may sign bundles and revocations, and how many
-    /// distinct keys must sign each. Only artifacts it accepts grant anything.
-    #[arg(
-        long,
-        env = "ENFORCER_TRUST",
-        value_name = "FILE",
-        conflicts_with = "unsigned_policy"
-    )]
-    pub trust: Option<PathBuf>,
-
-    /// Watched directory of signed artifacts; pushed artifacts are kept here too.
-    #[arg(long, value_name = "DIR", conflicts_with = "unsigned_policy")]
-    pub bundle_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
 
     /// More signed bundles and revocations: files, or directories whose *.json files are
     /// artifacts. Repeat the flag for more. A refused artifact grants nothing and is
@@ -52,45 +44,11 @@ pub struct PolicyArgs {
     #[arg(long = "artifacts", env = "ENFORCER_ARTIFACTS", value_name = "PATH")]
     pub artifacts: Vec<PathBuf>,
 
-    /// A governed scope (cgroup path below the cgroup2 root, such as /agents.slice).
-    /// Declared scopes stay governed when no live authorization covers them, and then
-    /// deny every exec; scopes named by bundles are governed too. Repeat for more.
-    #[arg(long = "scope", value_name = "CGROUP")]
-    pub scopes: Vec<String>,
-
-    /// Accepted serials and revocations, kept across restarts (rollback protection).
-    #[arg(long, env = "ENFORCER_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-
-    /// How far artifact validity windows stretch to allow for clock differences.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub clock_skew: Option<std::time::Duration>,
-
     /// DEVELOPMENT AND TESTS ONLY: an unsigned local policy file (TOML) instead of signed
     /// artifacts. Refused in production mode: under systemd (INVOCATION_ID set) or with
     /// ENFORCER_PRODUCTION=1.
     #[arg(long, value_name = "FILE")]
     pub unsigned_policy: Option<PathBuf>,
-}
-
-/// Arguments of `load` and `run`.
-#[derive(Debug, Args)]
-pub struct LoadArgs {
-    /// bpffs directory holding the pinned program links and maps.
-    #[arg(long, env = "ENFORCER_PIN_DIR")]
-    pub pin_dir: Option<PathBuf>,
-
-    /// Mount point of the cgroup v2 hierarchy; scope paths are relative to it.
-    #[arg(long, env = "ENFORCER_CGROUP_ROOT")]
-    pub cgroup_root: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub policy: PolicyArgs,
-
-    /// Skip the startup self-test (a trial exec granted and then denied in a throwaway
-    /// scope). Only for kernels where the test itself cannot run.
-    #[arg(long)]
-    pub skip_self_test: bool,
 }
 
 /// Arguments of `run`.
@@ -107,27 +65,13 @@ pub struct RunArgs {
     /// systemd, where stdout is the journal.
     #[arg(long, conflicts_with = "json")]
     pub quiet: bool,
-
-    /// Directory of the tamper-evident audit log (hash-chained JSON Lines).
-    #[arg(long, env = "ENFORCER_AUDIT_DIR")]
-    pub audit_dir: Option<PathBuf>,
-
-    /// Host key (Ed25519, from `enforcer key generate`) that signs audit checkpoints.
-    /// Defaults to /etc/enforcer/audit-host.key when that file exists; without a key,
-    /// checkpoints are unsigned and prove nothing against whoever can edit the log.
-    #[arg(long, env = "ENFORCER_HOST_KEY", value_name = "FILE")]
-    pub host_key: Option<PathBuf>,
-
-    /// Control socket for `enforcer push|revoke|status|list`.
-    #[arg(long, env = "ENFORCER_SOCKET", value_name = "PATH")]
-    pub socket: Option<PathBuf>,
 }
 
 /// Where the running agent listens.
 #[derive(Debug, Args)]
 pub struct SocketArgs {
     /// The agent's control socket.
-    #[arg(long, env = "ENFORCER_SOCKET", default_value = crate::config::DEFAULT_SOCKET)]
+    #[arg(long, env = "ENFORCER_SOCKET", default_value = paths::SOCKET)]
     pub socket: PathBuf,
 }
 
@@ -166,17 +110,10 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-fn settings(args: &LoadArgs, run: Option<&RunArgs>) -> anyhow::Result<Settings> {
-    let p = &args.policy;
-    let scopes = p
-        .scopes
-        .iter()
-        .map(|s| s.parse())
-        .collect::<Result<Vec<_>, _>>()
-        .context("--scope")?;
-    let mut config_path = p.config.clone();
-    if p.unsigned_policy.is_none() && p.trust.is_none() && config_path.is_none() {
-        let default = Path::new(crate::config::DEFAULT_PATH);
+fn invocation(args: &LoadArgs, run: Option<&RunArgs>) -> anyhow::Result<Invocation> {
+    let mut config_path = args.config.clone();
+    if args.unsigned_policy.is_none() && args.settings.trust.is_none() && config_path.is_none() {
+        let default = Path::new(paths::CONFIG);
         if !default.exists() {
             bail!(
                 "say where authorizations come from: --config FILE (default {} does not exist), \
@@ -189,36 +126,24 @@ fn settings(args: &LoadArgs, run: Option<&RunArgs>) -> anyhow::Result<Settings> 
     let print_decisions = run.and_then(|r| {
         if r.json {
             Some(true)
-        } else if r.quiet || crate::systemd::under_systemd() {
+        } else if r.quiet || crate::service::systemd::under_systemd() {
             None
         } else {
             Some(false)
         }
     });
-    Ok(Settings {
+    Ok(Invocation {
         config_path,
-        overrides: Overrides {
-            trust: p.trust.clone(),
-            bundle_dir: p.bundle_dir.clone(),
-            state_dir: p.state_dir.clone(),
-            audit_dir: run.and_then(|r| r.audit_dir.clone()),
-            host_key: run.and_then(|r| r.host_key.clone()),
-            socket: run.and_then(|r| r.socket.clone()),
-            pin_dir: args.pin_dir.clone(),
-            cgroup_root: args.cgroup_root.clone(),
-            clock_skew: p.clock_skew,
-            skip_self_test: args.skip_self_test,
-            scopes,
-            artifacts: p.artifacts.clone(),
-        },
-        unsigned_policy: p.unsigned_policy.clone(),
+        flags: args.settings.clone(),
+        artifacts: args.artifacts.clone(),
+        unsigned_policy: args.unsigned_policy.clone(),
         print_decisions,
     })
 }
 
 /// `enforcer load`: apply and exit; enforcement stays on through the pins.
 pub fn load_command(args: &LoadArgs) -> anyhow::Result<ExitCode> {
-    let agent = Agent::start(settings(args, None)?)?;
+    let agent = Agent::start(invocation(args, None)?)?;
     for (path, why) in agent.refused() {
         eprintln!("refused: {}: {why}", path.display());
     }
@@ -232,98 +157,86 @@ pub fn load_command(args: &LoadArgs) -> anyhow::Result<ExitCode> {
 /// `enforcer run`: apply, then follow decisions and take updates until SIGINT or SIGTERM.
 /// Stopping leaves enforcement pinned and on.
 pub fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let agent = Agent::start(settings(&args.load, Some(args))?)?;
+    let agent = Agent::start(invocation(&args.load, Some(args))?)?;
     agent.serve()?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends one request to the agent and prints its message; exit 1 on a refusal.
-fn ask(socket: &Path, request: &Request) -> anyhow::Result<(ExitCode, Response)> {
-    let response = control::request(socket, request)?;
-    let code = if response.ok {
+/// Sends one request to the agent; exit 1 on a refusal.
+fn ask<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    request: &Request,
+) -> anyhow::Result<(ExitCode, Reply<T>)> {
+    let reply = control::request(socket, request)?;
+    let code = if reply.ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     };
-    Ok((code, response))
+    Ok((code, reply))
 }
 
 /// `enforcer push` / `enforcer revoke`: hand a signed artifact to the running agent.
 /// Returns once the kernel enforces it, or with the reason it was refused.
 pub fn push_command(args: &PushArgs, revoke: bool) -> anyhow::Result<ExitCode> {
-    let bytes = crate::verify::read_artifact(&args.file)?;
+    let bytes = crate::authz::verify::read_artifact(&args.file)?;
     let name = args.file.display().to_string();
-    let (code, response) = ask(
+    let (code, reply) = ask::<PushReport>(
         &args.socket.socket,
         &Request::artifact(revoke, name, &bytes),
     )?;
-    if response.ok {
-        println!("{}", response.message);
+    if reply.ok {
+        println!("{}", reply.message);
     } else {
-        eprintln!("{}", response.message);
+        eprintln!("{}", reply.message);
     }
     Ok(code)
 }
 
 /// `enforcer list`: the authorizations in force and the refused artifacts.
 pub fn list_command(args: &ListArgs) -> anyhow::Result<ExitCode> {
-    let (code, response) = ask(&args.socket.socket, &Request::List)?;
-    if args.json || !response.ok {
-        println!(
-            "{}",
-            if response.ok {
-                response.data.to_string()
-            } else {
-                response.message
-            }
-        );
+    let (code, reply) = ask::<Listing>(&args.socket.socket, &Request::List)?;
+    let listing = match reply.data {
+        Some(listing) if reply.ok => listing,
+        _ => {
+            println!("{}", reply.message);
+            return Ok(code);
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&listing)?);
         return Ok(code);
     }
-    let d = &response.data;
-    let empty = Vec::new();
-    let bundles = d["bundles"].as_array().unwrap_or(&empty);
-    println!("{} bundle(s) in force", bundles.len());
-    for b in bundles {
+    println!("{} bundle(s) in force", listing.bundles.len());
+    for b in &listing.bundles {
         println!(
             "  {} serial {} from {}: {} live grant(s) in {}, until {}, on_revoke {}",
-            text(&b["bundle_id"]),
-            b["serial"],
-            text(&b["issuer"]),
-            b["live_grants"],
-            text_list(&b["scopes"]),
-            text(&b["not_after"]),
-            text(&b["on_revoke"]),
+            b.bundle_id,
+            b.serial,
+            b.issuer,
+            b.live_grants,
+            b.scopes.join(", "),
+            b.not_after,
+            b.on_revoke,
         );
-        println!("    id {}  file {}", text(&b["id"]), text(&b["file"]));
+        println!("    id {}  file {}", b.id, b.file.display());
     }
-    for g in d["break_glass"].as_array().unwrap_or(&empty) {
+    for g in &listing.break_glass {
         println!(
             "break-glass from {} for {} until {}: {}",
-            text(&g["issuer"]),
-            text_list(&g["scopes"]),
-            text(&g["not_after"]),
-            text(&g["reason"]),
+            g.issuer,
+            g.scopes.join(", "),
+            g.not_after,
+            g.reason,
         );
     }
-    let refused = d["refused"].as_array().unwrap_or(&empty);
-    if !refused.is_empty() {
-        println!("{} artifact(s) refused", refused.len());
-        for r in refused {
-            println!("  {}: {}", text(&r["file"]), text(&r["reason"]));
+    if !listing.refused.is_empty() {
+        println!("{} artifact(s) refused", listing.refused.len());
+        for r in &listing.refused {
+            println!("  {}: {}", r.file.display(), r.reason);
         }
     }
     Ok(code)
-}
-
-/// A JSON array of strings as `a, b, c`.
-fn text_list(v: &serde_json::Value) -> String {
-    v.as_array()
-        .map(|items| items.iter().map(text).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
-}
-
-fn text(v: &serde_json::Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
 }
 
 /// `enforcer status`: the running agent's view when it answers (authorizations, why a
@@ -332,75 +245,103 @@ pub fn status_command(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let pin_dir = &args.location.pin_dir;
     if !kernel::is_pinned(pin_dir) {
         if args.json {
-            println!(
-                "{}",
-                serde_json::json!({ "enforcing": false, "pin_dir": pin_dir })
-            );
+            let status = MapStatus {
+                enforcing: false,
+                pin_dir: pin_dir.clone(),
+                scopes: None,
+                dropped_events: None,
+            };
+            println!("{}", serde_json::to_string(&status)?);
         } else {
             println!("not enforcing: no program pinned at {}", pin_dir.display());
         }
         return Ok(ExitCode::from(3));
     }
-    match control::request(&args.socket.socket, &Request::Status) {
-        Ok(response) if response.ok => {
-            print_agent_status(&response.data, args.json);
+    match control::request::<StatusReport>(&args.socket.socket, &Request::Status) {
+        Ok(Reply {
+            ok: true,
+            data: Some(report),
+            ..
+        }) => {
+            print_agent_status(&report, args.json)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Ok(response) => tracing::warn!("the agent answered: {}", response.message),
+        Ok(reply) => tracing::warn!("the agent answered: {}", reply.message),
         Err(e) => tracing::debug!("{e}"),
     }
     print_map_status(args)
 }
 
-fn print_agent_status(d: &serde_json::Value, json: bool) {
+fn print_agent_status(d: &StatusReport, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{d}");
-        return;
+        println!("{}", serde_json::to_string(d)?);
+        return Ok(());
     }
-    let agent = &d["agent"];
-    println!("enforcing: program pinned at {}", text(&d["pin_dir"]));
+    let agent = &d.agent;
+    println!("enforcing: program pinned at {}", d.pin_dir.display());
     println!(
         "agent: pid {}, up since {}, last applied {}{}",
-        agent["pid"],
-        text(&agent["started"]),
-        text(&agent["last_reconcile"]),
-        agent["next_deadline"]
-            .as_str()
+        agent.pid,
+        agent.started,
+        agent.last_reconcile.as_deref().unwrap_or("never"),
+        agent
+            .next_deadline
+            .as_ref()
             .map(|t| format!(", next change at {t}"))
             .unwrap_or_default(),
     );
-    if let Some(e) = agent["last_error"].as_str() {
+    if let Some(e) = &agent.last_error {
         println!("  last error: {e}");
     }
-    let empty = Vec::new();
-    for s in d["scopes"].as_array().unwrap_or(&empty) {
+    for s in &d.scopes {
         println!(
             "  scope {} (cgroup {}): {}, {} grant(s)",
-            text(&s["path"]),
-            s["cgroup_id"],
-            text(&s["mode"]),
-            s["grants"]
+            s.path,
+            s.cgroup_id
+                .map_or_else(|| "unknown".into(), |id| id.to_string()),
+            s.mode,
+            s.grants
         );
-        if let Some(until) = s["break_glass_until"].as_str() {
+        if let Some(until) = &s.break_glass_until {
             println!("    break-glass: monitor mode until {until}, then enforce again");
         }
-        if s["denies_everything"] == true {
+        if s.denies_everything {
             println!("    every exec in this scope is denied:");
-            for why in s["why"].as_array().unwrap_or(&empty) {
-                println!("      - {}", text(why));
+            for why in &s.why {
+                println!("      - {why}");
             }
         }
     }
     println!(
         "  {} bundle(s) in force, {} artifact(s) refused (see `enforcer list`)",
-        d["bundles"], d["refused"]
+        d.bundles, d.refused
     );
-    if d["dropped_events"].as_u64().is_some_and(|n| n > 0) {
+    if d.dropped_events > 0 {
         println!(
             "  {} decision(s) lost because the ring buffer was full",
-            d["dropped_events"]
+            d.dropped_events
         );
     }
+    Ok(())
+}
+
+/// `status --json` when no agent answers: what the pins and the kernel's maps show.
+#[derive(Debug, serde::Serialize)]
+struct MapStatus {
+    enforcing: bool,
+    pin_dir: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scopes: Option<Vec<MapScope>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped_events: Option<u64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct MapScope {
+    path: String,
+    cgroup_id: u64,
+    mode: &'static str,
+    grants: usize,
 }
 
 /// Status from the pinned maps alone, when no agent answers.
@@ -431,16 +372,22 @@ fn print_map_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         .collect();
     scopes.sort();
     if args.json {
-        let list: Vec<_> = scopes
+        let scopes = scopes
             .iter()
-            .map(|(path, id, mode, grants)| {
-                serde_json::json!({ "path": path, "cgroup_id": id, "mode": mode, "grants": grants })
+            .map(|(path, id, mode, grants)| MapScope {
+                path: path.clone(),
+                cgroup_id: *id,
+                mode,
+                grants: *grants,
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({ "enforcing": true, "pin_dir": pin_dir, "scopes": list, "dropped_events": dropped })
-        );
+        let status = MapStatus {
+            enforcing: true,
+            pin_dir: pin_dir.clone(),
+            scopes: Some(scopes),
+            dropped_events: Some(dropped),
+        };
+        println!("{}", serde_json::to_string(&status)?);
     } else {
         println!("enforcing: program pinned at {}", pin_dir.display());
         println!(

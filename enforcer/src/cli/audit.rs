@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use crate::audit::query::{self, Entry, Filter, Step};
 use crate::audit::{self, ProblemKind, Report, verify_dir};
-use crate::trust;
+use crate::authz::trust;
 
 /// Arguments of `enforcer audit`.
 #[derive(Debug, Args)]

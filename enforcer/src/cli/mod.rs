@@ -61,7 +61,7 @@ pub fn init_tracing(verbose: u8) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
-    use crate::systemd;
+    use crate::service::systemd;
 
     let default = match verbose {
         0 => "info",

@@ -20,16 +20,17 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::config::{self, Config, ConfigError};
-use crate::policy::ScopePath;
-use crate::state::write_atomic;
+use crate::agent::Settings;
+use crate::agent::settings::ConfigError;
+use crate::authz::artifact::ScopePath;
+use crate::paths;
 
 /// The unit as shipped; `ExecStart=` is rewritten on install.
 pub const UNIT_TEMPLATE: &str = include_str!("../../../packaging/enforcer.service");
@@ -65,7 +66,7 @@ const AGENT_UNITS: &[&str] = &["-.slice", "system.slice", UNIT_NAME, "init.scope
 pub struct InstallUnitArgs {
     /// The configuration file the agent will read. Written with every default when
     /// missing; an existing one is never overwritten, only checked.
-    #[arg(long, env = "ENFORCER_CONFIG", value_name = "FILE", default_value = config::DEFAULT_PATH)]
+    #[arg(long, env = "ENFORCER_CONFIG", value_name = "FILE", default_value = paths::CONFIG)]
     pub config: PathBuf,
     /// Install below this directory instead of / (packaging, tests): every path written
     /// is prefixed with it, the unit still names the paths without it. Implies
@@ -240,7 +241,7 @@ fn governed_dropin(unit: &str, scopes: &[&ScopePath], config: &str) -> String {
 
 fn plan(
     config_text_path: &str,
-    cfg: &Config,
+    cfg: &Settings,
     binary: &str,
     new_config: Option<String>,
 ) -> Result<Plan, InstallError> {
@@ -289,17 +290,17 @@ fn plan(
 
     // Directories the agent writes, by the configuration. Those the unit does not
     // already open need ReadWritePaths=, and must exist before the unit starts.
-    let socket_dir = cfg.socket.parent().unwrap_or(Path::new("/")).to_owned();
+    let socket_dir = cfg.socket().parent().unwrap_or(Path::new("/")).to_owned();
     let writable: [(&'static str, &Path); 6] = [
-        ("bundle_dir", &cfg.bundle_dir),
-        ("state_dir", &cfg.state_dir),
-        ("audit_dir", &cfg.audit_dir),
+        ("bundle_dir", cfg.bundle_dir()),
+        ("state_dir", cfg.state_dir()),
+        ("audit_dir", cfg.audit_dir()),
         ("the socket's directory", &socket_dir),
-        ("pin_dir", &cfg.pin_dir),
-        ("cgroup_root", &cfg.cgroup_root),
+        ("pin_dir", cfg.pin_dir()),
+        ("cgroup_root", cfg.cgroup_root()),
     ];
     let mut extra = Vec::new();
-    let mut dirs = vec![cfg.bundle_dir.clone()];
+    let mut dirs = vec![cfg.bundle_dir().to_path_buf()];
     for (what, path) in writable {
         let shown = plain_path(what, path)?;
         if WRITABLE_IN_UNIT.iter().any(|w| path.starts_with(w)) {
@@ -364,7 +365,7 @@ fn put(path: &Path, text: &str, ours_only: bool) -> anyhow::Result<String> {
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let existed = path.exists();
-    write_atomic(path, text.as_bytes(), 0o644)
+    crate::fsutil::replace_atomically(path, text.as_bytes(), 0o644)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(format!(
         "{} {}",
@@ -405,12 +406,12 @@ fn earlier_governed(unit_dir: &Path) -> Vec<(String, PathBuf)> {
 
 /// Reads and checks the configuration at `path`, or the default one when there is
 /// none. Returns it with the text to write when it is new.
-fn read_config(path: &Path) -> Result<(Config, Option<String>), InstallError> {
+fn read_config(path: &Path) -> Result<(Settings, Option<String>), InstallError> {
     if path.exists() {
-        return Ok((Config::load(path)?, None));
+        return Ok((Settings::load(path)?, None));
     }
-    let text = Config::default_text();
-    Ok((Config::parse(&text, path)?, Some(text)))
+    let text = Settings::default_text();
+    Ok((Settings::parse(&text, path)?, Some(text)))
 }
 
 fn write_config(path: &Path, text: &str) -> anyhow::Result<String> {
@@ -533,10 +534,7 @@ pub fn command(args: &InstallUnitArgs) -> anyhow::Result<ExitCode> {
     for dir in &plan.dirs {
         let path = under(&root, dir);
         if !path.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&path)
+            crate::fsutil::create_private_dir(&path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
             report.push(format!("created {} (mode 0700)", path.display()));
         }
@@ -640,7 +638,7 @@ mod tests {
             );
         }
         assert_eq!(
-            config::DEFAULT_PATH,
+            paths::CONFIG,
             "/etc/enforcer/config.toml",
             "TEMPLATE_EXEC_START names it"
         );
@@ -659,8 +657,8 @@ mod tests {
         );
     }
 
-    fn config(text: &str) -> Config {
-        Config::parse(text, Path::new("c.toml")).expect("config")
+    fn config(text: &str) -> Settings {
+        Settings::parse(text, Path::new("c.toml")).expect("config")
     }
 
     #[test]
@@ -699,7 +697,7 @@ mod tests {
             "{:?}",
             plan.warnings
         );
-        assert_eq!(plan.dirs, [PathBuf::from(config::DEFAULT_BUNDLE_DIR)]);
+        assert_eq!(plan.dirs, [PathBuf::from(paths::BUNDLE_DIR)]);
     }
 
     #[test]
