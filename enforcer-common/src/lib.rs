@@ -196,10 +196,10 @@ impl GrantKey {
     }
 }
 
-/// Value of the grant map.
+/// A kernel grant entry: the value of the grant map, for one (scope, slot, digest) key.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Grant {
+pub struct GrantEntry {
     /// Expiry on CLOCK_BOOTTIME in nanoseconds, checked by the kernel at every exec so a
     /// grant dies on time even when the agent is dead. `u64::MAX` never expires.
     pub not_after_boot_ns: u64,
@@ -327,7 +327,7 @@ mod pod {
     // bit pattern is a valid value.
     unsafe impl aya::Pod for super::ScopePolicy {}
     unsafe impl aya::Pod for super::GrantKey {}
-    unsafe impl aya::Pod for super::Grant {}
+    unsafe impl aya::Pod for super::GrantEntry {}
     unsafe impl aya::Pod for super::ExecEvent {}
     unsafe impl aya::Pod for super::Image {}
     unsafe impl aya::Pod for super::CachedDigest {}
@@ -355,8 +355,8 @@ mod tests {
 
     #[test]
     fn grant_layout() {
-        assert_eq!(size_of::<Grant>(), 16 + AUTH_ID_LEN);
-        assert_eq!(offset_of!(Grant, auth_id), 16);
+        assert_eq!(size_of::<GrantEntry>(), 16 + AUTH_ID_LEN);
+        assert_eq!(offset_of!(GrantEntry, auth_id), 16);
     }
 
     #[test]

@@ -53,7 +53,7 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use enforcer_common::{
-    DIGEST_LEN, EVENTS_BYTES, ExecEvent, Grant, GrantKey, HASH_ALGO_SHA256, Image, MAX_GRANTS,
+    DIGEST_LEN, EVENTS_BYTES, ExecEvent, GrantEntry, GrantKey, HASH_ALGO_SHA256, Image, MAX_GRANTS,
     MAX_PROTECTED, MAX_SCOPE_LEVEL, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, active_slot_of,
     decision, hook, mode, reason, scope_flags,
 };
@@ -122,7 +122,7 @@ static SCOPES: HashMap<u64, ScopePolicy> = HashMap::pinned(MAX_SCOPES, 0);
 /// side (see `GrantKey`). Not preallocated: most hosts hold far fewer grants than the
 /// capacity, and outside a switch only one slot is full.
 #[map(name = "ENFORCER_GRANTS")]
-static GRANTS: HashMap<GrantKey, Grant> = HashMap::pinned(MAX_GRANTS, BPF_F_NO_PREALLOC);
+static GRANTS: HashMap<GrantKey, GrantEntry> = HashMap::pinned(MAX_GRANTS, BPF_F_NO_PREALLOC);
 
 /// The grant slot lookups use (`active_slot_of`). The agent flips it with one write once
 /// the idle slot holds the complete new set.
@@ -185,7 +185,7 @@ fn denied() -> i32 {
 struct Verdict {
     allowed: bool,
     reason: u32,
-    grant: Option<Grant>,
+    grant: Option<GrantEntry>,
 }
 
 impl Verdict {
@@ -321,7 +321,7 @@ unsafe fn file_verdict(
 /// Without that second look a grant valid in both sets could be missed during a switch.
 /// A hit in the old slot is what that set allowed at the moment the slot was read.
 #[inline(always)]
-fn find_grant(scope_id: u64, digest: &[u8; DIGEST_LEN]) -> Option<Grant> {
+fn find_grant(scope_id: u64, digest: &[u8; DIGEST_LEN]) -> Option<GrantEntry> {
     let slot = active_slot()?;
     let mut key = GrantKey::new(scope_id, slot, *digest);
     // SAFETY: the value is copied out at once.
