@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use enforcer_common::{ExecEvent, decision, reason};
+use enforcer_common::ExecEvent;
 
-use crate::audit::DecisionLabels;
+use crate::audit::{Decision, DecisionLabels};
 use crate::authz::policy::Policy;
 use crate::host::cgroup;
-use crate::host::digest::FileDigest;
 use crate::kernel::MapState;
 
 pub fn decode(bytes: &[u8]) -> Option<ExecEvent> {
@@ -58,64 +57,27 @@ impl Labels {
         }
     }
 
-    pub fn render(&self, e: &ExecEvent, json: bool) -> String {
-        let what = enforcer_common::hook::NAMES
-            .get(e.hook as usize)
-            .copied()
-            .unwrap_or("unknown");
-        let verdict = match e.decision {
-            decision::ALLOW => "allow",
-            decision::DENY => "deny",
-            decision::WOULD_DENY => "would-deny",
-            _ => "unknown",
-        };
-        let path = cstr(&e.path);
-        let digest = FileDigest(e.digest);
-        let scope = self
-            .scopes
-            .get(&e.scope_id)
-            .cloned()
-            .unwrap_or_else(|| e.scope_id.to_string());
+    /// A decision for stdout: the audit log's record as one JSON line, or a line for a
+    /// person.
+    pub fn render(&self, e: &ExecEvent, boot_id: &str, json: bool) -> String {
+        let d = Decision::from_event(e, &self.audit(e), boot_id);
         if json {
-            serde_json::json!({
-                "decision": verdict,
-                "reason": reason::name(e.reason),
-                "hook": what,
-                "path": path,
-                "sha256": digest.to_string(),
-                "name": self.names.get(&(e.scope_id, e.digest)),
-                "exec_id": e.exec_id,
-                "parent_exec_id": e.parent_exec_id,
-                "pid": e.pid,
-                "tgid": e.tgid,
-                "ppid": e.ppid,
-                "uid": e.uid,
-                "gid": e.gid,
-                "scope": scope,
-                "cgroup_id": e.cgroup_id,
-                "auth_serial": e.auth_serial,
-                "auth_id": hex::encode(e.auth_id),
-                "boot_ns": e.boot_ns,
-            })
-            .to_string()
-        } else {
-            let path = if e.hook == enforcer_common::hook::BPRM_CHECK_SECURITY {
-                path
-            } else {
-                format!("{what}: {path}")
-            };
-            format!(
-                "{verdict:<10} {path}  [{reason}] pid={pid} uid={uid} scope={scope} sha256={short}",
-                reason = reason::name(e.reason),
-                pid = e.tgid,
-                uid = e.uid,
-                short = &digest.to_string()[..16],
-            )
+            return serde_json::to_string(&d)
+                .unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"));
         }
+        let path = if e.hook == enforcer_common::hook::BPRM_CHECK_SECURITY {
+            d.path
+        } else {
+            format!("{}: {}", d.hook, d.path)
+        };
+        let scope = d.scope.unwrap_or_else(|| d.scope_id.to_string());
+        format!(
+            "{:<10} {path}  [{}] pid={} uid={} scope={scope} sha256={}",
+            d.decision,
+            d.reason,
+            d.tgid,
+            d.uid,
+            d.sha256.get(..16).unwrap_or(&d.sha256),
+        )
     }
-}
-
-fn cstr(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }

@@ -174,7 +174,7 @@ impl Agent {
                         };
                         log.append_decision(&event, &self.labels.audit(&event))?;
                         if let Some(json) = self.invocation.print_decisions {
-                            println!("{}", self.labels.render(&event, json));
+                            println!("{}", self.labels.render(&event, log.boot_id(), json));
                         }
                     }
                     guard.clear_ready();

@@ -25,7 +25,7 @@ pub mod writer;
 mod tests;
 
 pub use chain::ChainHash;
-pub use record::{AuthorizationChange, Body, DecisionLabels, Record};
+pub use record::{AuthorizationChange, Body, Decision, DecisionLabels, Record};
 pub use verify::{Problem, ProblemKind, Report, verify_dir};
 pub use writer::{AuditLog, AuditOptions};
 

@@ -229,6 +229,12 @@ impl AuditLog {
         self.next_seq
     }
 
+    /// The boot this log's decisions belong to (exec ids are unique within it).
+    #[must_use]
+    pub fn boot_id(&self) -> &str {
+        &self.boot_id
+    }
+
     /// The file being written.
     #[must_use]
     pub fn current_file(&self) -> &Path {
