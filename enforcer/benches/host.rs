@@ -15,6 +15,9 @@
 //! lines `HOST-RESULT {json}` are what `cargo xtask bench` collects. Needs root (map
 //! creation).
 
+// The package's dependencies are the library's; this target uses only a few of them.
+#![allow(unused_crate_dependencies)]
+
 use std::time::{Instant, SystemTime};
 
 use enforcer::audit::{AuditLog, AuditOptions, DecisionLabels, verify_dir};

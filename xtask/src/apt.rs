@@ -14,10 +14,10 @@ const MIRROR: &str = "http://deb.debian.org/debian";
 const SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
 
 /// A Debian suite (component `main`), such as `bookworm` or `trixie-backports`.
-pub struct Suite(String);
+pub(crate) struct Suite(String);
 
 impl Suite {
-    pub fn new(name: &str) -> Suite {
+    pub(crate) fn new(name: &str) -> Suite {
         Suite(name.to_owned())
     }
 
@@ -31,14 +31,14 @@ impl Suite {
     }
 }
 
-pub struct Apt {
+pub(crate) struct Apt {
     dir: PathBuf,
     /// What the sources are, for messages.
     label: String,
 }
 
 impl Apt {
-    pub fn new(dir: &Path, suites: &[Suite]) -> Result<Apt> {
+    pub(crate) fn new(dir: &Path, suites: &[Suite]) -> Result<Apt> {
         if !Path::new(KEYRING).is_file() {
             bail!("{KEYRING} is missing: install the debian-archive-keyring package");
         }
@@ -56,11 +56,11 @@ impl Apt {
         })
     }
 
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         &self.label
     }
 
-    pub fn command(&self, program: &str) -> Command {
+    pub(crate) fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         let opt = |name: &str, value: &Path| format!("{name}={}", value.display());
         for option in [
@@ -81,17 +81,17 @@ impl Apt {
         cmd
     }
 
-    pub fn update(&self) -> Result<()> {
+    pub(crate) fn update(&self) -> Result<()> {
         cmd::run(self.command("apt-get").arg("update"))
             .with_context(|| format!("cannot fetch the package lists of {}", self.label))
     }
 
-    pub fn names_starting_with(&self, prefix: &str) -> Result<Vec<String>> {
+    pub(crate) fn names_starting_with(&self, prefix: &str) -> Result<Vec<String>> {
         let out = cmd::stdout(self.command("apt-cache").args(["pkgnames", prefix]))?;
         Ok(out.lines().map(str::to_owned).collect())
     }
 
-    pub fn knows(&self, package: &str) -> Result<bool> {
+    pub(crate) fn knows(&self, package: &str) -> Result<bool> {
         Ok(self
             .names_starting_with(package)?
             .iter()
@@ -99,7 +99,7 @@ impl Apt {
     }
 
     /// One field of the candidate version's record.
-    pub fn field(&self, package: &str, field: &str) -> Result<Option<String>> {
+    pub(crate) fn field(&self, package: &str, field: &str) -> Result<Option<String>> {
         let out =
             cmd::stdout(
                 self.command("apt-cache")
@@ -113,7 +113,7 @@ impl Apt {
     }
 
     /// Downloads `package` into `work`, unpacks it into `tree` and returns its version.
-    pub fn fetch(&self, package: &str, work: &Path, tree: &Path) -> Result<String> {
+    pub(crate) fn fetch(&self, package: &str, work: &Path, tree: &Path) -> Result<String> {
         cmd::run(
             self.command("apt-get")
                 .arg("download")

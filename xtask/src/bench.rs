@@ -15,7 +15,7 @@ use crate::qemu;
 use crate::vm;
 use crate::workspace::{Workspace, cargo};
 
-pub struct Options<'a> {
+pub(crate) struct Options<'a> {
     pub host: bool,
     pub vm: bool,
     pub kernels: &'a [&'static KernelSpec],
@@ -37,7 +37,7 @@ struct Results {
 }
 
 /// Runs what `opts` selects; returns whether every check held and every run finished.
-pub fn run(ws: &Workspace, opts: &Options<'_>) -> Result<bool> {
+pub(crate) fn run(ws: &Workspace, opts: &Options<'_>) -> Result<bool> {
     let mut results = Results::default();
     if opts.host {
         host(ws, &mut results)?;

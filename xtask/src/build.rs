@@ -8,12 +8,12 @@ use crate::cmd;
 use crate::workspace::{Workspace, cargo};
 
 /// Built binaries and where the initramfs installs them.
-pub struct Binary {
+pub(crate) struct Binary {
     pub path: PathBuf,
     pub install_dir: &'static str,
 }
 
-pub fn build(ws: &Workspace) -> Result<()> {
+pub(crate) fn build(ws: &Workspace) -> Result<()> {
     // enforcer/build.rs builds and embeds the eBPF object, so this is the whole build.
     cmd::run(cargo().current_dir(&ws.root).args([
         "build",
@@ -28,7 +28,7 @@ pub fn build(ws: &Workspace) -> Result<()> {
 }
 
 /// Every binary of the enforcer and vm-tests packages, as built by [`build`].
-pub fn binaries(ws: &Workspace) -> Result<Vec<Binary>> {
+pub(crate) fn binaries(ws: &Workspace) -> Result<Vec<Binary>> {
     let mut out = Vec::new();
     for package in ["enforcer", "vm-tests"] {
         // vm-bench is for `cargo xtask bench`, which packs its own initramfs.

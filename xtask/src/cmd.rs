@@ -8,7 +8,7 @@ use std::thread;
 use anyhow::{Context, Result, bail};
 
 /// The command as a user would type it, for messages.
-pub fn display(cmd: &Command) -> String {
+pub(crate) fn display(cmd: &Command) -> String {
     let mut line = cmd.get_program().to_string_lossy().into_owned();
     for arg in cmd.get_args() {
         line.push(' ');
@@ -18,7 +18,7 @@ pub fn display(cmd: &Command) -> String {
 }
 
 /// Runs `cmd` with inherited stdio and fails unless it exits with 0.
-pub fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("cannot start `{}`: is it installed?", display(cmd)))?;
@@ -29,13 +29,13 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// Runs `cmd` and returns its output whatever the exit status.
-pub fn capture(cmd: &mut Command) -> Result<Output> {
+pub(crate) fn capture(cmd: &mut Command) -> Result<Output> {
     cmd.output()
         .with_context(|| format!("cannot start `{}`: is it installed?", display(cmd)))
 }
 
 /// Runs `cmd` and returns its stdout; on failure the error carries its stderr.
-pub fn stdout(cmd: &mut Command) -> Result<String> {
+pub(crate) fn stdout(cmd: &mut Command) -> Result<String> {
     let out = capture(cmd)?;
     if !out.status.success() {
         bail!(
@@ -50,7 +50,7 @@ pub fn stdout(cmd: &mut Command) -> Result<String> {
 
 /// Runs `cmd` with its stdout piped and hands each line to `on_line` as it comes (stderr
 /// stays the terminal's); returns the exit status.
-pub fn stream(cmd: &mut Command, mut on_line: impl FnMut(String)) -> Result<ExitStatus> {
+pub(crate) fn stream(cmd: &mut Command, mut on_line: impl FnMut(String)) -> Result<ExitStatus> {
     cmd.stdout(Stdio::piped());
     let mut child = cmd
         .spawn()
@@ -75,7 +75,7 @@ pub fn stream(cmd: &mut Command, mut on_line: impl FnMut(String)) -> Result<Exit
 /// Reads `source` line by line on a thread and sends each line, without its line ending,
 /// through `sink` wrapped by `wrap`. Bytes that are not UTF-8 (a garbled serial console)
 /// are replaced rather than ending the stream.
-pub fn forward_lines<R, T, F>(source: R, sink: Sender<T>, wrap: F) -> thread::JoinHandle<()>
+pub(crate) fn forward_lines<R, T, F>(source: R, sink: Sender<T>, wrap: F) -> thread::JoinHandle<()>
 where
     R: Read + Send + 'static,
     T: Send + 'static,

@@ -15,7 +15,7 @@ use crate::workspace::{Workspace, cargo};
 
 /// Runs fuzz target `target` for `seconds` seconds; fails if it finds a crash (libFuzzer
 /// saves the input under fuzz/artifacts/TARGET/).
-pub fn run(target: &str, seconds: u64) -> Result<()> {
+pub(crate) fn run(target: &str, seconds: u64) -> Result<()> {
     let ws = Workspace::load()?;
     let fuzz_dir = ws.root.join("fuzz");
     ensure_cargo_fuzz()?;

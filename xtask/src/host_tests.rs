@@ -7,7 +7,7 @@ use crate::Tally;
 use crate::cmd;
 use crate::workspace::{Workspace, cargo};
 
-pub fn run(ws: &Workspace) -> Result<Tally> {
+pub(crate) fn run(ws: &Workspace) -> Result<Tally> {
     // --no-fail-fast: one failing test binary must not hide the others' results.
     let mut test = cargo();
     test.current_dir(&ws.root).args(["test", "--no-fail-fast"]);

@@ -15,16 +15,16 @@ use crate::cmd;
 use crate::workspace::Workspace;
 
 /// Console markers `/init` prints; [`crate::qemu`] reads them.
-pub const BOOTED: &str = "ENFORCER-VM-BOOTED ";
-pub const LSM: &str = "ENFORCER-VM-LSM ";
-pub const EXIT: &str = "ENFORCER-VM-EXIT ";
+pub(crate) const BOOTED: &str = "ENFORCER-VM-BOOTED ";
+pub(crate) const LSM: &str = "ENFORCER-VM-LSM ";
+pub(crate) const EXIT: &str = "ENFORCER-VM-EXIT ";
 
 const BUSYBOX: &str = "/bin/busybox";
 const DEMO_SOURCE: &str = "vm-tests/demo.sh";
 const DEMO: &str = "/usr/share/enforcer/demo.sh";
 
 /// What `/init` runs once the system is mounted.
-pub enum Payload<'a> {
+pub(crate) enum Payload<'a> {
     /// The scenario runner, optionally only the scenarios matching a filter.
     Tests { filter: Option<&'a str> },
     /// vm-tests/demo.sh.
@@ -52,7 +52,12 @@ impl Payload<'_> {
 }
 
 /// Builds `<dir>/initramfs.cpio.gz` from scratch and returns its path.
-pub fn build(ws: &Workspace, dir: &Path, bins: &[Binary], payload: &Payload) -> Result<PathBuf> {
+pub(crate) fn build(
+    ws: &Workspace,
+    dir: &Path,
+    bins: &[Binary],
+    payload: &Payload,
+) -> Result<PathBuf> {
     let root = dir.join("root");
     if root.exists() {
         fs::remove_dir_all(&root).with_context(|| format!("cannot remove {}", root.display()))?;

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use crate::apt::{Apt, Suite};
 use crate::workspace::Workspace;
 
-pub struct KernelSpec {
+pub(crate) struct KernelSpec {
     pub name: &'static str,
     /// The Debian suite (component `main`) that publishes it.
     suite: &'static str,
@@ -32,7 +32,7 @@ enum Image {
     },
 }
 
-pub const KNOWN: &[KernelSpec] = &[
+pub(crate) const KNOWN: &[KernelSpec] = &[
     KernelSpec {
         name: "6.1",
         suite: "bookworm",
@@ -61,12 +61,12 @@ pub const KNOWN: &[KernelSpec] = &[
 ];
 
 /// Kernels `vm-test` and `test` boot by default: each was seen booting with BPF LSM active.
-pub const DEFAULT: &[&str] = &["6.1", "6.12", "6.19"];
+pub(crate) const DEFAULT: &[&str] = &["6.1", "6.12", "6.19"];
 
 const MARKER: &str = "package";
 
 /// clap value parser for `--kernel`.
-pub fn parse_name(name: &str) -> Result<&'static KernelSpec, String> {
+pub(crate) fn parse_name(name: &str) -> Result<&'static KernelSpec, String> {
     KNOWN.iter().find(|k| k.name == name).ok_or_else(|| {
         let known: Vec<_> = KNOWN.iter().map(|k| k.name).collect();
         format!(
@@ -76,12 +76,12 @@ pub fn parse_name(name: &str) -> Result<&'static KernelSpec, String> {
     })
 }
 
-pub fn defaults() -> Vec<&'static KernelSpec> {
+pub(crate) fn defaults() -> Vec<&'static KernelSpec> {
     KNOWN.iter().filter(|k| DEFAULT.contains(&k.name)).collect()
 }
 
 /// A kernel ready to boot.
-pub struct Kernel {
+pub(crate) struct Kernel {
     pub vmlinuz: PathBuf,
     pub config: Option<PathBuf>,
     /// What the marker records: package, version, where the config came from.
@@ -90,7 +90,7 @@ pub struct Kernel {
 
 impl Kernel {
     /// The built-in LSM order (`CONFIG_LSM`), when the config is known.
-    pub fn config_lsm(&self) -> Result<Option<String>> {
+    pub(crate) fn config_lsm(&self) -> Result<Option<String>> {
         let Some(path) = &self.config else {
             return Ok(None);
         };
@@ -106,7 +106,7 @@ fn parse_config_lsm(config: &str) -> Option<String> {
 }
 
 /// Makes sure every kernel in `specs` is cached, trying all before reporting failures.
-pub fn ensure_all(ws: &Workspace, specs: &[KernelSpec]) -> Result<()> {
+pub(crate) fn ensure_all(ws: &Workspace, specs: &[KernelSpec]) -> Result<()> {
     let mut failed = Vec::new();
     for spec in specs {
         if let Err(err) = ensure(ws, spec) {
@@ -124,7 +124,7 @@ pub fn ensure_all(ws: &Workspace, specs: &[KernelSpec]) -> Result<()> {
 }
 
 /// The cached kernel, downloading it first if needed.
-pub fn ensure(ws: &Workspace, spec: &KernelSpec) -> Result<Kernel> {
+pub(crate) fn ensure(ws: &Workspace, spec: &KernelSpec) -> Result<Kernel> {
     let dir = ws.target.join("kernels").join(spec.name);
     if let Some(kernel) = cached(&dir) {
         println!("setup: kernel {} cached ({})", spec.name, kernel.package);

@@ -11,6 +11,7 @@ mod fuzz;
 mod host_tests;
 mod initramfs;
 mod kernels;
+mod lint;
 mod qemu;
 mod setup;
 mod vm;
@@ -51,8 +52,10 @@ enum Command {
     /// Measure: host benchmarks (bundle verification, map loading, audit throughput) and
     /// the exec benchmark in a VM per kernel; prints a table. Both unless one is chosen.
     Bench(BenchArgs),
-    /// Run every test: host unit tests, a short fuzz run of each parser of untrusted input,
-    /// then the VM tests on every default kernel.
+    /// Formatting and clippy (warnings are errors) on the host crates.
+    Lint,
+    /// Run every test: the lints, host unit tests, a short fuzz run of each parser of
+    /// untrusted input, then the VM tests on every default kernel.
     Test(VmTimeout),
 }
 
@@ -211,16 +214,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             fuzz::run(&args.target, args.seconds)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Lint => Ok(finish("lint", lint::run(&ws)?)),
         Command::Test(timeout) => {
             setup::host(&ws)?;
+            let lints = lint::run(&ws)?;
             let host = host_tests::run(&ws)?;
             let fuzzing = fuzz_briefly();
             build::build(&ws)?;
             let vm = vm::test(&ws, &kernels::defaults(), None, timeout.duration())?;
+            println!("lints: {lints}");
             println!("host tests: {host}");
             println!("fuzzing: {fuzzing}");
             println!("vm tests: {vm}");
-            Ok(finish("test", host + fuzzing + vm))
+            Ok(finish("test", lints + host + fuzzing + vm))
         }
     }
 }

@@ -29,7 +29,7 @@ const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 
 /// What one boot showed on the console.
 #[derive(Default)]
-pub struct Boot {
+pub(crate) struct Boot {
     /// `uname -r` in the VM, once `/init` started.
     pub release: Option<String>,
     pub booted_after: Option<Duration>,
@@ -45,7 +45,7 @@ pub struct Boot {
 
 impl Boot {
     /// Why this boot cannot count as a clean run; empty if it can.
-    pub fn problems(&self, timeout: Duration, log: &Path) -> Vec<String> {
+    pub(crate) fn problems(&self, timeout: Duration, log: &Path) -> Vec<String> {
         let mut problems = Vec::new();
         let see = format!("see {}", log.display());
         if let Some(line) = &self.crash {
@@ -82,7 +82,7 @@ impl Boot {
 }
 
 /// One line of the serial console.
-pub struct Line<'a> {
+pub(crate) struct Line<'a> {
     /// Without terminal escapes: what the log holds and results are parsed from.
     pub text: &'a str,
     /// With its colours, for showing on a terminal.
@@ -93,7 +93,7 @@ pub struct Line<'a> {
 
 /// Boots `kernel` with `initrd`, copying the console to `log`, and calls `on_line` with each
 /// console line. Returns once qemu has exited or was killed.
-pub fn run(
+pub(crate) fn run(
     kernel: &Kernel,
     initrd: &Path,
     timeout: Duration,
@@ -251,7 +251,7 @@ fn is_crash(line: &str) -> bool {
 
 /// The part of a console line that userspace printed: kernel records (`[  1.234567] ...`)
 /// can start anywhere on a line because the kernel does not wait for a newline.
-pub fn user_text(line: &str) -> &str {
+pub(crate) fn user_text(line: &str) -> &str {
     &line[..kernel_record_start(line).unwrap_or(line.len())]
 }
 

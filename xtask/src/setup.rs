@@ -30,9 +30,41 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Any 0.13 patch release links our object the same way.
 const BPF_LINKER_ACCEPTED: &str = "bpf-linker 0.13.";
 
-pub fn host(ws: &Workspace) -> Result<()> {
+pub(crate) fn host(ws: &Workspace) -> Result<()> {
     packages(ws)?;
+    lint_tools()?;
     bpf_linker()
+}
+
+/// rustfmt and clippy, which `cargo xtask lint` and `test` run: rustup's default profile
+/// has them; a minimal one gets them added.
+fn lint_tools() -> Result<()> {
+    let works = |tool: &str| {
+        cargo()
+            .args([tool, "--version"])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    let missing: Vec<&str> = [("fmt", "rustfmt"), ("clippy", "clippy")]
+        .into_iter()
+        .filter(|(tool, _)| !works(tool))
+        .map(|(_, component)| component)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("setup: adding rustup components {}", missing.join(" "));
+    cmd::run(
+        Command::new("rustup")
+            .args(["component", "add"])
+            .args(&missing),
+    )
+    .with_context(|| {
+        format!(
+            "cannot add {}: install them with rustup",
+            missing.join(" and ")
+        )
+    })
 }
 
 fn packages(ws: &Workspace) -> Result<()> {

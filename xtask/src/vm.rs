@@ -50,7 +50,7 @@ impl Report {
 }
 
 /// Runs the scenarios on each kernel in turn and prints every kernel's results.
-pub fn test(
+pub(crate) fn test(
     ws: &Workspace,
     kernels: &[&'static KernelSpec],
     filter: Option<&str>,
@@ -123,7 +123,7 @@ fn test_kernel(
 
 /// Boots one kernel running `vm-tests/demo.sh`, shows what the script prints and returns
 /// its exit code (1 if the VM itself failed).
-pub fn demo(ws: &Workspace, spec: &'static KernelSpec, timeout: Duration) -> Result<u8> {
+pub(crate) fn demo(ws: &Workspace, spec: &'static KernelSpec, timeout: Duration) -> Result<u8> {
     let bins = build::binaries(ws)?;
     println!(
         "demo: booting Linux {} in qemu (TCG, this takes a few seconds)",
@@ -152,7 +152,7 @@ pub fn demo(ws: &Workspace, spec: &'static KernelSpec, timeout: Duration) -> Res
 }
 
 /// Gets the kernel, packs the initramfs for `payload` and boots them.
-pub fn boot(
+pub(crate) fn boot(
     ws: &Workspace,
     spec: &'static KernelSpec,
     bins: &[Binary],
@@ -170,7 +170,7 @@ pub fn boot(
     Ok((boot, log))
 }
 
-pub fn describe(boot: &Boot) -> String {
+pub(crate) fn describe(boot: &Boot) -> String {
     let seconds = |d: Duration| format!("{:.1} s", d.as_secs_f64());
     match (&boot.release, boot.booted_after) {
         (Some(release), Some(after)) => format!(

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::cmd;
 
-pub struct Workspace {
+pub(crate) struct Workspace {
     pub root: PathBuf,
     pub target: PathBuf,
     packages: Vec<Package>,
@@ -36,7 +36,7 @@ struct Target {
 }
 
 impl Workspace {
-    pub fn load() -> Result<Workspace> {
+    pub(crate) fn load() -> Result<Workspace> {
         // The manifest this xtask was built from pins the workspace, wherever it is run from.
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
         let json = cmd::stdout(
@@ -60,7 +60,7 @@ impl Workspace {
     }
 
     /// Names of the binaries `package` builds, in manifest order.
-    pub fn bins(&self, package: &str) -> Result<Vec<&str>> {
+    pub(crate) fn bins(&self, package: &str) -> Result<Vec<&str>> {
         let package = self
             .packages
             .iter()
@@ -74,12 +74,12 @@ impl Workspace {
             .collect())
     }
 
-    pub fn release_dir(&self) -> PathBuf {
+    pub(crate) fn release_dir(&self) -> PathBuf {
         self.target.join("release")
     }
 }
 
 /// The cargo that runs us (set by `cargo run`), so nested builds use the same toolchain.
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
 }

@@ -11,7 +11,7 @@ use crate::authz::policy::Policy;
 use crate::host::cgroup;
 use crate::kernel::MapState;
 
-pub fn decode(bytes: &[u8]) -> Option<ExecEvent> {
+pub(super) fn decode(bytes: &[u8]) -> Option<ExecEvent> {
     (bytes.len() >= size_of::<ExecEvent>())
         // SAFETY: ExecEvent is plain repr(C) data valid for any bit pattern, and the length
         // was checked; read_unaligned copes with any alignment.

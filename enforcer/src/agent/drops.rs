@@ -21,14 +21,14 @@ struct Entry {
 
 /// The ledger file in the audit directory.
 #[derive(Debug)]
-pub struct DropLedger {
+pub(super) struct DropLedger {
     path: PathBuf,
     boot_id: String,
     map_id: u32,
 }
 
 impl DropLedger {
-    pub fn new(audit_dir: &Path, boot_id: String, map_id: u32) -> Self {
+    pub(super) fn new(audit_dir: &Path, boot_id: String, map_id: u32) -> Self {
         Self {
             path: audit_dir.join(FILE),
             boot_id,
@@ -39,7 +39,7 @@ impl DropLedger {
     /// How much of this map's count the log accounts for: what the ledger says when it is
     /// about this map, else 0. An unreadable ledger counts as 0, so a doubt becomes a gap
     /// record rather than silence.
-    pub fn accounted(&self) -> u64 {
+    pub(super) fn accounted(&self) -> u64 {
         std::fs::read(&self.path)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok())
@@ -49,7 +49,7 @@ impl DropLedger {
 
     /// Records that the log accounts for `accounted` drops of this map (write, sync,
     /// rename: a crash leaves the old ledger or the new one).
-    pub fn record(&self, accounted: u64) -> std::io::Result<()> {
+    pub(super) fn record(&self, accounted: u64) -> std::io::Result<()> {
         let entry = Entry {
             boot_id: self.boot_id.clone(),
             map_id: self.map_id,

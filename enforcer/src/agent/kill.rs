@@ -25,7 +25,7 @@ use crate::host::cgroup;
 
 /// A process that was killed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Killed {
+pub(super) struct Killed {
     pub pid: u32,
     pub auth_id: [u8; AUTH_ID_LEN],
 }
@@ -129,7 +129,7 @@ fn processes_below(dir: &Path, out: &mut Vec<u32>) {
 /// Every target is chosen before any is signalled: a child found through its parent
 /// would be re-parented once the parent died, and then missed. Passes repeat until one
 /// finds nothing, for children forked while the previous pass ran.
-pub fn sweep(
+pub(super) fn sweep(
     scopes: &[PathBuf],
     images: &HashMap<u32, Image>,
     withdrawn: &HashSet<[u8; AUTH_ID_LEN]>,

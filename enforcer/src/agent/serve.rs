@@ -51,7 +51,7 @@ impl Agent {
         if host_key.is_none() {
             tracing::warn!("no audit host key: checkpoints are unsigned (see host_key)");
         }
-        AuditLog::open(&self.config.audit_dir(), host_key, AuditOptions::default()).with_context(
+        AuditLog::open(self.config.audit_dir(), host_key, AuditOptions::default()).with_context(
             || {
                 format!(
                     "opening the audit log in {}",
@@ -77,14 +77,14 @@ impl Agent {
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-        let listener = control::bind(&self.config.socket())?;
+        let listener = control::bind(self.config.socket())?;
         let (tx, mut requests) = mpsc::channel::<control::Pending>(16);
         let control_task = tokio::spawn(control::serve(listener, tx));
         let mut watcher = watch::Watcher::new(self.watched_dirs().iter().map(PathBuf::as_path))?;
         // Drops since the last agent accounted for them (while none was reading) become a
         // gap record now, before anything else is read.
         let ledger = drops::DropLedger::new(
-            &self.config.audit_dir(),
+            self.config.audit_dir(),
             audit::boot_id()?,
             self.enforcement.drop_counter_id()?,
         );
@@ -185,7 +185,7 @@ impl Agent {
             }
         }
         control_task.abort();
-        let _ = std::fs::remove_file(&self.config.socket());
+        let _ = std::fs::remove_file(self.config.socket());
         log.close()?;
         Ok(())
     }

@@ -22,21 +22,21 @@ const MASK: u32 = libc::IN_CLOSE_WRITE
 /// Why the directories cannot be watched.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch {path}: {source}")]
-pub struct WatchError {
+pub(super) struct WatchError {
     pub path: PathBuf,
     #[source]
     pub source: std::io::Error,
 }
 
 /// An inotify instance watching some directories.
-pub struct Watcher {
+pub(super) struct Watcher {
     fd: AsyncFd<OwnedFd>,
 }
 
 impl Watcher {
     /// Watches each directory of `dirs` (files and missing paths are skipped: a missing
     /// directory is reported by the artifact loader, and the resync picks it up later).
-    pub fn new<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> Result<Self, WatchError> {
+    pub(super) fn new<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> Result<Self, WatchError> {
         let err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| WatchError { path, source }
@@ -65,7 +65,7 @@ impl Watcher {
     }
 
     /// Waits until something changed in a watched directory, then drains the queue.
-    pub async fn changed(&self) -> std::io::Result<()> {
+    pub(super) async fn changed(&self) -> std::io::Result<()> {
         loop {
             let mut guard = self.fd.readable().await?;
             let mut buf = [0u8; 4096];

@@ -65,8 +65,9 @@ pub enum PolicyFileError {
     #[error("policy file {path}: {source}")]
     Scope {
         path: String,
+        // Boxed: inline, it alone makes every Result of this module large.
         #[source]
-        source: crate::authz::artifact::ArtifactError,
+        source: Box<crate::authz::artifact::ArtifactError>,
     },
     #[error("policy file {path}: {source}")]
     Digest {
@@ -140,7 +141,7 @@ impl Policy {
                     .parse()
                     .map_err(|source| PolicyFileError::Scope {
                         path: shown.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
             let digest_err = |source| PolicyFileError::Digest {
                 path: shown.clone(),

@@ -409,21 +409,21 @@ pub(crate) mod testkit {
     use crate::host::digest::FileDigest;
 
     /// Issued at `NOW - 10`, valid from `NOW - 10` to `NOW + 3600`.
-    pub const NOW: u64 = 1_800_000_000;
+    pub(crate) const NOW: u64 = 1_800_000_000;
 
-    pub fn now() -> std::time::SystemTime {
+    pub(crate) fn now() -> std::time::SystemTime {
         crate::authz::artifact::from_unix_seconds(NOW)
     }
 
     /// Deterministic test key number `n`.
-    pub fn key(n: u8) -> SigningKey {
+    pub(crate) fn key(n: u8) -> SigningKey {
         SigningKey::from_seed(&[n; 32])
     }
 
     /// Keys 1..=3 may sign bundles, key 4 only revocations, key 5 nothing, keys 6 and 7
     /// only break-glass; thresholds as given, and none for break-glass: that is
     /// [`store_with_break_glass`].
-    pub fn store(bundle: usize, revocation: usize) -> TrustStore {
+    pub(crate) fn store(bundle: usize, revocation: usize) -> TrustStore {
         let roles = |n: u8| match n {
             1..=3 => vec![Role::Bundle],
             4 => vec![Role::Revocation],
@@ -436,14 +436,14 @@ pub(crate) mod testkit {
 
     /// [`store`] with bundle and revocation thresholds 1 that also accepts break-glass
     /// artifacts signed by `threshold` of keys 6 and 7, with the default longest window.
-    pub fn store_with_break_glass(threshold: usize) -> TrustStore {
+    pub(crate) fn store_with_break_glass(threshold: usize) -> TrustStore {
         store(1, 1)
             .with_break_glass(threshold)
             .expect("break-glass threshold")
     }
 
     /// Valid from `NOW - 10` for an hour, in `/agents.slice`.
-    pub fn break_glass() -> BreakGlass {
+    pub(crate) fn break_glass() -> BreakGlass {
         BreakGlass {
             issuer: "oncall".into(),
             not_before: NOW - 10,
@@ -453,7 +453,7 @@ pub(crate) mod testkit {
         }
     }
 
-    pub fn bundle() -> Bundle {
+    pub(crate) fn bundle() -> Bundle {
         Bundle {
             issuer: "ops".into(),
             bundle_id: "agents-base".into(),
@@ -482,7 +482,7 @@ pub(crate) mod testkit {
     }
 
     /// An envelope around `payload` of `kind`, signed by the keys numbered in `signers`.
-    pub fn sign(kind: ArtifactKind, payload: Vec<u8>, signers: &[u8]) -> Vec<u8> {
+    pub(crate) fn sign(kind: ArtifactKind, payload: Vec<u8>, signers: &[u8]) -> Vec<u8> {
         let mut env = Envelope::new(kind, payload);
         for n in signers {
             env.add_signature(&key(*n));
@@ -490,7 +490,7 @@ pub(crate) mod testkit {
         env.to_bytes()
     }
 
-    pub fn signed_bundle(bundle: &Bundle, signers: &[u8]) -> Vec<u8> {
+    pub(crate) fn signed_bundle(bundle: &Bundle, signers: &[u8]) -> Vec<u8> {
         sign(
             ArtifactKind::Bundle,
             bundle.to_payload().expect("bundle payload"),
@@ -498,7 +498,7 @@ pub(crate) mod testkit {
         )
     }
 
-    pub fn signed_break_glass(break_glass: &BreakGlass, signers: &[u8]) -> Vec<u8> {
+    pub(crate) fn signed_break_glass(break_glass: &BreakGlass, signers: &[u8]) -> Vec<u8> {
         sign(
             ArtifactKind::BreakGlass,
             break_glass.to_payload().expect("break-glass payload"),
@@ -506,7 +506,7 @@ pub(crate) mod testkit {
         )
     }
 
-    pub fn signed_revocation(revocation: &Revocation, signers: &[u8]) -> Vec<u8> {
+    pub(crate) fn signed_revocation(revocation: &Revocation, signers: &[u8]) -> Vec<u8> {
         sign(
             ArtifactKind::Revocation,
             revocation.to_payload().expect("revocation payload"),

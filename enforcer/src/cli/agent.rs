@@ -142,7 +142,7 @@ fn invocation(args: &LoadArgs, run: Option<&RunArgs>) -> anyhow::Result<Invocati
 }
 
 /// `enforcer load`: apply and exit; enforcement stays on through the pins.
-pub fn load_command(args: &LoadArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn load_command(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     let agent = Agent::start(invocation(args, None)?)?;
     for (path, why) in agent.refused() {
         eprintln!("refused: {}: {why}", path.display());
@@ -156,7 +156,7 @@ pub fn load_command(args: &LoadArgs) -> anyhow::Result<ExitCode> {
 
 /// `enforcer run`: apply, then follow decisions and take updates until SIGINT or SIGTERM.
 /// Stopping leaves enforcement pinned and on.
-pub fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let agent = Agent::start(invocation(&args.load, Some(args))?)?;
     agent.serve()?;
     Ok(ExitCode::SUCCESS)
@@ -178,7 +178,7 @@ fn ask<T: serde::de::DeserializeOwned>(
 
 /// `enforcer push` / `enforcer revoke`: hand a signed artifact to the running agent.
 /// Returns once the kernel enforces it, or with the reason it was refused.
-pub fn push_command(args: &PushArgs, revoke: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn push_command(args: &PushArgs, revoke: bool) -> anyhow::Result<ExitCode> {
     let bytes = crate::authz::verify::read_artifact(&args.file)?;
     let name = args.file.display().to_string();
     let (code, reply) = ask::<PushReport>(
@@ -194,7 +194,7 @@ pub fn push_command(args: &PushArgs, revoke: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// `enforcer list`: the authorizations in force and the refused artifacts.
-pub fn list_command(args: &ListArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn list_command(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let (code, reply) = ask::<Listing>(&args.socket.socket, &Request::List)?;
     let listing = match reply.data {
         Some(listing) if reply.ok => listing,
@@ -241,7 +241,7 @@ pub fn list_command(args: &ListArgs) -> anyhow::Result<ExitCode> {
 
 /// `enforcer status`: the running agent's view when it answers (authorizations, why a
 /// scope denies everything, break-glass), else what the kernel's maps hold.
-pub fn status_command(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn status_command(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let pin_dir = &args.location.pin_dir;
     if !kernel::is_pinned(pin_dir) {
         if args.json {
@@ -409,7 +409,7 @@ fn print_map_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// `enforcer unload`: the operator's way out. Removes the pins; the kernel detaches the
 /// program once nothing else holds it.
-pub fn unload_command(location: &Location) -> anyhow::Result<ExitCode> {
+pub(super) fn unload_command(location: &Location) -> anyhow::Result<ExitCode> {
     if kernel::unload(&location.pin_dir)? {
         println!(
             "enforcement stopped: pins removed from {}",

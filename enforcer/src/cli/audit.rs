@@ -109,7 +109,7 @@ pub struct LineageArgs {
 }
 
 /// Runs one `audit` subcommand.
-pub fn command(args: &AuditArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn command(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     let dir = &args.dir;
     match &args.command {
         AuditCommand::Verify(a) => verify_command(dir, a),

@@ -33,14 +33,14 @@ use crate::authz::artifact::ScopePath;
 use crate::paths;
 
 /// The unit as shipped; `ExecStart=` is rewritten on install.
-pub const UNIT_TEMPLATE: &str = include_str!("../../../packaging/enforcer.service");
+pub(super) const UNIT_TEMPLATE: &str = include_str!("../../../packaging/enforcer.service");
 /// The `ExecStart=` line of [`UNIT_TEMPLATE`].
 const TEMPLATE_EXEC_START: &str =
     "ExecStart=/usr/local/bin/enforcer run --config /etc/enforcer/config.toml";
 /// The agent's unit name.
-pub const UNIT_NAME: &str = "enforcer.service";
+pub(super) const UNIT_NAME: &str = "enforcer.service";
 /// Where administrators' units live (not `/usr/lib`: that is the package manager's).
-pub const UNIT_DIR: &str = "/etc/systemd/system";
+pub(super) const UNIT_DIR: &str = "/etc/systemd/system";
 /// First line of every file this command writes: only such files are ever replaced or
 /// removed, so an administrator's own drop-in of the same name is left alone.
 const MARKER: &str = "# Written by `enforcer install-unit`";
@@ -87,7 +87,7 @@ pub struct InstallUnitArgs {
 
 /// Why nothing was installed.
 #[derive(Debug, thiserror::Error)]
-pub enum InstallError {
+pub(super) enum InstallError {
     // The configuration error follows as the source (`{:#}` prints the chain).
     #[error("refusing to install")]
     Config(#[from] ConfigError),
@@ -460,7 +460,7 @@ fn systemctl(root: Option<&Path>, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn command(args: &InstallUnitArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn command(args: &InstallUnitArgs) -> anyhow::Result<ExitCode> {
     let root = match &args.root {
         // Absolute, so that what is printed, and systemctl --root, do not depend on the
         // working directory.

@@ -256,7 +256,7 @@ mod tests {
     fn test_binary_closure_has_loader_and_libc() {
         // This test binary is dynamically linked against glibc on every supported host.
         let me = std::env::current_exe().expect("exe");
-        let closure = with_dependencies(&[me.clone()]).expect("closure");
+        let closure = with_dependencies(std::slice::from_ref(&me)).expect("closure");
         assert_eq!(closure[0], std::fs::canonicalize(&me).expect("canonical"));
         let names: Vec<String> = closure
             .iter()
@@ -274,7 +274,7 @@ mod tests {
         let script = dir.path().join("s.sh");
         let interp = std::env::current_exe().expect("exe");
         std::fs::write(&script, format!("#!{} -x\necho hi\n", interp.display())).expect("write");
-        let closure = with_dependencies(&[script.clone()]).expect("closure");
+        let closure = with_dependencies(std::slice::from_ref(&script)).expect("closure");
         assert_eq!(
             closure,
             vec![std::fs::canonicalize(&script).expect("canonical")]
@@ -315,6 +315,11 @@ mod tests {
         ));
         let plain = dir.path().join("plain");
         std::fs::write(&plain, b"just data").expect("write");
-        assert_eq!(with_dependencies(&[plain.clone()]).expect("ok").len(), 1);
+        assert_eq!(
+            with_dependencies(std::slice::from_ref(&plain))
+                .expect("ok")
+                .len(),
+            1
+        );
     }
 }

@@ -72,7 +72,7 @@ pub(super) struct BatchError {
 impl BatchError {
     /// The kernel has no batch operation for this map (or no batch commands at all): the
     /// caller should go element by element. Only an error before any entry counts.
-    pub fn unsupported(&self) -> bool {
+    pub(super) fn unsupported(&self) -> bool {
         self.done == 0
             && matches!(
                 self.source.raw_os_error(),
@@ -81,7 +81,7 @@ impl BatchError {
     }
 
     /// The entry at `done` was not in the map (a delete).
-    pub fn not_found(&self) -> bool {
+    pub(super) fn not_found(&self) -> bool {
         self.source.raw_os_error() == Some(libc::ENOENT)
     }
 }

@@ -275,14 +275,12 @@ impl Btf {
             if member_name == name {
                 return Ok(Some((at, bitfield_size, *m)));
             }
-            if member_name.is_empty() {
-                if let Some(inner) = self.resolve(m.type_id) {
-                    if matches!(inner.kind, KIND_STRUCT | KIND_UNION) {
-                        if let Some(found) = self.find_member(inner, name, at, depth + 1)? {
-                            return Ok(Some(found));
-                        }
-                    }
-                }
+            if member_name.is_empty()
+                && let Some(inner) = self.resolve(m.type_id)
+                && matches!(inner.kind, KIND_STRUCT | KIND_UNION)
+                && let Some(found) = self.find_member(inner, name, at, depth + 1)?
+            {
+                return Ok(Some(found));
             }
         }
         Ok(None)
@@ -430,7 +428,7 @@ mod tests {
             strings
                 .windows(needle.len())
                 .position(|w| w == needle)
-                .map(|p| p as u32)
+                .map(|p| u32::try_from(p).expect("small"))
                 .expect(s)
         };
         let (file, binprm, filename, chr, pad) = (
@@ -479,9 +477,9 @@ mod tests {
         for w in [
             24u32,
             0,
-            t.len() as u32,
-            t.len() as u32,
-            strings.len() as u32,
+            u32::try_from(t.len()).expect("small"),
+            u32::try_from(t.len()).expect("small"),
+            u32::try_from(strings.len()).expect("small"),
         ] {
             blob.extend_from_slice(&w.to_le_bytes());
         }

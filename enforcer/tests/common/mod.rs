@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// What one run of the binary said and how it ended.
-pub struct Run {
+pub(crate) struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -13,7 +13,7 @@ pub struct Run {
 
 /// Runs the built binary with `args` in `dir`. The signing key and trust store a
 /// developer may have in the environment are not passed on: every test names its own.
-pub fn enforcer<I, S>(dir: &Path, args: I) -> Run
+pub(crate) fn enforcer<I, S>(dir: &Path, args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,

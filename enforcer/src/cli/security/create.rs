@@ -98,7 +98,7 @@ pub struct BundleCreateArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RevokeCreateArgs {
+pub(crate) struct RevokeCreateArgs {
     /// Who issues the revocation: letters, digits and . _ : @ -.
     #[arg(long)]
     issuer: String,
@@ -149,7 +149,7 @@ pub struct BreakGlassCreateArgs {
 
 /// A grant on the command line: `SUBJECT[,name=NAME][,not-after=TIME][,valid-for=DUR]`.
 #[derive(Clone, Debug)]
-pub struct GrantArg {
+pub(super) struct GrantArg {
     subject: String,
     name: Option<String>,
     not_after: Option<u64>,

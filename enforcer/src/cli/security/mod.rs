@@ -106,7 +106,7 @@ pub struct RevokeArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum RevokeCommand {
+pub(super) enum RevokeCommand {
     /// Create an unsigned revocation of bundle ids, artifacts, digests or keys.
     #[command(after_help = REVOKE_CREATE_EXAMPLES)]
     Create(RevokeCreateArgs),
@@ -140,7 +140,7 @@ pub enum ArtifactCommand {
 
 /// A validity window, for every kind of artifact that has one.
 #[derive(Debug, Args)]
-pub struct Window {
+pub(super) struct Window {
     /// Start of validity, RFC 3339 in UTC (2030-01-01T00:00:00Z) or @UNIX_SECONDS.
     /// Default: now.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -168,7 +168,7 @@ impl Window {
 
 /// When a bundle is made and how long it is valid.
 #[derive(Debug, Args)]
-pub struct Validity {
+pub(super) struct Validity {
     #[command(flatten)]
     window: Window,
     /// Recorded issue time. Default: now. Set it to regenerate identical artifacts.
@@ -177,7 +177,7 @@ pub struct Validity {
 }
 
 #[derive(Debug, Args)]
-pub struct Output {
+pub(super) struct Output {
     /// File to write the unsigned artifact to.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -187,7 +187,7 @@ pub struct Output {
 }
 
 /// Runs one of the security team's commands.
-pub fn run(cmd: SecurityCommand) -> anyhow::Result<ExitCode> {
+pub(super) fn run(cmd: SecurityCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         SecurityCommand::Key(KeyCommand::Generate { out }) => key_generate(&out),
         SecurityCommand::Key(KeyCommand::Show { path }) => key_show(&path),

@@ -192,8 +192,9 @@ fn send_through_memfd(path: &Path, record: &[u8]) -> io::Result<()> {
 /// An empty datagram carrying one descriptor on a connected socket.
 fn send_fd(socket: &UnixDatagram, fd: &OwnedFd) -> io::Result<()> {
     let raw = fd.as_raw_fd();
+    let fd_bytes = libc::c_uint::try_from(size_of::<libc::c_int>()).map_err(io::Error::other)?;
     // SAFETY: CMSG_SPACE is a size computation.
-    let space = unsafe { libc::CMSG_SPACE(size_of::<libc::c_int>() as libc::c_uint) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes) } as usize;
     // u64 elements keep the control buffer aligned for cmsghdr.
     let mut control = vec![0u64; space.div_ceil(size_of::<u64>())];
     // SAFETY: an all-zero msghdr is a valid empty message.
@@ -206,7 +207,7 @@ fn send_fd(socket: &UnixDatagram, fd: &OwnedFd) -> io::Result<()> {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as libc::c_uint) as usize;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes) as usize;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), raw);
     }
     // SAFETY: `msg` is fully initialised and its buffers outlive the call.
