@@ -18,7 +18,10 @@ use aya_ebpf::{
 };
 use enforcer_common::{CachedDigest, DIGEST_LEN, HASH_ALGO_SHA256};
 
-use crate::{FMODE_WRITE, config, read_at};
+use crate::kmem::{
+    FILE_INODE_OFFSET, FILE_MODE_OFFSET, FMODE_WRITE, INODE_SB_OFFSET, SB_MAGIC_OFFSET, config,
+    read_at,
+};
 
 /// Digest cache: `inode::i_writecount`, `dentry::d_inode`, and the position of the dentry
 /// among `inode_setattr`'s arguments plus one (0: not configured).
@@ -84,7 +87,7 @@ const CACHEABLE_FILESYSTEMS: [u64; 10] = [
 /// `file` must be a trusted `struct file *`.
 #[inline(always)]
 unsafe fn trusted_inode(file: *mut c_void) -> *mut c_void {
-    let offset = config(&crate::FILE_INODE_OFFSET);
+    let offset = config(&FILE_INODE_OFFSET);
     if offset == 0 {
         return ptr::null_mut();
     }
@@ -110,8 +113,8 @@ unsafe fn cache_entry(inode: *mut c_void) -> Option<*mut CachedDigest> {
     }
     // SAFETY: probe reads.
     let magic: u64 = unsafe {
-        let sb: *const u8 = read_at(inode.cast(), config(&crate::INODE_SB_OFFSET))?;
-        read_at(sb, config(&crate::SB_MAGIC_OFFSET))?
+        let sb: *const u8 = read_at(inode.cast(), config(&INODE_SB_OFFSET))?;
+        read_at(sb, config(&SB_MAGIC_OFFSET))?
     };
     if !CACHEABLE_FILESYSTEMS.contains(&magic) {
         return None;
@@ -220,7 +223,7 @@ pub fn opened(ctx: &LsmContext) {
     // SAFETY: argument 0 is the trusted `struct file *` being opened; probe reads.
     unsafe {
         let file: *mut c_void = ctx.arg(0);
-        let mode: Option<u32> = read_at(file.cast(), config(&crate::FILE_MODE_OFFSET));
+        let mode: Option<u32> = read_at(file.cast(), config(&FILE_MODE_OFFSET));
         if mode.is_none_or(|m| m & FMODE_WRITE != 0) {
             invalidate(trusted_inode(file));
         }
