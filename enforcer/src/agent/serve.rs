@@ -80,7 +80,7 @@ impl Agent {
         let listener = control::bind(self.config.socket())?;
         let (tx, mut requests) = mpsc::channel::<control::Pending>(16);
         let control_task = tokio::spawn(control::serve(listener, tx));
-        let mut watcher = watch::Watcher::new(self.watched_dirs().iter().map(PathBuf::as_path))?;
+        let mut watcher = watch::Watcher::or_poll(self.watched_dirs().iter().map(PathBuf::as_path));
         // Drops since the last agent accounted for them (while none was reading) become a
         // gap record now, before anything else is read.
         let ledger = drops::DropLedger::new(
@@ -126,7 +126,7 @@ impl Agent {
             }
             // A reload (signal or socket) may have moved the directories.
             if std::mem::take(&mut self.rewatch) {
-                watcher = watch::Watcher::new(self.watched_dirs().iter().map(PathBuf::as_path))?;
+                watcher = watch::Watcher::or_poll(self.watched_dirs().iter().map(PathBuf::as_path));
             }
             tokio::select! {
                 _ = term.recv() => break,
@@ -166,18 +166,12 @@ impl Agent {
                 }
                 guard = ring.readable_mut() => {
                     let mut guard = guard.context("waiting for decisions")?;
-                    let rb = guard.get_inner_mut();
-                    while let Some(item) = rb.next() {
-                        let Some(event) = decisions::decode(&item) else {
-                            tracing::error!(len = item.len(), "malformed decision record");
-                            continue;
-                        };
-                        log.append_decision(&event, &self.labels.audit(&event))?;
-                        if let Some(json) = self.invocation.print_decisions {
-                            println!("{}", self.labels.render(&event, log.boot_id(), json));
-                        }
-                    }
+                    self.record_decisions(guard.get_inner_mut(), &mut log)?;
                     guard.clear_ready();
+                    // The kernel wakes the reader only for a record that finds it caught
+                    // up. One committed after the read above but before its wakeup was
+                    // cleared would wait for a wakeup that never comes: read once more.
+                    self.record_decisions(guard.get_inner_mut(), &mut log)?;
                     // Losses are recorded where they happened in the stream, as a gap.
                     account(&mut log, &mut dropped_seen, self.enforcement.dropped_events()?)?;
                     log.flush()?;
@@ -187,6 +181,25 @@ impl Agent {
         control_task.abort();
         let _ = std::fs::remove_file(self.config.socket());
         log.close()?;
+        Ok(())
+    }
+
+    /// Appends every decision waiting in `ring` to the audit log (and prints it when asked).
+    fn record_decisions(
+        &self,
+        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        log: &mut AuditLog,
+    ) -> anyhow::Result<()> {
+        while let Some(item) = ring.next() {
+            let Some(event) = decisions::decode(&item) else {
+                tracing::error!(len = item.len(), "malformed decision record");
+                continue;
+            };
+            log.append_decision(&event, &self.labels.audit(&event))?;
+            if let Some(json) = self.invocation.print_decisions {
+                println!("{}", self.labels.render(&event, log.boot_id(), json));
+            }
+        }
         Ok(())
     }
 

@@ -28,12 +28,24 @@ pub(super) struct WatchError {
     pub source: std::io::Error,
 }
 
-/// An inotify instance watching some directories.
+/// An inotify instance watching some directories, or none (then only the periodic resync
+/// notices changes).
 pub(super) struct Watcher {
-    fd: AsyncFd<OwnedFd>,
+    fd: Option<AsyncFd<OwnedFd>>,
 }
 
 impl Watcher {
+    /// Watches `dirs`; when that fails, says so and watches nothing. inotify instances are
+    /// counted per user and capped (`fs.inotify.max_user_instances`): anything running as
+    /// root can use them all up, and that must not stop the agent, which reads the
+    /// directories again every resync anyway.
+    pub(super) fn or_poll<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> Self {
+        Self::new(dirs).unwrap_or_else(|e| {
+            tracing::warn!("{e}; artifact changes are picked up at the next periodic resync");
+            Self { fd: None }
+        })
+    }
+
     /// Watches each directory of `dirs` (files and missing paths are skipped: a missing
     /// directory is reported by the artifact loader, and the resync picks it up later).
     pub(super) fn new<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> Result<Self, WatchError> {
@@ -61,19 +73,21 @@ impl Watcher {
         // stays open for as long as it is registered.
         let fd = unsafe { AsyncFd::register(owned) }
             .map_err(|e| err(Path::new("(inotify)"))(std::io::Error::other(e.to_string())))?;
-        Ok(Self { fd })
+        Ok(Self { fd: Some(fd) })
     }
 
     /// Waits until something changed in a watched directory, then drains the queue.
     pub(super) async fn changed(&self) -> std::io::Result<()> {
+        let Some(fd) = &self.fd else {
+            return std::future::pending().await;
+        };
         loop {
-            let mut guard = self.fd.readable().await?;
+            let mut guard = fd.readable().await?;
             let mut buf = [0u8; 4096];
             let mut any = false;
             loop {
                 // SAFETY: reading into a local buffer of the stated length.
-                let n =
-                    unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
                 if n > 0 {
                     any = true;
                     continue;
