@@ -53,9 +53,14 @@ fn main() {
         .env("CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS", "fallback")
         // BTF lets the kernel verifier and tools name our maps and types; BPF ISA v3 gives
         // atomic fetch-and-add (exec ids), which every supported kernel (5.18+) has.
+        // bpf-linker passes LLVM --bpf-expand-memcpy-in-order by default, and with it LLVM 22
+        // leaves every memset to a call of compiler_builtins' global `memset`: 6.1's
+        // verifier refuses a global function taking a pointer. Without the flag LLVM
+        // expands memset and memcpy into plain stores again. Warnings are errors here: the
+        // kernel crate has no clippy run of its own (see xtask lint).
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            "-C\x1fdebuginfo=2\x1f-C\x1flink-arg=--btf\x1f-C\x1ftarget-cpu=v3",
+            "-C\x1fdebuginfo=2\x1f-C\x1flink-arg=--btf\x1f-C\x1ftarget-cpu=v3\x1f-C\x1flink-arg=--disable-expand-memcpy-in-order\x1f-D\x1fwarnings",
         );
     // The outer build's compiler settings (clippy's wrapper, host flags, coverage) must not
     // leak into the BPF build.

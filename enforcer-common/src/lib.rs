@@ -27,8 +27,10 @@ pub const GRANT_SLOTS: u32 = 2;
 pub const MAX_POLICY_GRANTS: u32 = MAX_GRANTS / GRANT_SLOTS;
 /// Size of the decision ring buffer in bytes (a power of two, as the kernel requires).
 pub const EVENTS_BYTES: u32 = 1 << 20;
-/// Length of the exec path carried in an event (truncated, NUL-terminated).
-pub const EVENT_PATH_LEN: usize = 128;
+/// Length of the exec path carried in an event (truncated, NUL-terminated). The event
+/// stays at 256 bytes: above that, LLVM zeroes and copies it through calls to `memset`
+/// and `memmove`, which 6.1's verifier cannot follow.
+pub const EVENT_PATH_LEN: usize = 120;
 /// Length of the authorization id prefix carried in grants and events.
 pub const AUTH_ID_LEN: usize = 16;
 /// Processes governed tasks may not signal (the agent's, `names::PROTECTED`).
@@ -68,6 +70,31 @@ pub mod names {
     pub const TASK_GROUP_LEADER_OFFSET: &str = "TASK_GROUP_LEADER_OFFSET";
     pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
     pub const TASK_START_TIME_OFFSET: &str = "TASK_START_TIME_OFFSET";
+    /// Inodes the programs know by identity ([`crate::InodeKey`]): writable roots of a
+    /// scope, allowed sockets, secrets.
+    pub const INODES: &str = "ENFORCER_INODES";
+    pub const INODE_INO_OFFSET: &str = "INODE_INO_OFFSET";
+    pub const INODE_MODE_OFFSET: &str = "INODE_MODE_OFFSET";
+    pub const SB_DEV_OFFSET: &str = "SB_DEV_OFFSET";
+    pub const DENTRY_PARENT_OFFSET: &str = "DENTRY_PARENT_OFFSET";
+    pub const QSTR_NAME_OFFSET: &str = "QSTR_NAME_OFFSET";
+    pub const TASK_PERSONALITY_OFFSET: &str = "TASK_PERSONALITY_OFFSET";
+    pub const USERNS_LEVEL_OFFSET: &str = "USERNS_LEVEL_OFFSET";
+    pub const SOCK_CGROUP_OFFSET: &str = "SOCK_CGROUP_OFFSET";
+    pub const CGROUP_KN_OFFSET: &str = "CGROUP_KN_OFFSET";
+    pub const KERNFS_ID_OFFSET: &str = "KERNFS_ID_OFFSET";
+    pub const CGROUP_PARENT_OFFSET: &str = "CGROUP_PARENT_OFFSET";
+    pub const UNIX_DENTRY_OFFSET: &str = "UNIX_DENTRY_OFFSET";
+    pub const SOCKET_SK_OFFSET: &str = "SOCKET_SK_OFFSET";
+    pub const BPRM_VMA_OFFSET: &str = "BPRM_VMA_OFFSET";
+    pub const FILE_FLAGS_OFFSET: &str = "FILE_FLAGS_OFFSET";
+    pub const INODE_RDEV_OFFSET: &str = "INODE_RDEV_OFFSET";
+    pub const TASK_CGROUPS_OFFSET: &str = "TASK_CGROUPS_OFFSET";
+    pub const CSS_SET_DFL_CGRP_OFFSET: &str = "CSS_SET_DFL_CGRP_OFFSET";
+    pub const TASK_THREAD_PID_OFFSET: &str = "TASK_THREAD_PID_OFFSET";
+    pub const PID_LEVEL_OFFSET: &str = "PID_LEVEL_OFFSET";
+    pub const KEY_TYPE_OFFSET: &str = "KEY_TYPE_OFFSET";
+    pub const KEY_TYPE_NAME_OFFSET: &str = "KEY_TYPE_NAME_OFFSET";
 }
 
 /// Scope modes (`ScopePolicy::mode`).
@@ -117,8 +144,62 @@ pub mod hook {
     /// Refuse removing or moving the pins in bpffs from a governed scope.
     pub const INODE_UNLINK: u32 = 9;
     pub const INODE_RENAME: u32 = 10;
+    /// The end of a `struct file`: an executable mapping's file stops pinning its inode.
+    pub const FILE_FREE_SECURITY: u32 = 11;
+    /// brk and every mmap: refused under READ_IMPLIES_EXEC (an executable heap).
+    pub const MMAP_ADDR: u32 = 12;
+    /// Anonymous inodes: userfaultfd.
+    pub const INODE_INIT_SECURITY_ANON: u32 = 13;
+    pub const CAPABLE: u32 = 14;
+    pub const SB_MOUNT: u32 = 15;
+    pub const SB_UMOUNT: u32 = 16;
+    pub const SB_PIVOTROOT: u32 = 17;
+    pub const MOVE_MOUNT: u32 = 18;
+    pub const SB_KERN_MOUNT: u32 = 19;
+    pub const TASK_ALLOC: u32 = 20;
+    pub const KERNEL_MODULE_REQUEST: u32 = 21;
+    pub const KERNEL_LOAD_DATA: u32 = 22;
+    pub const KERNEL_READ_FILE: u32 = 23;
+    pub const LOCKED_DOWN: u32 = 24;
+    pub const PERF_EVENT_OPEN: u32 = 25;
+    pub const TASK_SETSCHEDULER: u32 = 26;
+    pub const TASK_SETNICE: u32 = 27;
+    pub const TASK_SETIOPRIO: u32 = 28;
+    pub const TASK_PRLIMIT: u32 = 29;
+    pub const UNIX_STREAM_CONNECT: u32 = 30;
+    pub const UNIX_MAY_SEND: u32 = 31;
+    pub const INODE_CREATE: u32 = 32;
+    pub const INODE_LINK: u32 = 33;
+    pub const INODE_SYMLINK: u32 = 34;
+    pub const INODE_MKDIR: u32 = 35;
+    pub const INODE_RMDIR: u32 = 36;
+    pub const INODE_MKNOD: u32 = 37;
+    pub const INODE_SETXATTR: u32 = 38;
+    pub const INODE_REMOVEXATTR: u32 = 39;
+    /// 6.2+ only (before, ACLs are set through setxattr): attached where the kernel has it.
+    pub const INODE_SET_ACL: u32 = 40;
+    pub const INODE_REMOVE_ACL: u32 = 41;
+    /// An inode leaves memory: its guard count goes with it.
+    pub const INODE_FREE_SECURITY: u32 = 42;
+    /// After an exec's point of no return: remembers its stack, which the exec's first
+    /// mapping checks.
+    pub const BPRM_COMMITTED_CREDS: u32 = 43;
+    /// fcntl(F_SETFL, O_DIRECT).
+    pub const FILE_FCNTL: u32 = 44;
+    /// 6.12+ only: the layer file an overlayfs mapping really maps.
+    pub const MMAP_BACKING_FILE: u32 = 45;
+    /// Terminal input injection (TIOCSTI, TIOCLINUX), and ioctls that change an inode.
+    pub const FILE_IOCTL: u32 = 46;
+    /// SIGIO and its F_SETSIG replacements, sent for a file's owner.
+    pub const FILE_SEND_SIGIOTASK: u32 = 47;
+    /// Writes through a descriptor opened elsewhere, to the kernel's own files.
+    pub const FILE_PERMISSION: u32 = 48;
+    /// `file_ioctl` for 32-bit callers: 6.8+ and stable kernels, attached where present.
+    pub const FILE_IOCTL_COMPAT: u32 = 49;
+    /// request_key(2)'s upcall: the kernel runs /sbin/request-key outside the scope.
+    pub const KEY_ALLOC: u32 = 50;
     /// Number of hooks.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 51;
     /// Kernel hook names, by index.
     pub const NAMES: [&str; COUNT] = [
         "bprm_check_security",
@@ -132,8 +213,175 @@ pub mod hook {
         "inode_setattr",
         "inode_unlink",
         "inode_rename",
+        "file_free_security",
+        "mmap_addr",
+        "inode_init_security_anon",
+        "capable",
+        "sb_mount",
+        "sb_umount",
+        "sb_pivotroot",
+        "move_mount",
+        "sb_kern_mount",
+        "task_alloc",
+        "kernel_module_request",
+        "kernel_load_data",
+        "kernel_read_file",
+        "locked_down",
+        "perf_event_open",
+        "task_setscheduler",
+        "task_setnice",
+        "task_setioprio",
+        "task_prlimit",
+        "unix_stream_connect",
+        "unix_may_send",
+        "inode_create",
+        "inode_link",
+        "inode_symlink",
+        "inode_mkdir",
+        "inode_rmdir",
+        "inode_mknod",
+        "inode_setxattr",
+        "inode_removexattr",
+        "inode_set_acl",
+        "inode_remove_acl",
+        "inode_free_security",
+        "bprm_committed_creds",
+        "file_fcntl",
+        "mmap_backing_file",
+        "file_ioctl",
+        "file_send_sigiotask",
+        "file_permission",
+        "file_ioctl_compat",
+        "key_alloc",
+    ];
+    /// Hooks that not every supported kernel has: attached where present.
+    pub const OPTIONAL: [u32; 4] = [
+        INODE_SET_ACL,
+        INODE_REMOVE_ACL,
+        MMAP_BACKING_FILE,
+        FILE_IOCTL_COMPAT,
     ];
 }
+
+/// Capabilities refused to governed tasks in the initial user namespace, root included:
+/// each is a way to reach the kernel, the host or the enforcer that no agent or CI job
+/// needs. Bit `n` is capability `n` (include/uapi/linux/capability.h).
+pub mod capability {
+    pub const CHOWN: u32 = 0;
+    pub const LINUX_IMMUTABLE: u32 = 9;
+    pub const NET_ADMIN: u32 = 12;
+    pub const SYS_MODULE: u32 = 16;
+    pub const SYS_RAWIO: u32 = 17;
+    pub const SYS_PTRACE: u32 = 19;
+    pub const SYS_ADMIN: u32 = 21;
+    pub const SYS_BOOT: u32 = 22;
+    pub const SYS_NICE: u32 = 23;
+    pub const SYS_RESOURCE: u32 = 24;
+    pub const SYS_TIME: u32 = 25;
+    pub const SYS_TTY_CONFIG: u32 = 26;
+    pub const AUDIT_CONTROL: u32 = 30;
+    pub const MAC_OVERRIDE: u32 = 32;
+    pub const MAC_ADMIN: u32 = 33;
+    pub const SYSLOG: u32 = 34;
+    pub const PERFMON: u32 = 38;
+    pub const BPF: u32 = 39;
+    pub const CHECKPOINT_RESTORE: u32 = 40;
+
+    /// The refused set.
+    pub const REFUSED: u64 = 1 << LINUX_IMMUTABLE
+        | 1 << NET_ADMIN
+        | 1 << SYS_MODULE
+        | 1 << SYS_RAWIO
+        | 1 << SYS_PTRACE
+        | 1 << SYS_ADMIN
+        | 1 << SYS_BOOT
+        | 1 << SYS_NICE
+        | 1 << SYS_RESOURCE
+        | 1 << SYS_TIME
+        | 1 << SYS_TTY_CONFIG
+        | 1 << AUDIT_CONTROL
+        | 1 << MAC_OVERRIDE
+        | 1 << MAC_ADMIN
+        | 1 << SYSLOG
+        | 1 << PERFMON
+        | 1 << BPF
+        | 1 << CHECKPOINT_RESTORE;
+
+    /// Whether `cap` is refused to governed tasks.
+    #[must_use]
+    pub const fn refused(cap: u32) -> bool {
+        cap < 64 && REFUSED & (1 << cap) != 0
+    }
+
+    /// The name of a refused capability, for reports.
+    #[must_use]
+    pub const fn name(cap: u32) -> &'static str {
+        match cap {
+            LINUX_IMMUTABLE => "CAP_LINUX_IMMUTABLE",
+            NET_ADMIN => "CAP_NET_ADMIN",
+            SYS_MODULE => "CAP_SYS_MODULE",
+            SYS_RAWIO => "CAP_SYS_RAWIO",
+            SYS_PTRACE => "CAP_SYS_PTRACE",
+            SYS_ADMIN => "CAP_SYS_ADMIN",
+            SYS_BOOT => "CAP_SYS_BOOT",
+            SYS_NICE => "CAP_SYS_NICE",
+            SYS_RESOURCE => "CAP_SYS_RESOURCE",
+            SYS_TIME => "CAP_SYS_TIME",
+            AUDIT_CONTROL => "CAP_AUDIT_CONTROL",
+            MAC_OVERRIDE => "CAP_MAC_OVERRIDE",
+            MAC_ADMIN => "CAP_MAC_ADMIN",
+            SYSLOG => "CAP_SYSLOG",
+            PERFMON => "CAP_PERFMON",
+            BPF => "CAP_BPF",
+            CHECKPOINT_RESTORE => "CAP_CHECKPOINT_RESTORE",
+            _ => "another capability",
+        }
+    }
+}
+
+/// What an [`InodeKey`] entry says about the inode (bits of the `ENFORCER_INODES` value).
+pub mod inode_rule {
+    /// Governed tasks of the key's scope may create, change and remove files below this
+    /// directory (or this file).
+    pub const WRITABLE_ROOT: u32 = 1;
+    /// Governed tasks may connect to this Unix socket although its owner lies outside their
+    /// scope (journald's sockets). Scope 0: every scope.
+    pub const SOCKET: u32 = 2;
+    /// Governed tasks may not open this file at all, not even to read (the audit host
+    /// key). Scope 0: every scope.
+    pub const SECRET: u32 = 4;
+    /// Governed tasks of the key's scope may open this device node (beside the harmless
+    /// ones every scope may use).
+    pub const DEVICE: u32 = 8;
+}
+
+/// Key of the inode map: an inode named by its device and number, for one scope (0: for
+/// every scope).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub scope_id: u64,
+    pub ino: u64,
+    /// `super_block::s_dev` (the kernel's encoding: major << 20 | minor).
+    pub dev: u32,
+    /// Always zero: the kernel compares key bytes.
+    pub _pad: u32,
+}
+
+impl InodeKey {
+    #[must_use]
+    pub const fn new(scope_id: u64, dev: u32, ino: u64) -> Self {
+        Self {
+            scope_id,
+            ino,
+            dev,
+            _pad: 0,
+        }
+    }
+}
+
+/// Capacity of the inode map.
+pub const MAX_INODE_RULES: u32 = 4096;
 
 /// Value of the digest cache, an inode storage map: a file's SHA-256, kept until the file
 /// may have changed, so an exec or executable mapping of an unchanged file costs a lookup
@@ -209,6 +457,15 @@ pub struct GrantEntry {
     pub auth_id: [u8; AUTH_ID_LEN],
 }
 
+impl GrantEntry {
+    /// No grant: what a decision carries when none matched.
+    pub const ZERO: Self = Self {
+        not_after_boot_ns: 0,
+        auth_serial: 0,
+        auth_id: [0; AUTH_ID_LEN],
+    };
+}
+
 /// Value of the lineage map, keyed by tgid: the image a process runs now, and the
 /// authorization that let it start.
 ///
@@ -261,6 +518,50 @@ pub mod reason {
     pub const LATE_EXEC: u32 = 8;
     /// ptrace, /proc/PID/mem, bpf() or a signal to the agent: tampering.
     pub const TAMPER: u32 = 9;
+    /// Executable mapping of a file someone can write (an open writable descriptor or a
+    /// shared writable mapping): its code could change after the check.
+    pub const WRITABLE_CODE: u32 = 10;
+    /// Opening for writing, or truncating, a file that a governed task has mapped
+    /// executable: like ETXTBSY for a running program. Refused to every task.
+    pub const CODE_IN_USE: u32 = 11;
+    /// Executable code from a filesystem whose content can change outside this kernel's
+    /// view (FUSE, network and cluster filesystems).
+    pub const UNTRUSTED_FS: u32 = 12;
+    /// userfaultfd: fills pages of a mapping from outside it.
+    pub const USERFAULTFD: u32 = 13;
+    /// A capability governed tasks may not use (`ExecEvent::detail` names it).
+    pub const CAPABILITY: u32 = 14;
+    /// Mounting, unmounting, pivot_root, moving mounts.
+    pub const MOUNT: u32 = 15;
+    /// Leaving the scope: cgroup files, CLONE_INTO_CGROUP.
+    pub const ESCAPE: u32 = 16;
+    /// Code or data into the kernel: modules, kexec, firmware, lockdown reasons, perf.
+    pub const KERNEL: u32 = 17;
+    /// Writing outside the scope's writable roots.
+    pub const READ_ONLY: u32 = 18;
+    /// Connecting to a listener outside the scope (a deputy).
+    pub const DEPUTY: u32 = 19;
+    /// Opening a secret of the enforcer (the audit host key).
+    pub const SECRET: u32 = 20;
+    /// Code from something that is not a regular file (a device, a kernel ring buffer):
+    /// its digest says nothing about what the mapping will hold.
+    pub const NOT_REGULAR: u32 = 21;
+    /// io_uring or O_DIRECT: the kernel writes into pinned pages after the fact, which is how
+    /// code could change under a checked mapping.
+    pub const PINNED_IO: u32 = 22;
+    /// Acting on a process outside the scope: signalling it, or changing its scheduling.
+    pub const OUTSIDE: u32 = 23;
+
+    /// Whether a refusal for `reason` protects containment (the enforcer, the scope's
+    /// boundary, the kernel, the host) rather than the content rule: such refusals hold in
+    /// monitor mode and during break-glass too.
+    #[must_use]
+    pub const fn is_containment(reason: u32) -> bool {
+        matches!(
+            reason,
+            TAMPER | CAPABILITY | MOUNT | ESCAPE | KERNEL | READ_ONLY | DEPUTY | SECRET | OUTSIDE
+        )
+    }
 
     /// Short, stable name used in logs and audit records.
     #[must_use]
@@ -276,6 +577,20 @@ pub mod reason {
             ANON_EXEC => "anonymous-exec",
             LATE_EXEC => "late-exec-mapping",
             TAMPER => "tamper",
+            WRITABLE_CODE => "writable-code",
+            CODE_IN_USE => "code-in-use",
+            UNTRUSTED_FS => "untrusted-filesystem",
+            USERFAULTFD => "userfaultfd",
+            CAPABILITY => "capability",
+            MOUNT => "mount",
+            ESCAPE => "escape",
+            KERNEL => "kernel",
+            READ_ONLY => "read-only",
+            DEPUTY => "deputy",
+            SECRET => "secret",
+            NOT_REGULAR => "not-a-regular-file",
+            PINNED_IO => "pinned-io",
+            OUTSIDE => "outside-scope",
             _ => "unknown",
         }
     }
@@ -316,6 +631,9 @@ pub struct ExecEvent {
     pub digest: [u8; DIGEST_LEN],
     /// Identity prefix of the matching authorization (zero when none matched).
     pub auth_id: [u8; AUTH_ID_LEN],
+    /// What a containment refusal was about: the capability, the lockdown reason, the
+    /// kernel_read_file id, the clone flags' high word (0: nothing to add).
+    pub detail: u64,
     /// For execs, the file really loaded (`bprm->interp`: for a script's second pass, the
     /// interpreter); for mappings, the file's name; truncated, NUL-terminated.
     pub path: [u8; EVENT_PATH_LEN],
@@ -331,6 +649,7 @@ mod pod {
     unsafe impl aya::Pod for super::ExecEvent {}
     unsafe impl aya::Pod for super::Image {}
     unsafe impl aya::Pod for super::CachedDigest {}
+    unsafe impl aya::Pod for super::InodeKey {}
 }
 
 #[cfg(test)]
@@ -383,8 +702,32 @@ mod tests {
         assert_eq!(offset_of!(ExecEvent, hook), 76);
         assert_eq!(offset_of!(ExecEvent, digest), 80);
         assert_eq!(offset_of!(ExecEvent, auth_id), 112);
-        assert_eq!(offset_of!(ExecEvent, path), 128);
+        assert_eq!(offset_of!(ExecEvent, detail), 128);
+        assert_eq!(offset_of!(ExecEvent, path), 136);
         assert_eq!(size_of::<ExecEvent>(), 256);
+    }
+
+    #[test]
+    fn inode_key_has_no_padding() {
+        assert_eq!(offset_of!(InodeKey, ino), 8);
+        assert_eq!(offset_of!(InodeKey, dev), 16);
+        assert_eq!(offset_of!(InodeKey, _pad), 20);
+        assert_eq!(size_of::<InodeKey>(), 24);
+    }
+
+    #[test]
+    fn refused_capabilities_are_named_and_chown_is_not_refused() {
+        for cap in 0..64 {
+            if capability::refused(cap) {
+                assert!(capability::name(cap).starts_with("CAP_"), "{cap}");
+            }
+        }
+        assert!(!capability::refused(capability::CHOWN));
+        assert!(capability::refused(capability::SYS_ADMIN));
+        assert!(
+            !capability::refused(64),
+            "out of range is not refused by accident"
+        );
     }
 
     #[test]
@@ -400,6 +743,19 @@ mod tests {
             reason::ANON_EXEC,
             reason::LATE_EXEC,
             reason::TAMPER,
+            reason::WRITABLE_CODE,
+            reason::CODE_IN_USE,
+            reason::UNTRUSTED_FS,
+            reason::USERFAULTFD,
+            reason::CAPABILITY,
+            reason::MOUNT,
+            reason::ESCAPE,
+            reason::KERNEL,
+            reason::READ_ONLY,
+            reason::DEPUTY,
+            reason::SECRET,
+            reason::NOT_REGULAR,
+            reason::PINNED_IO,
         ];
         for (i, a) in all.iter().enumerate() {
             assert_ne!(reason::name(*a), "unknown");

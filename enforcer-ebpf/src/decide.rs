@@ -19,11 +19,13 @@ use enforcer_common::{
     reason,
 };
 
-use crate::kmem::EPERM;
+use crate::kmem::{EPERM, ETXTBSY};
 use crate::lineage::{Lineage, lineage, next_exec_id};
-use crate::maps::{DROPPED, EVENTS, IMAGES, SCOPES};
+use enforcer_common::InodeKey;
 
-/// `-EPERM`, from an instruction LLVM cannot see through.
+use crate::maps::{DROPPED, EVENTS, IMAGES, INODES, SCOPES};
+
+/// `-ERRNO`, from an instruction LLVM cannot see through.
 ///
 /// Seeing the constant, LLVM may compute a hook's return value as `-(denied as i32)`
 /// (it did once the break-glass check sat between the verdict and the return), and
@@ -31,11 +33,11 @@ use crate::maps::{DROPPED, EVENTS, IMAGES, SCOPES};
 /// programs to returning [-4095, 0], refused the program. Opaque, the value stays a
 /// branch between 0 and a constant, which every verifier follows.
 #[inline(always)]
-pub(crate) fn denied() -> i32 {
+pub(crate) fn denied<const ERRNO: i32>() -> i32 {
     let v: i64;
     // SAFETY: puts a constant in a register; reads and writes nothing else.
     unsafe {
-        core::arch::asm!("{0} = {1}", out(reg) v, const -(EPERM as i64), options(pure, nomem, nostack));
+        core::arch::asm!("{0} = {1}", out(reg) v, const -(ERRNO as i64), options(pure, nomem, nostack));
     }
     v as i32
 }
@@ -44,7 +46,12 @@ pub(crate) fn denied() -> i32 {
 pub(crate) struct Verdict {
     pub(crate) allowed: bool,
     pub(crate) reason: u32,
-    pub(crate) grant: Option<GrantEntry>,
+    /// The grant that matched; all zero when none did. Not an `Option`: LLVM may read
+    /// the payload of a `None` it will not use, and 6.1's verifier refuses reading stack
+    /// that was never written.
+    pub(crate) grant: GrantEntry,
+    /// What the refusal was about, for the report (`ExecEvent::detail`).
+    pub(crate) detail: u64,
 }
 
 impl Verdict {
@@ -52,7 +59,17 @@ impl Verdict {
         Self {
             allowed: false,
             reason,
-            grant: None,
+            grant: GrantEntry::ZERO,
+            detail: 0,
+        }
+    }
+
+    pub(crate) const fn deny_with(reason: u32, detail: u64) -> Self {
+        Self {
+            allowed: false,
+            reason,
+            grant: GrantEntry::ZERO,
+            detail,
         }
     }
 
@@ -60,7 +77,8 @@ impl Verdict {
         Self {
             allowed: !denied,
             reason: if denied { reason } else { reason::GRANTED },
-            grant: None,
+            grant: GrantEntry::ZERO,
+            detail: 0,
         }
     }
 }
@@ -73,7 +91,10 @@ impl Verdict {
 #[inline(always)]
 pub(crate) fn governing_scope() -> Option<(u64, ScopePolicy)> {
     let current = unsafe { bpf_get_current_cgroup_id() };
-    let mut found = None;
+    // Only the id is carried through the loop, and the policy looked up once after it:
+    // carrying an `Option<&ScopePolicy>` lets LLVM merge map values with bitwise ors, which
+    // the verifier refuses as pointer arithmetic on a possibly-null value.
+    let mut found = 0;
     let mut level = 0;
     while level <= MAX_SCOPE_LEVEL {
         // SAFETY: plain helper call; returns 0 past the task's own level.
@@ -81,37 +102,38 @@ pub(crate) fn governing_scope() -> Option<(u64, ScopePolicy)> {
         if id == 0 {
             break;
         }
-        // SAFETY: the value is copied out at once.
-        if let Some(policy) = unsafe { SCOPES.get(&id) } {
-            found = Some((id, *policy));
+        // SAFETY: only tested for presence.
+        if unsafe { SCOPES.get(&id) }.is_some() {
+            found = id;
         }
         if id == current {
             break;
         }
         level += 1;
     }
-    found
+    if found == 0 {
+        return None;
+    }
+    // SAFETY: the value is copied out at once.
+    let policy = unsafe { SCOPES.get(&found) }?;
+    Some((found, *policy))
 }
 
-/// Whether a denial of `which` in a scope with `policy` is only reported: always in a
-/// monitor-mode scope (tamper checks included, as monitor mode always was), and for exec
-/// and mapping decisions while a break-glass deadline has not passed. Break-glass lets
-/// code run that no grant covers; it does not open the enforcer itself to tampering. The
-/// deadline is checked here, at every decision, so enforcement comes back on time even
-/// when the agent is dead.
+/// Whether a denial for `why` in a scope with `policy` is only reported. Monitor mode, and
+/// a break-glass window until its deadline, relax the content rule alone: which code may
+/// run. Containment (tampering with the enforcer, leaving the scope, reaching the kernel
+/// or the host) is refused in every mode, so a rollout or an incident never opens the
+/// enforcer itself. The deadline is checked here, at every decision, so enforcement comes
+/// back on time even when the agent is dead.
 #[inline(always)]
-pub(crate) fn monitoring(policy: &ScopePolicy, which: u32) -> bool {
-    if policy.mode == mode::MONITOR {
-        return true;
+pub(crate) fn monitoring(policy: &ScopePolicy, why: u32) -> bool {
+    if reason::is_containment(why) {
+        return false;
     }
-    let exec_or_mapping = matches!(
-        which,
-        hook::BPRM_CHECK_SECURITY | hook::MMAP_FILE | hook::FILE_MPROTECT
-    );
-    exec_or_mapping
-        && policy.monitor_until_boot_ns != 0
-        // SAFETY: plain helper call.
-        && unsafe { bpf_ktime_get_boot_ns() } < policy.monitor_until_boot_ns
+    policy.mode == mode::MONITOR
+        || (policy.monitor_until_boot_ns != 0
+            // SAFETY: plain helper call.
+            && unsafe { bpf_ktime_get_boot_ns() } < policy.monitor_until_boot_ns)
 }
 
 /// What a governed operation produces: the final decision after monitor mode, reported
@@ -134,7 +156,7 @@ impl Outcome<'_> {
     pub(crate) fn finish(self) -> Result<i32, i32> {
         let decision = if self.verdict.allowed {
             decision::ALLOW
-        } else if monitoring(&self.policy, self.which) {
+        } else if monitoring(&self.policy, self.verdict.reason) {
             decision::WOULD_DENY
         } else {
             decision::DENY
@@ -153,18 +175,21 @@ impl Outcome<'_> {
                     scope_id: self.scope_id,
                     ..Image::default()
                 };
-                if let (true, Some(grant)) = (self.verdict.allowed, &self.verdict.grant) {
-                    image.auth_serial = grant.auth_serial;
-                    image.auth_id = grant.auth_id;
+                if self.verdict.allowed {
+                    image.auth_serial = self.verdict.grant.auth_serial;
+                    image.auth_id = self.verdict.grant.auth_id;
                 }
                 let _ = IMAGES.insert(&lineage.tgid, &image, 0);
             }
             unsafe { self.report(decision, &lineage, exec_id) };
         }
-        if decision == decision::DENY {
-            Err(denied())
-        } else {
+        if decision != decision::DENY {
             Ok(0)
+        } else if self.verdict.reason == reason::CODE_IN_USE {
+            // What the kernel says for a running program's file.
+            Err(denied::<ETXTBSY>())
+        } else {
+            Err(denied::<EPERM>())
         }
     }
 
@@ -201,10 +226,9 @@ impl Outcome<'_> {
             (*event).reason = self.verdict.reason;
             (*event).hook = self.which;
             (*event).digest = *self.digest;
-            if let Some(grant) = &self.verdict.grant {
-                (*event).auth_serial = grant.auth_serial;
-                (*event).auth_id = grant.auth_id;
-            }
+            (*event).detail = self.verdict.detail;
+            (*event).auth_serial = self.verdict.grant.auth_serial;
+            (*event).auth_id = self.verdict.grant.auth_id;
             if !self.path.is_null() {
                 // A path that cannot be read stays empty: the event is still sent.
                 let _ = bpf_probe_read_kernel_str_bytes(self.path, &mut (*event).path);
@@ -212,4 +236,37 @@ impl Outcome<'_> {
         }
         entry.submit(0);
     }
+}
+
+/// Refuses (or, for the content rule in monitor mode, reports) an operation of a task in
+/// scope `scope_id`: the common end of the containment hooks.
+#[inline(always)]
+pub(crate) fn refuse(
+    which: u32,
+    scope_id: u64,
+    policy: ScopePolicy,
+    verdict: Verdict,
+    path: *const u8,
+) -> i32 {
+    let outcome = Outcome {
+        which,
+        scope_id,
+        policy,
+        verdict,
+        digest: &[0; DIGEST_LEN],
+        path,
+    };
+    match outcome.finish() {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// Whether `rule` holds for the inode `(dev, ino)` in `scope_id` or in every scope.
+#[inline(always)]
+pub(crate) fn inode_rule(scope_id: u64, dev: u32, ino: u64, rule: u32) -> bool {
+    let has = |scope| {
+        // SAFETY: the value is copied out at once.
+        unsafe { INODES.get(&InodeKey::new(scope, dev, ino)) }.is_some_and(|r| r & rule != 0)
+    };
+    has(scope_id) || has(0)
 }

@@ -13,24 +13,20 @@ use core::ptr;
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{bpf_ima_file_hash, bpf_inode_storage_get},
-    macros::lsm,
     programs::LsmContext,
 };
 use enforcer_common::{CachedDigest, DIGEST_LEN, HASH_ALGO_SHA256};
 
 use crate::kmem::{
-    FILE_INODE_OFFSET, FILE_MODE_OFFSET, FMODE_WRITE, INODE_SB_OFFSET, SB_MAGIC_OFFSET, config,
-    read_at,
+    DENTRY_INODE_OFFSET, FILE_INODE_OFFSET, INODE_SB_OFFSET, SB_MAGIC_OFFSET, config, read_at,
 };
 
-/// Digest cache: `inode::i_writecount`, `dentry::d_inode`, and the position of the dentry
-/// among `inode_setattr`'s arguments plus one (0: not configured).
+/// Digest cache: `inode::i_writecount`, and the position of the dentry among
+/// `inode_setattr`'s arguments plus one (0: not configured).
 #[unsafe(no_mangle)]
 static INODE_WRITECOUNT_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
-static DENTRY_INODE_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static SETATTR_DENTRY_ARG: u32 = 0;
+pub(crate) static SETATTR_DENTRY_ARG: u32 = 0;
 
 /// `BPF_MAP_TYPE_INODE_STORAGE`: aya-ebpf 0.2 has no type for it.
 const BPF_MAP_TYPE_INODE_STORAGE: usize = 28;
@@ -86,7 +82,7 @@ const CACHEABLE_FILESYSTEMS: [u64; 10] = [
 /// # Safety
 /// `file` must be a trusted `struct file *`.
 #[inline(always)]
-unsafe fn trusted_inode(file: *mut c_void) -> *mut c_void {
+pub(crate) unsafe fn trusted_inode(file: *mut c_void) -> *mut c_void {
     let offset = config(&FILE_INODE_OFFSET);
     if offset == 0 {
         return ptr::null_mut();
@@ -99,7 +95,7 @@ unsafe fn trusted_inode(file: *mut c_void) -> *mut c_void {
 /// `inode->i_writecount`: above 0 while someone may write the file (open for writing, or
 /// mapped shared and writable), below 0 while it is being executed.
 #[inline(always)]
-unsafe fn writers(inode: *const c_void) -> Option<i32> {
+pub(crate) unsafe fn writers(inode: *const c_void) -> Option<i32> {
     unsafe { read_at(inode.cast(), config(&INODE_WRITECOUNT_OFFSET)) }
 }
 
@@ -133,7 +129,7 @@ unsafe fn cache_entry(inode: *mut c_void) -> Option<*mut CachedDigest> {
 
 /// Marks `inode`'s cached digest stale: the file may change now.
 #[inline(always)]
-unsafe fn invalidate(inode: *mut c_void) {
+pub(crate) unsafe fn invalidate(inode: *mut c_void) {
     if inode.is_null() {
         return;
     }
@@ -217,35 +213,29 @@ pub unsafe fn file_digest(file: *mut c_void, links: u32, digest: &mut [u8; DIGES
     }
 }
 
-/// `file_open`: a file opened for writing may change from now on.
+/// The dentry and the `struct iattr` of an `inode_setattr` call, wherever this kernel
+/// puts them (it gained an idmap argument in 6.3); `None` when not configured.
 #[inline(always)]
-pub fn opened(ctx: &LsmContext) {
-    // SAFETY: argument 0 is the trusted `struct file *` being opened; probe reads.
-    unsafe {
-        let file: *mut c_void = ctx.arg(0);
-        let mode: Option<u32> = read_at(file.cast(), config(&FILE_MODE_OFFSET));
-        if mode.is_none_or(|m| m & FMODE_WRITE != 0) {
-            invalidate(trusted_inode(file));
-        }
+pub(crate) fn setattr_args(ctx: &LsmContext) -> Option<(*const u8, *const u8)> {
+    // All three loads are made: the verifier accepts context reads only at constant offsets.
+    let (a, b, c): (*const u8, *const u8, *const u8) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    match config(&SETATTR_DENTRY_ARG) {
+        1 => Some((a, b)),
+        2 => Some((b, c)),
+        _ => None,
     }
 }
 
-#[lsm(hook = "inode_setattr")]
-pub fn inode_setattr(ctx: LsmContext) -> i32 {
-    // Arguments: ([struct mnt_idmap *idmap,] struct dentry *dentry, struct iattr *attr).
-    // truncate(2) by path changes a file without opening it; any attribute change makes
-    // the cached digest stale (the others are rare, and cost one more hash).
-    // Both loads are made: the verifier accepts context reads only at constant offsets.
-    let (first, second): (*const u8, *const u8) = (ctx.arg(0), ctx.arg(1));
-    let dentry = match config(&SETATTR_DENTRY_ARG) {
-        1 => first,
-        2 => second,
-        _ => return 0,
-    };
+/// A dentry's inode, loaded so the verifier keeps its type (inode storage needs it).
+///
+/// # Safety
+/// `dentry` must be a trusted `struct dentry *` from a hook's arguments.
+#[inline(always)]
+pub(crate) unsafe fn trusted_dentry_inode(dentry: *const u8) -> *mut c_void {
     let offset = config(&DENTRY_INODE_OFFSET);
-    if offset != 0 {
-        // SAFETY: a BTF-checked member of the hook's trusted dentry argument.
-        unsafe { invalidate(*(dentry.add(offset as usize) as *const *mut c_void)) };
+    if offset == 0 {
+        return ptr::null_mut();
     }
-    0
+    // SAFETY: a BTF-checked member of the hook's trusted dentry argument.
+    unsafe { *(dentry.add(offset as usize) as *const *mut c_void) }
 }

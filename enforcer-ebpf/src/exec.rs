@@ -13,11 +13,13 @@ use crate::kmem::{BPRM_FILE_OFFSET, BPRM_INTERP_OFFSET, config, read_at};
 use crate::{NO_DIGEST, ret};
 
 #[lsm(hook = "bprm_check_security", sleepable)]
+#[inline(always)]
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     // SAFETY: argument 0 is `struct linux_binprm *bprm`.
     ret(unsafe { try_bprm_check(&ctx) })
 }
 
+#[inline(always)]
 unsafe fn try_bprm_check(ctx: &LsmContext) -> Result<i32, i32> {
     let Some((scope_id, policy)) = governing_scope() else {
         return Ok(0);

@@ -11,8 +11,32 @@ use enforcer_common::{
 
 use crate::decide::Verdict;
 use crate::digest_cache;
-use crate::kmem::link_count;
+use crate::kmem::{FILE_INODE_OFFSET, S_IFREG, config, fs_magic, inode_type, link_count, read_at};
 use crate::maps::{ACTIVE_SLOT, GRANTS};
+
+/// Filesystems whose page cache is authoritative: a file changes only through this
+/// kernel, where the enforcer's hooks see it (include/uapi/linux/magic.h). FUSE, NFS,
+/// CIFS, 9p, Ceph and the like are left out: their servers can change a file under a
+/// mapping that was checked.
+const LOCAL_FILESYSTEMS: [u64; 17] = [
+    0xef53,      // ext2, ext3, ext4
+    0x5846_5342, // xfs
+    0x9123_683e, // btrfs
+    0x0102_1994, // tmpfs (and memfd, SysV shm)
+    0x8584_58f6, // ramfs (the initramfs root)
+    0xf2f5_2010, // f2fs
+    0x7371_7368, // squashfs
+    0xe0f5_e1e2, // erofs
+    0x9660,      // iso9660
+    0x1501_3346, // udf
+    0xca45_1a4e, // bcachefs
+    0x794c_7630, // overlayfs (layers on these)
+    0x9584_58f6, // hugetlbfs
+    0x4d44,      // vfat, msdos
+    0x2011_bab0, // exfat
+    0x7366_746e, // ntfs3
+    0x3153_464a, // jfs
+];
 
 /// Decides whether `file` may be executed or mapped executable in the scope. Fills
 /// `digest` when IMA produced one.
@@ -28,15 +52,32 @@ pub(crate) unsafe fn file_verdict(
     digest: &mut [u8; DIGEST_LEN],
 ) -> Verdict {
     let Some(links) = (unsafe { link_count(file.cast()) }) else {
-        return Verdict::deny(reason::DIGEST_UNAVAILABLE);
+        return Verdict::deny_with(reason::DIGEST_UNAVAILABLE, 1);
     };
     if links == 0 && policy.flags & scope_flags::ALLOW_FILELESS == 0 {
         return Verdict::deny(reason::FILELESS);
     }
+    // A device or a kernel-made file (io_uring and packet rings, /dev/zero) hashes as the
+    // empty file: its digest says nothing about what a mapping of it will hold.
+    let inode: Option<*const u8> = unsafe { read_at(file.cast(), config(&FILE_INODE_OFFSET)) };
+    match inode.and_then(|inode| unsafe { inode_type(inode) }) {
+        Some(S_IFREG) => {}
+        Some(kind) => return Verdict::deny_with(reason::NOT_REGULAR, u64::from(kind)),
+        None => return Verdict::deny_with(reason::DIGEST_UNAVAILABLE, 2),
+    }
+    // Content another machine or a user-space server can change under a mapping (FUSE,
+    // network filesystems): what was hashed need not be what runs.
+    let magic = inode.and_then(|inode| unsafe { fs_magic(inode) });
+    match magic {
+        Some(m) if LOCAL_FILESYSTEMS.contains(&m) => {}
+        Some(m) => return Verdict::deny_with(reason::UNTRUSTED_FS, m),
+        None => return Verdict::deny_with(reason::DIGEST_UNAVAILABLE, 3),
+    }
     // SAFETY: `file` is trusted, as this function requires.
     let algo = unsafe { digest_cache::file_digest(file, links, digest) };
     if algo < 0 {
-        return Verdict::deny(reason::DIGEST_UNAVAILABLE);
+        // The helper's error, as a positive number.
+        return Verdict::deny_with(reason::DIGEST_UNAVAILABLE, algo.unsigned_abs());
     }
     if algo != HASH_ALGO_SHA256 {
         return Verdict::deny(reason::UNEXPECTED_ALGORITHM);
@@ -48,13 +89,15 @@ pub(crate) unsafe fn file_verdict(
         return Verdict {
             allowed: false,
             reason: reason::EXPIRED,
-            grant: Some(grant),
+            grant,
+            detail: 0,
         };
     }
     Verdict {
         allowed: true,
         reason: reason::GRANTED,
-        grant: Some(grant),
+        grant,
+        detail: 0,
     }
 }
 

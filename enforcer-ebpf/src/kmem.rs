@@ -61,8 +61,93 @@ pub(crate) static FILE_MODE_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 pub(crate) static INODE_SB_OFFSET: u32 = 0;
 
+/// `file::f_flags`: O_DIRECT.
+#[unsafe(no_mangle)]
+pub(crate) static FILE_FLAGS_OFFSET: u32 = 0;
+
 #[unsafe(no_mangle)]
 pub(crate) static SB_MAGIC_OFFSET: u32 = 0;
+
+/// `inode::i_ino`, `inode::i_mode` (plus one), `super_block::s_dev`, `dentry::d_parent`: an inode's
+/// identity and type, and the way up a directory tree.
+#[unsafe(no_mangle)]
+pub(crate) static INODE_INO_OFFSET: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub(crate) static INODE_MODE_OFFSET: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub(crate) static SB_DEV_OFFSET: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub(crate) static DENTRY_PARENT_OFFSET: u32 = 0;
+
+/// `dentry::d_inode` (shared with the digest cache).
+#[unsafe(no_mangle)]
+pub(crate) static DENTRY_INODE_OFFSET: u32 = 0;
+
+/// `qstr::name`: the name of an anonymous inode's class (`[userfaultfd]`).
+#[unsafe(no_mangle)]
+pub(crate) static QSTR_NAME_OFFSET: u32 = 0;
+
+/// `task_struct::personality`: READ_IMPLIES_EXEC makes the heap executable.
+#[unsafe(no_mangle)]
+pub(crate) static TASK_PERSONALITY_OFFSET: u32 = 0;
+
+/// `user_namespace::level`: 0 for the initial namespace, where capabilities reach the host.
+#[unsafe(no_mangle)]
+pub(crate) static USERNS_LEVEL_OFFSET: u32 = 0;
+
+/// `sock::sk_cgrp_data.cgroup`: the cgroup of the task that created a socket;
+/// `cgroup::kn`, `kernfs_node::id` (a cgroup's id), and `cgroup::self.parent` (its parent).
+#[unsafe(no_mangle)]
+pub(crate) static SOCK_CGROUP_OFFSET: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub(crate) static CGROUP_KN_OFFSET: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub(crate) static KERNFS_ID_OFFSET: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub(crate) static CGROUP_PARENT_OFFSET: u32 = 0;
+
+/// `unix_sock::path.dentry` (a bound socket's file) and `socket::sk`.
+#[unsafe(no_mangle)]
+pub(crate) static UNIX_DENTRY_OFFSET: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub(crate) static SOCKET_SK_OFFSET: u32 = 0;
+
+/// `linux_binprm::vma` (plus one: it comes first): the new program's stack, made executable or not by
+/// `setup_arg_pages` after the last hook that could refuse the exec.
+#[unsafe(no_mangle)]
+pub(crate) static BPRM_VMA_OFFSET: u32 = 0;
+
+/// `inode::i_rdev`: which device a device node is (`major << 20 | minor`).
+#[unsafe(no_mangle)]
+pub(crate) static INODE_RDEV_OFFSET: u32 = 0;
+
+/// `task_struct::cgroups` and `css_set::dfl_cgrp`: another task's cgroup.
+#[unsafe(no_mangle)]
+pub(crate) static TASK_CGROUPS_OFFSET: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub(crate) static CSS_SET_DFL_CGRP_OFFSET: u32 = 0;
+
+/// `task_struct::thread_pid` and `pid::level`: how deep the task's pid namespace is.
+#[unsafe(no_mangle)]
+pub(crate) static TASK_THREAD_PID_OFFSET: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub(crate) static PID_LEVEL_OFFSET: u32 = 0;
+
+/// `key::type` and `key_type::name` (plus one: it comes first).
+#[unsafe(no_mangle)]
+pub(crate) static KEY_TYPE_OFFSET: u32 = 0;
+
+#[unsafe(no_mangle)]
+pub(crate) static KEY_TYPE_NAME_OFFSET: u32 = 0;
 
 pub(crate) fn config(value: &u32) -> u32 {
     // SAFETY: a plain read of our own static.
@@ -122,7 +207,87 @@ pub(crate) unsafe fn name_is<const N: usize>(name: *const u8, want: &[u8; N]) ->
     Some(buf == *want)
 }
 
+/// An inode's identity: its filesystem's device and its number.
+#[inline(always)]
+pub(crate) unsafe fn inode_id(inode: *const u8) -> Option<(u32, u64)> {
+    unsafe {
+        let dev: u32 = read_via(inode, &INODE_SB_OFFSET, &SB_DEV_OFFSET)?;
+        let ino: u64 = read_at(inode, config(&INODE_INO_OFFSET))?;
+        Some((dev, ino))
+    }
+}
+
+/// An inode's type bits (`S_IFMT` of `i_mode`).
+#[inline(always)]
+pub(crate) unsafe fn inode_type(inode: *const u8) -> Option<u16> {
+    unsafe { read_at_first::<u16>(inode, &INODE_MODE_OFFSET) }.map(|m| m & S_IFMT)
+}
+
+/// Reads a member whose offset may be 0 (the first of its struct): the loader stores such
+/// offsets plus one, since 0 means "not configured".
+#[inline(always)]
+pub(crate) unsafe fn read_at_first<T>(base: *const u8, offset_plus_one: &u32) -> Option<T> {
+    let offset = config(offset_plus_one).checked_sub(1)?;
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: a probe read of kernel memory.
+    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T) }.ok()
+}
+
+/// The `i_nlink` of an inode.
+#[inline(always)]
+pub(crate) unsafe fn inode_links(inode: *const u8) -> Option<u32> {
+    unsafe { read_at(inode, config(&INODE_NLINK_OFFSET)) }
+}
+
+/// The id of a cgroup (its kernfs node's id, as the cgroup helpers report it).
+#[inline(always)]
+pub(crate) unsafe fn cgroup_id(cgroup: *const u8) -> Option<u64> {
+    unsafe { read_via(cgroup, &CGROUP_KN_OFFSET, &KERNFS_ID_OFFSET) }
+}
+
+/// Whether the NUL-terminated kernel string `name` starts with `prefix`; `None` when
+/// unreadable.
+#[inline(always)]
+pub(crate) unsafe fn name_starts_with<const N: usize>(
+    name: *const u8,
+    prefix: &[u8; N],
+) -> Option<bool> {
+    if name.is_null() {
+        return None;
+    }
+    let mut buf = [0u8; N];
+    // SAFETY: probe read of kernel memory into our buffer (a short name only reads less).
+    unsafe { bpf_probe_read_kernel_str_bytes(name, &mut buf) }.ok()?;
+    Some(buf == *prefix)
+}
+
+/// Deepest cgroup level walked up from a socket's cgroup.
+pub(crate) const MAX_CGROUP_WALK: u32 = enforcer_common::MAX_SCOPE_LEVEL + 2;
+
 pub(crate) const EPERM: i32 = 1;
+
+pub(crate) const ETXTBSY: i32 = 26;
+
+pub(crate) const S_IFMT: u16 = 0o170_000;
+pub(crate) const S_IFCHR: u16 = 0o020_000;
+pub(crate) const S_IFBLK: u16 = 0o060_000;
+pub(crate) const S_IFREG: u16 = 0o100_000;
+
+/// `O_DIRECT` in `file::f_flags` and fcntl(F_SETFL).
+pub(crate) const O_DIRECT: u32 = 0o40_000;
+
+/// `personality(2)`'s READ_IMPLIES_EXEC.
+pub(crate) const READ_IMPLIES_EXEC: u32 = 0x0040_0000;
+
+/// Superblock magics (include/uapi/linux/magic.h).
+pub(crate) const TMPFS_MAGIC: u64 = 0x0102_1994;
+pub(crate) const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
+pub(crate) const CGROUP_SUPER_MAGIC: u64 = 0x0027_e0eb;
+pub(crate) const PIPEFS_MAGIC: u64 = 0x5049_5045;
+pub(crate) const SOCKFS_MAGIC: u64 = 0x534f_434b;
+pub(crate) const ANON_INODE_FS_MAGIC: u64 = 0x0904_1934;
 
 pub(crate) const PROT_WRITE: u64 = 0x2;
 
@@ -139,6 +304,16 @@ pub(crate) const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 pub(crate) const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
 
 pub(crate) const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+
+pub(crate) const SYSFS_MAGIC: u64 = 0x6265_6572;
+
+pub(crate) const SECURITYFS_MAGIC: u64 = 0x7363_6673;
+
+pub(crate) const DEBUGFS_MAGIC: u64 = 0x6462_6720;
+
+pub(crate) const TRACEFS_MAGIC: u64 = 0x7472_6163;
+
+pub(crate) const CONFIGFS_MAGIC: u64 = 0x6265_6570;
 
 /// `PTRACE_MODE_ATTACH`: ptrace attach and /proc/PID/mem, as opposed to reading status.
 pub(crate) const PTRACE_MODE_ATTACH: u32 = 0x02;

@@ -1,30 +1,27 @@
 //! enforcer's kernel side: BPF LSM programs that make execution conditional on
 //! authorization inside governed scopes.
 //!
-//! A task is governed when its cgroup is a governed scope or lies below one. For a
-//! governed task:
-//! - `bprm_check_security` (sleepable) allows an exec only when the SHA-256 of the file
-//!   (IMA's digest) has an unexpired grant in the scope. It runs once for a script and
-//!   again for its interpreter, so both must be granted.
-//! - `mmap_file` (sleepable) applies the same rule to executable file mappings (shared
-//!   libraries, `ld.so ./prog`, LD_PRELOAD) and refuses anonymous executable memory.
-//! - `file_mprotect` refuses making memory executable after the fact: anonymous memory,
-//!   and file mappings whose digest was never checked (the hook cannot hash on every
-//!   supported kernel, so a file mapping must be executable from its mmap).
-//! - memory both writable and executable counts as anonymous executable memory, even
-//!   when a granted file backs it: its code can be overwritten at will.
-//! - files with no name left (memfd, deleted) may not be executed or mapped executable.
-//! - `ptrace_access_check`, `ptrace_traceme`, `bpf`, `task_kill`, `file_open`,
-//!   `inode_unlink` and `inode_rename` refuse tampering: with other processes or the
-//!   process's own code, with the enforcer's BPF objects and pins, with the agent, and
-//!   leaving the scope through cgroup.procs.
+//! A task is governed when its cgroup is a governed scope or lies below one. Tasks outside
+//! every governed scope are never refused anything (except that nobody may write a file
+//! a scope has mapped executable). For a governed task, by module:
+//! - [`exec`], [`grants`]: an exec runs only when the SHA-256 of the file has an unexpired
+//!   grant in the scope (a script and its interpreter both), from a regular file on a
+//!   local filesystem.
+//! - [`mapping`], [`codeguard`]: the same rule for executable file mappings, checked only
+//!   once no one can write the file, which then stays unwritable while mapped; no
+//!   anonymous, writable-and-executable or fileless executable memory, no executable
+//!   stack or READ_IMPLIES_EXEC heap, no userfaultfd or io_uring (they fill pages from
+//!   outside a mapping), unless the scope opts in (JIT runtimes).
+//! - [`writes`]: files change only below the scope's writable roots; devices, bpffs,
+//!   cgroupfs, /proc of other processes and the enforcer's secrets are out of reach.
+//! - [`containment`]: no leaving the scope, no mounts, no kernel code (modules, kexec,
+//!   lockdown reasons, perf), no refused capabilities in the initial user namespace, no
+//!   ptrace, no bpf(), no acting on processes outside the scope or on the agent, no
+//!   deputies (Unix sockets outside the scope, terminal injection, request-key).
 //!
-//! Scopes may opt in to anonymous executable memory or fileless code (JIT runtimes), and
-//! may run in monitor mode (allow, but report what would have been denied), for good or
-//! until a break-glass deadline the program itself checks (exec and mapping decisions
-//! only: tamper checks keep denying). Every path
-//! that cannot prove an operation is allowed denies it. Tasks outside every governed
-//! scope are never touched.
+//! Monitor mode and break-glass relax the content rules only ([`decide`]); containment
+//! holds in every mode. Every refusal is reported to the agent with its hook and reason,
+//! and every path that cannot prove an operation is allowed refuses it.
 #![no_std]
 #![no_main]
 // The BPF target has atomic add but no compare-and-swap, so core's AtomicU64::fetch_add is
@@ -37,6 +34,7 @@
 // Helpers are #[inline(always)]: a BPF-to-BPF call that returns a struct through the
 // caller's stack is refused by the verifier, and inlining also keeps stack use visible.
 
+mod codeguard;
 mod containment;
 mod decide;
 mod digest_cache;
@@ -46,6 +44,7 @@ mod kmem;
 mod lineage;
 mod mapping;
 mod maps;
+mod writes;
 
 use enforcer_common::DIGEST_LEN;
 

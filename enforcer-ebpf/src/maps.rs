@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use enforcer_common::{
-    EVENTS_BYTES, GrantEntry, GrantKey, Image, MAX_GRANTS, MAX_PROTECTED, MAX_SCOPES,
-    MAX_TRACKED_IMAGES, ScopePolicy,
+    EVENTS_BYTES, GrantEntry, GrantKey, Image, InodeKey, MAX_GRANTS, MAX_INODE_RULES,
+    MAX_PROTECTED, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy,
 };
 
 /// Governed scopes: cgroup id -> policy. Pinned by name so a restarted agent reuses it.
@@ -46,3 +46,8 @@ pub(crate) static IMAGES: LruHashMap<u32, Image> = LruHashMap::pinned(MAX_TRACKE
 /// tgids governed tasks may not signal: the agent registers itself here.
 #[map(name = "ENFORCER_PROTECTED")]
 pub(crate) static PROTECTED: HashMap<u32, u32> = HashMap::pinned(MAX_PROTECTED, 0);
+
+/// Inodes known by identity: a scope's writable roots, allowed sockets, secrets
+/// ([`enforcer_common::inode_rule`]).
+#[map(name = "ENFORCER_INODES")]
+pub(crate) static INODES: HashMap<InodeKey, u32> = HashMap::pinned(MAX_INODE_RULES, 0);

@@ -332,6 +332,7 @@ fn event(exec_id: u64) -> ExecEvent {
         hook: hook::BPRM_CHECK_SECURITY,
         digest: [0xab; 32],
         auth_id: [0xcd; 16],
+        detail: 0,
         path,
     }
 }

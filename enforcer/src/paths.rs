@@ -19,3 +19,14 @@ pub const SOCKET: &str = "/run/enforcer/control.sock";
 pub const PIN_DIR: &str = "/sys/fs/bpf/enforcer";
 /// The cgroup v2 mount; scope paths are relative to it.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Where a governed task may write when the operator names nothing more for its scope:
+/// scratch space nothing outside the scope runs from.
+pub const DEFAULT_WRITABLE: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+/// Unix sockets governed tasks may reach outside their scope by default: journald's, so
+/// their logs are kept (systemd-journald runs nothing it is sent).
+pub const DEFAULT_ALLOWED_SOCKETS: [&str; 3] = [
+    "/run/systemd/journal/socket",
+    "/run/systemd/journal/stdout",
+    "/dev/log",
+];

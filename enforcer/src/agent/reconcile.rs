@@ -153,6 +153,20 @@ impl Agent {
                 spec.mode = Mode::Monitor;
             }
         }
+        // What the host says about files is the operator's: where each scope may write,
+        // which outside sockets it may reach, and what it may not read at all.
+        for (path, spec) in &mut policy.scopes {
+            spec.writable = self.config.writable(path);
+            spec.devices = self.config.devices(path);
+        }
+        policy.sockets = self.config.allowed_sockets();
+        // The audit host key, and the lock files: a scope holding one (flock needs only a
+        // read-only descriptor) would keep the next agent from starting.
+        policy.secrets = self.config.host_key().into_iter().collect();
+        policy.secrets.extend([
+            crate::authz::state::lock_path(self.config.state_dir()),
+            crate::audit::writer::lock_path(self.config.audit_dir()),
+        ]);
         Ok((policy, authz))
     }
 

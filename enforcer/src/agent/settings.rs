@@ -71,6 +71,15 @@ pub struct ScopeConfig {
     /// the bundles (a bundle in monitor mode still only monitors).
     #[serde(default)]
     pub mode: Mode,
+    /// Directories (or files) the scope's tasks may write below, besides /tmp, /var/tmp
+    /// and /dev/shm. Everything else is read-only to them, root included.
+    #[serde(default)]
+    pub writable: Vec<PathBuf>,
+    /// Device nodes the scope's tasks may open besides null, zero, full, random, urandom
+    /// and terminals (for example /dev/kvm). Every other device is a driver's raw
+    /// interface, and refused.
+    #[serde(default)]
+    pub devices: Vec<PathBuf>,
 }
 
 /// A `--scope` flag: a scope whose mode the bundles decide.
@@ -79,6 +88,8 @@ fn parse_scope_flag(text: &str) -> Result<ScopeConfig, String> {
     Ok(ScopeConfig {
         path,
         mode: Mode::Enforce,
+        writable: Vec::new(),
+        devices: Vec::new(),
     })
 }
 
@@ -148,6 +159,12 @@ pub struct Settings {
     #[arg(long = "scope", value_name = "CGROUP", value_parser = parse_scope_flag)]
     #[serde(default, rename = "scope")]
     pub scopes: Vec<ScopeConfig>,
+
+    /// Unix sockets governed tasks may connect to although no task of their scope listens
+    /// on them. Default: journald's sockets. Repeat for more; the first one given replaces
+    /// the default list.
+    #[arg(long = "allowed-socket", value_name = "PATH")]
+    pub allowed_sockets: Option<Vec<PathBuf>>,
 }
 
 impl Settings {
@@ -201,6 +218,9 @@ impl Settings {
         set(&mut merged.cgroup_root, &self.cgroup_root);
         merged.clock_skew = self.clock_skew.or(lower.clock_skew);
         merged.self_test = self.self_test.or(lower.self_test);
+        if self.allowed_sockets.is_some() {
+            merged.allowed_sockets.clone_from(&self.allowed_sockets);
+        }
         for scope in &self.scopes {
             if !merged.scopes.iter().any(|s| s.path == scope.path) {
                 merged.scopes.push(scope.clone());
@@ -261,6 +281,37 @@ impl Settings {
 
     pub fn self_test(&self) -> bool {
         self.self_test.unwrap_or(true)
+    }
+
+    /// The sockets governed tasks may reach outside their scope.
+    #[must_use]
+    pub fn allowed_sockets(&self) -> Vec<PathBuf> {
+        self.allowed_sockets.clone().unwrap_or_else(|| {
+            paths::DEFAULT_ALLOWED_SOCKETS
+                .iter()
+                .map(PathBuf::from)
+                .collect()
+        })
+    }
+
+    /// Where the tasks of `scope` may write: the defaults and what the operator adds.
+    #[must_use]
+    pub fn writable(&self, scope: &ScopePath) -> Vec<PathBuf> {
+        let mut roots: Vec<PathBuf> = paths::DEFAULT_WRITABLE.iter().map(PathBuf::from).collect();
+        for s in self.scopes.iter().filter(|s| &s.path == scope) {
+            roots.extend(s.writable.iter().cloned());
+        }
+        roots
+    }
+
+    /// The device nodes the tasks of `scope` may open besides the harmless ones.
+    #[must_use]
+    pub fn devices(&self, scope: &ScopePath) -> Vec<PathBuf> {
+        self.scopes
+            .iter()
+            .filter(|s| &s.path == scope)
+            .flat_map(|s| s.devices.iter().cloned())
+            .collect()
     }
 
     /// The declared scopes' paths.

@@ -123,7 +123,7 @@ pub struct Decision {
     /// The LSM hook that decided ([`hook::NAMES`]: `bprm_check_security` for an exec,
     /// `mmap_file` for a mapping...), or `unknown-<code>`.
     pub hook: String,
-    /// Path as passed to execve (truncated by the kernel to 127 bytes; bytes that are not
+    /// Path as passed to execve (truncated by the kernel to 119 bytes; bytes that are not
     /// UTF-8 are replaced by U+FFFD).
     pub path: String,
     /// SHA-256 of the file, hex (zeros when the kernel had no digest).
@@ -153,6 +153,16 @@ pub struct Decision {
     pub auth_id: Option<String>,
     /// Serial of that authorization (0: none).
     pub auth_serial: u64,
+    /// What a containment refusal was about: the capability number, the lockdown reason,
+    /// the kernel_read_file id, the filesystem magic (0, and absent: nothing).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub detail: u64,
+}
+
+// serde's skip_serializing_if takes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// Labels only the agent knows: the kernel reports ids, the policy names them.
@@ -191,6 +201,7 @@ impl Decision {
             boot_ns: event.boot_ns,
             auth_id,
             auth_serial: event.auth_serial,
+            detail: event.detail,
         }
     }
 

@@ -53,6 +53,7 @@ fn event(exec_id: u64, parent_exec_id: u64, verdict: u32) -> ExecEvent {
         hook: hook::BPRM_CHECK_SECURITY,
         digest: [0xab; 32],
         auth_id: if granted { [0xcd; 16] } else { [0; 16] },
+        detail: 0,
         path,
     }
 }

@@ -33,6 +33,12 @@ use crate::authz::trust::SigningKey;
 const BUFFER_BYTES: usize = 256 * 1024;
 const LOCK_FILE: &str = "lock";
 
+/// The lock file of the audit log in `dir`: whoever holds it keeps agents from starting.
+#[must_use]
+pub fn lock_path(dir: &Path) -> PathBuf {
+    dir.join(LOCK_FILE)
+}
+
 /// When to checkpoint, flush and rotate. The defaults suit a busy host: at most a second
 /// of records lost to an agent crash, at most a minute (or 10 000 records) to a power loss,
 /// files of 64 MiB.
@@ -368,7 +374,7 @@ impl AuditLog {
 
 /// Takes the directory's lock, so that two agents never interleave one chain.
 fn lock(dir: &Path) -> Result<File, AuditError> {
-    let path = dir.join(LOCK_FILE);
+    let path = lock_path(dir);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

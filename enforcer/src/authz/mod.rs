@@ -401,6 +401,7 @@ pub fn policy_of(bundles: &[&VerifiedBundle], declared: &[ScopePath], now: Syste
     }
     Policy {
         scopes: scopes.into_iter().map(|(k, (spec, _))| (k, spec)).collect(),
+        ..Policy::default()
     }
 }
 

@@ -6,7 +6,7 @@
 //! "what the maps hold".
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Deserialize;
@@ -43,12 +43,24 @@ pub struct ScopeSpec {
     /// by itself. The kernel holds the deadline (CLOCK_BOOTTIME), so the revert does not
     /// depend on the agent being alive.
     pub monitor_until: Option<SystemTime>,
+    /// Directories (or files) below which the scope's tasks may create, change and remove
+    /// files; everything else is read-only to them. The operator's, not the bundles'.
+    pub writable: Vec<PathBuf>,
+    /// Device nodes the scope's tasks may open besides the harmless ones (null, zero,
+    /// random, terminals): /dev/kvm for a CI job that boots VMs. The operator's.
+    pub devices: Vec<PathBuf>,
 }
 
-/// The complete desired state: every governed scope and its grants.
+/// The complete desired state: every governed scope and its grants, and what the host
+/// says about files for every scope.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     pub scopes: BTreeMap<ScopePath, ScopeSpec>,
+    /// Unix sockets governed tasks may reach although their owners lie outside every scope
+    /// (journald's).
+    pub sockets: Vec<PathBuf>,
+    /// Files governed tasks may not open at all (the audit host key).
+    pub secrets: Vec<PathBuf>,
 }
 
 /// Why the local policy file was refused.
@@ -170,6 +182,8 @@ impl Policy {
                 allow_anonymous_exec: scope.allow_anonymous_exec,
                 allow_fileless: scope.allow_fileless,
                 monitor_until: None,
+                writable: Vec::new(),
+                devices: Vec::new(),
             };
             if policy.scopes.insert(scope_path.clone(), spec).is_some() {
                 return Err(PolicyFileError::DuplicateScope {

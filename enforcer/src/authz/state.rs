@@ -23,6 +23,12 @@ use crate::authz::verify::{
 
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
+
+/// The lock file of the state in `dir`: whoever holds it keeps agents from starting.
+#[must_use]
+pub fn lock_path(dir: &Path) -> PathBuf {
+    dir.join(LOCK_FILE)
+}
 const STATE_VERSION: u32 = 1;
 
 /// Why the persisted state could not be used.
@@ -268,7 +274,7 @@ impl Acceptor {
             }
         };
         crate::fsutil::create_private_dir(dir).map_err(io("create directory", dir))?;
-        let lock_path = dir.join(LOCK_FILE);
+        let lock_path = lock_path(dir);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -115,6 +115,32 @@ mod tests {
     }
 }
 
+/// What the kernel said it refused in scope `scope_id`, for the self-test's error message.
+fn refusals(enforcement: &mut crate::kernel::Enforcement, scope_id: u64) -> String {
+    use enforcer_common::{decision, hook, reason};
+    let said: Vec<String> = enforcement
+        .drain_decisions()
+        .iter()
+        .filter(|e| e.scope_id == scope_id && e.decision == decision::DENY)
+        .map(|e| {
+            let hook = hook::NAMES
+                .get(e.hook as usize)
+                .copied()
+                .unwrap_or("unknown hook");
+            format!(
+                "{} at {hook} (detail {:#x})",
+                reason::name(e.reason),
+                e.detail
+            )
+        })
+        .collect();
+    if said.is_empty() {
+        String::new()
+    } else {
+        format!("; the kernel refused: {}", said.join(", "))
+    }
+}
+
 /// Why the startup self-test failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SelfTestError {
@@ -207,12 +233,12 @@ pub fn self_test(
             Ok(status) if status.success() => {}
             Ok(status) => {
                 return Err(SelfTestError::GrantedDenied {
-                    detail: status.to_string(),
+                    detail: format!("{status}{}", refusals(enforcement, id)),
                 });
             }
             Err(e) => {
                 return Err(SelfTestError::GrantedDenied {
-                    detail: e.to_string(),
+                    detail: format!("{e}{}", refusals(enforcement, id)),
                 });
             }
         }

@@ -5,12 +5,14 @@
 use enforcer_common::{hook, names};
 
 use super::KernelError;
-use super::btf::Btf as KernelBtf;
+use super::btf::{Btf as KernelBtf, BtfError};
 
 /// Struct offsets the programs need, read from the running kernel's BTF by name and type
 /// (see the globals in enforcer-ebpf).
 pub(super) struct KernelLayout {
     pub(super) offsets: Vec<(&'static str, u32)>,
+    /// The LSM hooks this kernel has, of those the programs attach to.
+    pub(super) hooks: Vec<&'static str>,
 }
 
 impl KernelLayout {
@@ -74,13 +76,126 @@ impl KernelLayout {
                 btf.int_member_offset("super_block", "s_magic", 8)?,
             ),
         ];
+        offsets.extend(containment_offsets(&btf)?);
         // The digest cache's offsets: without them the programs hash every time.
         offsets.extend(crate::kernel::digest_cache::layout(&btf)?);
         // Name a missing hook before the load fails on it with a bare errno.
-        for name in hook::NAMES {
-            btf.function_arg_count(&format!("bpf_lsm_{name}"))?;
+        // The optional ones are missing from older kernels (hook::OPTIONAL).
+        let mut hooks = Vec::with_capacity(hook::COUNT);
+        for (index, name) in hook::NAMES.iter().enumerate() {
+            let optional = hook::OPTIONAL.iter().any(|&o| o as usize == index);
+            match btf.function_arg_count(&format!("bpf_lsm_{name}")) {
+                Ok(_) => hooks.push(*name),
+                Err(_) if optional => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         tracing::debug!(?offsets, "kernel layout from BTF");
-        Ok(Self { offsets })
+        Ok(Self { offsets, hooks })
     }
+}
+
+/// What the containment rules read: inode identity and type, the dentry tree, the task's
+/// personality, user namespace levels, sockets and the cgroups that made them.
+fn containment_offsets(btf: &KernelBtf) -> Result<Vec<(&'static str, u32)>, BtfError> {
+    Ok(vec![
+        (
+            names::INODE_INO_OFFSET,
+            btf.int_member_offset("inode", "i_ino", 8)?,
+        ),
+        (
+            names::INODE_MODE_OFFSET,
+            // Plus one: `i_mode` comes first, and the programs take 0 for "not configured".
+            btf.int_member_offset("inode", "i_mode", 2)? + 1,
+        ),
+        (
+            names::SB_DEV_OFFSET,
+            btf.int_member_offset("super_block", "s_dev", 4)?,
+        ),
+        (
+            names::DENTRY_PARENT_OFFSET,
+            btf.pointer_member_offset("dentry", "d_parent", Some("dentry"))?,
+        ),
+        (
+            names::QSTR_NAME_OFFSET,
+            btf.pointer_member_offset("qstr", "name", None)?,
+        ),
+        (
+            names::TASK_PERSONALITY_OFFSET,
+            btf.int_member_offset("task_struct", "personality", 4)?,
+        ),
+        (
+            names::USERNS_LEVEL_OFFSET,
+            btf.int_member_offset("user_namespace", "level", 4)?,
+        ),
+        (names::SOCK_CGROUP_OFFSET, {
+            let data = btf.struct_member_offset("sock", "sk_cgrp_data", "sock_cgroup_data")?;
+            data + btf.pointer_member_offset("sock_cgroup_data", "cgroup", Some("cgroup"))?
+        }),
+        (
+            names::CGROUP_KN_OFFSET,
+            btf.pointer_member_offset("cgroup", "kn", Some("kernfs_node"))?,
+        ),
+        (
+            names::KERNFS_ID_OFFSET,
+            btf.int_member_offset("kernfs_node", "id", 8)?,
+        ),
+        (names::CGROUP_PARENT_OFFSET, {
+            // `self` is the cgroup's own css; its parent is the parent cgroup's `self`, so
+            // the walk stays on `struct cgroup` pointers only while `self` comes first.
+            let own = btf.struct_member_offset("cgroup", "self", "cgroup_subsys_state")?;
+            if own != 0 {
+                return Err(BtfError::Malformed(
+                    "struct cgroup no longer starts with its css",
+                ));
+            }
+            btf.pointer_member_offset("cgroup_subsys_state", "parent", Some("cgroup_subsys_state"))?
+        }),
+        (names::UNIX_DENTRY_OFFSET, {
+            let path = btf.struct_member_offset("unix_sock", "path", "path")?;
+            path + btf.pointer_member_offset("path", "dentry", Some("dentry"))?
+        }),
+        (
+            names::FILE_FLAGS_OFFSET,
+            btf.int_member_offset("file", "f_flags", 4)?,
+        ),
+        (
+            names::BPRM_VMA_OFFSET,
+            // Plus one: `vma` comes first.
+            btf.pointer_member_offset("linux_binprm", "vma", Some("vm_area_struct"))? + 1,
+        ),
+        (
+            names::SOCKET_SK_OFFSET,
+            btf.pointer_member_offset("socket", "sk", Some("sock"))?,
+        ),
+        (
+            names::INODE_RDEV_OFFSET,
+            btf.int_member_offset("inode", "i_rdev", 4)?,
+        ),
+        (
+            names::TASK_CGROUPS_OFFSET,
+            btf.pointer_member_offset("task_struct", "cgroups", Some("css_set"))?,
+        ),
+        (
+            names::CSS_SET_DFL_CGRP_OFFSET,
+            btf.pointer_member_offset("css_set", "dfl_cgrp", Some("cgroup"))?,
+        ),
+        (
+            names::TASK_THREAD_PID_OFFSET,
+            btf.pointer_member_offset("task_struct", "thread_pid", Some("pid"))?,
+        ),
+        (
+            names::PID_LEVEL_OFFSET,
+            btf.int_member_offset("pid", "level", 4)?,
+        ),
+        (
+            names::KEY_TYPE_OFFSET,
+            btf.pointer_member_offset("key", "type", Some("key_type"))?,
+        ),
+        (
+            names::KEY_TYPE_NAME_OFFSET,
+            // Plus one: `name` comes first.
+            btf.pointer_member_offset("key_type", "name", None)? + 1,
+        ),
+    ])
 }

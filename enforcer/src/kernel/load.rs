@@ -138,6 +138,10 @@ impl Enforcement {
         // by then every other hook is in place too. A failure part-way removes what this
         // load pinned, so no half-attached enforcement is left behind.
         for name in hook::NAMES.iter().rev() {
+            if !layout.hooks.contains(name) {
+                tracing::debug!(hook = name, "this kernel has no such hook; not attached");
+                continue;
+            }
             if let Err(e) = attach_and_pin(&mut ebpf, &btf, pin_dir, name) {
                 let _ = remove_link_pins(pin_dir);
                 return Err(e);
@@ -161,6 +165,7 @@ impl Enforcement {
             take(names::SCOPES)?,
             take(names::GRANTS)?,
             take(names::ACTIVE_SLOT)?,
+            take(names::INODES)?,
         )?;
         policy.lock_with(pin_dir)?;
         let events =

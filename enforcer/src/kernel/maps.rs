@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError};
 use enforcer_common::{
-    DIGEST_LEN, GRANT_SLOTS, GrantEntry, GrantKey, MAX_GRANTS, MAX_POLICY_GRANTS, ScopePolicy,
-    active_slot_of, names,
+    DIGEST_LEN, GRANT_SLOTS, GrantEntry, GrantKey, InodeKey, MAX_GRANTS, MAX_POLICY_GRANTS,
+    ScopePolicy, active_slot_of, names,
 };
 
 use super::pins::{layout_of, open_pin};
@@ -48,6 +48,8 @@ impl From<GrantKey> for ScopedDigest {
 pub struct MapState {
     pub scopes: StdHashMap<u64, ScopePolicy>,
     pub grants: StdHashMap<ScopedDigest, GrantEntry>,
+    /// Inode rules (`enforcer_common::inode_rule` bits) by inode and scope.
+    pub inodes: StdHashMap<InodeKey, u32>,
 }
 
 /// What one [`Enforcement::apply`] changed.
@@ -117,6 +119,8 @@ pub struct PolicyMaps {
     pub(super) scopes: HashMap<MapData, u64, ScopePolicy>,
     pub(super) grants: HashMap<MapData, GrantKey, GrantEntry>,
     pub(super) active: Array<MapData, u32>,
+    /// Inodes known by identity (writable roots, allowed sockets, secrets).
+    pub(super) inodes: HashMap<MapData, InodeKey, u32>,
     /// The grant slots' contents, so a small change costs a few writes instead of a read
     /// of the whole map. `None` until the first apply reads the map, and after a failed
     /// apply (the map may then hold anything). Every apply that writes the grant map moves
@@ -156,11 +160,13 @@ impl PolicyMaps {
         scopes: MapData,
         grants: MapData,
         active: MapData,
+        inodes: MapData,
     ) -> Result<Self, KernelError> {
         Ok(Self {
             scopes: HashMap::try_from(Map::HashMap(scopes)).map_err(map_err("scope"))?,
             grants: HashMap::try_from(Map::HashMap(grants)).map_err(map_err("grant"))?,
             active: Array::try_from(Map::Array(active)).map_err(map_err("active slot"))?,
+            inodes: HashMap::try_from(Map::HashMap(inodes)).map_err(map_err("inode"))?,
             slots: None,
             lock: None,
             no_batch: false,
@@ -189,6 +195,7 @@ impl PolicyMaps {
             make(names::SCOPES)?,
             make(names::GRANTS)?,
             make(names::ACTIVE_SLOT)?,
+            make(names::INODES)?,
         )
     }
 
@@ -207,6 +214,7 @@ impl PolicyMaps {
             dup(self.scopes.map(), names::SCOPES)?,
             dup(self.grants.map(), names::GRANTS)?,
             dup(self.active.map(), names::ACTIVE_SLOT)?,
+            dup(self.inodes.map(), names::INODES)?,
         )?;
         maps.no_batch = self.no_batch;
         Ok(maps)
@@ -217,6 +225,7 @@ impl PolicyMaps {
             open_pin(pin_dir, names::SCOPES)?,
             open_pin(pin_dir, names::GRANTS)?,
             open_pin(pin_dir, names::ACTIVE_SLOT)?,
+            open_pin(pin_dir, names::INODES)?,
         )?;
         maps.lock_with(pin_dir)?;
         Ok(maps)
@@ -254,7 +263,16 @@ impl PolicyMaps {
             .filter(|(key, _)| key.slot == active)
             .map(|(key, grant)| (ScopedDigest::from(key), grant))
             .collect();
-        Ok(MapState { scopes, grants })
+        let inodes = self
+            .inodes
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("inode"))?;
+        Ok(MapState {
+            scopes,
+            grants,
+            inodes,
+        })
     }
 
     /// Every entry of the grant map, both slots.
@@ -409,6 +427,33 @@ impl PolicyMaps {
                 self.scopes
                     .insert(id, policy, 0)
                     .map_err(map_err("scope"))?;
+            }
+        }
+        // Inode rules: new ones first, then the ones no longer wanted. No switch is needed:
+        // each entry stands alone, and for a moment both sets apply.
+        let current_inodes: StdHashMap<InodeKey, u32> = self
+            .inodes
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("inode"))?;
+        for (key, rule) in &desired.inodes {
+            if current_inodes.get(key) != Some(rule) {
+                self.inodes.insert(key, rule, 0).map_err(map_err("inode"))?;
+            }
+        }
+        for key in current_inodes
+            .keys()
+            .filter(|k| !desired.inodes.contains_key(k))
+        {
+            match self.inodes.remove(key) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(source) => {
+                    return Err(KernelError::Map {
+                        what: "inode",
+                        source,
+                    });
+                }
             }
         }
         // The idle slot keeps only what the active set allows in the same way.
@@ -772,6 +817,10 @@ mod tests {
         maps.active
             .map()
             .pin(dir.path().join(names::ACTIVE_SLOT))
+            .expect("pin");
+        maps.inodes
+            .map()
+            .pin(dir.path().join(names::INODES))
             .expect("pin");
         let mut one = PolicyMaps::open_pinned(dir.path()).expect("open");
         let mut two = PolicyMaps::open_pinned(dir.path()).expect("open");

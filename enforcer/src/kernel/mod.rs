@@ -14,7 +14,7 @@ use std::collections::HashMap as StdHashMap;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
-use enforcer_common::{Image, names};
+use enforcer_common::{ExecEvent, Image, hook, names};
 
 use crate::host::cgroup::CgroupError;
 use crate::kernel::btf::BtfError;
@@ -104,7 +104,7 @@ pub enum KernelError {
     #[error("cannot read CLOCK_BOOTTIME: {0}")]
     Clock(#[source] std::io::Error),
     #[error(
-        "pinned map {path} is missing: the pins in {dir} were left by an enforcer of another \
+        "pin {path} is missing: the pins in {dir} were left by an enforcer of another \
          version. Run `enforcer unload` (this stops enforcement) and start the agent again"
     )]
     MissingPin { path: PathBuf, dir: PathBuf },
@@ -187,6 +187,18 @@ impl Enforcement {
     /// Opens the pinned maps of a running enforcement without loading anything.
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, KernelError> {
         check_pins(pin_dir, true)?;
+        // Pins of an older enforcer lack the links of hooks added since: reusing them would
+        // leave those rules unenforced, silently.
+        for (index, name) in hook::NAMES.iter().enumerate() {
+            let optional = hook::OPTIONAL.iter().any(|&o| o as usize == index);
+            let path = pins::link_pin(pin_dir, name);
+            if !optional && !path.exists() {
+                return Err(KernelError::MissingPin {
+                    path,
+                    dir: pin_dir.into(),
+                });
+            }
+        }
         let policy = PolicyMaps::open_pinned(pin_dir)?;
         let events = RingBuf::try_from(Map::RingBuf(open_pin(pin_dir, names::EVENTS)?))
             .map_err(map_err("event"))?;
@@ -221,6 +233,22 @@ impl Enforcement {
     /// Hands the decision ring buffer to its reader (once).
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
+    }
+
+    /// The decisions waiting in the ring buffer, consumed: for diagnostics before the agent
+    /// serves (the self-test's refusals), never while it audits.
+    pub fn drain_decisions(&mut self) -> Vec<ExecEvent> {
+        let mut out = Vec::new();
+        if let Some(ring) = self.events.as_mut() {
+            while let Some(item) = ring.next() {
+                if item.len() >= size_of::<ExecEvent>() {
+                    // SAFETY: ExecEvent is plain repr(C) data valid for any bit pattern, and
+                    // the length was checked; read_unaligned copes with any alignment.
+                    out.push(unsafe { item.as_ptr().cast::<ExecEvent>().read_unaligned() });
+                }
+            }
+        }
+        out
     }
 
     /// What the program decides with now: scopes and the active grants.

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{MapData, MapType};
 use enforcer_common::{
-    EVENTS_BYTES, GrantEntry, GrantKey, Image, MAX_GRANTS, MAX_PROTECTED, MAX_SCOPES,
-    MAX_TRACKED_IMAGES, ScopePolicy, names,
+    EVENTS_BYTES, GrantEntry, GrantKey, Image, InodeKey, MAX_GRANTS, MAX_INODE_RULES,
+    MAX_PROTECTED, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, names,
 };
 
 use super::maps::map_err;
@@ -55,7 +55,7 @@ const fn size32<T>() -> u32 {
 /// The maps the program pins (by name) in the pin directory, as enforcer-ebpf declares
 /// them. Pinned maps outlive the agent, so an agent of another version can find maps of
 /// another layout: [`check_pins`] compares against this before anything uses them.
-pub(super) const MAP_PINS: [MapLayout; 8] = [
+pub(super) const MAP_PINS: [MapLayout; 9] = [
     MapLayout::new::<u64, ScopePolicy>(names::SCOPES, MapType::Hash, MAX_SCOPES, 0),
     MapLayout::new::<GrantKey, GrantEntry>(
         names::GRANTS,
@@ -69,6 +69,7 @@ pub(super) const MAP_PINS: [MapLayout; 8] = [
     MapLayout::new::<u32, u64>(names::EXEC_SEQ, MapType::Array, 1, 0),
     MapLayout::new::<u32, Image>(names::IMAGES, MapType::LruHash, MAX_TRACKED_IMAGES, 0),
     MapLayout::new::<u32, u32>(names::PROTECTED, MapType::Hash, MAX_PROTECTED, 0),
+    MapLayout::new::<InodeKey, u32>(names::INODES, MapType::Hash, MAX_INODE_RULES, 0),
 ];
 
 pub(super) fn layout_of(name: &str) -> Option<&'static MapLayout> {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use enforcer_common::{GrantEntry, ScopePolicy, mode, scope_flags};
+use enforcer_common::{GrantEntry, InodeKey, ScopePolicy, inode_rule, mode, scope_flags};
 
 use super::KernelError;
 use super::maps::{MapState, ScopedDigest};
@@ -18,8 +18,35 @@ pub fn resolve(policy: &Policy, cgroup_root: &Path) -> Result<MapState, KernelEr
     let now_real = SystemTime::now();
     let now_boot = crate::clock::boot_ns().map_err(KernelError::Clock)?;
     let mut state = MapState::default();
-    for (path, scope) in &policy.scopes {
-        let id = cgroup::ensure_scope(cgroup_root, path)?;
+    let mut rule = |scope_id: u64, path: &Path, bit: u32| match inode_of(path) {
+        Some((dev, ino)) => {
+            *state
+                .inodes
+                .entry(InodeKey::new(scope_id, dev, ino))
+                .or_default() |= bit
+        }
+        // A path that does not exist names nothing to allow or protect.
+        None => tracing::debug!(path = %path.display(), "no such file; no inode rule"),
+    };
+    for path in &policy.sockets {
+        rule(0, path, inode_rule::SOCKET);
+    }
+    for path in &policy.secrets {
+        rule(0, path, inode_rule::SECRET);
+    }
+    let mut scope_ids = Vec::with_capacity(policy.scopes.len());
+    for path in policy.scopes.keys() {
+        scope_ids.push(cgroup::ensure_scope(cgroup_root, path)?);
+    }
+    for (scope, id) in policy.scopes.values().zip(&scope_ids) {
+        for root in &scope.writable {
+            rule(*id, root, inode_rule::WRITABLE_ROOT);
+        }
+        for device in &scope.devices {
+            rule(*id, device, inode_rule::DEVICE);
+        }
+    }
+    for (scope, id) in policy.scopes.values().zip(scope_ids) {
         let kernel_mode = match scope.mode {
             Mode::Enforce => mode::ENFORCE,
             Mode::Monitor => mode::MONITOR,
@@ -45,6 +72,13 @@ pub fn resolve(policy: &Policy, cgroup_root: &Path) -> Result<MapState, KernelEr
             },
         );
         for grant in &scope.grants {
+            if grant.digest.0 == EMPTY_CONTENT {
+                // No program is empty, and the empty digest is what the kernel reports for
+                // a file whose size says 0: devices, sockets, pseudo files whose pages
+                // come from elsewhere. Granting it would grant all of those.
+                tracing::debug!(auth_id = ?grant.auth_id, "grant of empty content not loaded");
+                continue;
+            }
             let key = ScopedDigest {
                 scope_id: id,
                 digest: grant.digest.0,
@@ -70,6 +104,12 @@ pub fn resolve(policy: &Policy, cgroup_root: &Path) -> Result<MapState, KernelEr
     }
     Ok(state)
 }
+
+/// SHA-256 of no bytes.
+const EMPTY_CONTENT: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
 
 /// Converts a wall-clock deadline to CLOCK_BOOTTIME. A deadline already past maps to 0,
 /// which the kernel treats as expired; a far one saturates below `u64::MAX` only when it
@@ -105,6 +145,14 @@ fn duration_ns(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_content_is_the_digest_of_nothing() {
+        assert_eq!(
+            EMPTY_CONTENT,
+            crate::host::digest::FileDigest::of_bytes(b"").0
+        );
+    }
 
     #[test]
     fn deadlines_map_to_boot_time() {
@@ -201,4 +249,15 @@ mod tests {
         assert_eq!(until("over"), 0, "a past deadline is none");
         assert_eq!(until("none"), 0);
     }
+}
+
+/// A file's identity as the kernel programs see it: `super_block::s_dev` (the kernel's
+/// `MKDEV`, major << 20 | minor, not the user-space `dev_t`) and the inode number.
+/// Symbolic links are followed (`/dev/log` names journald's socket).
+fn inode_of(path: &Path) -> Option<(u32, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    Some(((major << 20) | minor, meta.ino()))
 }
