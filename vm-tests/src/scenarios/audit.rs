@@ -264,6 +264,9 @@ fn ring_buffer_overflow_becomes_a_gap_record(env: &Env) {
     agent.signal(libc::SIGSTOP);
     exec_storm(env, &target);
     agent.signal(libc::SIGCONT);
+    // The marker needs room in the full ring buffer: once the agent reports a storm
+    // decision, it has begun to drain. Exec'd sooner, the marker itself may be dropped.
+    agent.decision_for(&target);
     drained(env, &mut agent, &work);
     agent.signal(libc::SIGTERM);
     agent.wait();
