@@ -25,8 +25,8 @@ const DEMO: &str = "/usr/share/enforcer/demo.sh";
 
 /// What `/init` runs once the system is mounted.
 pub(crate) enum Payload<'a> {
-    /// The scenario runner, optionally only the scenarios matching a filter.
-    Tests { filter: Option<&'a str> },
+    /// The scenario runner, with its arguments (see [`crate::vm::Selection`]).
+    Tests { args: &'a [String] },
     /// vm-tests/demo.sh.
     Demo,
     /// The exec overhead benchmark, with its arguments.
@@ -36,19 +36,21 @@ pub(crate) enum Payload<'a> {
 impl Payload<'_> {
     fn command(&self) -> String {
         match self {
-            Payload::Tests { filter: None } => "/usr/bin/vm-tests run".to_owned(),
-            Payload::Tests { filter: Some(f) } => format!("/usr/bin/vm-tests run {}", quote(f)),
+            Payload::Tests { args } => with_args("/usr/bin/vm-tests", args),
             Payload::Demo => format!("/bin/sh {DEMO}"),
-            Payload::Bench { args } => {
-                let mut line = "/usr/bin/vm-bench".to_owned();
-                for arg in *args {
-                    line.push(' ');
-                    line.push_str(&quote(arg));
-                }
-                line
-            }
+            Payload::Bench { args } => with_args("/usr/bin/vm-bench", args),
         }
     }
+}
+
+/// `program` followed by `args`, each quoted for sh.
+fn with_args(program: &str, args: &[String]) -> String {
+    let mut line = program.to_owned();
+    for arg in args {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    line
 }
 
 /// Builds `<dir>/initramfs.cpio.gz` from scratch and returns its path.
@@ -331,12 +333,10 @@ mod tests {
     }
 
     #[test]
-    fn filter_is_quoted_for_sh() {
-        let cmd = Payload::Tests {
-            filter: Some("it's; rm -rf /"),
-        }
-        .command();
-        assert_eq!(cmd, r"/usr/bin/vm-tests run 'it'\''s; rm -rf /'");
+    fn arguments_are_quoted_for_sh() {
+        let args = ["--".to_owned(), "it's; rm -rf /".to_owned()];
+        let cmd = Payload::Tests { args: &args }.command();
+        assert_eq!(cmd, r"/usr/bin/vm-tests '--' 'it'\''s; rm -rf /'");
     }
 
     #[test]

@@ -68,6 +68,13 @@ struct VmTestArgs {
     /// Run only the scenarios whose name contains this text.
     #[arg(long, value_name = "NAME")]
     filter: Option<String>,
+    /// Order of the scenarios: every order must give the same verdicts, since each
+    /// scenario sets up what it needs.
+    #[arg(long, value_enum, default_value = "declared")]
+    order: vm::Order,
+    /// Seed for `--order shuffle`, to replay an order (default: from the clock, printed).
+    #[arg(long, value_name = "N")]
+    shuffle_seed: Option<u64>,
     #[command(flatten)]
     timeout: VmTimeout,
 }
@@ -163,12 +170,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 args.kernels
             };
-            let tally = vm::test(
-                &ws,
-                &kernels,
-                args.filter.as_deref(),
-                args.timeout.duration(),
-            )?;
+            let mut selection = vm::Selection {
+                filter: args.filter,
+                order: args.order,
+                shuffle_seed: args.shuffle_seed,
+            };
+            if selection.order == vm::Order::Shuffle && selection.shuffle_seed.is_none() {
+                // One seed for every kernel, so that they all run the same order.
+                let seed = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                println!("vm-test: shuffled with --shuffle-seed {seed}");
+                selection.shuffle_seed = Some(seed);
+            }
+            let tally = vm::test(&ws, &kernels, &selection, args.timeout.duration())?;
             Ok(finish("vm-test", tally))
         }
         Command::Demo(args) => {
@@ -221,7 +236,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let host = host_tests::run(&ws)?;
             let fuzzing = fuzz_briefly();
             build::build(&ws)?;
-            let vm = vm::test(&ws, &kernels::defaults(), None, timeout.duration())?;
+            let vm = vm::test(
+                &ws,
+                &kernels::defaults(),
+                &vm::Selection::default(),
+                timeout.duration(),
+            )?;
             println!("lints: {lints}");
             println!("host tests: {host}");
             println!("fuzzing: {fuzzing}");

@@ -2,9 +2,10 @@
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use serde::Deserialize;
 
 use crate::Tally;
 use crate::build::{self, Binary};
@@ -12,6 +13,45 @@ use crate::initramfs::{self, Payload};
 use crate::kernels::{self, KernelSpec};
 use crate::qemu::{self, Boot, Line};
 use crate::workspace::Workspace;
+
+/// Which scenarios `vm-tests` runs in the VM, and in which order.
+#[derive(Default)]
+pub(crate) struct Selection {
+    /// Only the scenarios whose name contains this text.
+    pub filter: Option<String>,
+    pub order: Order,
+    /// For [`Order::Shuffle`]; the same seed gives the same order.
+    pub shuffle_seed: Option<u64>,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Order {
+    /// As declared in vm-tests/src/scenarios/.
+    #[default]
+    Declared,
+    Reverse,
+    Shuffle,
+}
+
+impl Selection {
+    /// The runner's arguments: JSON events on the console, one per line, so that a result
+    /// survives whatever else (the agent, the kernel) prints around it.
+    fn runner_args(&self) -> Vec<String> {
+        let mut args = vec!["--format".to_owned(), "json".to_owned()];
+        match self.order {
+            Order::Declared => {}
+            Order::Reverse => args.extend(["--order".to_owned(), "reverse".to_owned()]),
+            Order::Shuffle => args.extend(["--order".to_owned(), "shuffle".to_owned()]),
+        }
+        if let Some(seed) = self.shuffle_seed {
+            args.extend(["--shuffle-seed".to_owned(), seed.to_string()]);
+        }
+        if let Some(filter) = &self.filter {
+            args.extend(["--".to_owned(), filter.clone()]);
+        }
+        args
+    }
+}
 
 /// What one kernel's VM run showed.
 struct Report {
@@ -22,6 +62,10 @@ struct Report {
     /// Why the run as a whole failed (no kernel, crash, timeout, BPF LSM inactive...).
     problems: Vec<String>,
     summary: Option<String>,
+    /// The scenario that started and has no result yet, and since when.
+    running: Option<(String, Instant)>,
+    /// The runner's own count at the end: passed, failed.
+    counted: Option<(usize, usize)>,
 }
 
 impl Report {
@@ -53,13 +97,14 @@ impl Report {
 pub(crate) fn test(
     ws: &Workspace,
     kernels: &[&'static KernelSpec],
-    filter: Option<&str>,
+    selection: &Selection,
     timeout: Duration,
 ) -> Result<Tally> {
     let bins = build::binaries(ws)?;
+    let args = selection.runner_args();
     let reports: Vec<Report> = kernels
         .iter()
-        .map(|spec| test_kernel(ws, spec, &bins, filter, timeout))
+        .map(|spec| test_kernel(ws, spec, &bins, &args, timeout))
         .collect();
     println!();
     let mut tally = Tally::default();
@@ -74,7 +119,7 @@ fn test_kernel(
     ws: &Workspace,
     spec: &'static KernelSpec,
     bins: &[Binary],
-    filter: Option<&str>,
+    args: &[String],
     timeout: Duration,
 ) -> Report {
     let mut report = Report {
@@ -83,17 +128,31 @@ fn test_kernel(
         failed: Vec::new(),
         problems: Vec::new(),
         summary: None,
+        running: None,
+        counted: None,
     };
-    let payload = Payload::Tests { filter };
+    let payload = Payload::Tests { args };
     let prefix = format!("[{}] ", spec.name);
     let booted = boot(ws, spec, bins, &payload, timeout, |line| {
-        println!("{prefix}{}", line.text);
-        if line.from_payload {
-            match parse_result(qemu::user_text(line.text)) {
-                Some(Ok(name)) => report.passed.push(name.to_owned()),
-                Some(Err(failure)) => report.failed.push(failure.to_owned()),
-                None => {}
+        let user = qemu::user_text(line.text);
+        let shown = if line.from_payload {
+            Event::parse(user).and_then(|e| report.record(e))
+        } else {
+            None
+        };
+        match shown {
+            Some(shown) => {
+                println!(
+                    "{prefix}{}",
+                    shown.replace('\n', &format!("\n{prefix}    "))
+                );
+                // A kernel record that landed on the same console line.
+                let kernel = &line.text[user.len()..];
+                if !kernel.is_empty() {
+                    println!("{prefix}{kernel}");
+                }
             }
+            None => println!("{prefix}{}", line.text),
         }
     });
     let (boot, log) = match booted {
@@ -105,6 +164,28 @@ fn test_kernel(
     };
     report.summary = Some(describe(&boot));
     report.problems = boot.problems(timeout, &log);
+    if let Some((name, _)) = &report.running {
+        report.problems.push(format!(
+            "{name} started and has no result: the run ended during it"
+        ));
+    }
+    let shown = (report.passed.len(), report.failed.len());
+    match report.counted {
+        Some(counted) if counted != shown => report.problems.push(format!(
+            "vm-tests counted {} passed and {} failed, the console showed {} and {} \
+             (a garbled result line? see {})",
+            counted.0,
+            counted.1,
+            shown.0,
+            shown.1,
+            log.display()
+        )),
+        None if boot.exit_code.is_some() => report.problems.push(format!(
+            "vm-tests printed no summary (see {})",
+            log.display()
+        )),
+        _ => {}
+    }
     if report.problems.is_empty() {
         match boot.exit_code {
             Some(0) if report.passed.is_empty() && report.failed.is_empty() => report
@@ -183,13 +264,88 @@ pub(crate) fn describe(boot: &Boot) -> String {
     }
 }
 
-/// A runner line: `PASS <name>` gives the name, `FAIL <name>: <reason>` the rest.
-fn parse_result(line: &str) -> Option<Result<&str, &str>> {
-    let line = line.trim();
-    if let Some(name) = line.strip_prefix("PASS ") {
-        Some(Ok(name.trim()))
-    } else {
-        line.strip_prefix("FAIL ").map(|rest| Err(rest.trim()))
+/// One line of `vm-tests --format json` (libtest's JSON events, as libtest-mimic prints
+/// them).
+#[derive(Debug, Deserialize)]
+struct Event {
+    #[serde(rename = "type")]
+    kind: String,
+    event: String,
+    name: Option<String>,
+    /// A failure's message, as `Error: "<message>"` and a newline.
+    stdout: Option<String>,
+    test_count: Option<usize>,
+    passed: Option<usize>,
+    failed: Option<usize>,
+    filtered_out: Option<usize>,
+    exec_time: Option<f64>,
+}
+
+impl Event {
+    fn parse(line: &str) -> Option<Self> {
+        let line = line.trim();
+        if line.starts_with('{') {
+            serde_json::from_str(line).ok()
+        } else {
+            None
+        }
+    }
+
+    /// A failure's message without libtest-mimic's wrapping.
+    fn message(&self) -> &str {
+        let text = self.stdout.as_deref().unwrap_or_default().trim_end();
+        text.strip_prefix("Error: \"")
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(text)
+    }
+}
+
+impl Report {
+    /// Takes in one runner event; returns the line to show for it, or None for a line
+    /// that is not a runner event (shown as it is).
+    fn record(&mut self, event: Event) -> Option<String> {
+        let name = event.name.clone().unwrap_or_default();
+        match (event.kind.as_str(), event.event.as_str()) {
+            ("suite", "started") => Some(format!(
+                "running {} scenarios",
+                event.test_count.unwrap_or_default()
+            )),
+            ("suite", _) => {
+                let (passed, failed) = (
+                    event.passed.unwrap_or_default(),
+                    event.failed.unwrap_or_default(),
+                );
+                self.counted = Some((passed, failed));
+                Some(format!(
+                    "vm-tests: {passed} passed, {failed} failed, {} filtered out ({:.1} s)",
+                    event.filtered_out.unwrap_or_default(),
+                    event.exec_time.unwrap_or_default()
+                ))
+            }
+            ("test", "started") => {
+                self.running = Some((name.clone(), Instant::now()));
+                Some(format!("RUN  {name}"))
+            }
+            ("test", outcome) => {
+                let seconds = match self.running.take() {
+                    Some((running, since)) if running == name => since.elapsed().as_secs_f64(),
+                    _ => 0.0,
+                };
+                match outcome {
+                    "ok" => {
+                        self.passed.push(name.clone());
+                        Some(format!("PASS {name} ({seconds:.1} s)"))
+                    }
+                    "failed" => {
+                        let failure = format!("{name}: {}", event.message());
+                        self.failed.push(failure.replace('\n', "\n    "));
+                        Some(format!("FAIL {failure}"))
+                    }
+                    other => Some(format!("{other} {name}")),
+                }
+            }
+            _ => None,
+        }
     }
 }
 
@@ -197,14 +353,86 @@ fn parse_result(line: &str) -> Option<Result<&str, &str>> {
 mod tests {
     use super::*;
 
+    fn report() -> Report {
+        Report {
+            kernel: "6.12",
+            passed: Vec::new(),
+            failed: Vec::new(),
+            problems: Vec::new(),
+            summary: None,
+            running: None,
+            counted: None,
+        }
+    }
+
+    fn feed(report: &mut Report, line: &str) -> Option<String> {
+        Event::parse(line).and_then(|e| report.record(e))
+    }
+
     #[test]
-    fn runner_lines() {
-        assert_eq!(parse_result("PASS exec_allowed"), Some(Ok("exec_allowed")));
+    fn runner_events() {
+        let mut r = report();
+        let lines = [
+            r#"{ "type": "suite", "event": "started", "test_count": 2 }"#,
+            r#"{ "type": "test", "event": "started", "name": "memfd-exec-denied" }"#,
+            r#"{ "type": "test", "name": "memfd-exec-denied", "event": "ok" }"#,
+            r#"{ "type": "test", "event": "started", "name": "deny" }"#,
+        ];
+        for line in lines {
+            assert!(feed(&mut r, line).is_some(), "{line}");
+        }
+        assert_eq!(r.running.as_ref().map(|(n, _)| n.as_str()), Some("deny"));
+        // libtest-mimic escapes the message once, inside `Error: "..."`: it keeps its
+        // quotes and its lines.
+        let failed = r#"{ "type": "test", "name": "deny", "event": "failed", "stdout": "Error: \"expected \"x\"\ngot 0 (at a.rs:1:2)\"\n" }"#;
         assert_eq!(
-            parse_result("FAIL deny: got exit 0"),
-            Some(Err("deny: got exit 0"))
+            feed(&mut r, failed).as_deref(),
+            Some("FAIL deny: expected \"x\"\ngot 0 (at a.rs:1:2)")
         );
-        assert_eq!(parse_result("vm-tests: 1 passed, 1 failed"), None);
-        assert_eq!(parse_result("PASSED"), None);
+        assert!(r.running.is_none());
+        let summary = r#"{ "type": "suite", "event": "failed", "passed": 1, "failed": 1, "ignored": 0, "measured": 0, "filtered_out": 37, "exec_time": 12.5 }"#;
+        assert_eq!(
+            feed(&mut r, summary).as_deref(),
+            Some("vm-tests: 1 passed, 1 failed, 37 filtered out (12.5 s)")
+        );
+        assert_eq!(r.passed, ["memfd-exec-denied"]);
+        assert_eq!(r.failed, ["deny: expected \"x\"\n    got 0 (at a.rs:1:2)"]);
+        assert_eq!(r.counted, Some((1, 1)));
+    }
+
+    #[test]
+    fn other_lines_are_not_events() {
+        let mut r = report();
+        for line in [
+            "vm-tests: shuffled with --shuffle-seed 3",
+            "    revocation denied after: 20ms",
+            r#"{"decision":"deny","path":"/tmp/x"}"#,
+            r#"{ "type": "test", "event": "started", "na"#,
+        ] {
+            assert_eq!(feed(&mut r, line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn selection_becomes_runner_arguments() {
+        assert_eq!(Selection::default().runner_args(), ["--format", "json"]);
+        let selection = Selection {
+            filter: Some("-odd".to_owned()),
+            order: Order::Shuffle,
+            shuffle_seed: Some(9),
+        };
+        assert_eq!(
+            selection.runner_args(),
+            [
+                "--format",
+                "json",
+                "--order",
+                "shuffle",
+                "--shuffle-seed",
+                "9",
+                "--",
+                "-odd"
+            ]
+        );
     }
 }

@@ -142,6 +142,17 @@ fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// A file's identity as the kernel programs see it: `super_block::s_dev` (the kernel's
+/// `MKDEV`, major << 20 | minor, not the user-space `dev_t`) and the inode number.
+/// Symbolic links are followed (`/dev/log` names journald's socket).
+fn inode_of(path: &Path) -> Option<(u32, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    Some(((major << 20) | minor, meta.ino()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,15 +260,4 @@ mod tests {
         assert_eq!(until("over"), 0, "a past deadline is none");
         assert_eq!(until("none"), 0);
     }
-}
-
-/// A file's identity as the kernel programs see it: `super_block::s_dev` (the kernel's
-/// `MKDEV`, major << 20 | minor, not the user-space `dev_t`) and the inode number.
-/// Symbolic links are followed (`/dev/log` names journald's socket).
-fn inode_of(path: &Path) -> Option<(u32, u64)> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(path).ok()?;
-    let dev = meta.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    Some(((major << 20) | minor, meta.ino()))
 }

@@ -19,8 +19,11 @@ fn refused(what: &str) -> ! {
     })
 }
 
-/// x86_64: `mov eax, INJECTED_CODE; ret`.
-const CODE: [u8; 6] = [0xb8, vm_tests::attack::INJECTED_CODE as u8, 0, 0, 0, 0xc3];
+/// x86_64: `mov eax, INJECTED_CODE; ret` (the immediate is 32 bits, little-endian).
+const CODE: [u8; 6] = {
+    let imm = vm_tests::attack::INJECTED_CODE.to_le_bytes();
+    [0xb8, imm[0], imm[1], imm[2], imm[3], 0xc3]
+};
 
 unsafe fn run_code(at: *mut libc::c_void) -> ! {
     // SAFETY: `at` holds CODE and is executable.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::worker::{Outcome, Request, Worker};
 
 /// The runner's fixtures and where checks may write.
-pub struct Fixtures<'a> {
+pub(crate) struct Fixtures<'a> {
     pub probe: &'a Path,
     /// `probe` with 10 MiB appended, granted: hashing it costs far more than an exec.
     pub large: &'a Path,
@@ -24,13 +24,13 @@ type Check = Result<(), String>;
 type CheckFn = fn(&mut Worker, &Fixtures<'_>) -> Check;
 
 /// Bytes appended to `probe` to make the `tailed` fixture.
-pub const TAIL: usize = 64;
+pub(crate) const TAIL: usize = 64;
 
 const RAN: Outcome = Outcome::Exited(vm_tests::PROBE_EXIT);
 const REFUSED: Outcome = Outcome::Refused(libc::EPERM);
 
 /// Runs every check, printing `BENCH-CHECK PASS|FAIL name`; returns how many failed.
-pub fn run_all(worker: &mut Worker, fx: &Fixtures<'_>) -> usize {
+pub(crate) fn run_all(worker: &mut Worker, fx: &Fixtures<'_>) -> usize {
     std::fs::create_dir_all(&fx.dir).expect("check dir");
     let checks: [(&str, CheckFn); 7] = [
         ("digest-cache-is-in-use", cache_in_use),
@@ -90,7 +90,7 @@ fn expect(worker: &mut Worker, program: &Path, want: &Outcome, when: &str) -> Ch
         (got, _) if got == *want => Ok(()),
         (got, output) => {
             // Say whether the file really holds what the check thinks it does.
-            let digest = enforcer::digest::FileDigest::of_file(program)
+            let digest = enforcer::host::digest::FileDigest::of_file(program)
                 .map(|d| d.to_string())
                 .unwrap_or_default();
             Err(format!(
@@ -284,8 +284,8 @@ fn refused_then_granted(worker: &mut Worker, fx: &Fixtures<'_>) -> Check {
 
 /// A copy, at `name` in the check directory, of a library the policy grants (by digest).
 fn granted_library_copy(fx: &Fixtures<'_>, name: &str) -> Result<PathBuf, String> {
-    let closure =
-        enforcer::elf::with_dependencies(&[fx.probe.to_path_buf()]).map_err(|e| e.to_string())?;
+    let closure = enforcer::host::elf::with_dependencies(&[fx.probe.to_path_buf()])
+        .map_err(|e| e.to_string())?;
     let real = closure
         .iter()
         .find(|p| {

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use enforcer::authz::policy::Policy;
 use enforcer::kernel::{self, Enforcement, MapState};
-use enforcer::policy::Policy;
 
 use crate::stats::Estimate;
 use crate::worker::{Outcome, Request, Worker};
@@ -207,7 +207,7 @@ impl Enforcer {
         let desired =
             kernel::resolve(&policy, Path::new(CGROUP_ROOT)).map_err(|e| e.to_string())?;
         Ok(Self {
-            pin_dir: kernel::DEFAULT_PIN_DIR.into(),
+            pin_dir: enforcer::paths::PIN_DIR.into(),
             desired,
             loaded: None,
             events: None,
@@ -455,7 +455,7 @@ fn print_report(samples: &[Round], rows: &[Row]) {
 fn run(opts: Options) -> Result<usize, String> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("BENCH-INFO kernel={}", release.trim());
-    match enforcer::ima::policy_in_force() {
+    match enforcer::host::ima::policy_in_force() {
         None => println!("BENCH-INFO ima=no policy: IMA hashes afresh on every request"),
         Some(why) => {
             println!("BENCH-INFO ima=policy in force ({why}): digests may come from IMA's cache")

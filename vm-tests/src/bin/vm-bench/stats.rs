@@ -13,7 +13,7 @@ const T_975: [f64; 30] = [
 ];
 
 /// The 97.5% quantile of t with `df` degrees of freedom (df >= 1).
-pub fn t_975(df: usize) -> f64 {
+pub(crate) fn t_975(df: usize) -> f64 {
     match df {
         0 => f64::INFINITY,
         1..=30 => T_975[df - 1],
@@ -28,7 +28,7 @@ pub fn t_975(df: usize) -> f64 {
     }
 }
 
-pub fn mean(xs: &[f64]) -> f64 {
+pub(crate) fn mean(xs: &[f64]) -> f64 {
     #[allow(clippy::cast_precision_loss, reason = "sample counts are small")]
     let n = xs.len() as f64;
     xs.iter().sum::<f64>() / n
@@ -36,7 +36,7 @@ pub fn mean(xs: &[f64]) -> f64 {
 
 /// A mean with its 95% confidence interval.
 #[derive(Clone, Copy, Debug)]
-pub struct Estimate {
+pub(crate) struct Estimate {
     pub mean: f64,
     pub low: f64,
     pub high: f64,
@@ -44,7 +44,7 @@ pub struct Estimate {
 
 impl Estimate {
     /// Mean and t interval of `xs` (at least two samples for a finite interval).
-    pub fn of(xs: &[f64]) -> Self {
+    pub(crate) fn of(xs: &[f64]) -> Self {
         let m = mean(xs);
         if xs.len() < 2 {
             return Self {

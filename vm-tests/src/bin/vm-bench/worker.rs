@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 /// What one exec did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Exited(i32),
     /// execve failed with this errno.
     Refused(i32),
@@ -41,7 +41,7 @@ impl Outcome {
 }
 
 /// What to run.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub program: &'a Path,
     pub count: usize,
     /// Copy `program` to a new file before each exec (untimed) and exec the copy, so the
@@ -53,7 +53,7 @@ pub struct Request<'a> {
 }
 
 /// What came back.
-pub struct Reply {
+pub(crate) struct Reply {
     /// Total time of the timed execs, fork to reaped exit.
     pub nanos: u64,
     /// Every distinct outcome, in the order first seen.
@@ -62,7 +62,7 @@ pub struct Reply {
 }
 
 /// The controller's handle on the worker.
-pub struct Worker {
+pub(crate) struct Worker {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -70,14 +70,15 @@ pub struct Worker {
 
 impl Worker {
     /// Starts the worker (this binary, `worker` mode) inside the cgroup `dir`.
-    pub fn start(dir: &Path, scratch: &Path) -> Result<Self, String> {
+    pub(crate) fn start(dir: &Path, scratch: &Path) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
         let mut cmd = Command::new(exe);
         cmd.arg("worker")
             .arg(scratch)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
-        enforcer::cgroup::spawn_into(&mut cmd, dir).map_err(|e| format!("cgroup move: {e}"))?;
+        enforcer::host::cgroup::spawn_into(&mut cmd, dir)
+            .map_err(|e| format!("cgroup move: {e}"))?;
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start the worker: {e}"))?;
@@ -90,7 +91,7 @@ impl Worker {
         })
     }
 
-    pub fn run(&mut self, req: &Request<'_>) -> Result<Reply, String> {
+    pub(crate) fn run(&mut self, req: &Request<'_>) -> Result<Reply, String> {
         let line = json!({
             "program": req.program,
             "count": req.count,
@@ -124,7 +125,7 @@ impl Worker {
     }
 
     /// Runs and checks that every exec ended in `expected`; returns the total time.
-    pub fn timed(&mut self, req: &Request<'_>, expected: &Outcome) -> Result<u64, String> {
+    pub(crate) fn timed(&mut self, req: &Request<'_>, expected: &Outcome) -> Result<u64, String> {
         let reply = self.run(req)?;
         if reply.outcomes != [expected.clone()] {
             return Err(format!(
@@ -137,14 +138,14 @@ impl Worker {
         Ok(reply.nanos)
     }
 
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         drop(self.stdin);
         let _ = self.child.wait();
     }
 }
 
 /// The worker's loop: serve requests until stdin closes.
-pub fn serve(scratch: &Path) -> std::process::ExitCode {
+pub(crate) fn serve(scratch: &Path) -> std::process::ExitCode {
     if let Err(e) = std::fs::create_dir_all(scratch) {
         eprintln!("worker: cannot create {}: {e}", scratch.display());
         return std::process::ExitCode::FAILURE;

@@ -1,0 +1,307 @@
+//! What the agent reports and records: JSON decisions, exec lineage, a hash-chained audit
+//! log that verifies and names an edited record, and decisions lost to a full ring buffer
+//! accounted for by gap records, whether the agent was paused or not running at all.
+
+use std::path::{Path, PathBuf};
+
+use vm_tests::{PROBE_EXIT, UNLISTED_EXIT, attack};
+
+use crate::support::agent::{Agent, expect_field};
+use crate::support::run::{expect_attack, expect_eperm, expect_exit, run_tool};
+use crate::support::{Env, MONITOR_SCOPE, SCOPE, WORK, copy_executable, write_script};
+
+pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
+    decisions_are_reported,
+    lineage_links_each_exec_to_what_started_it,
+    audit_records_every_decision_and_verifies,
+    ring_buffer_overflow_becomes_a_gap_record,
+    drops_while_no_agent_runs_become_a_gap_record,
+];
+
+fn decisions_are_reported(env: &Env) {
+    // Fresh paths, so records left in the ring buffer by earlier scenarios cannot match.
+    let denied = copy_executable(&env.unlisted, &Path::new(WORK).join("report/denied-tool"));
+    let allowed = copy_executable(&env.probe, &Path::new(WORK).join("report/allowed-tool"));
+    let monitored = copy_executable(
+        &env.unlisted,
+        &Path::new(WORK).join("report/monitored-tool"),
+    );
+    // The agent loads the shared policy itself.
+    let mut agent = Agent::start(env);
+    expect_eperm(Some(SCOPE), &denied);
+    let d = agent.decision_for(&denied);
+    expect_field(&d, "decision", "deny");
+    expect_field(&d, "reason", "not-granted");
+    expect_field(&d, "scope", &format!("/{SCOPE}"));
+    expect_exit(Some(SCOPE), &allowed, PROBE_EXIT);
+    let a = agent.decision_for(&allowed);
+    expect_field(&a, "decision", "allow");
+    expect_field(&a, "reason", "granted");
+    expect_exit(Some(MONITOR_SCOPE), &monitored, UNLISTED_EXIT);
+    let m = agent.decision_for(&monitored);
+    expect_field(&m, "decision", "would-deny");
+    agent.stop();
+}
+
+fn lineage_links_each_exec_to_what_started_it(env: &Env) {
+    // A granted script that runs a granted child: script -> interpreter -> child.
+    let child = copy_executable(&env.probe, &Path::new(WORK).join("lineage/child-tool"));
+    let script = Path::new(WORK).join("lineage/run-child.sh");
+    write_script(&script, &format!("{}\nexit 0", child.display()));
+    // The shared policy, with the script granted too.
+    let policy = std::fs::read_to_string(&env.policy).expect("read the shared policy");
+    let lineage_policy = Path::new(WORK).join("lineage/policy.toml");
+    std::fs::write(
+        &lineage_policy,
+        policy.replacen(
+            "files = [",
+            &format!("files = [\"{}\", ", script.display()),
+            1,
+        ),
+    )
+    .expect("write the lineage policy");
+    let lineage_env = Env {
+        policy: lineage_policy,
+        ..Env::from_env()
+    };
+    let mut agent = Agent::start(&lineage_env);
+    expect_exit(Some(SCOPE), &script, 0);
+    let s = agent.decision_for(&script);
+    let interp = agent.decision_for(Path::new("/bin/sh"));
+    let c = agent.decision_for(&child);
+    for d in [&s, &interp, &c] {
+        expect_field(d, "decision", "allow");
+    }
+    let id = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let ids = [id(&s, "exec_id"), id(&interp, "exec_id"), id(&c, "exec_id")];
+    assert!(
+        ids[0] != 0 && ids[0] < ids[1] && ids[1] < ids[2],
+        "exec ids must be distinct and increase in order: {ids:?}"
+    );
+    assert!(
+        id(&interp, "parent_exec_id") == id(&s, "exec_id"),
+        "interpreter should descend from the script:\n{s}\n{interp}"
+    );
+    assert!(
+        id(&c, "parent_exec_id") == id(&interp, "exec_id") && id(&c, "ppid") == id(&interp, "tgid"),
+        "child should descend from the interpreter:\n{interp}\n{c}"
+    );
+    agent.signal(libc::SIGTERM);
+    agent.wait();
+}
+
+/// Finds `key` anywhere in a JSON value (records nest their body).
+fn find_key<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    match v {
+        serde_json::Value::Object(map) => map
+            .get(key)
+            .or_else(|| map.values().find_map(|x| find_key(x, key))),
+        serde_json::Value::Array(items) => items.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
+}
+
+/// Every audit record in `dir`, as `enforcer audit show --all --json` prints them.
+#[track_caller]
+fn audit_records(env: &Env, dir: &Path) -> Vec<serde_json::Value> {
+    let (code, out) = run_tool(
+        env.enforcer()
+            .arg("audit")
+            .arg("--dir")
+            .arg(dir)
+            .args(["show", "--all", "--json"]),
+    );
+    assert!(code == 0, "audit show exited {code}: {out}");
+    out.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn records_under(records: &[serde_json::Value], prefix: &str) -> usize {
+    records
+        .iter()
+        .filter(|r| {
+            find_key(r, "path")
+                .and_then(|p| p.as_str())
+                .is_some_and(|p| p.starts_with(prefix))
+        })
+        .count()
+}
+
+fn audit_records_every_decision_and_verifies(env: &Env) {
+    let work = Path::new(WORK).join("audit");
+    let dir = work.join("log");
+    std::fs::create_dir_all(&work).unwrap_or_else(|e| panic!("mkdir {}: {e}", work.display()));
+    let (code, out) = run_tool(
+        env.enforcer()
+            .args(["key", "generate", "--out"])
+            .arg(work.join("host")),
+    );
+    assert!(code == 0, "key generate exited {code}: {out}");
+    let host_key = work.join("host.key");
+    // The agent loads the shared policy itself.
+    let mut agent = Agent::start_with(
+        env,
+        &[
+            "--audit-dir",
+            dir.to_str().expect("utf-8"),
+            "--host-key",
+            host_key.to_str().expect("utf-8"),
+        ],
+    );
+    const EACH: usize = 6;
+    for i in 0..EACH {
+        let allowed = copy_executable(&env.probe, &work.join(format!("runs/allowed-{i}")));
+        let denied = copy_executable(&env.unlisted, &work.join(format!("runs/denied-{i}")));
+        expect_exit(Some(SCOPE), &allowed, PROBE_EXIT);
+        expect_eperm(Some(SCOPE), &denied);
+        agent.decision_for(&allowed);
+        agent.decision_for(&denied);
+    }
+    agent.signal(libc::SIGTERM);
+    agent.wait();
+    let records = audit_records(env, &dir);
+    let prefix = work.join("runs/").display().to_string();
+    let counted = records_under(&records, &prefix);
+    assert!(
+        counted == 2 * EACH,
+        "{} execs, {counted} audit records under {prefix}",
+        2 * EACH
+    );
+    let public = work.join("host.pub");
+    let verify = || {
+        run_tool(
+            env.enforcer()
+                .arg("audit")
+                .arg("--dir")
+                .arg(&dir)
+                .arg("verify")
+                .arg("--trust")
+                .arg(&public),
+        )
+    };
+    let (code, out) = verify();
+    assert!(code == 0, "audit verify exited {code}: {out}");
+    // Editing one record is detected and named.
+    let file = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("denied-3")))
+        .expect("no log file holds the denied-3 record");
+    let text =
+        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    std::fs::write(&file, text.replacen("denied-3", "denied-X", 1))
+        .unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
+    let (code, out) = verify();
+    assert!(code == 1, "verify after an edit exited {code}: {out}");
+}
+
+/// More denials than the ring buffer holds (about 3,970 events).
+const STORM: u32 = 5000;
+
+/// Runs STORM denied execs of `target` in SCOPE.
+#[track_caller]
+fn exec_storm(env: &Env, target: &Path) {
+    expect_attack(
+        env,
+        Some(SCOPE),
+        &[
+            "exec-storm",
+            target.to_str().expect("utf-8"),
+            &STORM.to_string(),
+        ],
+        attack::WORKED,
+    );
+}
+
+/// Denies a marker exec and waits for the agent to report it: the storm before it has
+/// then been drained.
+#[track_caller]
+fn drained(env: &Env, agent: &mut Agent, work: &Path) {
+    let marker = copy_executable(&env.unlisted, &work.join("after-storm"));
+    expect_eperm(Some(SCOPE), &marker);
+    agent.decision_for(&marker);
+}
+
+/// Every one of the storm's denials is in `records`: recorded, or counted by a gap record.
+#[track_caller]
+fn expect_storm_accounted(records: &[serde_json::Value], target: &Path, what: &str) {
+    let recorded = records_under(records, &target.display().to_string());
+    let lost: u64 = records
+        .iter()
+        .filter(|r| r["kind"] == "gap")
+        .filter_map(|r| r["lost"].as_u64())
+        .sum();
+    assert!(
+        lost != 0,
+        "no gap record after {STORM} denials {what} ({recorded} recorded)"
+    );
+    assert!(
+        recorded as u64 + lost == u64::from(STORM),
+        "{STORM} denials {what}: {recorded} recorded + {lost} in gap records"
+    );
+}
+
+/// A work area for a storm: its audit directory and the denied target.
+fn storm_setup(env: &Env, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let work = Path::new(WORK).join(name);
+    let dir = work.join("log");
+    let target = copy_executable(&env.unlisted, &work.join("flood-target"));
+    (work, dir, target)
+}
+
+fn ring_buffer_overflow_becomes_a_gap_record(env: &Env) {
+    let (work, dir, target) = storm_setup(env, "storm");
+    let audit_dir = ["--audit-dir", dir.to_str().expect("utf-8")];
+    // Drops left by earlier scenarios go into a gap record of a first agent, which takes
+    // over whatever the drop counter says; the gap records of the second are the storm's.
+    Agent::start_with(env, &audit_dir).stop();
+    // The agent loads the shared policy itself.
+    let mut agent = Agent::start_with(env, &audit_dir);
+    // Paused (from outside every scope, which may signal it), the agent drains nothing
+    // while more denials than the ring buffer holds happen.
+    agent.signal(libc::SIGSTOP);
+    exec_storm(env, &target);
+    agent.signal(libc::SIGCONT);
+    // The marker needs room in the full ring buffer: once the agent reports a storm
+    // decision, it has begun to drain. Exec'd sooner, the marker itself may be dropped.
+    agent.decision_for(&target);
+    drained(env, &mut agent, &work);
+    agent.signal(libc::SIGTERM);
+    agent.wait();
+    let records = audit_records(env, &dir);
+    expect_storm_accounted(since_last_start(&records), &target, "with the agent paused");
+}
+
+/// The records the last agent to start wrote: from the last start record on.
+fn since_last_start(records: &[serde_json::Value]) -> &[serde_json::Value] {
+    records
+        .iter()
+        .rposition(|r| r["kind"] == "start")
+        .map_or(records, |i| &records[i..])
+}
+
+fn drops_while_no_agent_runs_become_a_gap_record(env: &Env) {
+    let (work, dir, target) = storm_setup(env, "storm-unattended");
+    // The first agent takes over whatever the drop counter says, then dies.
+    let agent = Agent::start_with(env, &["--audit-dir", dir.to_str().expect("utf-8")]);
+    agent.kill();
+    exec_storm(env, &target);
+    // Without the startup self-test, whose two decisions would find the ring buffer full
+    // and be counted as dropped too.
+    let mut agent = Agent::start_with(
+        env,
+        &[
+            "--audit-dir",
+            dir.to_str().expect("utf-8"),
+            "--skip-self-test",
+        ],
+    );
+    drained(env, &mut agent, &work);
+    agent.signal(libc::SIGTERM);
+    agent.wait();
+    let records = audit_records(env, &dir);
+    // Only what the second agent wrote.
+    expect_storm_accounted(since_last_start(&records), &target, "with no agent running");
+}

@@ -1,0 +1,448 @@
+//! The agent as a service: loading, status, restarts and `unload`; live updates through
+//! the control socket and the bundle directory, revocation, expiry with the agent dead,
+//! `on_revoke = "kill"`, break-glass, the configuration file and the systemd protocol.
+//!
+//! The live scenarios build their artifacts with the real CLI and the example TEST-ONLY
+//! keys (`support::signed::Kit`), run a real `enforcer run`, and assert on what a user
+//! observes: exit codes, errnos, signals, the agent's answers.
+
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vm_tests::{PROBE_EXIT, UNLISTED_EXIT};
+
+use crate::support::agent::Agent;
+use crate::support::policy::{enforce_shared_policy, load_policy};
+use crate::support::run::{
+    Reaped, check_eperm, check_exit, enforcer_ok, expect_eperm, expect_exit, run_tool, within,
+};
+use crate::support::service::{
+    ExecStream, SocketOpenedUp, expect_killed, expect_notification, set_mode, sleeper_in_scope,
+    status_json,
+};
+use crate::support::signed::{Kit, LIVE, SOCKET};
+use crate::support::{AGENT_READY, Env, SCOPE, cgroup};
+
+pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
+    agent_loads_policy,
+    pushed_bundle_allows_while_agent_runs,
+    revocation_denies_within_a_second,
+    withdrawn_bundle_leaves_its_scopes_governed,
+    expired_grant_denies_with_agent_killed,
+    on_revoke_kill_terminates_running_process,
+    break_glass_expires_back_to_enforce,
+    agent_restart_mid_exec_stream_loses_no_enforcement,
+    service_runs_from_config_notifies_and_reloads,
+    control_socket_is_root_only,
+    enforcement_survives_agent_kill,
+    restart_reuses_pinned_program,
+    unload_stops_enforcement,
+];
+
+fn agent_loads_policy(env: &Env) {
+    let out = load_policy(env);
+    assert!(
+        out.contains("self-test passed"),
+        "no self-test report in output:\n{out}"
+    );
+    let (code, status) = run_tool(env.enforcer().arg("status"));
+    assert!(
+        code == 0 && status.contains(&format!("scope /{SCOPE} ")),
+        "status exited {code}:\n{status}"
+    );
+}
+
+fn pushed_bundle_allows_while_agent_runs(env: &Env) {
+    let kit = Kit::new("push");
+    let agent = kit.agent(env);
+    // Declared and covered by nothing yet: everything is denied.
+    expect_eperm(Some(LIVE), &env.probe);
+    let bundle = kit.bundle(env, "live-probe", std::slice::from_ref(&env.probe), &[]);
+    let out = enforcer_ok(env, &["push", &bundle]);
+    assert!(
+        out.contains("live-probe"),
+        "push did not name the bundle: {out}"
+    );
+    // `push` returns once the kernel enforces it.
+    expect_exit(Some(LIVE), &env.probe, PROBE_EXIT);
+    let list = enforcer_ok(env, &["list", "--json"]);
+    assert!(
+        list.contains("\"bundle_id\":\"live-probe\""),
+        "list does not show the pushed bundle: {list}"
+    );
+    // A bundle dropped into the bundle directory takes effect too.
+    expect_eperm(Some(LIVE), &env.unlisted);
+    let dropped = kit.bundle(
+        env,
+        "live-unlisted",
+        std::slice::from_ref(&env.unlisted),
+        &[],
+    );
+    std::fs::copy(&dropped, kit.bundle_dir.join("dropped.json"))
+        .expect("copy the bundle into the bundle directory");
+    within(Duration::from_secs(5), || {
+        check_exit(Some(LIVE), &env.unlisted, UNLISTED_EXIT)
+    });
+    // A bundle that fails verification is refused by name and grants nothing.
+    let mut forged = std::fs::read(&dropped).expect("read the dropped bundle");
+    let at = forged.len() / 2;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let forged_path = kit.out("forged.json");
+    std::fs::write(&forged_path, forged).expect("write the forged bundle");
+    let (code, out) = run_tool(env.enforcer().args(["push", &forged_path]));
+    assert!(
+        code != 0 && out.contains("forged.json") && out.contains("refused"),
+        "forged push exited {code}: {out}"
+    );
+    expect_exit(Some(LIVE), &env.probe, PROBE_EXIT);
+    agent.stop();
+}
+
+fn revocation_denies_within_a_second(env: &Env) {
+    let kit = Kit::new("revoke");
+    let agent = kit.agent(env);
+    let bundle = kit.bundle(env, "to-revoke", std::slice::from_ref(&env.probe), &[]);
+    enforcer_ok(env, &["push", &bundle]);
+    expect_exit(Some(LIVE), &env.probe, PROBE_EXIT);
+    let revocation = kit.revocation(env, "to-revoke");
+    let started = Instant::now();
+    let out = enforcer_ok(env, &["revoke", &revocation]);
+    expect_eperm(Some(LIVE), &env.probe);
+    let via_socket = started.elapsed();
+    assert!(
+        via_socket <= Duration::from_secs(1),
+        "revoked grant denied only after {via_socket:?}: {out}"
+    );
+    // The same through the bundle directory.
+    let second = kit.bundle(env, "to-revoke-2", std::slice::from_ref(&env.probe), &[]);
+    enforcer_ok(env, &["push", &second]);
+    expect_exit(Some(LIVE), &env.probe, PROBE_EXIT);
+    let revocation = kit.revocation(env, "to-revoke-2");
+    std::fs::copy(&revocation, kit.bundle_dir.join("dropped-revocation.json"))
+        .expect("copy the revocation into the bundle directory");
+    let via_dir = within(Duration::from_secs(1), || {
+        check_eperm(Some(LIVE), &env.probe)
+    });
+    println!(
+        "    revocation denied after: {via_socket:?} via the socket, {via_dir:?} via the bundle directory"
+    );
+    agent.stop();
+}
+
+fn withdrawn_bundle_leaves_its_scopes_governed(env: &Env) {
+    let kit = Kit::new("undeclared");
+    let undeclared = format!("{LIVE}-undeclared");
+    std::fs::create_dir_all(cgroup(&undeclared))
+        .unwrap_or_else(|e| panic!("mkdir cgroup {undeclared}: {e}"));
+    let agent = kit.agent(env);
+    // No one governs it yet.
+    expect_exit(Some(&undeclared), &env.unlisted, UNLISTED_EXIT);
+    let scope = format!("/{undeclared}");
+    let bundle = kit.bundle(
+        env,
+        "names-undeclared",
+        std::slice::from_ref(&env.probe),
+        &["--scope", &scope],
+    );
+    enforcer_ok(env, &["push", &bundle]);
+    expect_exit(Some(&undeclared), &env.probe, PROBE_EXIT);
+    expect_eperm(Some(&undeclared), &env.unlisted);
+    // Revoking its only bundle must not set the scope free: it denies everything.
+    let revocation = kit.revocation(env, "names-undeclared");
+    enforcer_ok(env, &["revoke", &revocation]);
+    expect_eperm(Some(&undeclared), &env.probe);
+    expect_eperm(Some(&undeclared), &env.unlisted);
+    agent.stop();
+    // Still governed by the next agent, which remembers it.
+    let agent = kit.agent(env);
+    expect_eperm(Some(&undeclared), &env.unlisted);
+    agent.stop();
+}
+
+fn expired_grant_denies_with_agent_killed(env: &Env) {
+    let kit = Kit::new("expiry");
+    let agent = kit.agent(env);
+    const LIFE: Duration = Duration::from_secs(12);
+    let bundle = kit.bundle(
+        env,
+        "short-lived",
+        std::slice::from_ref(&env.probe),
+        &["--valid-for", "12s"],
+    );
+    let pushed = Instant::now();
+    enforcer_ok(env, &["push", &bundle]);
+    expect_exit(Some(LIVE), &env.probe, PROBE_EXIT);
+    // Nobody is left to withdraw the grant: the kernel has to expire it on its own.
+    agent.kill();
+    if pushed.elapsed() < LIFE {
+        expect_exit(Some(LIVE), &env.probe, PROBE_EXIT);
+    }
+    std::thread::sleep((LIFE + Duration::from_secs(1)).saturating_sub(pushed.elapsed()));
+    expect_eperm(Some(LIVE), &env.probe);
+}
+
+fn on_revoke_kill_terminates_running_process(env: &Env) {
+    let kit = Kit::new("kill");
+    let busybox = PathBuf::from("/bin/busybox");
+    let agent = kit.agent(env);
+    let bundle = kit.bundle(
+        env,
+        "killable",
+        std::slice::from_ref(&busybox),
+        &["--on-revoke", "kill"],
+    );
+    enforcer_ok(env, &["push", &bundle]);
+    let mut in_scope = sleeper_in_scope();
+    // The same program outside every scope was not started under the bundle.
+    let mut outside = Reaped(
+        Command::new(&busybox)
+            .args(["sleep", "300"])
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting sleep outside scopes: {e}")),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    if let Some(status) = in_scope.0.try_wait().expect("try_wait on sleep in scope") {
+        panic!("sleep in scope ended before the revocation: {status}");
+    }
+    let revocation = kit.revocation(env, "killable");
+    let out = enforcer_ok(env, &["revoke", &revocation]);
+    // Killed before `revoke` returned (reaping it here may lag a moment).
+    expect_killed(
+        &mut in_scope.0,
+        Duration::from_millis(500),
+        &format!("revoke said: {out}"),
+    );
+    assert!(
+        out.contains("killed"),
+        "revoke did not report the kill: {out}"
+    );
+    if let Some(status) = outside.0.try_wait().expect("try_wait on sleep outside") {
+        panic!("the process outside every scope died too: {status}");
+    }
+    // Expiry withdraws an authorization too: its processes go when it ends.
+    let brief = kit.bundle(
+        env,
+        "killable-brief",
+        std::slice::from_ref(&busybox),
+        &["--on-revoke", "kill", "--valid-for", "8s"],
+    );
+    let pushed = Instant::now();
+    enforcer_ok(env, &["push", &brief]);
+    let mut brief_sleeper = sleeper_in_scope();
+    let left = Duration::from_secs(8).saturating_sub(pushed.elapsed());
+    expect_killed(
+        &mut brief_sleeper.0,
+        left + Duration::from_secs(3),
+        "bundle expired",
+    );
+    drop((in_scope, outside, brief_sleeper));
+    agent.stop();
+}
+
+fn break_glass_expires_back_to_enforce(env: &Env) {
+    let kit = Kit::new("break-glass");
+    let agent = kit.agent(env);
+    const LIFE: Duration = Duration::from_secs(15);
+    expect_eperm(Some(LIVE), &env.unlisted);
+    let artifact = kit.break_glass(env, "15s");
+    let pushed = Instant::now();
+    enforcer_ok(env, &["push", &artifact]);
+    // Monitor mode: what would be denied runs, and is recorded.
+    expect_exit(Some(LIVE), &env.unlisted, UNLISTED_EXIT);
+    let status = enforcer_ok(env, &["status"]);
+    assert!(
+        status.contains("break-glass"),
+        "status does not show the break-glass: {status}"
+    );
+    // The revert must not depend on the agent.
+    agent.kill();
+    std::thread::sleep((LIFE + Duration::from_secs(1)).saturating_sub(pushed.elapsed()));
+    expect_eperm(Some(LIVE), &env.unlisted);
+}
+
+fn agent_restart_mid_exec_stream_loses_no_enforcement(env: &Env) {
+    let kit = Kit::new("restart");
+    let agent = kit.agent(env);
+    let bundle = kit.bundle(env, "steady", std::slice::from_ref(&env.probe), &[]);
+    enforcer_ok(env, &["push", &bundle]);
+    let stream = ExecStream::start(env);
+    // Stop it (SIGTERM), start again, kill it (SIGKILL), start again: all mid-stream.
+    std::thread::sleep(Duration::from_secs(1));
+    agent.signal(libc::SIGTERM);
+    agent.wait();
+    for kill in [true, false] {
+        let next = kit.agent(env);
+        std::thread::sleep(Duration::from_secs(1));
+        next.signal(if kill { libc::SIGKILL } else { libc::SIGTERM });
+        next.wait();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (runs, wrong, failures) = stream.finish();
+    assert!(
+        wrong == 0,
+        "{wrong} of {runs} execs decided wrongly across restarts: {failures:?}"
+    );
+    assert!(
+        runs >= 10,
+        "only {runs} execs during the restarts: the stream did not run"
+    );
+    println!("    {runs} execs across 3 agent restarts, all decided right");
+}
+
+fn service_runs_from_config_notifies_and_reloads(env: &Env) {
+    let kit = Kit::new("config");
+    let notify_path = kit.work.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path)
+        .unwrap_or_else(|e| panic!("bind {}: {e}", notify_path.display()));
+    let config = kit.work.join("config.toml");
+    let write_config = |extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "trust = {:?}\nbundle_dir = {:?}\nstate_dir = {:?}\naudit_dir = {:?}\nsocket = {SOCKET:?}\n\
+                 [[scope]]\npath = \"/{LIVE}\"\n{extra}",
+                kit.trust.display().to_string(),
+                kit.bundle_dir.display().to_string(),
+                kit.state.display().to_string(),
+                kit.work.join("audit").display().to_string(),
+            ),
+        )
+        .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+    };
+    write_config("");
+    let mut agent = Reaped(
+        env.enforcer()
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "2000000")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start enforcer run --config: {e}")),
+    );
+    let pid = agent.0.id() as i32;
+    let signal = |sig| {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid, sig) };
+    };
+    expect_notification(&notify, "READY=1", AGENT_READY);
+    expect_notification(&notify, "WATCHDOG=1", Duration::from_secs(3));
+    expect_eperm(Some(LIVE), &env.probe);
+    let status = status_json(env);
+    let scopes = status["scopes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        scopes
+            .iter()
+            .any(|s| s["path"] == format!("/{LIVE}") && s["denies_everything"] == true),
+        "status does not say the declared scope denies everything: {status}"
+    );
+    // SIGHUP: a second scope, in monitor mode for a rollout.
+    write_config(&format!(
+        "[[scope]]\npath = \"/{LIVE}-rollout\"\nmode = \"monitor\"\n"
+    ));
+    signal(libc::SIGHUP);
+    expect_notification(&notify, "RELOADING=1", Duration::from_secs(10));
+    expect_notification(&notify, "READY=1", Duration::from_secs(10));
+    let rollout_cgroup = cgroup(&format!("{LIVE}-rollout"));
+    std::fs::create_dir_all(&rollout_cgroup)
+        .unwrap_or_else(|e| panic!("mkdir {}: {e}", rollout_cgroup.display()));
+    expect_exit(
+        Some(&format!("{LIVE}-rollout")),
+        &env.unlisted,
+        UNLISTED_EXIT,
+    );
+    let status = status_json(env);
+    let rollout = status["scopes"]
+        .as_array()
+        .and_then(|s| {
+            s.iter()
+                .find(|s| s["path"] == format!("/{LIVE}-rollout"))
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("reloaded scope missing from status: {status}"));
+    assert!(
+        rollout["mode"] == "monitor",
+        "rollout scope not in monitor mode: {rollout}"
+    );
+    // A broken configuration keeps the previous one in force and says why.
+    std::fs::write(&config, "this is = not toml [")
+        .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+    signal(libc::SIGHUP);
+    expect_notification(&notify, "READY=1", Duration::from_secs(10));
+    let status = status_json(env);
+    assert!(
+        status["agent"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("config.toml")),
+        "status does not report the broken config: {status}"
+    );
+    expect_eperm(Some(LIVE), &env.probe);
+    signal(libc::SIGTERM);
+    expect_notification(&notify, "STOPPING=1", Duration::from_secs(10));
+    let code = agent
+        .0
+        .wait()
+        .unwrap_or_else(|e| panic!("cannot wait for the agent: {e}"))
+        .code();
+    assert!(code == Some(0), "agent exited {code:?} on SIGTERM");
+    // SIGTERM left enforcement on.
+    expect_eperm(Some(LIVE), &env.probe);
+}
+
+fn control_socket_is_root_only(env: &Env) {
+    let kit = Kit::new("socket");
+    let agent = kit.agent(env);
+    let bundle = kit.bundle(env, "from-nobody", std::slice::from_ref(&env.probe), &[]);
+    set_mode(&kit.work, 0o755);
+    set_mode(Path::new(&bundle), 0o644);
+    let push_as_nobody = |what: &str| {
+        let mut cmd = env.enforcer();
+        cmd.args(["push", &bundle]).uid(65534).gid(65534);
+        let (code, out) = run_tool(&mut cmd);
+        assert!(code != 0, "push as uid 65534 ({what}) succeeded: {out}");
+        out
+    };
+    // First barrier: the socket's directory and mode.
+    push_as_nobody("socket mode 0600");
+    // Second barrier: even with the socket opened up by mistake, the peer's
+    // credentials are checked.
+    let out = {
+        let _opened = SocketOpenedUp::new();
+        push_as_nobody("socket opened to everyone")
+    };
+    assert!(
+        out.contains("only root"),
+        "peer check did not refuse by credentials: {out}"
+    );
+    expect_eperm(Some(LIVE), &env.probe);
+    agent.stop();
+}
+
+fn enforcement_survives_agent_kill(env: &Env) {
+    // The agent loads the shared policy itself.
+    Agent::start(env).kill();
+    expect_eperm(Some(SCOPE), &env.unlisted);
+    expect_exit(Some(SCOPE), &env.probe, PROBE_EXIT);
+}
+
+fn restart_reuses_pinned_program(env: &Env) {
+    enforce_shared_policy(env);
+    let out = load_policy(env);
+    assert!(
+        out.contains("reusing pinned"),
+        "second load did not reuse the pinned program:\n{out}"
+    );
+    expect_eperm(Some(SCOPE), &env.unlisted);
+}
+
+fn unload_stops_enforcement(env: &Env) {
+    enforce_shared_policy(env);
+    let (code, out) = run_tool(env.enforcer().arg("unload"));
+    assert!(code == 0, "unload exited {code}: {out}");
+    expect_exit(Some(SCOPE), &env.unlisted, UNLISTED_EXIT);
+    let (code, out) = run_tool(env.enforcer().arg("status"));
+    assert!(code == 3, "status after unload exited {code}: {out}");
+}

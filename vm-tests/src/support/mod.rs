@@ -1,0 +1,93 @@
+//! What the scenarios share: where things are in the VM, the scopes of the shared unsigned
+//! policy, and helpers that panic with what was expected and what happened (aya's
+//! integration-test style), so that a failing scenario says why on its FAIL line.
+
+pub(crate) mod agent;
+pub(crate) mod policy;
+pub(crate) mod run;
+pub(crate) mod service;
+pub(crate) mod signed;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Enforcing scope: grants probe, busybox (the shell) and one script.
+pub(crate) const SCOPE: &str = "vmtest";
+/// Enforcing scope that grants the script and probe but not the interpreter.
+pub(crate) const NO_INTERPRETER_SCOPE: &str = "vmtest-nointerp";
+/// Monitor-mode scope: grants probe; everything else is allowed and reported.
+pub(crate) const MONITOR_SCOPE: &str = "vmtest-monitor";
+/// Enforcing scope that opts in to anonymous executable memory and fileless code.
+pub(crate) const JIT_SCOPE: &str = "vmtest-jit";
+/// The dynamic loader on x86_64 glibc systems.
+pub(crate) const LD_SO: &str = "/lib64/ld-linux-x86-64.so.2";
+pub(crate) const WORK: &str = "/tmp/vmtest";
+pub(crate) const SCRIPT_EXIT: i32 = 5;
+/// How long a background agent may take to report ready under TCG.
+pub(crate) const AGENT_READY: Duration = Duration::from_secs(60);
+
+/// Where things are inside the VM (overridable for running on a spare machine).
+pub(crate) struct Env {
+    pub(crate) enforcer: PathBuf,
+    pub(crate) probe: PathBuf,
+    pub(crate) unlisted: PathBuf,
+    pub(crate) attacks: PathBuf,
+    pub(crate) policy: PathBuf,
+}
+
+impl Env {
+    pub(crate) fn from_env() -> Self {
+        let var = |name: &str, default: &str| {
+            PathBuf::from(std::env::var(name).unwrap_or_else(|_| default.into()))
+        };
+        let fixtures = var("ENFORCER_TEST_FIXTURES", "/usr/libexec/enforcer-tests");
+        Self {
+            enforcer: var("ENFORCER_BIN", "/usr/bin/enforcer"),
+            probe: fixtures.join("probe"),
+            unlisted: fixtures.join("unlisted"),
+            attacks: fixtures.join("attacks"),
+            policy: Path::new(WORK).join("policy.toml"),
+        }
+    }
+
+    pub(crate) fn enforcer(&self) -> Command {
+        Command::new(&self.enforcer)
+    }
+}
+
+pub(crate) fn cgroup(scope: &str) -> PathBuf {
+    Path::new(CGROUP_ROOT).join(scope)
+}
+
+pub(crate) fn granted_script() -> PathBuf {
+    Path::new(WORK).join("granted.sh")
+}
+
+pub(crate) fn ungranted_script() -> PathBuf {
+    Path::new(WORK).join("ungranted.sh")
+}
+
+/// Copies `from` to `to` (creating its directory) and makes it executable.
+pub(crate) fn copy_executable(from: &Path, to: &Path) -> PathBuf {
+    let dir = to.parent().expect("a fixture copy has a parent directory");
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    std::fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
+    make_executable(to);
+    to.to_path_buf()
+}
+
+/// Writes `#!/bin/sh` + `body` to `path`, executable.
+pub(crate) fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n"))
+        .unwrap_or_else(|e| panic!("write script {}: {e}", path.display()));
+    make_executable(path);
+}
+
+fn make_executable(path: &Path) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod 755 {}: {e}", path.display()));
+}

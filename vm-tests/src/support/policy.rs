@@ -1,0 +1,58 @@
+//! The shared unsigned policy: the fixture files it names, and loading it.
+//!
+//! Scenarios that rely on it call [`enforce_shared_policy`] first, whatever ran before
+//! them: a scenario may leave a signed policy, another scope set, or nothing pinned at all
+//! (`enforcer unload`), and none of them restores the shared policy for the next one.
+
+use super::run::run_tool;
+use super::{
+    Env, JIT_SCOPE, MONITOR_SCOPE, NO_INTERPRETER_SCOPE, SCOPE, SCRIPT_EXIT, WORK, granted_script,
+    ungranted_script, write_script,
+};
+
+/// Writes the scripts and the policy file the scenarios rely on. Nothing changes them
+/// afterwards, so once per run is enough.
+pub(crate) fn write_fixtures(env: &Env) {
+    std::fs::create_dir_all(WORK).unwrap_or_else(|e| panic!("mkdir {WORK}: {e}"));
+    write_script(&granted_script(), &format!("exit {SCRIPT_EXIT}"));
+    write_script(&ungranted_script(), &format!("exit {}", SCRIPT_EXIT + 1));
+    let probe = env.probe.display();
+    let script = granted_script();
+    let script = script.display();
+    let attacks = env.attacks.display();
+    // Every scope grants its programs' loader and libraries (with_libraries), since
+    // executable mappings are checked too.
+    let policy = format!(
+        "[[scope]]\npath = \"/{SCOPE}\"\nwith_libraries = true\n\
+         files = [\"{probe}\", \"{attacks}\", \"/bin/busybox\", \"{script}\"]\n\n\
+         [[scope]]\npath = \"/{NO_INTERPRETER_SCOPE}\"\nwith_libraries = true\nfiles = [\"{probe}\", \"{script}\"]\n\n\
+         [[scope]]\npath = \"/{MONITOR_SCOPE}\"\nmode = \"monitor\"\nwith_libraries = true\nfiles = [\"{probe}\"]\n\n\
+         [[scope]]\npath = \"/{JIT_SCOPE}\"\nwith_libraries = true\nallow_anonymous_exec = true\n\
+         allow_fileless = true\nfiles = [\"{probe}\", \"{attacks}\"]\n"
+    );
+    std::fs::write(&env.policy, policy)
+        .unwrap_or_else(|e| panic!("write {}: {e}", env.policy.display()));
+}
+
+/// Loads the shared unsigned policy, which must succeed; returns what `enforcer load`
+/// printed.
+#[track_caller]
+pub(crate) fn load_policy(env: &Env) -> String {
+    let (code, text) = run_tool(
+        env.enforcer()
+            .arg("load")
+            .arg("--unsigned-policy")
+            .arg(&env.policy),
+    );
+    assert!(code == 0, "enforcer load exited {code}:\n{text}");
+    text
+}
+
+/// Setup for a scenario that needs the shared policy in force: loads it, which also
+/// pins the program again if a scenario unloaded it. `enforcer load` succeeds only once
+/// its self-test saw a granted exec run and an ungranted one denied, so the policy is
+/// enforcing when this returns.
+#[track_caller]
+pub(crate) fn enforce_shared_policy(env: &Env) {
+    load_policy(env);
+}

@@ -1,0 +1,170 @@
+//! Helpers of the agent-as-a-service scenarios: processes in a scope that a revocation
+//! kills, an exec stream across agent restarts, systemd notifications, `enforcer status
+//! --json`, and opening the control socket up by mistake.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vm_tests::PROBE_EXIT;
+
+use super::run::{Reaped, check_eperm, check_exit, enforcer_ok};
+use super::signed::{LIVE, SOCKET};
+use super::{Env, cgroup};
+
+/// Starts `busybox sleep 300` in LIVE.
+pub(crate) fn sleeper_in_scope() -> Reaped {
+    let mut cmd = Command::new("/bin/busybox");
+    cmd.args(["sleep", "300"]);
+    enforcer::host::cgroup::spawn_into(&mut cmd, &cgroup(LIVE))
+        .unwrap_or_else(|e| panic!("cannot prepare the move into {LIVE}: {e}"));
+    Reaped(
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("starting sleep in scope: {e}")),
+    )
+}
+
+/// Waits up to `limit` for `child` to end, which must be by SIGKILL.
+#[track_caller]
+pub(crate) fn expect_killed(child: &mut Child, limit: Duration, context: &str) {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait().expect("try_wait on sleep in scope") {
+            Some(status) if status.signal() == Some(libc::SIGKILL) => return,
+            Some(status) => panic!("sleep in scope ended with {status}, not SIGKILL ({context})"),
+            None if Instant::now() > deadline => {
+                panic!("sleep in scope still runs after {limit:?} ({context})")
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Execs in LIVE on a thread until finished: the granted probe must always run, the
+/// unlisted program never. Dropped unfinished, it stops, so no exec outlives the scenario.
+pub(crate) struct ExecStream {
+    stop: Arc<AtomicBool>,
+    runs: Arc<AtomicUsize>,
+    wrong: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<Vec<String>>>,
+}
+
+impl ExecStream {
+    pub(crate) fn start(env: &Env) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (runs, wrong) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let thread = {
+            let (stop, runs, wrong) = (stop.clone(), runs.clone(), wrong.clone());
+            let (probe, unlisted) = (env.probe.clone(), env.unlisted.clone());
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    for check in [
+                        check_exit(Some(LIVE), &probe, PROBE_EXIT),
+                        check_eperm(Some(LIVE), &unlisted),
+                    ] {
+                        runs.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = check {
+                            wrong.fetch_add(1, Ordering::Relaxed);
+                            failures.push(e);
+                        }
+                    }
+                }
+                failures
+            })
+        };
+        Self {
+            stop,
+            runs,
+            wrong,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the stream: how many execs ran, how many were decided wrongly, and how.
+    pub(crate) fn finish(mut self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("finished once");
+        let failures = thread.join().expect("exec stream panicked");
+        (
+            self.runs.load(Ordering::Relaxed),
+            self.wrong.load(Ordering::Relaxed),
+            failures,
+        )
+    }
+}
+
+impl Drop for ExecStream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads notifications until one equals `want` (each datagram may hold several lines).
+#[track_caller]
+pub(crate) fn expect_notification(sock: &UnixDatagram, want: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10)),
+        ))
+        .expect("set a read timeout on the notify socket");
+        let Ok(n) = sock.recv(&mut buf) else { break };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.lines().any(|l| l == want) {
+            return;
+        }
+        seen.push(text);
+    }
+    panic!("no {want} notification within {timeout:?}; got {seen:?}");
+}
+
+#[track_caller]
+pub(crate) fn status_json(env: &Env) -> serde_json::Value {
+    let out = enforcer_ok(env, &["status", "--json"]);
+    serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Opens the control socket and its directory to everyone until dropped, which puts
+/// back the modes the agent set (0700 and 0600).
+pub(crate) struct SocketOpenedUp;
+
+impl SocketOpenedUp {
+    pub(crate) fn new() -> Self {
+        let guard = Self;
+        set_mode(socket_dir(), 0o755);
+        set_mode(Path::new(SOCKET), 0o666);
+        guard
+    }
+}
+
+impl Drop for SocketOpenedUp {
+    fn drop(&mut self) {
+        let _ = std::fs::set_permissions(socket_dir(), std::fs::Permissions::from_mode(0o700));
+        let _ = std::fs::set_permissions(SOCKET, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+fn socket_dir() -> &'static Path {
+    Path::new(SOCKET).parent().expect("socket dir")
+}
+
+#[track_caller]
+pub(crate) fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
