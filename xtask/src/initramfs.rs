@@ -22,6 +22,8 @@ pub(crate) const EXIT: &str = "ENFORCER-VM-EXIT ";
 const BUSYBOX: &str = "/bin/busybox";
 const DEMO_SOURCE: &str = "vm-tests/demo.sh";
 const DEMO: &str = "/usr/share/enforcer/demo.sh";
+/// Where the kernel modules the scenarios load go (vm-tests' `support::modules`).
+const MODULE_DIR: &str = "/usr/lib/enforcer-tests/modules";
 
 /// What `/init` runs once the system is mounted.
 pub(crate) enum Payload<'a> {
@@ -58,6 +60,7 @@ pub(crate) fn build(
     ws: &Workspace,
     dir: &Path,
     bins: &[Binary],
+    modules: &[PathBuf],
     payload: &Payload,
 ) -> Result<PathBuf> {
     let root = dir.join("root");
@@ -93,6 +96,13 @@ pub(crate) fn build(
     // Same paths as on the host, so the loader named in each binary (PT_INTERP) is found.
     for library in &libraries {
         install(library, &under(&root, library))?;
+    }
+
+    // The kernel's own modules the scenarios load (overlayfs, and one to show that a scope
+    // cannot load any), as the package ships them.
+    for module in modules {
+        let name = module.file_name().context("module path has no file name")?;
+        install(module, &under(&root, Path::new(MODULE_DIR)).join(name))?;
     }
 
     copy_tree(
@@ -139,10 +149,12 @@ fn init_script(payload: &Payload) -> String {
         ("bpf", "/sys/fs/bpf"),
         ("tmpfs", "/tmp"),
         ("tmpfs", "/run"),
+        // Pseudo-terminals (/dev/ptmx needs it), for the terminal scenarios.
+        ("devpts", "/dev/pts"),
     ] {
         let _ = writeln!(
             script,
-            "mount -t {fstype} {fstype} {target} || echo 'init: cannot mount {target}'"
+            "mkdir -p {target}; mount -t {fstype} {fstype} {target} || echo 'init: cannot mount {target}'"
         );
     }
     let _ = write!(

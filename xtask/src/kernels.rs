@@ -65,6 +65,14 @@ pub(crate) const DEFAULT: &[&str] = &["6.1", "6.12", "6.19"];
 
 const MARKER: &str = "package";
 
+/// The marker line that lists the extracted modules; a marker without it predates them.
+const MODULES_LINE: &str = "modules: ";
+
+/// Modules the scenarios load (paths under `lib/modules/<release>/kernel/`, without the
+/// extension): overlayfs for the user-namespace mount, and a module with no dependencies
+/// and no hardware, loaded and unloaded to show that a scope cannot load one.
+const TEST_MODULES: [&str; 2] = ["fs/overlayfs/overlay", "fs/nls/nls_iso8859-2"];
+
 /// clap value parser for `--kernel`.
 pub(crate) fn parse_name(name: &str) -> Result<&'static KernelSpec, String> {
     KNOWN.iter().find(|k| k.name == name).ok_or_else(|| {
@@ -84,6 +92,8 @@ pub(crate) fn defaults() -> Vec<&'static KernelSpec> {
 pub(crate) struct Kernel {
     pub vmlinuz: PathBuf,
     pub config: Option<PathBuf>,
+    /// The [`TEST_MODULES`] the package has, as shipped (compressed or not).
+    pub modules: Vec<PathBuf>,
     /// What the marker records: package, version, where the config came from.
     pub package: String,
 }
@@ -144,10 +154,18 @@ fn cached(dir: &Path) -> Option<Kernel> {
     let vmlinuz = dir.join("vmlinuz");
     // The marker is written last, so its presence means the copy finished.
     let package = fs::read_to_string(dir.join(MARKER)).ok()?;
+    if !package.lines().any(|l| l.starts_with(MODULES_LINE)) {
+        // Cached before modules were extracted: fetch again.
+        return None;
+    }
     let config = dir.join("config");
+    let modules = fs::read_dir(dir.join("modules"))
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
     vmlinuz.is_file().then(|| Kernel {
         vmlinuz,
         config: config.is_file().then_some(config),
+        modules,
         package: package.lines().collect::<Vec<_>>().join(", "),
     })
 }
@@ -194,15 +212,64 @@ fn download(ws: &Workspace, spec: &KernelSpec, dir: &Path) -> Result<()> {
         }
     }
 
+    // Split packages keep the modules in linux-modules-<release>.
+    let mut modules = test_modules(&tree, &release);
+    if modules.is_empty() {
+        let package = format!("linux-modules-{release}");
+        if apt.knows(&package)? {
+            apt.fetch(&package, &work, &tree)?;
+            modules = test_modules(&tree, &release);
+        }
+    }
+
     recreate_dir(dir)?;
     copy(&vmlinuz, &dir.join("vmlinuz"))?;
     if let Some(config) = &config {
         copy(config, &dir.join("config"))?;
     }
-    let marker = format!("{image} {version}\nconfig: {config_from}\n");
+    fs::create_dir_all(dir.join("modules"))?;
+    let mut names = Vec::new();
+    for module in &modules {
+        let name = module.file_name().context("module path has no file name")?;
+        copy(module, &dir.join("modules").join(name))?;
+        names.push(name.to_string_lossy().into_owned());
+    }
+    let names = if names.is_empty() {
+        "none (not in the package, or no package in the archive)".to_owned()
+    } else {
+        names.join(" ")
+    };
+    let marker = format!("{image} {version}\nconfig: {config_from}\n{MODULES_LINE}{names}\n");
     fs::write(dir.join(MARKER), marker)
         .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))?;
     fs::remove_dir_all(&work).with_context(|| format!("cannot remove {}", work.display()))
+}
+
+/// The [`TEST_MODULES`] found in an unpacked kernel package, whatever their compression.
+fn test_modules(tree: &Path, release: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for base in ["lib/modules", "usr/lib/modules"] {
+        let kernel = tree.join(base).join(release).join("kernel");
+        for module in TEST_MODULES {
+            let path = kernel.join(module);
+            let (Some(dir), Some(stem)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            let prefix = format!("{}.ko", stem.to_string_lossy());
+            let Ok(entries) = fs::read_dir(dir) else {
+                continue;
+            };
+            found.extend(
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                    }),
+            );
+        }
+    }
+    found
 }
 
 fn find_vmlinuz(boot: &Path) -> Result<PathBuf> {

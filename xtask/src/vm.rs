@@ -244,7 +244,7 @@ pub(crate) fn boot(
     let kernel = kernels::ensure(ws, spec)
         .with_context(|| format!("kernel {} is not available", spec.name))?;
     let dir = ws.target.join("vm").join(spec.name);
-    let initrd = initramfs::build(ws, &dir, bins, payload)
+    let initrd = initramfs::build(ws, &dir, bins, &kernel.modules, payload)
         .with_context(|| format!("cannot pack the initramfs in {}", dir.display()))?;
     let log = dir.join("console.log");
     let boot = qemu::run(&kernel, &initrd, timeout, &log, on_line)?;
