@@ -1,5 +1,7 @@
 //! Shared by the runner and the fixtures.
 
+pub mod technique;
+
 /// Exit code of the `probe` fixture.
 pub const PROBE_EXIT: i32 = 7;
 /// Exit code of the `unlisted` fixture.
