@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use vm_tests::{PROBE_EXIT, UNLISTED_EXIT, attack};
 
 use crate::support::agent::{Agent, expect_field};
+use crate::support::audit::{audit_records, find_key};
 use crate::support::run::{expect_attack, expect_eperm, expect_exit, run_tool};
 use crate::support::{Env, MONITOR_SCOPE, SCOPE, WORK, copy_executable, write_script};
 
@@ -90,33 +91,7 @@ fn lineage_links_each_exec_to_what_started_it(env: &Env) {
     agent.wait();
 }
 
-/// Finds `key` anywhere in a JSON value (records nest their body).
-fn find_key<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
-    match v {
-        serde_json::Value::Object(map) => map
-            .get(key)
-            .or_else(|| map.values().find_map(|x| find_key(x, key))),
-        serde_json::Value::Array(items) => items.iter().find_map(|x| find_key(x, key)),
-        _ => None,
-    }
-}
-
-/// Every audit record in `dir`, as `enforcer audit show --all --json` prints them.
-#[track_caller]
-fn audit_records(env: &Env, dir: &Path) -> Vec<serde_json::Value> {
-    let (code, out) = run_tool(
-        env.enforcer()
-            .arg("audit")
-            .arg("--dir")
-            .arg(dir)
-            .args(["show", "--all", "--json"]),
-    );
-    assert!(code == 0, "audit show exited {code}: {out}");
-    out.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
+/// How many records in `records` name a path starting with `prefix`.
 fn records_under(records: &[serde_json::Value], prefix: &str) -> usize {
     records
         .iter()

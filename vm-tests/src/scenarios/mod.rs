@@ -29,7 +29,9 @@ macro_rules! scenarios {
 
 mod artifacts;
 mod audit;
+mod containment;
 mod exec;
+mod injection;
 mod mappings;
 mod service;
 mod tamper;
@@ -40,6 +42,8 @@ pub(crate) fn all() -> impl Iterator<Item = &'static Scenario> {
         exec::SCENARIOS,
         mappings::SCENARIOS,
         tamper::SCENARIOS,
+        injection::SCENARIOS,
+        containment::SCENARIOS,
         audit::SCENARIOS,
         artifacts::SCENARIOS,
         service::SCENARIOS,

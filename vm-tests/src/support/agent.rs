@@ -91,6 +91,24 @@ impl Agent {
         }
     }
 
+    /// Reads lines until one matches `pred`; after `timeout`, the lines it read instead.
+    pub(crate) fn find_line(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return Ok(line),
+                Ok(line) => seen.push(line),
+                Err(_) => return Err(seen),
+            }
+        }
+    }
+
     /// Waits for the agent's JSON decision about `path`.
     #[track_caller]
     pub(crate) fn decision_for(&mut self, path: &Path) -> serde_json::Value {
@@ -104,6 +122,11 @@ impl Agent {
             },
         );
         serde_json::from_str(&line).expect("the line parsed as JSON a moment ago")
+    }
+
+    /// Whether the agent has not exited.
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub(crate) fn signal(&self, sig: i32) {

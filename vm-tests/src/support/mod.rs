@@ -3,6 +3,9 @@
 //! integration-test style), so that a failing scenario says why on its FAIL line.
 
 pub(crate) mod agent;
+pub(crate) mod audit;
+pub(crate) mod contained;
+pub(crate) mod modules;
 pub(crate) mod policy;
 pub(crate) mod run;
 pub(crate) mod service;
@@ -35,6 +38,9 @@ pub(crate) struct Env {
     pub(crate) probe: PathBuf,
     pub(crate) unlisted: PathBuf,
     pub(crate) attacks: PathBuf,
+    /// The technique fixtures of the containment scenarios.
+    pub(crate) inject: PathBuf,
+    pub(crate) escape: PathBuf,
     pub(crate) policy: PathBuf,
 }
 
@@ -49,6 +55,8 @@ impl Env {
             probe: fixtures.join("probe"),
             unlisted: fixtures.join("unlisted"),
             attacks: fixtures.join("attacks"),
+            inject: fixtures.join("inject"),
+            escape: fixtures.join("escape"),
             policy: Path::new(WORK).join("policy.toml"),
         }
     }
@@ -60,6 +68,12 @@ impl Env {
 
 pub(crate) fn cgroup(scope: &str) -> PathBuf {
     Path::new(CGROUP_ROOT).join(scope)
+}
+
+/// A copy of the `inject` fixture whose stack is executable (PT_GNU_STACK RWX), granted in
+/// the enforcing scope: its content is authorized, its stack is not.
+pub(crate) fn exec_stack_program() -> PathBuf {
+    Path::new(WORK).join("inject-exec-stack")
 }
 
 pub(crate) fn granted_script() -> PathBuf {

@@ -4,10 +4,12 @@
 //! them: a scenario may leave a signed policy, another scope set, or nothing pinned at all
 //! (`enforcer unload`), and none of them restores the shared policy for the next one.
 
+use std::process::Command;
+
 use super::run::run_tool;
 use super::{
-    Env, JIT_SCOPE, MONITOR_SCOPE, NO_INTERPRETER_SCOPE, SCOPE, SCRIPT_EXIT, WORK, granted_script,
-    ungranted_script, write_script,
+    Env, JIT_SCOPE, MONITOR_SCOPE, NO_INTERPRETER_SCOPE, SCOPE, SCRIPT_EXIT, WORK,
+    exec_stack_program, granted_script, ungranted_script, write_script,
 };
 
 /// Writes the scripts and the policy file the scenarios rely on. Nothing changes them
@@ -20,11 +22,22 @@ pub(crate) fn write_fixtures(env: &Env) {
     let script = granted_script();
     let script = script.display();
     let attacks = env.attacks.display();
+    let (inject, escape) = (env.inject.display(), env.escape.display());
+    let stack = exec_stack_program();
+    let (code, out) = run_tool(
+        Command::new(&env.inject)
+            .args(["mark-exec-stack"])
+            .arg(&env.inject)
+            .arg(&stack),
+    );
+    assert!(code == 0, "inject mark-exec-stack exited {code}: {out}");
+    let stack = stack.display();
     // Every scope grants its programs' loader and libraries (with_libraries), since
     // executable mappings are checked too.
     let policy = format!(
         "[[scope]]\npath = \"/{SCOPE}\"\nwith_libraries = true\n\
-         files = [\"{probe}\", \"{attacks}\", \"/bin/busybox\", \"{script}\"]\n\n\
+         files = [\"{probe}\", \"{attacks}\", \"{inject}\", \"{escape}\", \"{stack}\", \
+         \"/bin/busybox\", \"{script}\"]\n\n\
          [[scope]]\npath = \"/{NO_INTERPRETER_SCOPE}\"\nwith_libraries = true\nfiles = [\"{probe}\", \"{script}\"]\n\n\
          [[scope]]\npath = \"/{MONITOR_SCOPE}\"\nmode = \"monitor\"\nwith_libraries = true\nfiles = [\"{probe}\"]\n\n\
          [[scope]]\npath = \"/{JIT_SCOPE}\"\nwith_libraries = true\nallow_anonymous_exec = true\n\

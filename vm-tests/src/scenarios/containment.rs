@@ -1,0 +1,562 @@
+//! Issue 13: root with every capability in an enforcing scope stays in it, cannot switch
+//! enforcement off or blind it, cannot change the agent's or the host's files outside the
+//! scope's writable roots, gets nothing run outside the scope and puts no code into the
+//! kernel. One scenario per route of docs/threat-model.md ("Root in a scope"): each
+//! technique works outside every scope, and is refused in the scope with its errno and an
+//! audit record.
+
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use libc::{EACCES, EPERM};
+
+use crate::support::contained::{Case, Fixture, Shows, Who};
+use crate::support::run::{bystander, run_tool};
+use crate::support::{Env, WORK, modules};
+
+pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
+    writing_cgroup_procs_refused,
+    clone_into_another_cgroup_refused,
+    inherited_cgroup_descriptor_refused,
+    freezing_a_cgroup_refused,
+    mounting_refused,
+    new_mount_api_refused,
+    mounting_in_a_user_namespace_refused,
+    unmounting_bpffs_refused,
+    joining_the_initial_mount_namespace_refused,
+    loading_a_kernel_module_refused,
+    perf_events_refused,
+    raw_port_access_refused,
+    setting_core_pattern_refused,
+    sysrq_refused,
+    creating_an_autostart_file_refused,
+    changing_the_trust_store_refused,
+    changing_inode_flags_refused,
+    reading_the_audit_host_key_refused,
+    locking_the_pin_directory_refused,
+    raising_the_agents_oom_score_refused,
+    making_a_device_node_refused,
+    writing_a_raw_device_refused,
+    killing_a_process_outside_refused,
+    renicing_a_process_outside_refused,
+    setting_limits_of_another_process_refused,
+    sigio_to_the_agent_refused,
+    connecting_to_a_socket_outside_refused,
+    sending_to_a_socket_outside_refused,
+    terminal_injection_refused,
+    terminal_injection_by_root_refused,
+    request_key_upcall_refused,
+    module_autoload_refused,
+];
+
+/// A technique of the `escape` fixture run as root.
+const fn escape(
+    name: &'static str,
+    args: &'static [&'static str],
+    errno: i32,
+    by: (&'static str, &'static str),
+) -> Case<'static> {
+    Case::refused(name, Fixture::Escape, Who::Root, args, errno, by)
+}
+
+/// A refused capability in the initial user namespace: the first barrier for most of
+/// root's ways into the kernel and the host.
+const CAPABILITY: (&str, &str) = ("capable", "capability");
+
+fn writing_cgroup_procs_refused(env: &Env) {
+    escape(
+        "cgroup-write",
+        &["cgroup-write", "{elsewhere}"],
+        EPERM,
+        ("file_open", "escape"),
+    )
+    .check(env);
+}
+
+fn clone_into_another_cgroup_refused(env: &Env) {
+    escape(
+        "clone-into-cgroup",
+        &["clone-into-cgroup", "{elsewhere}"],
+        EPERM,
+        ("task_alloc", "escape"),
+    )
+    .check(env);
+}
+
+fn inherited_cgroup_descriptor_refused(env: &Env) {
+    // cgroup.procs opened before entering the scope: the write is checked again.
+    let mut case = escape(
+        "inherited-cgroup-fd",
+        &["inherited-cgroup-fd", "{into}", "{elsewhere}"],
+        EPERM,
+        ("file_permission", "escape"),
+    );
+    case.enters_itself = true;
+    case.check(env);
+}
+
+fn freezing_a_cgroup_refused(env: &Env) {
+    escape(
+        "freeze",
+        &["freeze", "{elsewhere}"],
+        EPERM,
+        ("file_open", "escape"),
+    )
+    .check(env);
+}
+
+fn mounting_refused(env: &Env) {
+    // The mount hook comes before the capability check.
+    escape(
+        "mount-tmpfs",
+        &["mount-tmpfs", "{dir}"],
+        EPERM,
+        ("sb_mount", "mount"),
+    )
+    .check(env);
+}
+
+fn new_mount_api_refused(env: &Env) {
+    escape(
+        "new-mount-api",
+        &["new-mount-api", "{dir}"],
+        EPERM,
+        CAPABILITY,
+    )
+    .check(env);
+}
+
+fn mounting_in_a_user_namespace_refused(env: &Env) {
+    // Root of its own user namespace has every capability there: sb_mount refuses, at the
+    // step that makes the mounts private.
+    escape(
+        "userns-mount",
+        &["userns-mount", "{dir}"],
+        EPERM,
+        ("sb_mount", "mount"),
+    )
+    .check(env);
+}
+
+fn unmounting_bpffs_refused(env: &Env) {
+    // Outside, a throwaway mount goes; in the scope, the pins' bpffs would.
+    let target = Path::new(WORK).join("contained/umount-target");
+    std::fs::create_dir_all(&target).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let (code, out) = run_tool(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "none"])
+            .arg(&target),
+    );
+    assert!(code == 0, "mount a tmpfs to unmount: {out}");
+    let target = target.display().to_string();
+    let mut case = escape("umount", &[], EPERM, CAPABILITY);
+    let (outside, inside) = (["umount", target.as_str()], ["umount", "/sys/fs/bpf"]);
+    case.args = &outside;
+    case.inside_args = Some(&inside);
+    case.check(env);
+}
+
+fn joining_the_initial_mount_namespace_refused(env: &Env) {
+    escape("setns", &["setns-init-mnt"], EPERM, CAPABILITY).check(env);
+}
+
+fn loading_a_kernel_module_refused(env: &Env) {
+    let ko = modules::required("nls_iso8859-2");
+    let ko = ko.display().to_string();
+    let args = ["module-load", ko.as_str()];
+    let mut case = escape("module-load", &[], EPERM, CAPABILITY);
+    case.args = &args;
+    case.check(env);
+}
+
+fn perf_events_refused(env: &Env) {
+    // Debian's perf_event_paranoid answers EACCES once the capabilities are refused.
+    escape("perf-open", &["perf-open"], EACCES, CAPABILITY).check(env);
+}
+
+fn raw_port_access_refused(env: &Env) {
+    escape("ioperm", &["ioperm"], EPERM, CAPABILITY).check(env);
+}
+
+fn setting_core_pattern_refused(env: &Env) {
+    // A piped core_pattern runs its program as root outside every scope at the next crash.
+    escape(
+        "core-pattern",
+        &[
+            "sysctl-write",
+            "/proc/sys/kernel/core_pattern",
+            "|/bin/false %p",
+        ],
+        EPERM,
+        ("file_open", "read-only"),
+    )
+    .check(env);
+}
+
+fn sysrq_refused(env: &Env) {
+    escape("sysrq", &["sysrq"], EPERM, ("file_open", "read-only")).check(env);
+}
+
+fn creating_an_autostart_file_refused(env: &Env) {
+    // Run by the dynamic loader of every program on the host.
+    escape(
+        "ld-so-preload",
+        &["write-file", "/etc/ld.so.preload"],
+        EPERM,
+        ("inode_create", "read-only"),
+    )
+    .check(env);
+}
+
+fn changing_the_trust_store_refused(env: &Env) {
+    escape(
+        "trust-store",
+        &["write-file", "/usr/share/enforcer/policies/trust.toml"],
+        EPERM,
+        ("file_open", "read-only"),
+    )
+    .check(env);
+}
+
+fn changing_inode_flags_refused(env: &Env) {
+    // An ioctl on a read-only descriptor: immutable or append-only agent files would stop
+    // its updates and its audit log.
+    escape(
+        "chattr",
+        &["chattr", "/usr/share/enforcer/policies/trust.toml"],
+        EPERM,
+        ("file_ioctl", "read-only"),
+    )
+    .check(env);
+}
+
+fn reading_the_audit_host_key_refused(env: &Env) {
+    // Not the case's own directory, which its start empties.
+    let dir = Path::new(WORK).join("contained/keys");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let (code, out) = run_tool(
+        env.enforcer()
+            .args(["key", "generate", "--out"])
+            .arg(dir.join("host")),
+    );
+    assert!(code == 0 || out.contains("exists"), "key generate: {out}");
+    let key = dir.join("host.key").display().to_string();
+    let args = ["read-file", key.as_str()];
+    let mut case = escape("host-key", &[], EPERM, ("file_open", "secret"));
+    case.args = &args;
+    let mut session = case.start(env, &["--host-key", &key]);
+    session.works_outside();
+    session.refused_inside();
+    session.audited();
+}
+
+fn locking_the_pin_directory_refused(env: &Env) {
+    // Outside, a plain directory: the pin directory itself would hold the agent off while
+    // the lock lasts.
+    let target = Path::new(WORK).join("contained/lock-target");
+    std::fs::create_dir_all(&target).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let target = target.display().to_string();
+    let (outside, inside) = (
+        ["flock", target.as_str()],
+        ["flock", enforcer::paths::PIN_DIR],
+    );
+    let mut case = Case::refused(
+        "flock",
+        Fixture::Escape,
+        Who::Root,
+        &outside,
+        EPERM,
+        ("file_open", "tamper"),
+    );
+    case.inside_args = Some(&inside);
+    case.check(env);
+}
+
+fn raising_the_agents_oom_score_refused(env: &Env) {
+    // /proc of another process: the OOM killer would pick the agent first.
+    let victim = bystander();
+    let file = format!("/proc/{}/oom_score_adj", victim.0.id());
+    let outside = ["sysctl-write", file.as_str(), "1000"];
+    let case = Case::refused(
+        "oom-score",
+        Fixture::Escape,
+        Who::Root,
+        &outside,
+        EPERM,
+        ("file_open", "read-only"),
+    );
+    let mut session = case.start(env, &[]);
+    session.works_outside();
+    let agent = format!("/proc/{}/oom_score_adj", session.agent_pid());
+    session.set_inside_args(&["sysctl-write", agent.as_str(), "1000"]);
+    session.refused_inside();
+    session.audited();
+}
+
+fn making_a_device_node_refused(env: &Env) {
+    // A block device node over a disk, even in a writable directory.
+    escape(
+        "mknod",
+        &["mknod", "{dir}/disk"],
+        EPERM,
+        ("inode_mknod", "kernel"),
+    )
+    .check(env);
+}
+
+fn writing_a_raw_device_refused(env: &Env) {
+    escape(
+        "device-write",
+        &["device-write", "/dev/kmsg"],
+        EPERM,
+        ("file_open", "kernel"),
+    )
+    .check(env);
+}
+
+/// A technique of root against a process started for each run, outside every scope.
+fn against_bystander(env: &Env, technique: &str, extra: &[&str], by: (&str, &str)) {
+    let (outside, inside) = (bystander(), bystander());
+    let (o, i) = (outside.0.id().to_string(), inside.0.id().to_string());
+    let with = |pid: &str| -> Vec<String> {
+        [technique, pid]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (out_args, in_args) = (with(&o), with(&i));
+    let out_args: Vec<&str> = out_args.iter().map(String::as_str).collect();
+    let in_args: Vec<&str> = in_args.iter().map(String::as_str).collect();
+    let mut case = Case::refused(technique, Fixture::Escape, Who::Root, &out_args, EPERM, by);
+    case.inside_args = Some(&in_args);
+    case.check(env);
+}
+
+fn killing_a_process_outside_refused(env: &Env) {
+    against_bystander(env, "kill", &["9"], ("task_kill", "outside-scope"));
+}
+
+fn renicing_a_process_outside_refused(env: &Env) {
+    against_bystander(env, "renice", &[], ("task_setnice", "outside-scope"));
+}
+
+fn setting_limits_of_another_process_refused(env: &Env) {
+    against_bystander(env, "prlimit", &[], ("task_prlimit", "tamper"));
+}
+
+fn sigio_to_the_agent_refused(env: &Env) {
+    // F_SETOWN + F_SETSIG(SIGKILL) + O_ASYNC: one write kills the owner without kill(2).
+    // The caller sees nothing: the target survives, and the record says why.
+    let mut case = escape("sigio", &[], 0, ("file_send_sigiotask", "tamper"));
+    case.shows = Shows::Nothing;
+    let mut victim = bystander();
+    let victim_pid = victim.0.id().to_string();
+    let outside = ["sigio", victim_pid.as_str()];
+    case.args = &outside;
+    let mut session = case.start(env, &[]);
+    session.works_outside();
+    let status = victim
+        .0
+        .wait()
+        .unwrap_or_else(|e| panic!("wait for the bystander: {e}"));
+    assert!(
+        std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL),
+        "sigio outside every scope should have killed the bystander: {status:?}"
+    );
+    let agent = session.agent_pid().to_string();
+    let inside = ["sigio", agent.as_str()];
+    session.set_inside_args(&inside);
+    session.refused_inside();
+    assert!(session.agent_alive(), "the agent died of SIGIO");
+    session.audited();
+}
+
+/// A Unix socket outside every scope, served by the runner.
+fn listener(path: &Path) -> UnixListener {
+    let _ = std::fs::remove_file(path);
+    let listener =
+        UnixListener::bind(path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    listener
+}
+
+fn connecting_to_a_socket_outside_refused(env: &Env) {
+    // systemd's, D-Bus's or a container runtime's socket would run what it is asked to.
+    let path = Path::new(WORK).join("contained/deputy.sock");
+    let _listener = listener(&path);
+    let path = path.display().to_string();
+    let args = ["connect-unix", path.as_str()];
+    let mut case = escape(
+        "connect-unix",
+        &[],
+        EPERM,
+        ("unix_stream_connect", "deputy"),
+    );
+    case.args = &args;
+    case.check(env);
+}
+
+fn sending_to_a_socket_outside_refused(env: &Env) {
+    let path = Path::new(WORK).join("contained/deputy.dgram");
+    let _ = std::fs::remove_file(&path);
+    let _socket = UnixDatagram::bind(&path).unwrap_or_else(|e| panic!("bind: {e}"));
+    let path = path.display().to_string();
+    let args = ["sendto-unix", path.as_str()];
+    let mut case = escape("sendto-unix", &[], EPERM, ("unix_may_send", "deputy"));
+    case.args = &args;
+    case.check(env);
+}
+
+/// Lets unprivileged processes use TIOCSTI on their own terminal (6.2+ can forbid it),
+/// so that the technique works outside; restored when dropped.
+struct LegacyTiocsti(Option<String>);
+
+impl LegacyTiocsti {
+    const SYSCTL: &str = "/proc/sys/dev/tty/legacy_tiocsti";
+
+    fn allow() -> Self {
+        let before = std::fs::read_to_string(Self::SYSCTL).ok();
+        if before.is_some() {
+            std::fs::write(Self::SYSCTL, "1").unwrap_or_else(|e| panic!("{}: {e}", Self::SYSCTL));
+        }
+        Self(before)
+    }
+}
+
+impl Drop for LegacyTiocsti {
+    fn drop(&mut self) {
+        if let Some(before) = &self.0 {
+            let _ = std::fs::write(Self::SYSCTL, before.trim());
+        }
+    }
+}
+
+fn terminal_injection_refused(env: &Env) {
+    // Typed into the terminal the scope shares with the shell that started it, which runs
+    // it outside the scope once the scope's process exits. No privilege needed.
+    let _legacy = LegacyTiocsti::allow();
+    Case::refused(
+        "tiocsti",
+        Fixture::Escape,
+        Who::Nobody,
+        &["tiocsti"],
+        EPERM,
+        ("file_ioctl", "deputy"),
+    )
+    .check(env);
+}
+
+fn terminal_injection_by_root_refused(env: &Env) {
+    escape(
+        "tiocsti-root",
+        &["tiocsti"],
+        EPERM,
+        ("file_ioctl", "deputy"),
+    )
+    .check(env);
+}
+
+/// A program the kernel runs as a usermode helper, which leaves a marker when it ran.
+struct Helper {
+    marker: std::path::PathBuf,
+}
+
+impl Helper {
+    fn install(path: &Path, marker: &Path) -> Self {
+        let _ = std::fs::remove_file(marker);
+        crate::support::write_script(path, &format!("echo \"$0 $*\" >> {}", marker.display()));
+        Self {
+            marker: marker.to_path_buf(),
+        }
+    }
+
+    fn ran(&self) -> bool {
+        // The kernel runs the helper asynchronously.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if self.marker.exists() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn forget(&self) {
+        let _ = std::fs::remove_file(&self.marker);
+    }
+}
+
+fn request_key_upcall_refused(env: &Env) {
+    let helper = Helper::install(
+        Path::new("/sbin/request-key"),
+        &Path::new(WORK).join("contained/request-key.ran"),
+    );
+    let case = escape(
+        "request-key",
+        &["request-key"],
+        EPERM,
+        ("key_alloc", "deputy"),
+    );
+    let mut session = case.start(env, &[]);
+    session.works_outside();
+    assert!(
+        helper.ran(),
+        "request_key outside every scope did not run /sbin/request-key"
+    );
+    helper.forget();
+    session.refused_inside();
+    assert!(
+        !helper.ran(),
+        "request_key in the scope ran /sbin/request-key"
+    );
+    session.audited();
+}
+
+/// `kernel.modprobe` pointed at a helper for the length of a scenario.
+struct Modprobe(String);
+
+impl Modprobe {
+    const SYSCTL: &str = "/proc/sys/kernel/modprobe";
+
+    fn point_at(path: &Path) -> Self {
+        let before = std::fs::read_to_string(Self::SYSCTL).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(Self::SYSCTL, path.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+        Self(before.trim().to_owned())
+    }
+}
+
+impl Drop for Modprobe {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::SYSCTL, &self.0);
+    }
+}
+
+fn module_autoload_refused(env: &Env) {
+    // The kernel runs modprobe as root outside the scope for a module a socket asked for.
+    let script = Path::new(WORK).join("contained/modprobe.sh");
+    let helper = Helper::install(&script, &Path::new(WORK).join("contained/modprobe.ran"));
+    let _modprobe = Modprobe::point_at(&script);
+    let mut case = escape(
+        "request-module",
+        &["request-module"],
+        0,
+        ("kernel_module_request", "kernel"),
+    );
+    case.shows = Shows::Nothing;
+    let mut session = case.start(env, &[]);
+    session.works_outside();
+    assert!(
+        helper.ran(),
+        "a netlink socket outside every scope did not run modprobe"
+    );
+    helper.forget();
+    session.refused_inside();
+    assert!(!helper.ran(), "a netlink socket in the scope ran modprobe");
+    session.audited();
+}
