@@ -338,10 +338,17 @@ impl Settings {
              clock_skew = {skew:?}\n\
              self_test = {self_test}\n\
              \n\
+             # Unix sockets outside every scope that governed tasks may reach.\n\
+             # allowed_sockets = {sockets:?}\n\
+             \n\
              # Governed scopes: in them, only programs covered by a live signed bundle run.\n\
              # [[scope]]\n\
              # path = \"/agents.slice\"\n\
-             # mode = \"enforce\"   # or \"monitor\" for a rollout\n",
+             # mode = \"enforce\"   # or \"monitor\" for a rollout\n\
+             # writable = [\"/srv/agent-work\"]   # besides {writable:?}\n\
+             # devices = [\"/dev/kvm\"]           # besides null, zero, random, terminals\n",
+            sockets = paths::DEFAULT_ALLOWED_SOCKETS,
+            writable = paths::DEFAULT_WRITABLE,
             trust = d.trust().display().to_string(),
             bundles = d.bundle_dir().display().to_string(),
             state = d.state_dir().display().to_string(),

@@ -54,9 +54,6 @@ const WRITABLE_IN_UNIT: &[&str] = &[
     "/sys/fs/bpf",
     "/sys/fs/cgroup",
 ];
-/// `ProtectHome=yes` hides these from the service: a binary or configuration there
-/// would not be found when the unit starts.
-const HIDDEN_FROM_UNIT: &[&str] = &["/home", "/root", "/run/user"];
 /// Units that contain the agent itself (or PID 1): they cannot be ordered after it.
 const AGENT_UNITS: &[&str] = &["-.slice", "system.slice", UNIT_NAME, "init.scope"];
 
@@ -100,16 +97,6 @@ pub(super) enum InstallError {
          quote or escape (whitespace, quotes, \\, $, %, ;, control characters); use a plain path"
     )]
     Unquotable { what: &'static str, path: PathBuf },
-    #[error(
-        "refusing to install: {what} {path} lies under {hidden}, which ProtectHome=yes hides \
-         from the service; put it elsewhere (the binary e.g. at /usr/local/bin/enforcer, then \
-         --binary)"
-    )]
-    Hidden {
-        what: &'static str,
-        path: PathBuf,
-        hidden: &'static str,
-    },
     #[error("refusing to install: the binary {0} does not exist (give --binary PATH)")]
     NoBinary(PathBuf),
     #[error(
@@ -201,13 +188,6 @@ fn plain_path(what: &'static str, path: &Path) -> Result<String, InstallError> {
             path: path.to_owned(),
         }),
     }
-}
-
-fn hidden_from_unit(path: &Path) -> Option<&'static str> {
-    HIDDEN_FROM_UNIT
-        .iter()
-        .copied()
-        .find(|h| path.starts_with(h))
 }
 
 /// The unit text for this binary and configuration file.
@@ -475,20 +455,6 @@ pub(super) fn command(args: &InstallUnitArgs) -> anyhow::Result<ExitCode> {
     };
     let binary_text = plain_path("binary", &binary)?;
     let mut warnings = Vec::new();
-    for (what, path) in [("binary", &binary), ("configuration file", &args.config)] {
-        if let Some(hidden) = hidden_from_unit(path) {
-            let err = InstallError::Hidden {
-                what,
-                path: path.clone(),
-                hidden,
-            };
-            // Below --root the tree is being staged; the paths may be fixed up later.
-            if args.root.is_none() {
-                return Err(err.into());
-            }
-            warnings.push(err.to_string().replacen("refusing to install: ", "", 1));
-        }
-    }
     if args.root.is_none() && !binary.is_file() {
         return Err(InstallError::NoBinary(binary).into());
     }
