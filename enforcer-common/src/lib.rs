@@ -287,25 +287,39 @@ pub mod capability {
     pub const BPF: u32 = 39;
     pub const CHECKPOINT_RESTORE: u32 = 40;
 
+    /// The refused capabilities with their names: one list, so that the set and the names
+    /// in reports cannot drift apart.
+    const REFUSED_NAMED: [(u32, &str); 18] = [
+        (LINUX_IMMUTABLE, "CAP_LINUX_IMMUTABLE"),
+        (NET_ADMIN, "CAP_NET_ADMIN"),
+        (SYS_MODULE, "CAP_SYS_MODULE"),
+        (SYS_RAWIO, "CAP_SYS_RAWIO"),
+        (SYS_PTRACE, "CAP_SYS_PTRACE"),
+        (SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (SYS_BOOT, "CAP_SYS_BOOT"),
+        (SYS_NICE, "CAP_SYS_NICE"),
+        (SYS_RESOURCE, "CAP_SYS_RESOURCE"),
+        (SYS_TIME, "CAP_SYS_TIME"),
+        (SYS_TTY_CONFIG, "CAP_SYS_TTY_CONFIG"),
+        (AUDIT_CONTROL, "CAP_AUDIT_CONTROL"),
+        (MAC_OVERRIDE, "CAP_MAC_OVERRIDE"),
+        (MAC_ADMIN, "CAP_MAC_ADMIN"),
+        (SYSLOG, "CAP_SYSLOG"),
+        (PERFMON, "CAP_PERFMON"),
+        (BPF, "CAP_BPF"),
+        (CHECKPOINT_RESTORE, "CAP_CHECKPOINT_RESTORE"),
+    ];
+
     /// The refused set.
-    pub const REFUSED: u64 = 1 << LINUX_IMMUTABLE
-        | 1 << NET_ADMIN
-        | 1 << SYS_MODULE
-        | 1 << SYS_RAWIO
-        | 1 << SYS_PTRACE
-        | 1 << SYS_ADMIN
-        | 1 << SYS_BOOT
-        | 1 << SYS_NICE
-        | 1 << SYS_RESOURCE
-        | 1 << SYS_TIME
-        | 1 << SYS_TTY_CONFIG
-        | 1 << AUDIT_CONTROL
-        | 1 << MAC_OVERRIDE
-        | 1 << MAC_ADMIN
-        | 1 << SYSLOG
-        | 1 << PERFMON
-        | 1 << BPF
-        | 1 << CHECKPOINT_RESTORE;
+    pub const REFUSED: u64 = {
+        let mut set = 0u64;
+        let mut i = 0;
+        while i < REFUSED_NAMED.len() {
+            set |= 1 << REFUSED_NAMED[i].0;
+            i += 1;
+        }
+        set
+    };
 
     /// Whether `cap` is refused to governed tasks.
     #[must_use]
@@ -316,26 +330,14 @@ pub mod capability {
     /// The name of a refused capability, for reports.
     #[must_use]
     pub const fn name(cap: u32) -> &'static str {
-        match cap {
-            LINUX_IMMUTABLE => "CAP_LINUX_IMMUTABLE",
-            NET_ADMIN => "CAP_NET_ADMIN",
-            SYS_MODULE => "CAP_SYS_MODULE",
-            SYS_RAWIO => "CAP_SYS_RAWIO",
-            SYS_PTRACE => "CAP_SYS_PTRACE",
-            SYS_ADMIN => "CAP_SYS_ADMIN",
-            SYS_BOOT => "CAP_SYS_BOOT",
-            SYS_NICE => "CAP_SYS_NICE",
-            SYS_RESOURCE => "CAP_SYS_RESOURCE",
-            SYS_TIME => "CAP_SYS_TIME",
-            AUDIT_CONTROL => "CAP_AUDIT_CONTROL",
-            MAC_OVERRIDE => "CAP_MAC_OVERRIDE",
-            MAC_ADMIN => "CAP_MAC_ADMIN",
-            SYSLOG => "CAP_SYSLOG",
-            PERFMON => "CAP_PERFMON",
-            BPF => "CAP_BPF",
-            CHECKPOINT_RESTORE => "CAP_CHECKPOINT_RESTORE",
-            _ => "another capability",
+        let mut i = 0;
+        while i < REFUSED_NAMED.len() {
+            if REFUSED_NAMED[i].0 == cap {
+                return REFUSED_NAMED[i].1;
+            }
+            i += 1;
         }
+        "another capability"
     }
 }
 
