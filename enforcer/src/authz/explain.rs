@@ -101,6 +101,11 @@ impl Refusal {
         }
     }
 
+    /// A refusal for the artifact error `error`, with the cause it names.
+    pub(super) fn of_artifact(path: PathBuf, claim: Option<Claim>, error: &ArtifactError) -> Self {
+        Self::new(path, claim, error.to_string(), Cause::of(error))
+    }
+
     /// One line on why this refusal left the scopes it names without what it was meant to
     /// bring them.
     pub(super) fn explain(&self) -> String {

@@ -196,10 +196,7 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
     for (path, bytes) in break_glass {
         match acceptor.accept_break_glass(&bytes, now) {
             Ok(verified) => live_break_glass.push((path, verified)),
-            Err(e) => {
-                let cause = Cause::of(&e);
-                refusals.push(Refusal::new(path, Claim::of(&bytes), e.to_string(), cause));
-            }
+            Err(e) => refusals.push(Refusal::of_artifact(path, Claim::of(&bytes), &e)),
         }
     }
     // A newer serial from the same issuer for a scope replaces the older bundle there at
@@ -244,12 +241,7 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
         Ok(()) => true,
         Err(e) => {
             let claim = Some(Claim::of_bundle(&verified.bundle));
-            refusals.push(Refusal::new(
-                path.clone(),
-                claim,
-                e.to_string(),
-                Cause::of(&e),
-            ));
+            refusals.push(Refusal::of_artifact(path.clone(), claim, &e));
             false
         }
     });
@@ -260,12 +252,7 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
                 let claim = Some(Claim::BreakGlass {
                     scopes: verified.break_glass.scopes.clone(),
                 });
-                refusals.push(Refusal::new(
-                    path.clone(),
-                    claim,
-                    e.to_string(),
-                    Cause::of(&e),
-                ));
+                refusals.push(Refusal::of_artifact(path.clone(), claim, &e));
                 false
             }
         },

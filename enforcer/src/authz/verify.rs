@@ -701,16 +701,29 @@ mod tests {
         let bytes = signed_bundle(&testkit::bundle(), &[1]);
         let b = testkit::bundle();
         let at = |t| v.verify_bundle(&bytes, from_unix_seconds(t), &RevocationSet::new());
-        at(b.not_before - 30).expect("skew allows early");
-        at(b.not_after + 30).expect("skew allows late");
-        let err = at(b.not_before - 31).expect_err("early");
-        assert!(matches!(err, ArtifactError::NotYetValid { .. }), "{err:?}");
+        window_stretches_by_30s_of_skew(at, b.not_before, b.not_after);
+    }
+
+    /// `at(t)` verifies an artifact valid from `not_before` to `not_after` at `t`, with 30 s
+    /// of allowed clock skew: it passes 30 s outside the window, and not 31.
+    fn window_stretches_by_30s_of_skew<T: std::fmt::Debug>(
+        at: impl Fn(u64) -> Result<T, ArtifactError>,
+        not_before: u64,
+        not_after: u64,
+    ) {
+        at(not_before - 30).expect("skew allows early");
+        at(not_after + 30).expect("skew allows late");
+        let err = at(not_before - 31).expect_err("early");
+        assert!(
+            matches!(err, ArtifactError::NotYetValid { skew: 30, .. }),
+            "{err:?}"
+        );
         assert!(
             err.to_string()
                 .starts_with("not yet valid: valid from 2027-"),
             "{err}"
         );
-        let err = at(b.not_after + 31).expect_err("late");
+        let err = at(not_after + 31).expect_err("late");
         assert!(
             matches!(err, ArtifactError::Expired { skew: 30, .. }),
             "{err:?}"
@@ -1078,27 +1091,7 @@ mod tests {
             let bg = break_glass();
             let bytes = signed_break_glass(&bg, &[6]);
             let at = |t| v.verify_break_glass(&bytes, from_unix_seconds(t), &RevocationSet::new());
-            at(bg.not_before - 30).expect("skew allows early");
-            at(bg.not_after + 30).expect("skew allows late");
-            let err = at(bg.not_before - 31).expect_err("early");
-            assert!(
-                matches!(err, ArtifactError::NotYetValid { skew: 30, .. }),
-                "{err:?}"
-            );
-            assert!(
-                err.to_string()
-                    .starts_with("not yet valid: valid from 2027-"),
-                "{err}"
-            );
-            let err = at(bg.not_after + 31).expect_err("late");
-            assert!(
-                matches!(err, ArtifactError::Expired { skew: 30, .. }),
-                "{err:?}"
-            );
-            assert!(
-                err.to_string().starts_with("expired: valid until 2027-"),
-                "{err}"
-            );
+            super::window_stretches_by_30s_of_skew(at, bg.not_before, bg.not_after);
         }
 
         #[test]
