@@ -16,10 +16,10 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, ValueEnum};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use crate::scenarios::Scenario;
-use crate::support::Env;
+use crate::support::{Env, Unavailable};
 
 mod scenarios;
 mod support;
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
     }
     let trials = list
         .into_iter()
-        .map(|scenario| Trial::test(scenario.name(), move || run(scenario, env)))
+        .map(|scenario| Trial::ignorable_test(scenario.name(), move || run(scenario, env)))
         .collect();
     libtest_mimic::run(&args, trials).exit_code()
 }
@@ -100,6 +100,9 @@ thread_local! {
 fn record_panic_locations() {
     let report = panic::take_hook();
     panic::set_hook(Box::new(move |info| {
+        if info.payload().is::<Unavailable>() {
+            return;
+        }
         let at = info.location().map(ToString::to_string);
         PANICKED_AT.with(|p| *p.borrow_mut() = at);
         report(info);
@@ -107,19 +110,30 @@ fn record_panic_locations() {
 }
 
 /// Runs one scenario; a panic becomes a failure whose message is the panic's, with where
-/// it happened.
-fn run(scenario: &Scenario, env: &Env) -> Result<(), Failed> {
-    panic::catch_unwind(AssertUnwindSafe(|| (scenario.run)(env))).map_err(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("panicked with a payload that is not text");
-        match PANICKED_AT.with(|p| p.borrow_mut().take()) {
-            Some(at) => format!("{message} (at {at})").into(),
-            None => message.into(),
-        }
-    })
+/// it happened. A scenario that finds this machine lacks what it needs ([`Unavailable`]) is
+/// skipped, and says why on a `SKIP` line that `cargo xtask vm-test` reports (libtest's
+/// JSON has no field for the reason).
+fn run(scenario: &Scenario, env: &Env) -> Result<Completion, Failed> {
+    match panic::catch_unwind(AssertUnwindSafe(|| (scenario.run)(env))) {
+        Ok(()) => Ok(Completion::Completed),
+        Err(payload) => match payload.downcast::<Unavailable>() {
+            Ok(unavailable) => {
+                println!("SKIP {}: {}", scenario.name(), unavailable.0);
+                Ok(Completion::ignored_with(unavailable.0))
+            }
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| payload.downcast_ref::<&str>().copied())
+                    .unwrap_or("panicked with a payload that is not text");
+                Err(match PANICKED_AT.with(|p| p.borrow_mut().take()) {
+                    Some(at) => format!("{message} (at {at})").into(),
+                    None => message.into(),
+                })
+            }
+        },
+    }
 }
 
 fn clock_seed() -> u64 {
@@ -186,12 +200,30 @@ mod tests {
         }
         record_panic_locations();
         let scenario = Scenario::for_test("fails", fails);
-        let failed = run(&scenario, &Env::from_env()).expect_err("it panics");
+        let Err(failed) = run(&scenario, &Env::from_env()) else {
+            panic!("a panicking scenario passed");
+        };
         let message = failed.message().unwrap_or_default();
         assert!(
             message.starts_with("expected exit 7, got ExecFailed(1) (at ")
                 && message.contains("main.rs:"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn an_unavailable_scenario_is_skipped_with_its_reason() {
+        fn cannot(_: &Env) {
+            panic::panic_any(Unavailable("module x is not packaged".to_owned()));
+        }
+        record_panic_locations();
+        let scenario = Scenario::for_test("cannot", cannot);
+        match run(&scenario, &Env::from_env()) {
+            Ok(Completion::Ignored { reason }) => {
+                assert_eq!(reason.as_deref(), Some("module x is not packaged"));
+            }
+            Ok(Completion::Completed) => panic!("an unavailable scenario passed"),
+            Err(failed) => panic!("an unavailable scenario failed: {:?}", failed.message()),
+        }
     }
 }

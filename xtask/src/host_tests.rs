@@ -36,6 +36,7 @@ fn parse_summary(line: &str) -> Option<Tally> {
         match part.split_once(' ') {
             Some((n, "passed")) => tally.passed = n.parse().ok()?,
             Some((n, "failed")) => tally.failed = n.parse().ok()?,
+            Some((n, "ignored")) => tally.skipped = n.parse().ok()?,
             _ => {}
         }
     }
@@ -53,7 +54,8 @@ mod tests {
             parse_summary(ok),
             Some(Tally {
                 passed: 12,
-                failed: 0
+                failed: 0,
+                skipped: 1
             })
         );
         let bad = "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out";
@@ -61,7 +63,8 @@ mod tests {
             parse_summary(bad),
             Some(Tally {
                 passed: 3,
-                failed: 2
+                failed: 2,
+                skipped: 0
             })
         );
         assert_eq!(parse_summary("running 3 tests"), None);

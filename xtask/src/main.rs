@@ -256,6 +256,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
 pub struct Tally {
     pub passed: usize,
     pub failed: usize,
+    /// Scenarios this machine could not run, each with its reason on a SKIP line.
+    pub skipped: usize,
 }
 
 impl std::ops::Add for Tally {
@@ -264,13 +266,18 @@ impl std::ops::Add for Tally {
         Tally {
             passed: self.passed + other.passed,
             failed: self.failed + other.failed,
+            skipped: self.skipped + other.skipped,
         }
     }
 }
 
 impl std::fmt::Display for Tally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} passed, {} failed", self.passed, self.failed)
+        write!(f, "{} passed, {} failed", self.passed, self.failed)?;
+        if self.skipped > 0 {
+            write!(f, ", {} skipped", self.skipped)?;
+        }
+        Ok(())
     }
 }
 

@@ -59,6 +59,10 @@ struct Report {
     passed: Vec<String>,
     /// `name: reason` of each FAIL line.
     failed: Vec<String>,
+    /// `name: reason` of each scenario this machine could not run.
+    skipped: Vec<String>,
+    /// The reason on the runner's SKIP line, until the scenario's `ignored` event.
+    skip_reason: Option<(String, String)>,
     /// Why the run as a whole failed (no kernel, crash, timeout, BPF LSM inactive...).
     problems: Vec<String>,
     summary: Option<String>,
@@ -69,10 +73,26 @@ struct Report {
 }
 
 impl Report {
+    /// A kernel's report before its runner said anything.
+    fn new(kernel: &'static str) -> Self {
+        Self {
+            kernel,
+            passed: Vec::new(),
+            failed: Vec::new(),
+            skipped: Vec::new(),
+            skip_reason: None,
+            problems: Vec::new(),
+            summary: None,
+            running: None,
+            counted: None,
+        }
+    }
+
     fn tally(&self) -> Tally {
         Tally {
             passed: self.passed.len(),
             failed: self.failed.len() + self.problems.len(),
+            skipped: self.skipped.len(),
         }
     }
 
@@ -83,6 +103,9 @@ impl Report {
         }
         for name in &self.passed {
             println!("{kernel}: PASS {name}");
+        }
+        for skipped in &self.skipped {
+            println!("{kernel}: SKIP {skipped}");
         }
         for failure in &self.failed {
             println!("{kernel}: FAIL {failure}");
@@ -122,21 +145,13 @@ fn test_kernel(
     args: &[String],
     timeout: Duration,
 ) -> Report {
-    let mut report = Report {
-        kernel: spec.name,
-        passed: Vec::new(),
-        failed: Vec::new(),
-        problems: Vec::new(),
-        summary: None,
-        running: None,
-        counted: None,
-    };
+    let mut report = Report::new(spec.name);
     let payload = Payload::Tests { args };
     let prefix = format!("[{}] ", spec.name);
     let booted = boot(ws, spec, bins, &payload, timeout, |line| {
         let user = qemu::user_text(line.text);
         let shown = if line.from_payload {
-            Event::parse(user).and_then(|e| report.record(e))
+            report.take(user)
         } else {
             None
         };
@@ -277,6 +292,7 @@ struct Event {
     test_count: Option<usize>,
     passed: Option<usize>,
     failed: Option<usize>,
+    ignored: Option<usize>,
     filtered_out: Option<usize>,
     exec_time: Option<f64>,
 }
@@ -301,6 +317,17 @@ impl Event {
 }
 
 impl Report {
+    /// Takes in one line the runner printed; returns the line to show for it, or None to
+    /// show it as it is.
+    fn take(&mut self, line: &str) -> Option<String> {
+        // vm-tests says why it skips a scenario just before libtest's `ignored` event, which
+        // has no field for it.
+        if let Some((name, reason)) = line.strip_prefix("SKIP ").and_then(|l| l.split_once(": ")) {
+            self.skip_reason = Some((name.to_owned(), reason.trim_end().to_owned()));
+        }
+        Event::parse(line).and_then(|e| self.record(e))
+    }
+
     /// Takes in one runner event; returns the line to show for it, or None for a line
     /// that is not a runner event (shown as it is).
     fn record(&mut self, event: Event) -> Option<String> {
@@ -317,7 +344,8 @@ impl Report {
                 );
                 self.counted = Some((passed, failed));
                 Some(format!(
-                    "vm-tests: {passed} passed, {failed} failed, {} filtered out ({:.1} s)",
+                    "vm-tests: {passed} passed, {failed} failed, {} skipped, {} filtered out ({:.1} s)",
+                    event.ignored.unwrap_or_default(),
                     event.filtered_out.unwrap_or_default(),
                     event.exec_time.unwrap_or_default()
                 ))
@@ -341,6 +369,14 @@ impl Report {
                         self.failed.push(failure.replace('\n', "\n    "));
                         Some(format!("FAIL {failure}"))
                     }
+                    "ignored" => {
+                        let reason = match self.skip_reason.take() {
+                            Some((skipped, reason)) if skipped == name => reason,
+                            _ => "no reason given".to_owned(),
+                        };
+                        self.skipped.push(format!("{name}: {reason}"));
+                        Some(format!("SKIP {name} ({seconds:.1} s)"))
+                    }
                     other => Some(format!("{other} {name}")),
                 }
             }
@@ -354,19 +390,11 @@ mod tests {
     use super::*;
 
     fn report() -> Report {
-        Report {
-            kernel: "6.12",
-            passed: Vec::new(),
-            failed: Vec::new(),
-            problems: Vec::new(),
-            summary: None,
-            running: None,
-            counted: None,
-        }
+        Report::new("6.12")
     }
 
     fn feed(report: &mut Report, line: &str) -> Option<String> {
-        Event::parse(line).and_then(|e| report.record(e))
+        report.take(line)
     }
 
     #[test]
@@ -393,11 +421,29 @@ mod tests {
         let summary = r#"{ "type": "suite", "event": "failed", "passed": 1, "failed": 1, "ignored": 0, "measured": 0, "filtered_out": 37, "exec_time": 12.5 }"#;
         assert_eq!(
             feed(&mut r, summary).as_deref(),
-            Some("vm-tests: 1 passed, 1 failed, 37 filtered out (12.5 s)")
+            Some("vm-tests: 1 passed, 1 failed, 0 skipped, 37 filtered out (12.5 s)")
         );
         assert_eq!(r.passed, ["memfd-exec-denied"]);
         assert_eq!(r.failed, ["deny: expected \"x\"\n    got 0 (at a.rs:1:2)"]);
         assert_eq!(r.counted, Some((1, 1)));
+    }
+
+    #[test]
+    fn a_skipped_scenario_keeps_its_reason() {
+        let mut r = report();
+        feed(
+            &mut r,
+            r#"{ "type": "test", "event": "started", "name": "module-load" }"#,
+        );
+        assert_eq!(
+            feed(&mut r, "SKIP module-load: module x is not packaged"),
+            None
+        );
+        let ignored = r#"{ "type": "test", "name": "module-load", "event": "ignored" }"#;
+        assert!(feed(&mut r, ignored).is_some_and(|l| l.starts_with("SKIP module-load")));
+        assert_eq!(r.skipped, ["module-load: module x is not packaged"]);
+        assert_eq!(r.tally().skipped, 1);
+        assert_eq!(r.tally().failed, 0);
     }
 
     #[test]

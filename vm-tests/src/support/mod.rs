@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// Panic payload of a scenario that cannot run on this machine (what it needs is not
+/// there, and cannot be made to be): the runner reports it skipped, with this reason.
+pub(crate) struct Unavailable(pub(crate) String);
+
 pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Enforcing scope: grants probe, busybox (the shell) and one script.
 pub(crate) const SCOPE: &str = "vmtest";
