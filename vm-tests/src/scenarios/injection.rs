@@ -163,7 +163,7 @@ fn executable_dev_zero_refused(env: &Env) {
         "dev-zero",
         &["dev-zero"],
         EPERM,
-        ("mmap_file", "not-regular"),
+        ("mmap_file", "not-a-regular-file"),
     )
     .check(env);
 }
