@@ -18,5 +18,5 @@ pub mod attack {
     /// Refused with EACCES (ptrace checks behind /proc/PID/mem report this).
     pub const EACCES: i32 = 3;
     /// Exit code of injected machine code that really ran.
-    pub const INJECTED_CODE: i32 = 42;
+    pub const INJECTED_CODE: i32 = super::technique::INJECTED;
 }

@@ -19,17 +19,7 @@ fn refused(what: &str) -> ! {
     })
 }
 
-/// x86_64: `mov eax, INJECTED_CODE; ret` (the immediate is 32 bits, little-endian).
-const CODE: [u8; 6] = {
-    let imm = vm_tests::attack::INJECTED_CODE.to_le_bytes();
-    [0xb8, imm[0], imm[1], imm[2], imm[3], 0xc3]
-};
-
-unsafe fn run_code(at: *mut libc::c_void) -> ! {
-    // SAFETY: `at` holds CODE and is executable.
-    let f: extern "C" fn() -> i32 = unsafe { std::mem::transmute(at) };
-    std::process::exit(f())
-}
+use vm_tests::technique::{CODE, run_code};
 
 fn anon_rwx() -> ! {
     // SAFETY: plain syscalls on memory we own.
@@ -46,7 +36,7 @@ fn anon_rwx() -> ! {
             refused("mmap RWX");
         }
         std::ptr::copy_nonoverlapping(CODE.as_ptr(), p.cast(), CODE.len());
-        run_code(p)
+        run_code(p.cast())
     }
 }
 
@@ -68,7 +58,7 @@ fn mprotect_exec() -> ! {
         if libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC) != 0 {
             refused("mprotect RX");
         }
-        run_code(p)
+        run_code(p.cast())
     }
 }
 
@@ -90,7 +80,7 @@ fn wx_file(path: &str) -> ! {
             refused("mmap of a file RWX");
         }
         std::ptr::copy_nonoverlapping(CODE.as_ptr(), p.cast(), CODE.len());
-        run_code(p)
+        run_code(p.cast())
     }
 }
 

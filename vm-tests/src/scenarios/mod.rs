@@ -35,6 +35,7 @@ mod injection;
 mod mappings;
 mod service;
 mod tamper;
+mod workload;
 
 /// Every scenario, area by area.
 pub(crate) fn all() -> impl Iterator<Item = &'static Scenario> {
@@ -44,6 +45,7 @@ pub(crate) fn all() -> impl Iterator<Item = &'static Scenario> {
         tamper::SCENARIOS,
         injection::SCENARIOS,
         containment::SCENARIOS,
+        workload::SCENARIOS,
         audit::SCENARIOS,
         artifacts::SCENARIOS,
         service::SCENARIOS,

@@ -45,6 +45,7 @@ pub(crate) struct Env {
     /// The technique fixtures of the containment scenarios.
     pub(crate) inject: PathBuf,
     pub(crate) escape: PathBuf,
+    pub(crate) workload: PathBuf,
     pub(crate) policy: PathBuf,
 }
 
@@ -61,6 +62,7 @@ impl Env {
             attacks: fixtures.join("attacks"),
             inject: fixtures.join("inject"),
             escape: fixtures.join("escape"),
+            workload: fixtures.join("workload"),
             policy: Path::new(WORK).join("policy.toml"),
         }
     }
@@ -79,6 +81,14 @@ pub(crate) fn cgroup(scope: &str) -> PathBuf {
 pub(crate) fn exec_stack_program() -> PathBuf {
     Path::new(WORK).join("inject-exec-stack")
 }
+
+/// A granted script that runs busybox tools and the workload fixture.
+pub(crate) fn workload_script() -> PathBuf {
+    Path::new(WORK).join("workload.sh")
+}
+
+/// A library the workload opens at run time (not one it links): granted by name.
+pub(crate) const DLOPENED: &str = "/lib/x86_64-linux-gnu/libm.so.6";
 
 pub(crate) fn granted_script() -> PathBuf {
     Path::new(WORK).join("granted.sh")

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use super::run::run_tool;
 use super::{
-    Env, JIT_SCOPE, MONITOR_SCOPE, NO_INTERPRETER_SCOPE, SCOPE, SCRIPT_EXIT, WORK,
-    exec_stack_program, granted_script, ungranted_script, write_script,
+    DLOPENED, Env, JIT_SCOPE, MONITOR_SCOPE, NO_INTERPRETER_SCOPE, SCOPE, SCRIPT_EXIT, WORK,
+    exec_stack_program, granted_script, ungranted_script, workload_script, write_script,
 };
 
 /// Writes the scripts and the policy file the scenarios rely on. Nothing changes them
@@ -32,12 +32,33 @@ pub(crate) fn write_fixtures(env: &Env) {
     );
     assert!(code == 0, "inject mark-exec-stack exited {code}: {out}");
     let stack = stack.display();
+    let workload = env.workload.display();
+    write_script(
+        &workload_script(),
+        &format!(
+            "# An ordinary job: busybox tools over files, then a dynamically linked program.\n\
+             set -e\n\
+             cd \"$1\"\n\
+             ls / > listing\n\
+             sort -r listing | head -n 3 > sorted\n\
+             echo hello | sha256sum | awk '{{print $1}}' > digest\n\
+             sed -n 1p sorted > first\n\
+             tar cf files.tar listing sorted digest\n\
+             tar tf files.tar | wc -l > count\n\
+             find . -type f | grep -c . > found\n\
+             gzip -c listing | gunzip | cmp - listing\n\
+             {workload} \"$1\"\n\
+             echo \"script done: $(cat count) files archived, $(cat found) found\""
+        ),
+    );
+    let script_workload = workload_script();
+    let script_workload = script_workload.display();
     // Every scope grants its programs' loader and libraries (with_libraries), since
     // executable mappings are checked too.
     let policy = format!(
         "[[scope]]\npath = \"/{SCOPE}\"\nwith_libraries = true\n\
          files = [\"{probe}\", \"{attacks}\", \"{inject}\", \"{escape}\", \"{stack}\", \
-         \"/bin/busybox\", \"{script}\"]\n\n\
+         \"{workload}\", \"{script_workload}\", \"{DLOPENED}\", \"/bin/busybox\", \"{script}\"]\n\n\
          [[scope]]\npath = \"/{NO_INTERPRETER_SCOPE}\"\nwith_libraries = true\nfiles = [\"{probe}\", \"{script}\"]\n\n\
          [[scope]]\npath = \"/{MONITOR_SCOPE}\"\nmode = \"monitor\"\nwith_libraries = true\nfiles = [\"{probe}\"]\n\n\
          [[scope]]\npath = \"/{JIT_SCOPE}\"\nwith_libraries = true\nallow_anonymous_exec = true\n\
