@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use enforcer::authz::artifact::Mode;
 use vm_tests::{PROBE_EXIT, UNLISTED_EXIT};
 
 use crate::support::agent::Agent;
@@ -20,8 +21,8 @@ use crate::support::run::{
     Reaped, check_eperm, check_exit, enforcer_ok, expect_eperm, expect_exit, run_tool, within,
 };
 use crate::support::service::{
-    ExecStream, SocketOpenedUp, expect_killed, expect_notification, set_mode, sleeper_in_scope,
-    status_json,
+    ExecStream, SocketOpenedUp, expect_killed, expect_notification, listing, set_mode,
+    sleeper_in_scope, status,
 };
 use crate::support::signed::{Kit, LIVE, SOCKET};
 use crate::support::{AGENT_READY, Env, SCOPE, cgroup};
@@ -68,10 +69,10 @@ fn pushed_bundle_allows_while_agent_runs(env: &Env) {
     );
     // `push` returns once the kernel enforces it.
     expect_exit(Some(LIVE), &env.probe, PROBE_EXIT);
-    let list = enforcer_ok(env, &["list", "--json"]);
+    let list = listing(env);
     assert!(
-        list.contains("\"bundle_id\":\"live-probe\""),
-        "list does not show the pushed bundle: {list}"
+        list.bundles.iter().any(|b| b.bundle_id == "live-probe"),
+        "list does not show the pushed bundle: {list:?}"
     );
     // A bundle dropped into the bundle directory takes effect too.
     expect_eperm(Some(LIVE), &env.unlisted);
@@ -331,13 +332,13 @@ fn service_runs_from_config_notifies_and_reloads(env: &Env) {
     expect_notification(&notify, "READY=1", AGENT_READY);
     expect_notification(&notify, "WATCHDOG=1", Duration::from_secs(3));
     expect_eperm(Some(LIVE), &env.probe);
-    let status = status_json(env);
-    let scopes = status["scopes"].as_array().cloned().unwrap_or_default();
+    let report = status(env);
     assert!(
-        scopes
+        report
+            .scopes
             .iter()
-            .any(|s| s["path"] == format!("/{LIVE}") && s["denies_everything"] == true),
-        "status does not say the declared scope denies everything: {status}"
+            .any(|s| s.path == format!("/{LIVE}") && s.denies_everything),
+        "status does not say the declared scope denies everything: {report:?}"
     );
     // SIGHUP: a second scope, in monitor mode for a rollout.
     write_config(&format!(
@@ -354,30 +355,29 @@ fn service_runs_from_config_notifies_and_reloads(env: &Env) {
         &env.unlisted,
         UNLISTED_EXIT,
     );
-    let status = status_json(env);
-    let rollout = status["scopes"]
-        .as_array()
-        .and_then(|s| {
-            s.iter()
-                .find(|s| s["path"] == format!("/{LIVE}-rollout"))
-                .cloned()
-        })
-        .unwrap_or_else(|| panic!("reloaded scope missing from status: {status}"));
+    let report = status(env);
+    let rollout = report
+        .scopes
+        .iter()
+        .find(|s| s.path == format!("/{LIVE}-rollout"))
+        .unwrap_or_else(|| panic!("reloaded scope missing from status: {report:?}"));
     assert!(
-        rollout["mode"] == "monitor",
-        "rollout scope not in monitor mode: {rollout}"
+        rollout.mode == Mode::Monitor,
+        "rollout scope not in monitor mode: {rollout:?}"
     );
     // A broken configuration keeps the previous one in force and says why.
     std::fs::write(&config, "this is = not toml [")
         .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
     signal(libc::SIGHUP);
     expect_notification(&notify, "READY=1", Duration::from_secs(10));
-    let status = status_json(env);
+    let report = status(env);
     assert!(
-        status["agent"]["last_error"]
-            .as_str()
+        report
+            .agent
+            .last_error
+            .as_deref()
             .is_some_and(|e| e.contains("config.toml")),
-        "status does not report the broken config: {status}"
+        "status does not report the broken config: {report:?}"
     );
     expect_eperm(Some(LIVE), &env.probe);
     signal(libc::SIGTERM);

@@ -10,6 +10,8 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+
+use enforcer::service::control::protocol::{Listing, StatusReport};
 use std::time::{Duration, Instant};
 
 use vm_tests::PROBE_EXIT;
@@ -132,11 +134,23 @@ pub(crate) fn expect_notification(sock: &UnixDatagram, want: &str, timeout: Dura
     panic!("no {want} notification within {timeout:?}; got {seen:?}");
 }
 
+/// `enforcer status --json`, read as the control protocol's own type.
 #[track_caller]
-pub(crate) fn status_json(env: &Env) -> serde_json::Value {
-    let out = enforcer_ok(env, &["status", "--json"]);
+pub(crate) fn status(env: &Env) -> StatusReport {
+    json_of(&enforcer_ok(env, &["status", "--json"]))
+}
+
+/// `enforcer list --json`, read as the control protocol's own type.
+#[track_caller]
+pub(crate) fn listing(env: &Env) -> Listing {
+    json_of(&enforcer_ok(env, &["list", "--json"]))
+}
+
+/// The JSON on the last line the CLI printed.
+#[track_caller]
+fn json_of<T: serde::de::DeserializeOwned>(out: &str) -> T {
     serde_json::from_str(out.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {out}"))
+        .unwrap_or_else(|e| panic!("not what the control protocol says: {e}: {out}"))
 }
 
 /// Opens the control socket and its directory to everyone until dropped, which puts
