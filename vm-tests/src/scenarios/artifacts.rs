@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use vm_tests::PROBE_EXIT;
 
 use crate::support::run::{enforcer_ok, expect_eperm, expect_exit};
-use crate::support::signed::{POLICIES, copy_test_keys};
+use crate::support::signed::{POLICIES, copy_test_keys, signed_revocation};
 use crate::support::{Env, WORK};
 
 pub(super) const SCENARIOS: &[super::Scenario] =
@@ -116,23 +116,7 @@ fn signed_bundles_grant_and_refusals_are_named(env: &Env) {
 
     // A revocation signed by carol withdraws the bundle: its scope stays governed.
     let revocation = path(revoked.join("vmtest.json"));
-    enforcer_ok(
-        env,
-        &[
-            "revoke",
-            "create",
-            "--issuer",
-            "security",
-            "--bundle-id",
-            "vmtest",
-            "--out",
-            &revocation,
-        ],
-    );
-    enforcer_ok(
-        env,
-        &["revoke", "sign", "--key", &key("carol"), &revocation],
-    );
+    signed_revocation(env, &revocation, "vmtest", &key("carol"));
     load(&[&good, &revoked]);
     expect_eperm(Some("vmtest-signed"), &env.probe);
 }

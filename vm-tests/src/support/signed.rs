@@ -106,20 +106,7 @@ impl Kit {
     #[track_caller]
     pub(crate) fn revocation(&self, env: &Env, id: &str) -> String {
         let out = self.out(&format!("{id}.revocation.json"));
-        enforcer_ok(
-            env,
-            &[
-                "revoke",
-                "create",
-                "--issuer",
-                "security",
-                "--bundle-id",
-                id,
-                "--out",
-                &out,
-            ],
-        );
-        enforcer_ok(env, &["revoke", "sign", "--key", &self.key("carol"), &out]);
+        signed_revocation(env, &out, id, &self.key("carol"));
         out
     }
 
@@ -170,4 +157,24 @@ impl Kit {
                 .args(["--scope", &scope, "--socket", SOCKET]),
         )
     }
+}
+
+/// Writes to `out` a revocation of bundle id `id` from the issuer `security`, signed with
+/// `key`.
+#[track_caller]
+pub(crate) fn signed_revocation(env: &Env, out: &str, id: &str, key: &str) {
+    enforcer_ok(
+        env,
+        &[
+            "revoke",
+            "create",
+            "--issuer",
+            "security",
+            "--bundle-id",
+            id,
+            "--out",
+            out,
+        ],
+    );
+    enforcer_ok(env, &["revoke", "sign", "--key", key, out]);
 }
