@@ -1,0 +1,3 @@
+//! Known-answer tests against published vectors, and exhaustive checks on small trees.
+
+mod merkle;
