@@ -6,9 +6,11 @@
 //! - [`proof`]: inclusion and consistency proofs, made and checked.
 //! - [`note_key`] and [`note`]: C2SP `signed-note` with Ed25519 keys, and the `vkey` text
 //!   that Go's tools and witnesses exchange keys in.
+//! - [`checkpoint`]: C2SP `tlog-checkpoint`, the signed tree head.
 //!
 //! Nothing here is written by the log yet; `docs/audit.md` says what it will be.
 
+pub mod checkpoint;
 pub mod merkle;
 pub mod note;
 pub mod note_key;
@@ -17,6 +19,7 @@ pub mod proof;
 #[cfg(test)]
 mod tests;
 
+pub use checkpoint::{Checkpoint, CheckpointError, VerifiedCheckpoint};
 pub use merkle::{
     SubtreeHashes, TREE_HASH_LEN, TreeHash, empty_root, leaf_hash, node_hash, tree_root,
 };
