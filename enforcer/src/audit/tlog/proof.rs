@@ -3,7 +3,7 @@
 //! Generation follows the RFC's recursive definitions (PATH and SUBPROOF) as loops over
 //! leaf ranges, reading hashes from a [`SubtreeHashes`] source. Verification follows the
 //! RFC's iterative algorithms. Both sides share one description of the proof's shape
-//! ([`inclusion_shape`], [`consistency_shape`]): which side each proof hash sits on. That
+//! (`inclusion_shape`, `consistency_shape`): which side each proof hash sits on. That
 //! lets a verifier tell a proof of the wrong length apart from one with a wrong hash, and
 //! say so.
 
@@ -127,7 +127,7 @@ fn climb(mut fn_: u64, mut sn: u64) -> Vec<Side> {
 }
 
 /// The inclusion proof (audit path) of leaf `index` in the tree of the first `size`
-/// leaves: RFC 6962's PATH(m, D[0:n]), leaf to root.
+/// leaves: RFC 6962's `PATH(m, D[0:n])`, leaf to root.
 pub fn inclusion_proof<S: SubtreeHashes + ?Sized>(
     source: &S,
     index: u64,
@@ -154,7 +154,7 @@ pub fn inclusion_proof<S: SubtreeHashes + ?Sized>(
 }
 
 /// The consistency proof that the tree of the first `new` leaves extends the tree of the
-/// first `old`: RFC 6962's PROOF(m, D[0:n]) = SUBPROOF(m, D[0:n], true), leaf to root.
+/// first `old`: RFC 6962's `PROOF(m, D[0:n]) = SUBPROOF(m, D[0:n], true)`, leaf to root.
 ///
 /// Empty when `old` is 0 or equals `new`: those cases need no hashes.
 pub fn consistency_proof<S: SubtreeHashes + ?Sized>(
