@@ -13,11 +13,14 @@
 //!   durability.
 //! - [`verify`](mod@verify): walks every file and reports the first broken record.
 //! - [`query`]: reading, filtering, following and lineage for the CLI.
+//! - [`tlog`]: the Merkle tree, proofs and signed checkpoints of format v2 (in progress,
+//!   not yet written by the log).
 
 pub mod chain;
 pub mod files;
 pub mod query;
 pub mod record;
+pub mod tlog;
 pub mod verify;
 pub mod writer;
 

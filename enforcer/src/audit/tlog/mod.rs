@@ -1,0 +1,31 @@
+//! The audit log as a transparency log (format v2, in progress): the pieces that do not
+//! depend on how the log is stored.
+//!
+//! - [`merkle`]: the RFC 6962 / RFC 9162 Merkle tree over SHA-256, and [`SubtreeHashes`],
+//!   the one question a hash store (later: C2SP `tlog-tiles`) has to answer.
+//! - [`proof`]: inclusion and consistency proofs, made and checked.
+//! - [`note_key`] and [`note`]: C2SP `signed-note` with Ed25519 keys, and the `vkey` text
+//!   that Go's tools and witnesses exchange keys in.
+//! - [`checkpoint`]: C2SP `tlog-checkpoint`, the signed tree head.
+//!
+//! Nothing here is written by the log yet; `docs/audit.md` says what it will be.
+
+pub mod checkpoint;
+pub mod merkle;
+pub mod note;
+pub mod note_key;
+pub mod proof;
+
+#[cfg(test)]
+mod tests;
+
+pub use checkpoint::{Checkpoint, CheckpointError, VerifiedCheckpoint};
+pub use merkle::{
+    SubtreeHashes, TREE_HASH_LEN, TreeHash, empty_root, leaf_hash, node_hash, tree_root,
+};
+pub use note::{NoteError, NoteSignature, SignedNote, VerifiedNote};
+pub use note_key::{KeyError, NoteKeyId, NoteSigner, NoteVerifier, NoteVerifiers};
+pub use proof::{
+    ProveError, VerifyError, consistency_proof, inclusion_proof, root_from_inclusion_proof,
+    verify_consistency, verify_inclusion,
+};

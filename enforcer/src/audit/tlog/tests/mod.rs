@@ -1,0 +1,5 @@
+//! Known-answer tests against published vectors, and exhaustive checks on small trees.
+
+mod checkpoint;
+mod merkle;
+mod note;
