@@ -30,6 +30,8 @@ struct Results {
     host: Vec<Value>,
     /// (kernel, result line)
     vm: Vec<(&'static str, Value)>,
+    /// (kernel, system call line)
+    syscalls: Vec<(&'static str, Value)>,
     info: Vec<(&'static str, String)>,
     /// Failed checks and runs that produced no result.
     problems: Vec<String>,
@@ -131,6 +133,13 @@ fn vm_kernel(
                     .problems
                     .push(format!("{kernel}: unreadable result {json}: {e}")),
             }
+        } else if let Some(json) = text.strip_prefix("BENCH-SYSCALL ") {
+            match serde_json::from_str(json) {
+                Ok(v) => results.syscalls.push((kernel, v)),
+                Err(e) => results
+                    .problems
+                    .push(format!("{kernel}: unreadable result {json}: {e}")),
+            }
         } else if let Some(info) = text.strip_prefix("BENCH-INFO ") {
             results.info.push((kernel, info.to_owned()));
         } else if text.starts_with("BENCH-CHECK PASS ") {
@@ -206,6 +215,26 @@ fn print_table(results: &Results) {
             );
         }
         println!("  cache checks passed: {}", results.checks_passed);
+    }
+    if !results.syscalls.is_empty() {
+        println!("system calls in a scope: what the hooks add per call (95% CI)");
+        println!(
+            "  {:<6} {:<14} {:>10} {:>10} {:>9}  95% CI",
+            "kernel", "call", "ns without", "ns with", "extra ns"
+        );
+        for (kernel, v) in &results.syscalls {
+            let n = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "  {:<6} {:<14} {:>10.0} {:>10.0} {:>9.0}  [{:.0}, {:.0}]",
+                kernel,
+                v["call"].as_str().unwrap_or("?"),
+                n("ns_without"),
+                n("ns_with"),
+                n("extra_ns"),
+                n("low"),
+                n("high"),
+            );
+        }
     }
     for problem in &results.problems {
         println!("FAIL {problem}");

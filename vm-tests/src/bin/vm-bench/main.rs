@@ -19,6 +19,7 @@
 //! name`, `BENCH-RESULT {json}`; a table for people; exit status 1 if a check failed.
 
 mod checks;
+mod ops;
 mod stats;
 mod worker;
 
@@ -203,7 +204,15 @@ impl Enforcer {
             files.join(", ")
         );
         std::fs::write(&policy_path, text).map_err(|e| e.to_string())?;
-        let policy = Policy::from_local_file(&policy_path).map_err(|e| e.to_string())?;
+        let mut policy = Policy::from_local_file(&policy_path).map_err(|e| e.to_string())?;
+        // The agent gives every scope the default writable roots (its settings); the bench
+        // resolves the policy itself, so it adds them: the worker copies fixtures to /tmp.
+        for spec in policy.scopes.values_mut() {
+            spec.writable = enforcer::paths::DEFAULT_WRITABLE
+                .iter()
+                .map(PathBuf::from)
+                .collect();
+        }
         let desired =
             kernel::resolve(&policy, Path::new(CGROUP_ROOT)).map_err(|e| e.to_string())?;
         Ok(Self {
@@ -351,6 +360,82 @@ impl Bench {
     }
 }
 
+/// Per system call loop of [`ops::OPS`]: each round's ns per call, (without, with) the
+/// enforcer.
+type Calls = BTreeMap<&'static str, Vec<(f64, f64)>>;
+
+/// Calls per loop: enough to dwarf the request's own round trip under TCG.
+const CALLS: u64 = 2_000;
+
+impl Bench {
+    /// Times each system call loop without the enforcer, with it (twice, in both orders),
+    /// and without again, per round.
+    fn syscall_rounds(&mut self, rounds: usize) -> Result<Calls, String> {
+        let mut calls = Calls::new();
+        let ns = |nanos: u64| {
+            #[allow(clippy::cast_precision_loss, reason = "nanoseconds fit f64")]
+            let per = nanos as f64 / CALLS as f64;
+            per
+        };
+        for r in 0..rounds {
+            let mut without = BTreeMap::new();
+            let mut with = BTreeMap::new();
+            for (op, _) in ops::OPS {
+                *without.entry(op).or_insert(0.0) += ns(self.worker.op(op, CALLS)?);
+            }
+            self.load()?;
+            for (op, _) in ops::OPS.iter().chain(ops::OPS.iter().rev()) {
+                *with.entry(*op).or_insert(0.0) += ns(self.worker.op(op, CALLS)?);
+            }
+            self.enforcer.drain();
+            self.enforcer.unload()?;
+            for (op, _) in ops::OPS.iter().rev() {
+                *without.entry(*op).or_insert(0.0) += ns(self.worker.op(op, CALLS)?);
+            }
+            for (op, _) in ops::OPS {
+                calls
+                    .entry(op)
+                    .or_default()
+                    .push((without[op] / 2.0, with[op] / 2.0));
+            }
+            println!("vm-bench: system call round {}/{rounds}", r + 1);
+        }
+        Ok(calls)
+    }
+}
+
+/// What each loop's hooks cost per call: the difference with and without the enforcer.
+fn print_syscall_report(calls: &Calls) {
+    println!();
+    println!(
+        "{:<14} {:>10} {:>10} {:>10}  {:<22} hooks",
+        "call", "ns without", "ns with", "extra ns", "95% CI"
+    );
+    for (op, hooks) in ops::OPS {
+        let Some(samples) = calls.get(op) else {
+            continue;
+        };
+        let without: Vec<f64> = samples.iter().map(|s| s.0).collect();
+        let with: Vec<f64> = samples.iter().map(|s| s.1).collect();
+        let extra = Estimate::of(&samples.iter().map(|s| s.1 - s.0).collect::<Vec<_>>());
+        let line = serde_json::json!({
+            "call": op, "ns_without": stats::mean(&without), "ns_with": stats::mean(&with),
+            "extra_ns": extra.mean, "low": extra.low, "high": extra.high,
+            "rounds": samples.len(), "hooks": hooks,
+        });
+        println!("BENCH-SYSCALL {line}");
+        println!(
+            "{:<14} {:>10.0} {:>10.0} {:>10.0}  [{:>8.0}, {:>8.0}]  {hooks}",
+            op,
+            stats::mean(&without),
+            stats::mean(&with),
+            extra.mean,
+            extra.low,
+            extra.high
+        );
+    }
+}
+
 /// One line of the report: a condition's exec time relative to another's.
 struct Row {
     size: Size,
@@ -494,6 +579,8 @@ fn run(opts: Options) -> Result<usize, String> {
         let rounds = bench.opts.rounds;
         let samples = bench.rounds(rounds)?;
         print_report(&samples, &summarize(&samples));
+        let calls = bench.syscall_rounds(rounds.min(10))?;
+        print_syscall_report(&calls);
     }
     bench.worker.stop();
     Ok(failed)

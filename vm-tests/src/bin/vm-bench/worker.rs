@@ -124,6 +124,24 @@ impl Worker {
         })
     }
 
+    /// Runs `count` of the system call loop `op` ([`crate::ops`]); returns the loop's time.
+    pub(crate) fn op(&mut self, op: &str, count: u64) -> Result<u64, String> {
+        writeln!(self.stdin, "{}", json!({ "op": op, "count": count }))
+            .map_err(|e| format!("worker: {e}"))?;
+        let mut answer = String::new();
+        self.stdout
+            .read_line(&mut answer)
+            .map_err(|e| format!("worker: {e}"))?;
+        let v: Value =
+            serde_json::from_str(&answer).map_err(|e| format!("worker said {answer:?}: {e}"))?;
+        if let Some(err) = v["error"].as_str() {
+            return Err(format!("worker: {op}: {err}"));
+        }
+        v["nanos"]
+            .as_u64()
+            .ok_or_else(|| format!("worker: {op}: no time in {answer:?}"))
+    }
+
     /// Runs and checks that every exec ended in `expected`; returns the total time.
     pub(crate) fn timed(&mut self, req: &Request<'_>, expected: &Outcome) -> Result<u64, String> {
         let reply = self.run(req)?;
@@ -169,6 +187,10 @@ pub(crate) fn serve(scratch: &Path) -> std::process::ExitCode {
 }
 
 fn handle(req: &Value, scratch: &Path, copies: &mut u64) -> Result<Value, String> {
+    if let Some(op) = req["op"].as_str() {
+        let count = req["count"].as_u64().ok_or("no count")?;
+        return crate::ops::run(op, count, scratch).map(|nanos| json!({ "nanos": nanos }));
+    }
     let program = PathBuf::from(req["program"].as_str().ok_or("no program")?);
     let count = req["count"].as_u64().ok_or("no count")?;
     let fresh = req["fresh_copy"].as_bool().unwrap_or(false);
