@@ -29,6 +29,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     loading_a_kernel_module_refused,
     perf_events_refused,
     raw_port_access_refused,
+    kexec_load_refused,
     setting_core_pattern_refused,
     sysrq_refused,
     creating_an_autostart_file_refused,
@@ -178,6 +179,11 @@ fn perf_events_refused(env: &Env) {
 
 fn raw_port_access_refused(env: &Env) {
     escape("ioperm", &["ioperm"], EPERM, CAPABILITY).check(env);
+}
+
+fn kexec_load_refused(env: &Env) {
+    // Refused at CAP_SYS_BOOT, before the kernel_load_data hook would see it.
+    escape("kexec", &["kexec"], EPERM, CAPABILITY).check(env);
 }
 
 fn setting_core_pattern_refused(env: &Env) {

@@ -171,6 +171,29 @@ pub(crate) fn ioperm() {
     println!("ioperm: released");
 }
 
+/// Calls kexec_load with no segments: it unloads the standby kernel image, of which there
+/// is none, and succeeds.
+///
+/// Kernel path: `kexec_load` → `kexec_load_check`: `capable(CAP_SYS_BOOT)`, then
+/// `security_kernel_load_data(LOADING_KEXEC_IMAGE)` and `security_locked_down(LOCKDOWN_KEXEC)`,
+/// before any segment is read.
+/// Escape: with segments, the image is a kernel of the caller's choosing that `reboot`
+/// (or the next crash, for a crash kernel) boots in place of this one.
+pub(crate) fn kexec() {
+    // SAFETY: plain syscall; no segments, so no pointer is read.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_load,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            std::ptr::null::<libc::c_void>(),
+            0 as libc::c_ulong,
+        )
+    };
+    sys::check(r, "kexec_load");
+    println!("kexec_load: accepted (no segments: nothing was staged)");
+}
+
 /// Writes `VALUE` to the sysctl file `PATH`, then writes the old value back.
 ///
 /// Kernel path: `proc_sys_write` → `sysctl_perm` → the table's handler.
