@@ -28,6 +28,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     writing_own_code_through_proc_self_mem_refused,
     ptrace_poke_into_a_child_refused,
     executable_stack_killed_before_it_runs,
+    executable_stack_of_an_ia32_program_killed_before_it_runs,
     overlay_mount_in_a_user_namespace_refused,
 ];
 
@@ -247,6 +248,21 @@ fn executable_stack_killed_before_it_runs(env: &Env) {
         Fixture::ExecStack,
         Who::Nobody,
         &["stack-code"],
+        0,
+        ("mmap_file", "anonymous-exec"),
+    );
+    case.shows = Shows::Killed;
+    case.check(env);
+}
+
+fn executable_stack_of_an_ia32_program_killed_before_it_runs(env: &Env) {
+    // A 32-bit program without PT_GNU_STACK gets an executable stack by default; no
+    // marking needed, and no 64-bit loader involved: the kernel maps its one segment.
+    let mut case = Case::refused(
+        "ia32-stack",
+        Fixture::Ia32Stack,
+        Who::Nobody,
+        &[],
         0,
         ("mmap_file", "anonymous-exec"),
     );

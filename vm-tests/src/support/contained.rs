@@ -39,6 +39,8 @@ pub(crate) enum Fixture {
     Escape,
     /// The `inject` fixture's copy with an executable stack ([`super::exec_stack_program`]).
     ExecStack,
+    /// The i386 program with an executable stack by default ([`super::ia32_stack_program`]).
+    Ia32Stack,
 }
 
 /// How the refusal shows to the technique in the scope.
@@ -91,7 +93,7 @@ impl<'a> Case<'a> {
         (hook, reason): (&'a str, &'a str),
     ) -> Self {
         let works = match fixture {
-            Fixture::Inject | Fixture::ExecStack => technique::INJECTED,
+            Fixture::Inject | Fixture::ExecStack | Fixture::Ia32Stack => technique::INJECTED,
             Fixture::Escape => technique::WORKED,
         };
         Self {
@@ -278,6 +280,7 @@ impl Session<'_> {
             Fixture::Inject => self.env.inject.clone(),
             Fixture::Escape => self.env.escape.clone(),
             Fixture::ExecStack => super::exec_stack_program(),
+            Fixture::Ia32Stack => super::ia32_stack_program(),
         };
         let mut cmd = Command::new(program);
         cmd.args(&args).current_dir(&dir);

@@ -82,6 +82,12 @@ pub(crate) fn exec_stack_program() -> PathBuf {
     Path::new(WORK).join("inject-exec-stack")
 }
 
+/// An i386 program without `PT_GNU_STACK` (so with an executable stack) that runs code
+/// from its stack, granted in the enforcing scope.
+pub(crate) fn ia32_stack_program() -> PathBuf {
+    Path::new(WORK).join("ia32-stack")
+}
+
 /// A granted script that runs busybox tools and the workload fixture.
 pub(crate) fn workload_script() -> PathBuf {
     Path::new(WORK).join("workload.sh")

@@ -9,7 +9,8 @@ use std::process::Command;
 use super::run::run_tool;
 use super::{
     DLOPENED, Env, JIT_SCOPE, MONITOR_SCOPE, NO_INTERPRETER_SCOPE, SCOPE, SCRIPT_EXIT, WORK,
-    exec_stack_program, granted_script, ungranted_script, workload_script, write_script,
+    exec_stack_program, granted_script, ia32_stack_program, ungranted_script, workload_script,
+    write_script,
 };
 
 /// Writes the scripts and the policy file the scenarios rely on. Nothing changes them
@@ -32,6 +33,10 @@ pub(crate) fn write_fixtures(env: &Env) {
     );
     assert!(code == 0, "inject mark-exec-stack exited {code}: {out}");
     let stack = stack.display();
+    let ia32 = ia32_stack_program();
+    let (code, out) = run_tool(Command::new(&env.inject).arg("write-ia32-stack").arg(&ia32));
+    assert!(code == 0, "inject write-ia32-stack exited {code}: {out}");
+    let ia32 = ia32.display();
     let workload = env.workload.display();
     write_script(
         &workload_script(),
@@ -57,7 +62,7 @@ pub(crate) fn write_fixtures(env: &Env) {
     // executable mappings are checked too.
     let policy = format!(
         "[[scope]]\npath = \"/{SCOPE}\"\nwith_libraries = true\n\
-         files = [\"{probe}\", \"{attacks}\", \"{inject}\", \"{escape}\", \"{stack}\", \
+         files = [\"{probe}\", \"{attacks}\", \"{inject}\", \"{escape}\", \"{stack}\", \"{ia32}\", \
          \"{workload}\", \"{script_workload}\", \"{DLOPENED}\", \"/bin/busybox\", \"{script}\"]\n\n\
          [[scope]]\npath = \"/{NO_INTERPRETER_SCOPE}\"\nwith_libraries = true\nfiles = [\"{probe}\", \"{script}\"]\n\n\
          [[scope]]\npath = \"/{MONITOR_SCOPE}\"\nmode = \"monitor\"\nwith_libraries = true\nfiles = [\"{probe}\"]\n\n\

@@ -30,7 +30,7 @@ const USAGE: &str = "usage: inject TECHNIQUE [ARGS]
   read-implies-exec            userfaultfd DIR              io-uring LIB DIR
   o-direct LIB DIR             proc-self-mem                ptrace-poke
   stack-code                   mark-exec-stack SRC DST      overlay LIB DIR
-  read-implies-exec-brk        dev-zero";
+  read-implies-exec-brk        dev-zero                     write-ia32-stack DST";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,6 +55,7 @@ fn main() {
         ["ptrace-poke"] => process::ptrace_poke(),
         ["stack-code"] => memory::stack_code(),
         ["mark-exec-stack", src, dst] => elf::mark_exec_stack(src, dst),
+        ["write-ia32-stack", dst] => elf::write_ia32_stack(dst),
         ["overlay", lib, dir] => overlay::overlay(lib, dir),
         _ => {
             eprintln!("{USAGE}");
