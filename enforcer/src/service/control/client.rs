@@ -33,9 +33,17 @@ pub fn request<T: DeserializeOwned>(
         message: e.to_string(),
     })?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(io)?;
+    // The agent may answer before it has read the whole request (a refusal by the
+    // peer's credentials does not read it at all) and close: the rest of a large request
+    // then fails with EPIPE, but the answer is already queued for us. Read it either way.
+    let sent = stream.write_all(&line);
     let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    let read = BufReader::new(&stream).read_line(&mut answer);
+    match (sent, read) {
+        (_, Ok(_)) if !answer.is_empty() => {}
+        (Err(e), _) | (Ok(()), Err(e)) => return Err(io(e)),
+        (Ok(()), Ok(_)) => {}
+    }
     if answer.is_empty() {
         return Err(ControlError::BadAnswer {
             path: socket.into(),
@@ -46,4 +54,35 @@ pub fn request<T: DeserializeOwned>(
         path: socket.into(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+    use crate::service::control::protocol::Data;
+
+    #[test]
+    fn an_answer_sent_before_the_request_was_read_still_arrives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("control.sock");
+        let listener = UnixListener::bind(&socket).expect("bind");
+        // An agent that refuses at once, reads nothing and closes, as the credential check
+        // does.
+        let agent = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let refusal = Reply::<Data>::error("permission denied: only root");
+            let mut line = serde_json::to_vec(&refusal).expect("json");
+            line.push(b'\n');
+            conn.write_all(&line).expect("answer");
+        });
+        // Far more than the socket buffers hold: the write fails once the agent is gone.
+        let big = Request::artifact(false, "big.json".into(), &vec![b'x'; 8 << 20]);
+        let reply: Reply<Data> = request(&socket, &big).expect("the refusal is read");
+        agent.join().expect("agent thread");
+        assert!(!reply.ok);
+        assert_eq!(reply.message, "permission denied: only root");
+    }
 }
