@@ -22,6 +22,7 @@ mod report;
 mod serve;
 pub mod settings;
 mod watch;
+mod window;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -107,6 +108,8 @@ pub struct Agent {
     pending: Vec<AuthorizationChange>,
     /// The watched directories changed: the serving loop watches anew.
     rewatch: bool,
+    /// What the HTTP window shows (published whether or not it is on; cheap).
+    window: crate::service::http::Window,
 }
 
 /// RFC 3339, or raw seconds past year 9999 (humantime would panic there).
@@ -186,6 +189,7 @@ impl Agent {
             started: SystemTime::now(),
             pending: Vec::new(),
             rewatch: false,
+            window: window::starting(self_test_scope.is_some()),
         };
         let done = agent.reconcile(None)?;
         tracing::info!(

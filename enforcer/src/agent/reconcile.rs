@@ -191,6 +191,7 @@ impl Agent {
             }
         });
         let mut desired = kernel::resolve(&policy, self.config.cgroup_root())?;
+        let applying = std::time::Instant::now();
         let stats = match self.enforcement.apply(&desired) {
             Err(e @ kernel::KernelError::TooManyGrants { .. }) => {
                 // Doubt means deny: the scopes stay governed, with nothing granted, until
@@ -205,6 +206,7 @@ impl Agent {
             }
             other => other?,
         };
+        self.observe_apply(applying.elapsed());
         let previous = self.view.authz.take();
         report_refusals(previous.as_ref(), authz.as_ref());
         let mut labels = super::Labels::new(&policy, &desired, self.config.cgroup_root());
@@ -223,6 +225,7 @@ impl Agent {
         let withdrawn = self.record_changes(previous.as_ref());
         let killed = self.kill_withdrawn()?;
         self.last_error = (!problems.is_empty()).then(|| problems.join("; "));
+        self.publish_view();
         Ok(Reconciled { withdrawn, killed })
     }
 
@@ -246,6 +249,10 @@ impl Agent {
             kept.push("audit_dir/host_key");
             new.audit_dir.clone_from(&self.config.audit_dir);
             new.host_key.clone_from(&self.config.host_key);
+        }
+        if new.http != self.config.http {
+            kept.push("http");
+            new.http.clone_from(&self.config.http);
         }
         if !kept.is_empty() {
             tracing::warn!(settings = ?kept, "changed in the configuration, but take effect only after a restart");

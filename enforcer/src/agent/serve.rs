@@ -7,10 +7,11 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 
-use super::{Agent, decisions, drops, watch};
+use super::{Agent, decisions, drops, watch, window};
 use crate::audit::{self, AuditLog, AuditOptions};
 use crate::service::control::protocol::Data;
 use crate::service::control::{self, Request, Response};
+use crate::service::http;
 use crate::service::systemd;
 
 /// How often everything is re-read even when nothing announced a change: bounds the
@@ -65,7 +66,14 @@ impl Agent {
         use tokio::io::unix::AsyncFd;
         use tokio::signal::unix::{SignalKind, signal};
 
+        // Before anything else is bound: a port in use or a missing token file stops the
+        // agent here, naming the setting.
+        let http_listener = match &self.config.http {
+            Some(settings) => Some(http::bind(settings)?),
+            None => None,
+        };
         let mut log = self.open_audit_log()?;
+        let first_seq = log.next_seq();
         let ring = self
             .enforcement
             .take_events()
@@ -80,6 +88,12 @@ impl Agent {
         let listener = control::bind(self.config.socket())?;
         let (tx, mut requests) = mpsc::channel::<control::Pending>(16);
         let control_task = tokio::spawn(control::serve(listener, tx));
+        let http_task = http_listener.map(|l| {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(%addr, "HTTP window open: /healthz, /readyz, /metrics");
+            }
+            tokio::spawn(http::serve(l, self.window.clone()))
+        });
         let mut watcher = watch::Watcher::or_poll(self.watched_dirs().iter().map(PathBuf::as_path));
         // Drops since the last agent accounted for them (while none was reading) become a
         // gap record now, before anything else is read.
@@ -153,7 +167,18 @@ impl Agent {
                     systemd::status(&self.summary());
                 }
                 _ = ticker.tick() => {
+                    // Read the ring buffer on every tick too: a wakeup lost for any reason
+                    // costs a second, and readiness can tell the drain runs.
+                    self.record_decisions(ring.get_mut(), &mut log)?;
+                    let dropped = self.enforcement.dropped_events()?;
+                    account(&mut log, &mut dropped_seen, dropped)?;
                     log.tick()?;
+                    self.publish_live(&window::Live {
+                        log: &log,
+                        records: log.next_seq() - first_seq,
+                        dropped,
+                        last_drain: Instant::now(),
+                    });
                     let due = self.view.next_deadline.is_some_and(|t| SystemTime::now() >= t);
                     if due || last_sync.elapsed() >= RESYNC {
                         self.resync();
@@ -179,6 +204,9 @@ impl Agent {
             }
         }
         control_task.abort();
+        if let Some(task) = http_task {
+            task.abort();
+        }
         let _ = std::fs::remove_file(self.config.socket());
         log.close()?;
         Ok(())
@@ -190,6 +218,7 @@ impl Agent {
         ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
         log: &mut AuditLog,
     ) -> anyhow::Result<()> {
+        let mut read = Vec::new();
         while let Some(item) = ring.next() {
             let Some(event) = decisions::decode(&item) else {
                 tracing::error!(len = item.len(), "malformed decision record");
@@ -199,7 +228,9 @@ impl Agent {
             if let Some(json) = self.invocation.print_decisions {
                 println!("{}", self.labels.render(&event, log.boot_id(), json));
             }
+            read.push(event);
         }
+        self.count_decisions(&read);
         Ok(())
     }
 

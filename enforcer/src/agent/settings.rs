@@ -30,6 +30,11 @@
 //! [[scope]]
 //! path = "/agents.slice"
 //! mode = "enforce"      # "monitor": allow and record what would be denied (rollout)
+//!
+//! # Read-only HTTP window (/healthz, /readyz, /metrics); off without this section.
+//! [http]
+//! listen = "127.0.0.1:9464"
+//! token_file = "/etc/enforcer/http-token"   # required to listen beyond loopback
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -40,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::authz::artifact::Mode;
 use crate::authz::artifact::ScopePath;
 use crate::paths;
+use crate::service::http::HttpSettings;
 
 /// Why the configuration file was refused. The agent keeps running on the previous one
 /// when a reload fails.
@@ -59,6 +65,8 @@ pub enum ConfigError {
         index: usize,
         problem: String,
     },
+    #[error("config file {path}: {problem}")]
+    Http { path: PathBuf, problem: String },
 }
 
 /// One governed scope, as the operator declares it.
@@ -165,6 +173,12 @@ pub struct Settings {
     /// the default list.
     #[arg(long = "allowed-socket", value_name = "PATH")]
     pub allowed_sockets: Option<Vec<PathBuf>>,
+
+    /// `[http]`: the read-only HTTP window (probes and metrics). Off when absent. Only
+    /// the file sets it: a listener is a decision about the host, kept with the others.
+    #[arg(skip)]
+    #[serde(default)]
+    pub http: Option<HttpSettings>,
 }
 
 impl Settings {
@@ -195,6 +209,12 @@ impl Settings {
                 });
             }
         }
+        if let Some(http) = &settings.http {
+            http.check().map_err(|problem| ConfigError::Http {
+                path: path.into(),
+                problem,
+            })?;
+        }
         Ok(settings)
     }
 
@@ -220,6 +240,9 @@ impl Settings {
         merged.self_test = self.self_test.or(lower.self_test);
         if self.allowed_sockets.is_some() {
             merged.allowed_sockets.clone_from(&self.allowed_sockets);
+        }
+        if self.http.is_some() {
+            merged.http.clone_from(&self.http);
         }
         for scope in &self.scopes {
             if !merged.scopes.iter().any(|s| s.path == scope.path) {
@@ -346,7 +369,13 @@ impl Settings {
              # path = \"/agents.slice\"\n\
              # mode = \"enforce\"   # or \"monitor\" for a rollout\n\
              # writable = [\"/srv/agent-work\"]   # besides {writable:?}\n\
-             # devices = [\"/dev/kvm\"]           # besides null, zero, random, terminals\n",
+             # devices = [\"/dev/kvm\"]           # besides null, zero, random, terminals\n\
+             \n\
+             # Read-only HTTP window: /healthz, /readyz, /metrics (docs/metrics.md).\n\
+             # [http]\n\
+             # listen = {listen:?}\n\
+             # token_file = \"/etc/enforcer/http-token\"   # needed beyond loopback\n",
+            listen = crate::service::http::config::DEFAULT_LISTEN,
             sockets = paths::DEFAULT_ALLOWED_SOCKETS,
             writable = paths::DEFAULT_WRITABLE,
             trust = d.trust().display().to_string(),
@@ -438,6 +467,19 @@ mod tests {
         assert_eq!(text.clock_skew(), d.clock_skew());
         assert_eq!(text.self_test(), d.self_test());
         assert!(text.scopes.is_empty());
+        assert_eq!(text.http, None, "the HTTP window is off by default");
+    }
+
+    #[test]
+    fn an_http_section_turns_the_window_on() {
+        let c = parse("[http]\n").expect("defaults");
+        let http = c.http.expect("on");
+        assert!(http.listen.ip().is_loopback(), "{http:?}");
+        assert_eq!(http.listen.port(), 9464);
+        let c = parse("[http]\nlisten = \"0.0.0.0:8080\"\ntoken_file = \"/t\"\n").expect("token");
+        let http = c.http.expect("on");
+        assert_eq!(http.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(http.token_file.as_deref(), Some(Path::new("/t")));
     }
 
     #[test]
@@ -480,6 +522,9 @@ mod tests {
             ("[[scope]]\npath = \"/a\"\nmode = \"off\"", "off"),
             ("clock_skew = \"soon\"", "soon"),
             ("self_test = \"yes\"", "self_test"),
+            ("[http]\nlisten = \"0.0.0.0:9464\"", "token_file"),
+            ("[http]\nlisten = \"localhost\"", "localhost"),
+            ("[http]\nport = 1", "port"),
         ];
         for (text, needle) in cases {
             let err = parse(text).expect_err(text).to_string();

@@ -226,14 +226,18 @@ pub fn decision_name(code: u32) -> String {
     }
 }
 
-fn reason_name(code: u32) -> String {
+/// Name of a reason code ([`reason::name`]), or `unknown-<code>`.
+#[must_use]
+pub fn reason_name(code: u32) -> String {
     match reason::name(code) {
         "unknown" => format!("unknown-{code}"),
         name => name.to_owned(),
     }
 }
 
-fn hook_name(code: u32) -> String {
+/// Name of the hook that decided ([`hook::NAMES`]), or `unknown-<code>`.
+#[must_use]
+pub fn hook_name(code: u32) -> String {
     usize::try_from(code)
         .ok()
         .and_then(|i| hook::NAMES.get(i))

@@ -235,6 +235,20 @@ impl AuditLog {
         self.next_seq
     }
 
+    /// Records written since the last checkpoint, and when that checkpoint was written:
+    /// how much a crash now would leave uncovered, for readiness.
+    #[must_use]
+    pub fn since_checkpoint(&self) -> (u64, Instant) {
+        (self.since_checkpoint, self.last_checkpoint)
+    }
+
+    /// Whether the log still takes records: after a failed write only a reopen may
+    /// continue the chain.
+    #[must_use]
+    pub fn is_writable(&self) -> bool {
+        self.out.is_some()
+    }
+
     /// The boot this log's decisions belong to (exec ids are unique within it).
     #[must_use]
     pub fn boot_id(&self) -> &str {

@@ -74,6 +74,16 @@ impl Cause {
         }
     }
 
+    /// A bounded name for metrics: `expired`, `not_yet_valid`, `revoked` or `other`.
+    pub(super) fn kind(self) -> &'static str {
+        match self {
+            Self::Expired { .. } => "expired",
+            Self::NotYetValid { .. } => "not_yet_valid",
+            Self::Revoked { .. } => "revoked",
+            Self::Other => "other",
+        }
+    }
+
     pub(super) fn of_accept(error: &AcceptError) -> Self {
         match error {
             AcceptError::Refused(e) => Self::of(e),

@@ -111,6 +111,9 @@ pub struct Authorizations {
     /// Of `refused`, the files refused because a revocation withdraws them (by bundle id,
     /// artifact, digest or key): a definite withdrawal, unlike an unreadable file.
     pub revoked: BTreeSet<PathBuf>,
+    /// How many of `refused` were refused for each kind of reason (`expired`,
+    /// `not_yet_valid`, `revoked`, `other`): a bounded label where the reasons are text.
+    pub refused_kinds: BTreeMap<&'static str, u64>,
     /// Not refusals, but what an operator should read: a break-glass naming a scope that
     /// is not governed, which it cannot switch to monitor mode.
     pub warnings: Vec<(PathBuf, String)>,
@@ -273,8 +276,13 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
         .collect();
     let explanations = explain(&policy, &named, &refusals, now);
 
+    let mut refused_kinds = BTreeMap::new();
+    for r in &refusals {
+        *refused_kinds.entry(r.cause.kind()).or_insert(0) += 1;
+    }
     let mut out = Authorizations {
         policy,
+        refused_kinds,
         explanations,
         revoked: refusals
             .iter()

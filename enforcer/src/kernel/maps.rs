@@ -275,6 +275,45 @@ impl PolicyMaps {
         })
     }
 
+    /// Whether the maps still hold `desired` as this handle last applied it, cheaply
+    /// enough to ask every second: every apply moves the active-slot value, so a value
+    /// other than the one written here means another writer (or a failed apply, after
+    /// which nothing is known); the scopes, which are few, are compared whole. `Some`
+    /// says in words what differs.
+    pub fn check_applied(&self, desired: &MapState) -> Result<Option<String>, KernelError> {
+        let Some(slots) = &self.slots else {
+            return Ok(Some("the last policy apply did not complete".into()));
+        };
+        if self.active_value()? != slots.value {
+            return Ok(Some(
+                "another process wrote the grant map since this agent applied its policy".into(),
+            ));
+        }
+        let held = slots
+            .held
+            .get(active_slot_of(slots.value) as usize)
+            .map_or(0, StdHashMap::len);
+        if held != desired.grants.len() {
+            return Ok(Some(format!(
+                "the active grant set holds {held} grants, the policy {}",
+                desired.grants.len()
+            )));
+        }
+        let scopes: StdHashMap<u64, ScopePolicy> = self
+            .scopes
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("scope"))?;
+        if scopes != desired.scopes {
+            return Ok(Some(format!(
+                "the scope map holds {} scopes that differ from the policy's {}",
+                scopes.len(),
+                desired.scopes.len()
+            )));
+        }
+        Ok(None)
+    }
+
     /// Every entry of the grant map, both slots.
     fn all_grants(&self) -> Result<Vec<(GrantKey, GrantEntry)>, KernelError> {
         read_all(&self.grants, "grant")

@@ -152,6 +152,21 @@ pub enum KernelError {
     },
 }
 
+/// Fails on the first program link that should be pinned in `pin_dir` and is not.
+fn check_links(pin_dir: &Path) -> Result<(), KernelError> {
+    for (index, name) in hook::NAMES.iter().enumerate() {
+        let optional = hook::OPTIONAL.iter().any(|&o| o as usize == index);
+        let path = pins::link_pin(pin_dir, name);
+        if !optional && !path.exists() {
+            return Err(KernelError::MissingPin {
+                path,
+                dir: pin_dir.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// How the program came to be attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attachment {
@@ -189,16 +204,7 @@ impl Enforcement {
         check_pins(pin_dir, true)?;
         // Pins of an older enforcer lack the links of hooks added since: reusing them would
         // leave those rules unenforced, silently.
-        for (index, name) in hook::NAMES.iter().enumerate() {
-            let optional = hook::OPTIONAL.iter().any(|&o| o as usize == index);
-            let path = pins::link_pin(pin_dir, name);
-            if !optional && !path.exists() {
-                return Err(KernelError::MissingPin {
-                    path,
-                    dir: pin_dir.into(),
-                });
-            }
-        }
+        check_links(pin_dir)?;
         let policy = PolicyMaps::open_pinned(pin_dir)?;
         let events = RingBuf::try_from(Map::RingBuf(open_pin(pin_dir, names::EVENTS)?))
             .map_err(map_err("event"))?;
@@ -297,6 +303,27 @@ impl Enforcement {
                 source,
             }),
         }
+    }
+
+    /// Whether every program link and map is still pinned: a pinned link keeps its
+    /// program attached, and an outside `enforcer unload` removes the pins.
+    pub fn check_attached(&self) -> Result<(), KernelError> {
+        check_links(&self.pin_dir)?;
+        for path in pins::MAP_PINS.iter().map(|m| self.pin_dir.join(m.name)) {
+            if !path.exists() {
+                return Err(KernelError::MissingPin {
+                    path,
+                    dir: self.pin_dir.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the maps still hold `desired`, as this process last applied it. `Some`
+    /// says what differs ([`PolicyMaps::check_applied`]).
+    pub fn check_applied(&self, desired: &MapState) -> Result<Option<String>, KernelError> {
+        self.policy.check_applied(desired)
     }
 
     /// Makes the maps hold exactly `desired`, switching grants atomically

@@ -1,5 +1,7 @@
 //! What the agent talks through as a service: the local control socket and its typed
-//! protocol, and systemd (readiness, watchdog, journald).
+//! protocol, the read-only HTTP window (probes, metrics), and systemd (readiness,
+//! watchdog, journald).
 
 pub mod control;
+pub mod http;
 pub mod systemd;
