@@ -134,7 +134,7 @@ impl SubtreeHashes for [TreeHash] {
 }
 
 /// The root of a complete subtree given all its leaf hashes (a power-of-two count).
-fn complete_root(leaves: &[TreeHash]) -> TreeHash {
+pub(super) fn complete_root(leaves: &[TreeHash]) -> TreeHash {
     match leaves {
         [] => empty_root(),
         [one] => *one,

@@ -2,11 +2,13 @@
 //! depend on how the log is stored.
 //!
 //! - [`merkle`]: the RFC 6962 / RFC 9162 Merkle tree over SHA-256, and [`SubtreeHashes`],
-//!   the one question a hash store (later: C2SP `tlog-tiles`) has to answer.
+//!   the one question a hash store has to answer.
 //! - [`proof`]: inclusion and consistency proofs, made and checked.
 //! - [`note_key`] and [`note`]: C2SP `signed-note` with Ed25519 keys, and the `vkey` text
 //!   that Go's tools and witnesses exchange keys in.
 //! - [`checkpoint`]: C2SP `tlog-checkpoint`, the signed tree head.
+//! - [`tiles`]: C2SP `tlog-tiles`, the tree-hash store beside the log that answers
+//!   [`SubtreeHashes`] from disk.
 //!
 //! Nothing here is written by the log yet; `docs/audit.md` says what it will be.
 
@@ -15,6 +17,8 @@ pub mod merkle;
 pub mod note;
 pub mod note_key;
 pub mod proof;
+mod tile_path;
+pub mod tiles;
 
 #[cfg(test)]
 mod tests;
@@ -29,3 +33,4 @@ pub use proof::{
     ProveError, VerifyError, consistency_proof, inclusion_proof, root_from_inclusion_proof,
     verify_consistency, verify_inclusion,
 };
+pub use tiles::{TILE_HEIGHT, TileError, TileStore};

@@ -3,3 +3,4 @@
 mod checkpoint;
 mod merkle;
 mod note;
+mod tiles;
