@@ -157,6 +157,8 @@ fn init_script(payload: &Payload) -> String {
             "mkdir -p {target}; mount -t {fstype} {fstype} {target} || echo 'init: cannot mount {target}'"
         );
     }
+    // Loopback, as on any host: the agent's HTTP window listens there.
+    script.push_str("/bin/busybox ip link set lo up || echo 'init: cannot bring lo up'\n");
     let _ = write!(
         script,
         "cd /root\n\

@@ -6,13 +6,13 @@
 //! keys (`support::signed::Kit`), run a real `enforcer run`, and assert on what a user
 //! observes: exit codes, errnos, signals, the agent's answers.
 
-use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use enforcer::authz::artifact::Mode;
+use enforcer::service::http::Readiness;
 use vm_tests::{PROBE_EXIT, UNLISTED_EXIT};
 
 use crate::support::agent::Agent;
@@ -21,10 +21,10 @@ use crate::support::run::{
     Reaped, check_eperm, check_exit, enforcer_ok, expect_eperm, expect_exit, run_tool, within,
 };
 use crate::support::service::{
-    ExecStream, SocketOpenedUp, expect_killed, expect_notification, listing, set_mode,
-    sleeper_in_scope, status,
+    ExecStream, SocketOpenedUp, expect_killed, expect_notification, http_get, listing,
+    notify_socket, run_with_config, set_mode, sleeper_in_scope, status, write_kit_config,
 };
-use crate::support::signed::{Kit, LIVE, SOCKET};
+use crate::support::signed::{Kit, LIVE};
 use crate::support::{AGENT_READY, Env, SCOPE, cgroup};
 
 pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
@@ -41,6 +41,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     enforcement_survives_agent_kill,
     restart_reuses_pinned_program,
     unload_stops_enforcement,
+    http_window_tells_readiness_and_counts_decisions,
 ];
 
 fn agent_loads_policy(env: &Env) {
@@ -295,35 +296,11 @@ fn agent_restart_mid_exec_stream_loses_no_enforcement(env: &Env) {
 
 fn service_runs_from_config_notifies_and_reloads(env: &Env) {
     let kit = Kit::new("config");
-    let notify_path = kit.work.join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path)
-        .unwrap_or_else(|e| panic!("bind {}: {e}", notify_path.display()));
+    let (notify, notify_path) = notify_socket(&kit);
     let config = kit.work.join("config.toml");
-    let write_config = |extra: &str| {
-        std::fs::write(
-            &config,
-            format!(
-                "trust = {:?}\nbundle_dir = {:?}\nstate_dir = {:?}\naudit_dir = {:?}\nsocket = {SOCKET:?}\n\
-                 [[scope]]\npath = \"/{LIVE}\"\n{extra}",
-                kit.trust.display().to_string(),
-                kit.bundle_dir.display().to_string(),
-                kit.state.display().to_string(),
-                kit.work.join("audit").display().to_string(),
-            ),
-        )
-        .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
-    };
+    let write_config = |extra: &str| write_kit_config(&kit, &config, extra);
     write_config("");
-    let mut agent = Reaped(
-        env.enforcer()
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env("WATCHDOG_USEC", "2000000")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start enforcer run --config: {e}")),
-    );
+    let mut agent = run_with_config(env, &config, &notify_path);
     let pid = agent.0.id() as i32;
     let signal = |sig| {
         // SAFETY: kill(2) on our own child.
@@ -445,4 +422,80 @@ fn unload_stops_enforcement(env: &Env) {
     expect_exit(Some(SCOPE), &env.unlisted, UNLISTED_EXIT);
     let (code, out) = run_tool(env.enforcer().arg("status"));
     assert!(code == 3, "status after unload exited {code}: {out}");
+}
+
+fn http_window_tells_readiness_and_counts_decisions(env: &Env) {
+    let kit = Kit::new("http");
+    let (notify, notify_path) = notify_socket(&kit);
+    let config = kit.work.join("config.toml");
+    write_kit_config(
+        &kit,
+        &config,
+        &format!("[http]\nlisten = \"{HTTP_ADDR}\"\n"),
+    );
+    let agent = run_with_config(env, &config, &notify_path);
+    expect_notification(&notify, "READY=1", AGENT_READY);
+    // Ready once the loop has drained the ring buffer and the checks have run.
+    let ready = poll_http("/readyz", Duration::from_secs(15), |code, _| code == 200);
+    let readiness: Readiness = serde_json::from_str(&ready)
+        .unwrap_or_else(|e| panic!("/readyz is not a readiness report: {e}: {ready}"));
+    assert!(
+        readiness.ready,
+        "/readyz answered 200 but says: {readiness:?}"
+    );
+    let (code, health) = http_get(HTTP_ADDR, "/healthz");
+    assert!(
+        code == 200 && health.contains("\"alive\":true"),
+        "/healthz: {code} {health}"
+    );
+    // A denial in the scope shows in the decision counters, labelled by scope.
+    expect_eperm(Some(LIVE), &env.probe);
+    let scope = format!("scope=\"/{LIVE}\"");
+    let metrics = poll_http("/metrics", Duration::from_secs(10), |code, body| {
+        code == 200
+            && body.lines().any(|l| {
+                l.starts_with("enforcer_decisions_total{")
+                    && l.contains(&scope)
+                    && l.contains("decision=\"deny\"")
+            })
+    });
+    assert!(
+        metrics.trim_end().ends_with("# EOF"),
+        "/metrics is not OpenMetrics text: {metrics}"
+    );
+    // Readiness tells the truth: with the programs unloaded from outside, it is 503 and
+    // names the check.
+    let (code, out) = run_tool(env.enforcer().arg("unload"));
+    assert!(code == 0, "unload exited {code}: {out}");
+    let gone = poll_http("/readyz", Duration::from_secs(10), |code, _| code == 503);
+    let readiness: Readiness = serde_json::from_str(&gone)
+        .unwrap_or_else(|e| panic!("/readyz is not a readiness report: {e}: {gone}"));
+    assert!(
+        readiness
+            .checks
+            .iter()
+            .any(|c| c.name == "program" && !c.ok),
+        "/readyz is 503 but does not name the unloaded program: {readiness:?}"
+    );
+    drop(agent);
+}
+
+/// Where the scenario's agent listens.
+const HTTP_ADDR: &str = "127.0.0.1:9464";
+
+/// GETs `path` until `done(status, body)` holds or `limit` passes; returns the body.
+#[track_caller]
+fn poll_http(path: &str, limit: Duration, done: impl Fn(u16, &str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let (code, body) = http_get(HTTP_ADDR, path);
+        if done(code, &body) {
+            return body;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "GET {path} did not answer as expected within {limit:?}; last: {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }

@@ -5,19 +5,19 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use enforcer::service::control::protocol::{Listing, StatusReport};
-use std::time::{Duration, Instant};
 
 use vm_tests::PROBE_EXIT;
 
 use super::run::{Reaped, check_eperm, check_exit, enforcer_ok};
-use super::signed::{LIVE, SOCKET};
+use super::signed::{Kit, LIVE, SOCKET};
 use super::{Env, cgroup};
 
 /// Starts `busybox sleep 300` in LIVE.
@@ -181,4 +181,71 @@ fn socket_dir() -> &'static Path {
 pub(crate) fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// A datagram socket in the kit's directory to hear the agent's sd_notify messages on.
+pub(crate) fn notify_socket(kit: &Kit) -> (UnixDatagram, PathBuf) {
+    let path = kit.work.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let socket =
+        UnixDatagram::bind(&path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+    (socket, path)
+}
+
+/// Writes the agent configuration of `kit` to `config`: its trust store and directories,
+/// the LIVE scope, then `extra` (more keys of that scope, or more tables).
+pub(crate) fn write_kit_config(kit: &Kit, config: &Path, extra: &str) {
+    std::fs::write(
+        config,
+        format!(
+            "trust = {:?}\nbundle_dir = {:?}\nstate_dir = {:?}\naudit_dir = {:?}\nsocket = {SOCKET:?}\n\
+             [[scope]]\npath = \"/{LIVE}\"\n{extra}",
+            kit.trust.display().to_string(),
+            kit.bundle_dir.display().to_string(),
+            kit.state.display().to_string(),
+            kit.work.join("audit").display().to_string(),
+        ),
+    )
+    .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+}
+
+/// `enforcer run --config CONFIG`, notifying `notify` (watchdog every 2 s).
+pub(crate) fn run_with_config(env: &Env, config: &Path, notify: &Path) -> Reaped {
+    Reaped(
+        env.enforcer()
+            .args(["run", "--config"])
+            .arg(config)
+            .env("NOTIFY_SOCKET", notify)
+            .env("WATCHDOG_USEC", "2000000")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start enforcer run --config: {e}")),
+    )
+}
+
+/// One HTTP/1.1 GET on `addr`: the status code and the body (0 and the error when the
+/// connection fails, so that a caller can keep polling).
+pub(crate) fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = match std::net::TcpStream::connect(addr) {
+        Ok(s) => s,
+        Err(e) => return (0, format!("connect {addr}: {e}")),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if let Err(e) = stream.write_all(request.as_bytes()) {
+        return (0, format!("send to {addr}: {e}"));
+    }
+    let mut response = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut response) {
+        return (0, format!("read from {addr}: {e}"));
+    }
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_owned())
 }
