@@ -276,9 +276,12 @@ fn verify(root: &Root, units: &[&Path]) -> Result<(), String> {
 #[test]
 fn the_installed_unit_passes_systemd_analyze_verify() {
     let root = Root::new();
-    root.write(CONFIG, TWO_SCOPES);
+    // With [http], so that the network drop-in is checked too.
+    root.write(CONFIG, &format!("{TWO_SCOPES}\n[http]\n"));
     root.install_ok();
     let unit = root.path(UNIT);
+    let http = root.read("etc/systemd/system/enforcer.service.d/http.conf");
+    assert!(has_line(&http, "IPAddressAllow=localhost"), "{http}");
     // The drop-ins next to the unit are read too, the slices' included.
     verify(&root, &[&unit]).unwrap_or_else(|e| panic!("verify failed on the installed unit:\n{e}"));
 

@@ -305,6 +305,28 @@ fn plan(
         )
     });
 
+    // The unit has no network (PrivateNetwork=yes, AF_UNIX only); the HTTP window needs
+    // its address family and, for loopback, nothing wider than localhost.
+    let http_dropin = cfg.http.as_ref().map(|http| {
+        let allow = if http.listen.ip().is_loopback() {
+            "localhost"
+        } else {
+            // Beyond loopback every path but the probes needs the token; which
+            // scrapers may connect is the operator's to narrow here.
+            "any"
+        };
+        format!(
+            "{MARKER} from {config_text_path}:\n\
+             # the HTTP window ([http] listen = {}): the unit otherwise has no network.\n\
+             [Service]\n\
+             PrivateNetwork=no\n\
+             RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n\
+             IPAddressDeny=any\n\
+             IPAddressAllow={allow}\n",
+            http.listen
+        )
+    });
+
     Ok(Plan {
         unit: PlannedFile {
             path: unit_path,
@@ -313,6 +335,7 @@ fn plan(
         service_dropins: vec![
             (dropin_dir.join("scopes.conf"), scopes_dropin),
             (dropin_dir.join("paths.conf"), paths_dropin),
+            (dropin_dir.join("http.conf"), http_dropin),
         ],
         governed,
         dirs,
@@ -681,5 +704,22 @@ mod tests {
         assert!(!paths.contains("/var/lib/enforcer"), "{paths}");
         assert!(plan.dirs.contains(&PathBuf::from("/srv/enforcer/state")));
         assert!(plan.service_dropins[0].1.is_none(), "no scopes, no Before=");
+        assert!(plan.service_dropins[2].1.is_none(), "no [http], no network");
+    }
+
+    #[test]
+    fn the_http_window_opens_the_network_it_needs() {
+        let cfg = config("[http]\nlisten = \"127.0.0.1:9464\"\n");
+        let plan =
+            plan("/etc/enforcer/config.toml", &cfg, "/usr/bin/enforcer", None).expect("plan");
+        let http = plan.service_dropins[2].1.as_deref().expect("http.conf");
+        for line in [
+            "\nPrivateNetwork=no\n",
+            "\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n",
+            "\nIPAddressDeny=any\n",
+            "\nIPAddressAllow=localhost\n",
+        ] {
+            assert!(http.contains(line), "{line:?} missing from {http}");
+        }
     }
 }
