@@ -291,7 +291,7 @@ pub struct Checkpoint {
     pub next_file: Option<String>,
     /// Key id of the host key that signed (null: the agent had no host key).
     pub key_id: Option<String>,
-    /// Ed25519 signature, base64; see [`super::chain::checkpoint_message`] for what it
+    /// Ed25519 signature, base64; see [`super::chain::sign_checkpoint`] for what it
     /// covers. Absent when unsigned, and always the last field before `hash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,

@@ -52,7 +52,7 @@ pub struct MapState {
     pub inodes: StdHashMap<InodeKey, u32>,
 }
 
-/// What one [`Enforcement::apply`] changed.
+/// What one [`Enforcement::apply`](super::Enforcement::apply) changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyStats {
     pub scopes: usize,
@@ -112,7 +112,7 @@ const fn next_value(value: u32, slot: u32) -> u32 {
 /// The maps that hold a policy: governed scopes, the grant map with its two slots, and
 /// which slot is active.
 ///
-/// [`Enforcement`] holds the pinned ones. [`PolicyMaps::create`] makes unattached maps of
+/// [`Enforcement`](super::Enforcement) holds the pinned ones. [`PolicyMaps::create`] makes unattached maps of
 /// the same layout, so tests and the host benchmark run the agent's own map code on hosts
 /// that cannot load LSM programs.
 pub struct PolicyMaps {

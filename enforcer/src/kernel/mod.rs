@@ -1,5 +1,5 @@
 //! The kernel side as the agent sees it: load, attach and pin the BPF LSM program, reuse
-//! a pinned one, and make its maps hold exactly a [`Policy`].
+//! a pinned one, and make its maps hold exactly a [`Policy`](crate::authz::policy::Policy).
 //!
 //! Everything is pinned under one directory (default `/sys/fs/bpf/enforcer`): the link
 //! keeps the program attached and the maps keep their contents after the agent exits, so

@@ -1,5 +1,5 @@
 //! Running as a systemd service: readiness, reload and watchdog notifications, and log
-//! records that journald stores with their fields ([`journal`]).
+//! records that journald stores with their fields (`journal`).
 //!
 //! Notifications go through the `sd-notify` crate: one datagram of `KEY=value` lines to
 //! the socket named by `$NOTIFY_SOCKET`. Outside systemd (`NOTIFY_SOCKET` unset) every
