@@ -108,7 +108,7 @@ pub struct Agent {
     pending: Vec<AuthorizationChange>,
     /// The watched directories changed: the serving loop watches anew.
     rewatch: bool,
-    /// What the HTTP window shows (published whether or not it is on; cheap).
+    /// What the HTTP window shows; kept up to date only when `[http]` is set.
     window: crate::service::http::Window,
 }
 

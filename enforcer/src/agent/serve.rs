@@ -218,6 +218,8 @@ impl Agent {
         ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
         log: &mut AuditLog,
     ) -> anyhow::Result<()> {
+        // Kept for the HTTP window's counters only: without it, no copy per decision.
+        let counting = self.config.http.is_some();
         let mut read = Vec::new();
         while let Some(item) = ring.next() {
             let Some(event) = decisions::decode(&item) else {
@@ -228,7 +230,9 @@ impl Agent {
             if let Some(json) = self.invocation.print_decisions {
                 println!("{}", self.labels.render(&event, log.boot_id(), json));
             }
-            read.push(event);
+            if counting {
+                read.push(event);
+            }
         }
         self.count_decisions(&read);
         Ok(())

@@ -42,8 +42,12 @@ pub(super) struct Live<'a> {
 }
 
 impl Agent {
-    /// After a reconcile: what is enforced, for `/metrics`.
+    /// After a reconcile: what is enforced, for `/metrics`. Skipped without `[http]`:
+    /// building the status and the listing re-reads the cgroups and the maps.
     pub(super) fn publish_view(&self) {
+        if self.config.http.is_none() {
+            return;
+        }
         let status = match self.status() {
             Ok(status) => Some(status),
             Err(e) => {
