@@ -205,13 +205,12 @@ impl Enforcer {
         );
         std::fs::write(&policy_path, text).map_err(|e| e.to_string())?;
         let mut policy = Policy::from_local_file(&policy_path).map_err(|e| e.to_string())?;
-        // The agent gives every scope the default writable roots (its settings); the bench
-        // resolves the policy itself, so it adds them: the worker copies fixtures to /tmp.
-        for spec in policy.scopes.values_mut() {
-            spec.writable = enforcer::paths::DEFAULT_WRITABLE
-                .iter()
-                .map(PathBuf::from)
-                .collect();
+        // The agent gives every scope its writable roots from its settings; the bench
+        // resolves the policy itself, so it asks default settings the same way: the worker
+        // copies fixtures to /tmp.
+        let settings = enforcer::agent::Settings::default();
+        for (path, spec) in &mut policy.scopes {
+            spec.writable = settings.writable(path);
         }
         let desired =
             kernel::resolve(&policy, Path::new(CGROUP_ROOT)).map_err(|e| e.to_string())?;
