@@ -14,12 +14,12 @@ use std::collections::HashMap as StdHashMap;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
-use enforcer_common::{ExecEvent, Image, hook, names};
+use enforcer_common::{ExecEvent, Image, names};
 
 use crate::host::cgroup::CgroupError;
 use crate::kernel::btf::BtfError;
 use maps::{is_not_found, map_err, read_all};
-use pins::{check_pins, open_pin};
+use pins::{check_links, check_pins, open_pin};
 
 mod bpf_sys;
 pub mod btf;
@@ -150,21 +150,6 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Fails on the first program link that should be pinned in `pin_dir` and is not.
-fn check_links(pin_dir: &Path) -> Result<(), KernelError> {
-    for (index, name) in hook::NAMES.iter().enumerate() {
-        let optional = hook::OPTIONAL.iter().any(|&o| o as usize == index);
-        let path = pins::link_pin(pin_dir, name);
-        if !optional && !path.exists() {
-            return Err(KernelError::MissingPin {
-                path,
-                dir: pin_dir.into(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// How the program came to be attached.
@@ -309,15 +294,7 @@ impl Enforcement {
     /// program attached, and an outside `enforcer unload` removes the pins.
     pub fn check_attached(&self) -> Result<(), KernelError> {
         check_links(&self.pin_dir)?;
-        for path in pins::MAP_PINS.iter().map(|m| self.pin_dir.join(m.name)) {
-            if !path.exists() {
-                return Err(KernelError::MissingPin {
-                    path,
-                    dir: self.pin_dir.clone(),
-                });
-            }
-        }
-        Ok(())
+        pins::check_map_pins_exist(&self.pin_dir)
     }
 
     /// Whether the maps still hold `desired`, as this process last applied it. `Some`

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{MapData, MapType};
 use enforcer_common::{
     EVENTS_BYTES, GrantEntry, GrantKey, Image, InodeKey, MAX_GRANTS, MAX_INODE_RULES,
-    MAX_PROTECTED, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, names,
+    MAX_PROTECTED, MAX_SCOPES, MAX_TRACKED_IMAGES, ScopePolicy, hook, names,
 };
 
 use super::maps::map_err;
@@ -88,6 +88,33 @@ pub(super) fn open_pin(pin_dir: &Path, name: &'static str) -> Result<MapData, Ke
         dir: pin_dir.into(),
         source: Box::new(source),
     })
+}
+
+/// Fails on the first map of this build that is not pinned in `pin_dir`.
+pub(super) fn check_map_pins_exist(pin_dir: &Path) -> Result<(), KernelError> {
+    missing(pin_dir, MAP_PINS.iter().map(|m| pin_dir.join(m.name)))
+}
+
+/// Fails on the first program link that should be pinned in `pin_dir` and is not (the
+/// optional hooks' links may be absent: not every kernel has those hooks).
+pub(super) fn check_links(pin_dir: &Path) -> Result<(), KernelError> {
+    let required = hook::NAMES
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !hook::OPTIONAL.iter().any(|&o| o as usize == *index))
+        .map(|(_, name)| link_pin(pin_dir, name));
+    missing(pin_dir, required)
+}
+
+/// `MissingPin` for the first of `paths` that does not exist.
+fn missing(pin_dir: &Path, mut paths: impl Iterator<Item = PathBuf>) -> Result<(), KernelError> {
+    match paths.find(|p| !p.exists()) {
+        Some(path) => Err(KernelError::MissingPin {
+            path,
+            dir: pin_dir.into(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Refuses pinned maps this build's program does not declare: pins outlive the agent, so
