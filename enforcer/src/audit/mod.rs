@@ -21,6 +21,7 @@ pub mod files;
 pub mod query;
 pub mod record;
 pub mod tlog;
+pub mod tree;
 pub mod verify;
 pub mod writer;
 
@@ -67,6 +68,8 @@ pub enum AuditError {
     Locked { path: PathBuf },
     #[error("cannot read the boot id from {path}: {problem}")]
     BootId { path: PathBuf, problem: String },
+    #[error(transparent)]
+    Tree(#[from] tree::TreeError),
     #[error("cannot encode an audit record: {0}")]
     Encode(#[from] serde_json::Error),
     #[error(

@@ -76,7 +76,19 @@ pub struct Start {
     /// Set when the previous file ended with a partial line (a crash in mid-write): the
     /// agent leaves that file as it is and names what it found here.
     pub recovered: Option<Recovered>,
+    /// The log format written from here on: absent in format 1 (the hash chain alone),
+    /// [`FORMAT`] when checkpoints also commit to the Merkle tree over the records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<u32>,
+    /// The log's name in its signed checkpoints (C2SP `tlog-checkpoint` origin), from
+    /// format 2 on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
+
+/// The log format this agent writes: the chain of format 1, plus a Merkle tree over the
+/// records whose heads the checkpoints sign as C2SP notes.
+pub const FORMAT: u32 = 2;
 
 /// How the log ended before a start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +303,10 @@ pub struct Checkpoint {
     pub next_file: Option<String>,
     /// Key id of the host key that signed (null: the agent had no host key).
     pub key_id: Option<String>,
+    /// Format 2: the C2SP signed checkpoint note (origin, tree size, root) over the
+    /// records before this one, signed by the host key. Its size is this record's `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Ed25519 signature, base64; see [`super::chain::sign_checkpoint`] for what it
     /// covers. Absent when unsigned, and always the last field before `hash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -147,6 +147,34 @@ fn an_untouched_log_verifies_and_every_record_is_covered() {
     assert_eq!(report.head.map(|(seq, _)| seq + 1), Some(report.records));
 }
 
+/// The summary counts every kind of record it finds: the demo once printed
+/// "0 authorization change(s)" for a log that held six.
+#[test]
+fn the_summary_counts_authorization_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = AuditLog::open(dir.path(), Some(key()), opts()).expect("open");
+    for change in ["in-force", "accepted", "withdrawn", "break-glass"] {
+        log.append_authorization(super::AuthorizationChange {
+            change: change.into(),
+            artifact: "bundle".into(),
+            id: "ab".repeat(64),
+            issuer: "security-team".into(),
+            bundle_id: Some("tools".into()),
+            serial: Some(1),
+            scopes: vec!["/governed/app".into()],
+            not_after: None,
+            pids: Vec::new(),
+            detail: None,
+        })
+        .expect("append");
+    }
+    append(&mut log, 1, 2);
+    log.close().expect("close");
+    let report = verify(dir.path());
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.decisions, report.authorizations), (2, 4));
+}
+
 /// Every record kind's every field, altered in place, is reported at that record.
 #[test]
 fn altering_any_field_of_any_record_is_detected_at_that_record() {
@@ -325,15 +353,15 @@ fn a_rewritten_chain_is_caught_by_the_checkpoint_signatures() {
     rechain(&mut lines, target);
     write_lines(&path, &lines);
 
-    let unchecked = verify_dir(dir.path(), None).expect("verify");
-    assert!(
-        unchecked.is_intact(),
-        "without the key only the chain is checked"
-    );
-    assert!(unchecked.checkpoints.unchecked > 0 && unchecked.checkpoints.verified == 0);
+    // Without the key, the chain holds, but the next tree head no longer matches the
+    // records (a forger could rewrite the unsigned note too; only the key stops that).
     let next_checkpoint = (target..lines.len())
         .find(|&i| lines[i].contains("\"kind\":\"checkpoint\""))
         .expect("cp");
+    let unchecked = verify_dir(dir.path(), None).expect("verify");
+    let kind = assert_problem(&unchecked, &path, next_checkpoint + 1);
+    assert!(matches!(kind, ProblemKind::TreeHead { .. }), "{kind}");
+    assert_eq!(unchecked.checkpoints.verified, 0);
     let kind = assert_problem(&verify(dir.path()), &path, next_checkpoint + 1);
     assert!(matches!(kind, ProblemKind::Signature { .. }), "{kind}");
 }
@@ -761,4 +789,159 @@ fn throughput() {
         let public = crate::authz::trust::encode_public_key(&key().public_key());
         std::fs::write(dir.with_extension("pub"), format!("{public}\n")).expect("write .pub");
     }
+}
+
+/// Rewrites the log in `dir` as format 1 wrote it (no origin, no tree notes, no tiles),
+/// re-signed with the host key: what an older agent left behind.
+fn as_format1(dir: &Path) {
+    let path = first_file(dir);
+    let mut head = ChainHash::GENESIS;
+    let mut sealed = Vec::new();
+    let lines: Vec<String> = read_lines(&path)
+        .iter()
+        .map(|line| {
+            let mut record = Unsealed::new(line.as_bytes())
+                .expect("unseal")
+                .record()
+                .expect("record");
+            record.prev = head;
+            if let Body::Start(start) = &mut record.body {
+                (start.format, start.origin) = (None, None);
+            }
+            if let Body::Checkpoint(checkpoint) = &mut record.body {
+                (checkpoint.note, checkpoint.signature) = (None, None);
+                let bytes = serde_json::to_vec(&record).expect("encode");
+                let signature = super::chain::sign_checkpoint(&key(), &bytes);
+                if let Body::Checkpoint(checkpoint) = &mut record.body {
+                    checkpoint.signature = Some(signature);
+                }
+            }
+            head = super::chain::seal(&record, &mut sealed).expect("seal");
+            String::from_utf8(sealed.strip_suffix(b"\n").expect("newline").to_vec()).expect("utf8")
+        })
+        .collect();
+    write_lines(&path, &lines);
+    std::fs::remove_dir_all(dir.join("tile")).expect("remove tiles");
+    std::fs::remove_file(dir.join(super::tree::CHECKPOINT_FILE)).expect("remove checkpoint");
+}
+
+fn origin_opts() -> AuditOptions {
+    AuditOptions {
+        origin: Some("test.example/host-a".into()),
+        ..opts()
+    }
+}
+
+#[test]
+fn every_format2_checkpoint_signs_the_tree_of_the_records_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), 25, origin_opts());
+    let report = verify(dir.path());
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.format2_from, Some(0));
+    assert_eq!(report.origin.as_deref(), Some("test.example/host-a"));
+    assert_eq!(report.tree_heads, report.checkpoints.verified);
+    assert!(report.tree_heads >= 3, "{report:?}");
+
+    // The newest note is beside the log, for witnesses and provers.
+    let text = std::fs::read_to_string(dir.path().join(super::tree::CHECKPOINT_FILE))
+        .expect("checkpoint file");
+    let last = read_lines(&first_file(dir.path()))
+        .pop()
+        .expect("last line");
+    let record = Unsealed::new(last.as_bytes())
+        .expect("unseal")
+        .record()
+        .expect("record");
+    let Body::Checkpoint(checkpoint) = record.body else {
+        panic!("the log ends with a checkpoint: {last}");
+    };
+    assert_eq!(checkpoint.note.as_deref(), Some(text.as_str()));
+    assert!(
+        text.starts_with(&format!("test.example/host-a\n{}\n", record.seq)),
+        "{text}"
+    );
+}
+
+/// Someone with the host key who rewrites a record and re-signs the chain's checkpoints,
+/// but not the tree heads, is caught by the tree: the notes commit to other leaves.
+#[test]
+fn a_rewritten_record_breaks_the_next_signed_tree_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), 6, origin_opts());
+    let path = first_file(dir.path());
+    let mut lines = read_lines(&path);
+    let target = lines
+        .iter()
+        .position(|l| l.contains("\"decision\":\"deny\""))
+        .expect("deny");
+    lines[target] = lines[target].replace("\"decision\":\"deny\"", "\"decision\":\"allow\"");
+    // Re-chain and re-sign every checkpoint's chain signature with the real key.
+    let mut head = ChainHash::GENESIS;
+    let mut sealed = Vec::new();
+    for line in &mut lines {
+        let mut record = Unsealed::new(line.as_bytes())
+            .expect("unseal")
+            .record()
+            .expect("record");
+        record.prev = head;
+        if let Body::Checkpoint(checkpoint) = &mut record.body {
+            checkpoint.signature = None;
+            let bytes = serde_json::to_vec(&record).expect("encode");
+            let signature = super::chain::sign_checkpoint(&key(), &bytes);
+            if let Body::Checkpoint(checkpoint) = &mut record.body {
+                checkpoint.signature = Some(signature);
+            }
+        }
+        head = super::chain::seal(&record, &mut sealed).expect("seal");
+        *line = String::from_utf8(sealed.strip_suffix(b"\n").expect("nl").to_vec()).expect("utf8");
+    }
+    write_lines(&path, &lines);
+    let next_checkpoint = (target..lines.len())
+        .find(|&i| lines[i].contains("\"kind\":\"checkpoint\""))
+        .expect("cp");
+    let kind = assert_problem(&verify(dir.path()), &path, next_checkpoint + 1);
+    assert!(matches!(kind, ProblemKind::TreeHead { .. }), "{kind}");
+}
+
+/// A log an older agent wrote (format 1) verifies as it is, and continues into format 2:
+/// the first tree head covers the whole history, format-1 records included.
+#[test]
+fn a_format1_log_continues_into_format2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), 9, origin_opts());
+    as_format1(dir.path());
+    let old = verify(dir.path());
+    assert!(old.is_intact(), "{old:?}");
+    assert_eq!((old.format2_from, old.tree_heads), (None, 0));
+
+    let mut log = AuditLog::open(dir.path(), Some(key()), origin_opts()).expect("reopen");
+    append(&mut log, 20, 4);
+    log.close().expect("close");
+    let new = verify(dir.path());
+    assert!(new.is_intact(), "{new:?}");
+    assert_eq!(new.format2_from, Some(old.records));
+    assert!(new.tree_heads >= 2, "{new:?}");
+    assert_eq!(
+        new.checkpoints.verified,
+        old.checkpoints.verified + new.tree_heads
+    );
+    let note = std::fs::read_to_string(dir.path().join(super::tree::CHECKPOINT_FILE))
+        .expect("checkpoint file");
+    let size: u64 = note.lines().nth(1).expect("size").parse().expect("number");
+    assert_eq!(size + 1, new.records, "the last note covers all but itself");
+}
+
+/// Tiles that claim records the log does not have are refused by name, not built upon.
+#[test]
+fn tiles_ahead_of_the_log_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), 3, origin_opts());
+    let path = first_file(dir.path());
+    let mut lines = read_lines(&path);
+    // The last two records: the shutdown checkpoint's tiles hold the record before it.
+    lines.truncate(lines.len() - 2);
+    write_lines(&path, &lines);
+    let error = AuditLog::open(dir.path(), Some(key()), origin_opts()).expect_err("refused");
+    assert!(error.to_string().contains("tile"), "{error}");
 }

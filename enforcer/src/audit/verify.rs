@@ -19,6 +19,7 @@ use super::AuditError;
 use super::chain::{self, ChainHash, SignatureProblem, Unsealed};
 use super::files::{self, LogFile};
 use super::record::{Body, Checkpoint, PreviousEnd, Recovered, Trigger};
+use super::tlog::{self, CompactRange, NoteVerifier, NoteVerifiers, SignedNote, leaf_hash};
 use crate::authz::trust::KeyId;
 
 /// Longest line the reader takes whole. Records are a few hundred bytes; a longer line is
@@ -54,6 +55,9 @@ pub enum ProblemKind {
     Misplaced { why: String },
     /// A checkpoint's signature does not hold under the trusted host key.
     Signature { seq: u64, why: String },
+    /// A format-2 checkpoint's signed tree head is not the tree of the records before it,
+    /// or its note is not a checkpoint of this log.
+    TreeHead { seq: u64, why: String },
 }
 
 impl fmt::Display for ProblemKind {
@@ -113,6 +117,9 @@ impl fmt::Display for ProblemKind {
             Self::MissingFile { name } => write!(f, "log file {name} is missing"),
             Self::Misplaced { why } => f.write_str(why),
             Self::Signature { seq, why } => write!(f, "checkpoint seq {seq}: {why}"),
+            Self::TreeHead { seq, why } => {
+                write!(f, "checkpoint seq {seq}: its signed tree head {why}")
+            }
         }
     }
 }
@@ -158,6 +165,13 @@ pub struct Report {
     pub checkpoints: Checkpoints,
     /// Sequence number and hash of the last good record.
     pub head: Option<(u64, ChainHash)>,
+    /// Format-2 checkpoints whose signed tree head is the tree of the records before
+    /// them (and, with a trusted key, whose note signature verified).
+    pub tree_heads: u64,
+    /// The first record written in format 2 (a start naming it), if any.
+    pub format2_from: Option<u64>,
+    /// The log's origin, from its newest format-2 start.
+    pub origin: Option<String>,
     /// Last sequence number covered by a verified checkpoint.
     pub covered_through: Option<u64>,
     /// The last record is a shutdown checkpoint.
@@ -324,7 +338,7 @@ fn find_seq(files: &[LogFile], after: usize, seq: u64) -> Result<Option<String>,
 }
 
 /// The `seq` at the start of a line, read without trusting anything else in it.
-fn seq_prefix(line: &[u8]) -> Option<u64> {
+pub(crate) fn seq_prefix(line: &[u8]) -> Option<u64> {
     let rest = line.strip_prefix(b"{\"seq\":")?;
     let end = rest.iter().position(|b| !b.is_ascii_digit())?;
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
@@ -432,6 +446,8 @@ pub(crate) struct Walker<'k> {
     trust: Option<(&'k VerifyingKey, String)>,
     last: Option<Last>,
     counts: Report,
+    /// The tree of the records so far; only known when walking from the first record.
+    tree: Option<CompactRange>,
 }
 
 impl<'k> Walker<'k> {
@@ -441,6 +457,7 @@ impl<'k> Walker<'k> {
             trust: trust.map(|key| (key, KeyId::of(key).to_string())),
             last: None,
             counts: Report::default(),
+            tree: matches!(expect, Some((0, _))).then(CompactRange::default),
         }
     }
 
@@ -503,11 +520,21 @@ impl<'k> Walker<'k> {
                 if start.previous == PreviousEnd::Unclean {
                     self.counts.unclean_restarts.push(seq);
                 }
+                if start.format.is_some_and(|format| format >= 2) {
+                    self.counts.format2_from.get_or_insert(seq);
+                    self.counts.origin.clone_from(&start.origin);
+                }
             }
             Body::Checkpoint(checkpoint) => {
                 self.checkpoint(seq, checkpoint, &unsealed.canonical)?;
+                if let Some(note) = &checkpoint.note {
+                    self.tree_head(seq, note)?;
+                }
                 next_file.clone_from(&checkpoint.next_file);
             }
+        }
+        if let Some(tree) = &mut self.tree {
+            tree.push(leaf_hash(line));
         }
         let shutdown = matches!(
             &record.body,
@@ -567,20 +594,77 @@ impl<'k> Walker<'k> {
         }
     }
 
+    /// Checks a format-2 checkpoint's note: a checkpoint of the log's origin whose tree
+    /// is exactly the records before it, signed by the trusted key when one is given.
+    fn tree_head(&mut self, seq: u64, note: &str) -> Result<(), ProblemKind> {
+        let problem = |why: String| ProblemKind::TreeHead { seq, why };
+        let Some(origin) = self.counts.origin.clone() else {
+            return Err(problem(
+                "comes before any start record that names the log's origin".into(),
+            ));
+        };
+        let checkpoint = match &self.trust {
+            Some((key, _)) => {
+                let verifier = NoteVerifier::new(&origin, **key)
+                    .map_err(|e| problem(format!("cannot be checked: {e}")))?;
+                let keys = NoteVerifiers::new([verifier])
+                    .map_err(|e| problem(format!("cannot be checked: {e}")))?;
+                tlog::Checkpoint::open(note.as_bytes(), &origin, &keys)
+                    .map_err(|e| problem(format!("is refused: {e}")))?
+                    .checkpoint
+            }
+            None => {
+                let note = SignedNote::parse(note.as_bytes())
+                    .map_err(|e| problem(format!("is not a signed note: {e}")))?;
+                let checkpoint = tlog::Checkpoint::parse(note.text())
+                    .map_err(|e| problem(format!("is not a checkpoint: {e}")))?;
+                if checkpoint.origin() != origin {
+                    return Err(problem(format!(
+                        "names origin {:?}, not the log's {origin:?}",
+                        checkpoint.origin()
+                    )));
+                }
+                checkpoint
+            }
+        };
+        if let Some(tree) = &self.tree
+            && (checkpoint.size() != seq || *checkpoint.root() != tree.root())
+        {
+            return Err(problem(format!(
+                "(size {}, root {}) is not the tree of the {seq} record(s) before it \
+                 (root {}): a record before it was changed, or the note was taken from \
+                 another history",
+                checkpoint.size(),
+                checkpoint.root(),
+                tree.root()
+            )));
+        }
+        self.counts.tree_heads += 1;
+        Ok(())
+    }
+
     /// Copies what was counted into a report.
     fn fill(&self, report: &mut Report) {
         let Report {
             records,
             decisions,
+            authorizations,
             gaps,
             lost,
             checkpoints,
             covered_through,
             unclean_restarts,
+            tree_heads,
+            format2_from,
+            origin,
             ..
         } = self.counts.clone();
+        report.tree_heads = tree_heads;
+        report.format2_from = format2_from;
+        report.origin = origin;
         report.records = records;
         report.decisions = decisions;
+        report.authorizations = authorizations;
         report.gaps = gaps;
         report.lost = lost;
         report.checkpoints = checkpoints;

@@ -23,9 +23,11 @@ use enforcer_common::ExecEvent;
 use super::chain::{self, ChainHash};
 use super::files::{self, LogFile};
 use super::record::{
-    AuthorizationChange, Body, Checkpoint, Decision, DecisionLabels, Gap, PreviousEnd, Record,
-    Recovered, Start, Trigger,
+    AuthorizationChange, Body, Checkpoint, Decision, DecisionLabels, FORMAT, Gap, PreviousEnd,
+    Record, Recovered, Start, Trigger,
 };
+use super::tlog::SignedNote;
+use super::tree::LogTree;
 use super::verify::{Last, ProblemKind, Walker, for_each_line};
 use super::{AuditError, boot_id};
 use crate::authz::trust::SigningKey;
@@ -55,6 +57,9 @@ pub struct AuditOptions {
     pub max_file_bytes: u64,
     /// The boot id to record; `None` reads the running kernel's (tests set it).
     pub boot_id: Option<String>,
+    /// The log's name in its signed checkpoints; `None` names it after the host
+    /// ([`default_origin`]).
+    pub origin: Option<String>,
 }
 
 impl Default for AuditOptions {
@@ -65,6 +70,7 @@ impl Default for AuditOptions {
             flush_interval: Duration::from_secs(1),
             max_file_bytes: 64 << 20,
             boot_id: None,
+            origin: None,
         }
     }
 }
@@ -88,6 +94,9 @@ pub struct AuditLog {
     last_checkpoint: Instant,
     last_flush: Instant,
     line: Vec<u8>,
+    tree: LogTree,
+    /// The newest signed checkpoint note, for whoever ships checkpoints off the host.
+    last_note: Option<SignedNote>,
     _lock: File,
 }
 
@@ -143,6 +152,11 @@ impl AuditLog {
             .last
             .as_ref()
             .map_or((0, ChainHash::GENESIS), |l| (l.seq + 1, l.hash));
+        let origin = match &opts.origin {
+            Some(origin) => origin.clone(),
+            None => default_origin()?,
+        };
+        let tree = LogTree::open(dir, origin.clone(), &listed, next_seq)?;
         let key_id = host_key.as_ref().map(|k| k.key_id().to_string());
         let now = Instant::now();
         let mut log = Self {
@@ -160,6 +174,8 @@ impl AuditLog {
             last_checkpoint: now,
             last_flush: now,
             line: Vec::with_capacity(1024),
+            tree,
+            last_note: None,
             _lock: lock,
         };
         if log.key.is_none() {
@@ -175,6 +191,8 @@ impl AuditLog {
             host_key: key_id,
             previous: resume.previous,
             recovered: resume.recovered,
+            format: Some(FORMAT),
+            origin: Some(origin),
         }))?;
         log.write_checkpoint(Trigger::Start, None)?;
         Ok(log)
@@ -255,6 +273,19 @@ impl AuditLog {
         &self.boot_id
     }
 
+    /// The newest signed checkpoint note (none before the first checkpoint, or without a
+    /// host key).
+    #[must_use]
+    pub fn last_note(&self) -> Option<&SignedNote> {
+        self.last_note.as_ref()
+    }
+
+    /// The log's name in its signed checkpoints.
+    #[must_use]
+    pub fn origin(&self) -> &str {
+        self.tree.origin()
+    }
+
     /// The file being written.
     #[must_use]
     pub fn current_file(&self) -> &Path {
@@ -315,10 +346,19 @@ impl AuditLog {
         trigger: Trigger,
         next_file: Option<String>,
     ) -> Result<u64, AuditError> {
+        // The tree head covers every record before this one; they must be durable before
+        // the tiles hold them, and the tiles complete before a note names their size.
+        self.sync()?;
+        self.tree.commit()?;
+        let note = match &self.key {
+            Some(key) => Some(self.tree.sign(key)?),
+            None => None,
+        };
         let checkpoint = Checkpoint {
             trigger,
             next_file,
             key_id: self.key_id.clone(),
+            note: note.as_ref().map(ToString::to_string),
             signature: None,
         };
         let mut record = self.record(Body::Checkpoint(checkpoint));
@@ -332,6 +372,10 @@ impl AuditLog {
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         self.sync()?;
+        if let Some(note) = note {
+            self.tree.publish(&note)?;
+            self.last_note = Some(note);
+        }
         Ok(seq)
     }
 
@@ -357,6 +401,8 @@ impl AuditLog {
             return Err(self.poison(e));
         }
         self.file_bytes += self.line.len() as u64;
+        self.tree
+            .push(self.line.strip_suffix(b"\n").unwrap_or(&self.line));
         self.head = hash;
         self.next_seq += 1;
         Ok(record.seq)
@@ -384,6 +430,19 @@ impl AuditLog {
             source,
         }
     }
+}
+
+/// Where the kernel publishes the host's name.
+const HOSTNAME_PATH: &str = "/proc/sys/kernel/hostname";
+
+/// The origin of a log whose configuration names none: `<hostname>/enforcer-audit`.
+/// Witnesses keep one history per origin, so a host that may be renamed should set one.
+pub fn default_origin() -> Result<String, AuditError> {
+    let path = Path::new(HOSTNAME_PATH);
+    let host = std::fs::read_to_string(path).map_err(AuditError::io(path))?;
+    let host = host.trim();
+    let host = if host.is_empty() { "localhost" } else { host };
+    Ok(format!("{host}/enforcer-audit"))
 }
 
 /// Takes the directory's lock, so that two agents never interleave one chain.

@@ -224,6 +224,13 @@ fn print_report(report: &Report, key: Option<trust::KeyId>, warnings: &[String])
             )
         }
     }
+    match (report.format2_from, &report.origin) {
+        (Some(from), Some(origin)) => println!(
+            "  format 2 from seq {from}: {} signed tree head(s) match the records, origin {origin}",
+            report.tree_heads
+        ),
+        _ => println!("  format 1 (hash chain only, no Merkle tree)"),
+    }
     for w in warnings {
         println!("  warning: {w}");
     }
@@ -250,6 +257,9 @@ fn report_json(report: &Report, warnings: &[String]) -> serde_json::Value {
         "covered_through": report.covered_through,
         "uncovered": report.uncovered(),
         "ends_with_shutdown": report.ends_with_shutdown,
+        "format2_from": report.format2_from,
+        "origin": report.origin,
+        "tree_heads": report.tree_heads,
         "warnings": warnings,
     })
 }

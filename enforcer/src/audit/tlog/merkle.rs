@@ -186,14 +186,60 @@ pub(super) fn range_root<S: SubtreeHashes + ?Sized>(
         at += 1 << level;
         remaining -= 1 << level;
     }
-    let mut parts = parts.into_iter().rev();
-    let Some(mut root) = parts.next() else {
-        return Ok(empty_root());
+    Ok(fold_right(&parts))
+}
+
+/// The root of complete subtrees that lie side by side, largest first: each is the left
+/// part of the tree made of it and everything to its right.
+fn fold_right(parts: &[TreeHash]) -> TreeHash {
+    let mut parts = parts.iter().rev();
+    let Some(mut root) = parts.next().copied() else {
+        return empty_root();
     };
     for left in parts {
-        root = node_hash(&left, &root);
+        root = node_hash(left, &root);
     }
-    Ok(root)
+    root
+}
+
+/// The root of a tree kept up to date leaf by leaf, in O(log n) memory: the roots of its
+/// complete subtrees, one per set bit of its size, largest first.
+///
+/// What a reader that walks the whole log needs (`audit verify` checks each checkpoint's
+/// root against the leaves it read), with no store at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactRange {
+    size: u64,
+    peaks: Vec<TreeHash>,
+}
+
+impl CompactRange {
+    /// Adds the next leaf's hash.
+    pub fn push(&mut self, leaf: TreeHash) {
+        let mut hash = leaf;
+        let mut size = self.size;
+        // Each trailing one bit of the size is a complete subtree as large as the one
+        // being carried: they merge, like a binary increment.
+        while size & 1 == 1 {
+            let Some(left) = self.peaks.pop() else { break };
+            hash = node_hash(&left, &hash);
+            size >>= 1;
+        }
+        self.peaks.push(hash);
+        self.size += 1;
+    }
+
+    /// The number of leaves.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root of the tree of all the leaves pushed.
+    #[must_use]
+    pub fn root(&self) -> TreeHash {
+        fold_right(&self.peaks)
+    }
 }
 
 /// The root of the tree of the first `size` leaves (the tree head at that size).

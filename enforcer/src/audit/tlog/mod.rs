@@ -25,7 +25,8 @@ mod tests;
 
 pub use checkpoint::{Checkpoint, CheckpointError, VerifiedCheckpoint};
 pub use merkle::{
-    SubtreeHashes, TREE_HASH_LEN, TreeHash, empty_root, leaf_hash, node_hash, tree_root,
+    CompactRange, SubtreeHashes, TREE_HASH_LEN, TreeHash, empty_root, leaf_hash, node_hash,
+    tree_root,
 };
 pub use note::{NoteError, NoteSignature, SignedNote, VerifiedNote};
 pub use note_key::{KeyError, NoteKeyId, NoteSigner, NoteVerifier, NoteVerifiers};

@@ -95,6 +95,14 @@ pub enum TileError {
          the leaves appended, and append the rest again"
     )]
     Poisoned,
+    #[error(
+        "the tiles of the tree of {size} leaves are incomplete ({} is missing): that size \
+         was never checkpointed, or the store was damaged; rebuild the tiles from the log",
+        .path.display()
+    )]
+    Unpublished { size: u64, path: PathBuf },
+    #[error("the tile store is open read-only")]
+    ReadOnly,
 }
 
 pub(super) fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> TileError {
@@ -127,6 +135,7 @@ pub struct TileStore {
     /// stay in memory; full tiles never change and are read from disk (page cache).
     partial: Vec<Vec<TreeHash>>,
     poisoned: bool,
+    read_only: bool,
 }
 
 impl TileStore {
@@ -150,6 +159,7 @@ impl TileStore {
             size: 0,
             partial: Vec::new(),
             poisoned: false,
+            read_only: false,
         };
         let found = store.scan()?;
         let none = LevelFiles::default();
@@ -162,6 +172,38 @@ impl TileStore {
         }
         for level in 1..=top {
             store.catch_up(level, found.get(&level).unwrap_or(&none))?;
+        }
+        Ok(store)
+    }
+
+    /// The tree of the first `size` leaves of the store in `dir`, read-only, for readers
+    /// that run beside the writer (`audit prove`, `audit consistency`).
+    ///
+    /// It reads only tiles that exist whole for any size the writer checkpointed: the
+    /// full tiles below `size` and the partial tiles of width `size % 256` at each level,
+    /// which the writer wrote before it signed a checkpoint of that size and never
+    /// removes. It writes nothing and repairs nothing, so it cannot race the writer.
+    pub fn open_read_only(dir: &Path, size: u64) -> Result<Self, TileError> {
+        let mut store = Self {
+            dir: dir.join("tile"),
+            height: TILE_HEIGHT,
+            size,
+            partial: Vec::new(),
+            poisoned: false,
+            read_only: true,
+        };
+        let mut level = 0;
+        while level <= MAX_LEVEL && store.count(level) > 0 {
+            let count = store.count(level);
+            let (index, width) = (count / store.width(), count % store.width());
+            let tile = store
+                .read_partial(level, index, width)
+                .map_err(|e| match e {
+                    TileError::Missing { path } => TileError::Unpublished { size, path },
+                    other => other,
+                })?;
+            store.partial.push(tile);
+            level += 1;
         }
         Ok(store)
     }
@@ -182,6 +224,9 @@ impl TileStore {
     /// If it fails, the store refuses further appends (the files may hold more than this
     /// value knows): reopen it.
     pub fn append(&mut self, leaves: &[TreeHash]) -> Result<u64, TileError> {
+        if self.read_only {
+            return Err(TileError::ReadOnly);
+        }
         if self.poisoned {
             return Err(TileError::Poisoned);
         }

@@ -5,8 +5,9 @@ use std::cell::Cell;
 use crate::audit::tlog::merkle::{MissingLeaves, SubtreeHashes, split_point};
 use crate::audit::tlog::proof::{consistency_shape, inclusion_shape};
 use crate::audit::tlog::{
-    ProveError, TreeHash, VerifyError, consistency_proof, empty_root, inclusion_proof, leaf_hash,
-    node_hash, root_from_inclusion_proof, tree_root, verify_consistency, verify_inclusion,
+    CompactRange, ProveError, TreeHash, VerifyError, consistency_proof, empty_root,
+    inclusion_proof, leaf_hash, node_hash, root_from_inclusion_proof, tree_root,
+    verify_consistency, verify_inclusion,
 };
 
 fn h(hex_text: &str) -> TreeHash {
@@ -212,6 +213,26 @@ fn every_root_up_to_64_leaves_matches_the_rfc_definition() {
             reference_root(prefix),
             "root of {n} leaves"
         );
+    }
+}
+
+/// The running root a verifier keeps while it reads the log equals the tree's root at
+/// every size, including the published RFC 6962 ones.
+#[test]
+fn a_compact_range_has_the_root_of_every_prefix() {
+    let all = leaves(MAX_N);
+    let mut range = CompactRange::default();
+    assert_eq!(range.root(), empty_root());
+    for (n, leaf) in (1..).zip(&all) {
+        range.push(*leaf);
+        assert_eq!(range.size(), n);
+        let prefix = &all[..usize::try_from(n).expect("small")];
+        assert_eq!(range.root(), reference_root(prefix), "root of {n} leaves");
+    }
+    let mut kat = CompactRange::default();
+    for (n, leaf) in (1..).zip(kat_leaves()) {
+        kat.push(leaf);
+        assert_eq!(kat.root(), kat_root(n), "published root of {n} leaves");
     }
 }
 

@@ -422,3 +422,44 @@ fn a_flipped_byte_in_a_tile_makes_proofs_fail_against_the_signed_checkpoint() {
     let proof = inclusion_proof(&store, 600, head.size()).expect("proof");
     verify_inclusion(&all[600], 600, head.size(), &proof, head.root()).expect("untouched");
 }
+
+/// A reader beside the writer sees the tree of any size the writer appended up to (every
+/// size a checkpoint was signed for) with the same roots and proofs, writes nothing, and
+/// refuses a size that was never appended up to.
+#[test]
+fn a_read_only_view_serves_every_appended_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let all = leaves(70_000);
+    let reference = Levels::new(&all);
+    let mut store = TileStore::open(dir.path()).expect("open");
+    let mut sizes = Vec::new();
+    for step in [1u64, 255, 1, 300, 65_536, 3_907] {
+        let from = store.size();
+        store
+            .append(&all[idx(from)..idx(from + step)])
+            .expect("append");
+        sizes.push(store.size());
+    }
+    for &size in &sizes {
+        let view = TileStore::open_read_only(dir.path(), size).expect("read-only");
+        assert_eq!(
+            view.root().expect("root"),
+            tree_root(&reference, size).expect("ref")
+        );
+        for leaf in [0, size / 2, size - 1] {
+            let proof = inclusion_proof(&view, leaf, size).expect("inclusion");
+            assert_eq!(proof, inclusion_proof(&reference, leaf, size).expect("ref"));
+        }
+        let old = size / 3;
+        assert_eq!(
+            consistency_proof(&view, old, size).expect("consistency"),
+            consistency_proof(&reference, old, size).expect("ref")
+        );
+    }
+    let mut view = TileStore::open_read_only(dir.path(), 257).expect("read-only");
+    assert!(matches!(view.append(&all[..1]), Err(TileError::ReadOnly)));
+    assert!(matches!(
+        TileStore::open_read_only(dir.path(), 299),
+        Err(TileError::Unpublished { size: 299, .. })
+    ));
+}
