@@ -344,18 +344,23 @@ impl Agent {
         }
         for (id, pids) in by_auth {
             let known = self.known.get(&id);
-            self.pending.push(AuthorizationChange {
-                change: "killed".into(),
-                artifact: "bundle".into(),
-                id: hex::encode(id),
-                issuer: known.map(|k| k.issuer.clone()).unwrap_or_default(),
-                bundle_id: known.map(|k| k.bundle_id.clone()),
-                serial: None,
-                scopes: Vec::new(),
-                not_after: None,
-                pids,
-                detail: Some("its authorization was withdrawn and it says on_revoke = kill".into()),
-            });
+            self.pending.push(
+                AuthorizationChange {
+                    change: "killed".into(),
+                    artifact: "bundle".into(),
+                    id: hex::encode(id),
+                    issuer: known.map(|k| k.issuer.clone()).unwrap_or_default(),
+                    bundle_id: known.map(|k| k.bundle_id.clone()),
+                    serial: None,
+                    scopes: Vec::new(),
+                    not_after: None,
+                    pids,
+                    detail: Some(
+                        "its authorization was withdrawn and it says on_revoke = kill".into(),
+                    ),
+                }
+                .into(),
+            );
         }
         Ok(killed.len())
     }

@@ -31,7 +31,6 @@ use std::time::SystemTime;
 use anyhow::bail;
 use enforcer_common::AUTH_ID_LEN;
 
-use crate::audit::AuthorizationChange;
 use crate::authz::Authorizations;
 use crate::authz::artifact::ScopePath;
 use crate::authz::artifact::{format_time, unix_seconds};
@@ -105,7 +104,7 @@ pub struct Agent {
     last_error: Option<String>,
     started: SystemTime,
     /// Audit records waiting for the log (which only the serving loop holds).
-    pending: Vec<AuthorizationChange>,
+    pending: Vec<records::Pending>,
     /// The watched directories changed: the serving loop watches anew.
     rewatch: bool,
     /// What the HTTP window shows; kept up to date only when `[http]` is set.

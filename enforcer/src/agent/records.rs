@@ -1,10 +1,29 @@
 //! The audit log's authorization records: bundles accepted and withdrawn, break-glass
 //! artifacts that took effect. Queued here, written by the serving loop.
 
+use std::sync::Arc;
+
 use super::Agent;
 use crate::audit::AuthorizationChange;
-use crate::authz::artifact::format_time;
+use crate::authz::artifact::{ArtifactId, format_time};
 use crate::authz::{self, Authorizations};
+
+/// An authorization record waiting for the log, with the artifact it makes the log cite
+/// for the first time (kept beside the log, for proofs, before the record is written).
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub change: AuthorizationChange,
+    pub artifact: Option<(ArtifactId, Arc<[u8]>)>,
+}
+
+impl From<AuthorizationChange> for Pending {
+    fn from(change: AuthorizationChange) -> Self {
+        Self {
+            change,
+            artifact: None,
+        }
+    }
+}
 
 impl Agent {
     /// Logs and queues audit records for what changed since `previous`: bundles accepted
@@ -46,7 +65,10 @@ impl Agent {
                 id = %b.id,
                 "bundle {arrived}"
             );
-            self.pending.push(bundle(b, arrived));
+            self.pending.push(Pending {
+                change: bundle(b, arrived),
+                artifact: Some((b.id, Arc::clone(&b.envelope))),
+            });
         }
         let mut withdrawn = Vec::new();
         for b in old_bundles
@@ -65,7 +87,7 @@ impl Agent {
                     b.path.display()
                 ),
             });
-            self.pending.push(change);
+            self.pending.push(change.into());
         }
         let old_glass = previous
             .map(|p| p.break_glass.as_slice())
@@ -75,7 +97,7 @@ impl Agent {
             .iter()
             .filter(|g| !old_glass.iter().any(|o| o.id == g.id))
         {
-            self.pending.push(AuthorizationChange {
+            let change = AuthorizationChange {
                 change: "break-glass".into(),
                 artifact: "break-glass".into(),
                 id: g.id.to_string(),
@@ -86,6 +108,10 @@ impl Agent {
                 not_after: Some(format_time(g.not_after)),
                 pids: Vec::new(),
                 detail: Some(g.reason.clone()),
+            };
+            self.pending.push(Pending {
+                change,
+                artifact: Some((g.id, Arc::clone(&g.envelope))),
             });
         }
         withdrawn

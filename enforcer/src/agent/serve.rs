@@ -135,8 +135,15 @@ impl Agent {
         }
         tracing::info!(socket = %self.config.socket().display(), "agent ready");
         loop {
-            for change in self.pending.drain(..) {
-                log.append_authorization(change)?;
+            for pending in self.pending.drain(..) {
+                // Without the artifact, proofs that cite it cannot be made; the record
+                // itself still matters more, so this is not fatal.
+                if let Some((id, bytes)) = &pending.artifact
+                    && let Err(e) = log.keep_artifact(id, bytes)
+                {
+                    tracing::warn!(%id, "cannot keep the artifact for proofs: {e}");
+                }
+                log.append_authorization(pending.change)?;
             }
             // A reload (signal or socket) may have moved the directories.
             if std::mem::take(&mut self.rewatch) {

@@ -16,8 +16,10 @@
 //! - [`tlog`]: the Merkle tree, proofs and signed checkpoints of format v2 (in progress,
 //!   not yet written by the log).
 
+pub mod artifacts;
 pub mod chain;
 pub mod files;
+pub mod proof;
 pub mod query;
 pub mod record;
 pub mod tlog;
@@ -70,6 +72,8 @@ pub enum AuditError {
     BootId { path: PathBuf, problem: String },
     #[error(transparent)]
     Tree(#[from] tree::TreeError),
+    #[error(transparent)]
+    Archive(#[from] artifacts::ArchiveError),
     #[error("cannot encode an audit record: {0}")]
     Encode(#[from] serde_json::Error),
     #[error(

@@ -214,7 +214,7 @@ fn catch_up(tiles: &mut TileStore, files: &[LogFile]) -> Result<(), AuditError> 
 }
 
 /// The `seq` of a file's first record, if it has one.
-fn first_seq(file: &LogFile) -> Result<Option<u64>, AuditError> {
+pub(crate) fn first_seq(file: &LogFile) -> Result<Option<u64>, AuditError> {
     let mut first = None;
     // Stops after the first line: the error is only the way out of the walk.
     let _ = for_each_line(&file.path, |_, bytes| {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use enforcer_common::ExecEvent;
 
+use super::artifacts::Archive;
 use super::chain::{self, ChainHash};
 use super::files::{self, LogFile};
 use super::record::{
@@ -30,6 +31,7 @@ use super::tlog::SignedNote;
 use super::tree::LogTree;
 use super::verify::{Last, ProblemKind, Walker, for_each_line};
 use super::{AuditError, boot_id};
+use crate::authz::artifact::ArtifactId;
 use crate::authz::trust::SigningKey;
 
 const BUFFER_BYTES: usize = 256 * 1024;
@@ -217,6 +219,12 @@ impl AuditLog {
     /// Records a change in what is authorized.
     pub fn append_authorization(&mut self, change: AuthorizationChange) -> Result<u64, AuditError> {
         self.append(Body::Authorization(change))
+    }
+
+    /// Keeps the signed artifact an authorization record is about to cite, as it was
+    /// accepted, so that proofs can carry it. Call before appending that record.
+    pub fn keep_artifact(&self, id: &ArtifactId, bytes: &[u8]) -> Result<(), AuditError> {
+        Ok(Archive::new(&self.dir).keep(id, bytes)?)
     }
 
     /// Writes a checkpoint now (and syncs), whether or not one is due.

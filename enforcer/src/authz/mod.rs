@@ -22,6 +22,7 @@ pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::authz::artifact::ScopePath;
@@ -78,6 +79,8 @@ pub struct AcceptedBundle {
     pub scopes: Vec<ScopePath>,
     /// First accepted now, rather than already known from an earlier run.
     pub new: bool,
+    /// The artifact's bytes as accepted: the audit log keeps them for proofs.
+    pub envelope: Arc<[u8]>,
 }
 
 /// An accepted break-glass artifact inside its window, as the agent reports it.
@@ -96,6 +99,8 @@ pub struct AcceptedBreakGlass {
     pub not_before: u64,
     pub not_after: u64,
     pub reason: String,
+    /// The artifact's bytes as accepted: the audit log keeps them for proofs.
+    pub envelope: Arc<[u8]>,
 }
 
 /// The outcome of loading: the policy, and what was accepted and refused.
@@ -185,10 +190,15 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
             Err(e) => refusals.push(Refusal::new(path, Claim::of(&bytes), e, Cause::Other)),
         }
     }
+    // The bytes of what was accepted, by id, for the audit log's archive.
+    let mut envelopes: BTreeMap<ArtifactId, Arc<[u8]>> = BTreeMap::new();
     let mut live = Vec::new();
     for (path, bytes) in bundles {
         match acceptor.accept_bundle(&bytes, now) {
-            Ok((accepted, verified)) => live.push((path, accepted == Accepted::New, verified)),
+            Ok((accepted, verified)) => {
+                envelopes.insert(verified.id, Arc::from(bytes));
+                live.push((path, accepted == Accepted::New, verified));
+            }
             Err(e) => {
                 let cause = Cause::of_accept(&e);
                 refusals.push(Refusal::new(path, Claim::of(&bytes), e.to_string(), cause));
@@ -198,7 +208,10 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
     let mut live_break_glass = Vec::new();
     for (path, bytes) in break_glass {
         match acceptor.accept_break_glass(&bytes, now) {
-            Ok(verified) => live_break_glass.push((path, verified)),
+            Ok(verified) => {
+                envelopes.insert(verified.id, Arc::from(bytes));
+                live_break_glass.push((path, verified));
+            }
             Err(e) => refusals.push(Refusal::of_artifact(path, Claim::of(&bytes), &e)),
         }
     }
@@ -328,6 +341,7 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
             not_before: bg.not_before,
             not_after: bg.not_after,
             reason: bg.reason,
+            envelope: envelopes.get(&v.id).cloned().unwrap_or_default(),
         });
     }
     for (path, why) in &out.warnings {
@@ -345,6 +359,7 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
             on_revoke: v.bundle.on_revoke,
             scopes: v.bundle.scopes.clone(),
             new,
+            envelope: envelopes.get(&v.id).cloned().unwrap_or_default(),
         })
         .collect();
     Ok(out)

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
+use crate::audit::proof::{self, Selector};
 use crate::audit::query::{self, Entry, Filter, Step};
+use crate::audit::tlog::{self, NoteVerifier, NoteVerifiers};
 use crate::audit::{self, ProblemKind, Report, verify_dir};
 use crate::authz::trust;
 
@@ -34,6 +36,42 @@ pub enum AuditCommand {
     Tail(TailArgs),
     /// Print the ancestry of an exec, with the authorization each step ran under.
     Lineage(LineageArgs),
+    /// Write a self-contained proof of one record (an exec, a record by seq, or the
+    /// acceptance of an artifact) that `enforcer proof verify` checks offline.
+    Prove(ProveArgs),
+    /// Prove that the log today extends an older checkpoint: nothing before it was
+    /// rewritten, reordered or cut off.
+    Consistency(ConsistencyArgs),
+}
+
+/// Arguments of `audit prove`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["exec", "seq", "artifact"])))]
+pub struct ProveArgs {
+    /// The exec decision `BOOT_ID:EXEC_ID` (as `audit show` prints them).
+    #[arg(long, value_name = "BOOT_ID:EXEC_ID")]
+    pub exec: Option<String>,
+    /// The record with this sequence number.
+    #[arg(long, value_name = "N")]
+    pub seq: Option<u64>,
+    /// The agent's acceptance of the artifact whose id (hex, or a prefix of it) this is.
+    #[arg(long, value_name = "ID")]
+    pub artifact: Option<String>,
+    /// Where to write the proof; standard output by default.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Arguments of `audit consistency`.
+#[derive(Debug, Args)]
+pub struct ConsistencyArgs {
+    /// An older signed checkpoint of this log (the `checkpoint` file as it was, or one a
+    /// witness holds).
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub from: PathBuf,
+    /// The host's public key (`.pub`): both checkpoints must be signed by it.
+    #[arg(long, value_name = "HOST.pub")]
+    pub trust: Option<PathBuf>,
 }
 
 /// Arguments of `audit verify`.
@@ -116,6 +154,8 @@ pub(super) fn command(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         AuditCommand::Show(a) => show_command(dir, a),
         AuditCommand::Tail(a) => tail_command(dir, a),
         AuditCommand::Lineage(a) => lineage_command(dir, a),
+        AuditCommand::Prove(a) => prove_command(dir, a),
+        AuditCommand::Consistency(a) => consistency_command(dir, a),
     }
 }
 
@@ -417,6 +457,89 @@ fn lineage_command(dir: &Path, args: &LineageArgs) -> anyhow::Result<ExitCode> {
             args.exec_id,
             lineage.other_boots.join(", ")
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prove_command(dir: &Path, args: &ProveArgs) -> anyhow::Result<ExitCode> {
+    let selector = match (&args.exec, args.seq, &args.artifact) {
+        (Some(exec), _, _) => {
+            let (boot_id, exec_id) = exec
+                .rsplit_once(':')
+                .and_then(|(boot, id)| Some((boot.to_owned(), id.parse().ok()?)))
+                .with_context(|| format!("--exec {exec:?} is not BOOT_ID:EXEC_ID"))?;
+            Selector::Exec { boot_id, exec_id }
+        }
+        (None, Some(seq), _) => Selector::Seq(seq),
+        (None, None, Some(id)) => Selector::Artifact(
+            id.strip_prefix("sha3-512:")
+                .unwrap_or(id)
+                .to_ascii_lowercase(),
+        ),
+        (None, None, None) => anyhow::bail!("say which record: --exec, --seq or --artifact"),
+    };
+    let proof = proof::prove(dir, &selector)?;
+    let mut text = serde_json::to_string_pretty(&proof)?;
+    text.push('\n');
+    match &args.out {
+        Some(path) => {
+            crate::fsutil::replace_atomically(path, text.as_bytes(), 0o644)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "proof of {selector} (leaf {} of {}) written to {}",
+                proof.index,
+                proof.origin,
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn consistency_command(dir: &Path, args: &ConsistencyArgs) -> anyhow::Result<ExitCode> {
+    let old =
+        std::fs::read(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
+    let extension = match proof::prove_consistency(dir, &old) {
+        Ok(extension) => extension,
+        Err(
+            e @ (proof::ConsistencyError::Inconsistent(_) | proof::ConsistencyError::Shrunk { .. }),
+        ) => {
+            println!("INCONSISTENT: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(path) = &args.trust {
+        let key = trust::load_public_key(path)?;
+        let origin = extension.new.origin();
+        let keys = NoteVerifiers::new([NoteVerifier::new(origin, key)?])?;
+        for (what, note) in [
+            ("old", &old[..]),
+            ("newest", extension.new_note.to_string().as_bytes()),
+        ] {
+            tlog::Checkpoint::open(note, origin, &keys).with_context(|| {
+                format!("the {what} checkpoint is not signed by {}", path.display())
+            })?;
+        }
+    }
+    println!(
+        "CONSISTENT: the log {} at size {} extends the checkpoint of size {}",
+        extension.new.origin(),
+        extension.new.size(),
+        extension.old.size()
+    );
+    println!(
+        "  old root {}, new root {}",
+        extension.old.root().to_base64(),
+        extension.new.root().to_base64()
+    );
+    println!("  consistency proof ({} hashes):", extension.proof.len());
+    for hash in &extension.proof {
+        println!("    {}", hash.to_base64());
+    }
+    if args.trust.is_none() {
+        println!("  warning: without --trust the checkpoints' signatures were not checked");
     }
     Ok(ExitCode::SUCCESS)
 }

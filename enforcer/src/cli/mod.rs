@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod audit;
+mod proof;
 mod security;
 mod service;
 
@@ -43,6 +44,9 @@ pub enum Commands {
     /// The tamper-evident audit log: verify it, show and follow decisions, trace the
     /// lineage of an exec.
     Audit(audit::AuditArgs),
+    /// Proofs made by `enforcer audit prove`: check one offline.
+    #[command(subcommand)]
+    Proof(proof::ProofCommand),
     /// Install the agent as a systemd service: the unit, drop-ins ordering the governed
     /// slices after it, and a default configuration when there is none.
     InstallUnit(service::InstallUnitArgs),
@@ -109,6 +113,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::List(args) => agent::list_command(&args),
         Commands::Unload(args) => agent::unload_command(&args),
         Commands::Audit(args) => audit::command(&args),
+        Commands::Proof(cmd) => proof::command(&cmd),
         Commands::InstallUnit(args) => service::command(&args),
         Commands::Security(cmd) => security::run(cmd),
     }

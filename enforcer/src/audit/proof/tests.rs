@@ -1,0 +1,366 @@
+//! A proof made on the host verifies offline, and each kind of forgery is refused with its
+//! own reason.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use enforcer_common::{EVENT_PATH_LEN, ExecEvent, decision, hook, reason};
+
+use super::{ProofError, ProofFile, Selector, prove, verify_proof};
+use crate::audit::artifacts::Archive;
+use crate::audit::{AuditLog, AuditOptions, AuthorizationChange, DecisionLabels};
+use crate::authz::artifact::{Bundle, Envelope, ScopePath, SignedGrant, unix_seconds};
+use crate::authz::trust::{SigningKey, TrustStore};
+use crate::authz::verify::testkit;
+use crate::host::digest::FileDigest;
+
+const BOOT: &str = "6f1c0a9e-2b7d-4c1e-9a55-0d3f5e7b8c21";
+const SCOPE: &str = "/agents.slice";
+
+fn host_key() -> SigningKey {
+    SigningKey::from_seed(&[9; 32])
+}
+
+fn granted() -> FileDigest {
+    FileDigest::of_bytes(b"the tool")
+}
+
+/// A bundle valid around the real clock (records carry the time they were written).
+fn bundle(not_before: u64, not_after: u64) -> Bundle {
+    Bundle {
+        not_before,
+        not_after,
+        issued_at: not_before,
+        grants: vec![SignedGrant {
+            digest: granted(),
+            name: Some("/usr/bin/tool".into()),
+            not_after: None,
+        }],
+        scopes: vec![SCOPE.parse::<ScopePath>().expect("scope")],
+        ..testkit::bundle()
+    }
+}
+
+fn now() -> u64 {
+    unix_seconds(std::time::SystemTime::now())
+}
+
+/// Bundle and revocation threshold 2: keys 1 to 3 may sign bundles.
+fn trust() -> TrustStore {
+    testkit::store(2, 1)
+}
+
+fn exec(exec_id: u64, digest: &FileDigest, auth: &Envelope, verdict: u32) -> ExecEvent {
+    let mut path = [0u8; EVENT_PATH_LEN];
+    path[..13].copy_from_slice(b"/usr/bin/tool");
+    let mut auth_id = [0u8; 16];
+    auth_id.copy_from_slice(&auth.id().0[..16]);
+    ExecEvent {
+        boot_ns: 5_000 + exec_id,
+        cgroup_id: 77,
+        scope_id: 76,
+        auth_serial: 1,
+        exec_id,
+        parent_exec_id: 1,
+        pid: 900,
+        tgid: 900,
+        ppid: 1,
+        uid: 65534,
+        gid: 65534,
+        decision: verdict,
+        reason: reason::GRANTED,
+        hook: hook::BPRM_CHECK_SECURITY,
+        digest: digest.0,
+        auth_id,
+        detail: 0,
+        path,
+    }
+}
+
+/// A log holding: the acceptance of a bundle signed by keys 1 and 2, exec 10 (granted
+/// digest, allowed), exec 11 (a digest the bundle does not grant, citing it), and exec
+/// 12 citing an expired bundle. Returns the two artifacts.
+fn write_log(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    let live = testkit::signed_bundle(&bundle(now() - 60, now() + 3600), &[1, 2]);
+    let expired = testkit::signed_bundle(&bundle(now() - 7200, now() - 3600), &[1, 2]);
+    let opts = AuditOptions {
+        boot_id: Some(BOOT.into()),
+        origin: Some("test.example/host-a".into()),
+        ..AuditOptions::default()
+    };
+    let mut log = AuditLog::open(dir, Some(host_key()), opts).expect("open");
+    for bytes in [&live, &expired] {
+        let envelope = Envelope::parse(bytes).expect("envelope");
+        log.keep_artifact(&envelope.id(), bytes).expect("keep");
+        log.append_authorization(AuthorizationChange {
+            change: "accepted".into(),
+            artifact: "bundle".into(),
+            id: envelope.id().to_string(),
+            issuer: "ops".into(),
+            bundle_id: Some("agents-base".into()),
+            serial: Some(1),
+            scopes: vec![SCOPE.into()],
+            not_after: None,
+            pids: Vec::new(),
+            detail: None,
+        })
+        .expect("authorization");
+    }
+    let labels = DecisionLabels {
+        scope: Some(SCOPE),
+        grant_name: Some("tool"),
+    };
+    let live_env = Envelope::parse(&live).expect("envelope");
+    let expired_env = Envelope::parse(&expired).expect("envelope");
+    let other = FileDigest::of_bytes(b"not granted");
+    for event in [
+        exec(10, &granted(), &live_env, decision::ALLOW),
+        exec(11, &other, &live_env, decision::ALLOW),
+        exec(12, &granted(), &expired_env, decision::ALLOW),
+    ] {
+        log.append_decision(&event, &labels).expect("decision");
+    }
+    log.close().expect("close");
+    (live, expired)
+}
+
+fn proof_of(dir: &Path, exec_id: u64) -> ProofFile {
+    prove(
+        dir,
+        &Selector::Exec {
+            boot_id: BOOT.into(),
+            exec_id,
+        },
+    )
+    .expect("prove")
+}
+
+fn check(proof: &ProofFile, trust: &TrustStore) -> Result<super::ProvenRecord, ProofError> {
+    let bytes = serde_json::to_vec(proof).expect("encode");
+    verify_proof(&bytes, &host_key().public_key(), trust)
+}
+
+#[test]
+fn a_proof_of_an_allowed_exec_verifies_offline_and_says_what_it_proves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (live, _) = write_log(dir.path());
+    let proof = proof_of(dir.path(), 10);
+    assert_eq!(proof.artifacts.len(), 1);
+    let proven = check(&proof, &trust()).expect("verifies");
+    let text = proven.to_string();
+    let id = Envelope::parse(&live).expect("envelope").id().to_string();
+    for expected in [
+        "PROVEN: record seq",
+        "test.example/host-a",
+        "decision: allow",
+        &granted().to_string(),
+        "bundle agents-base serial 1 of issuer ops",
+        &id,
+        "signed by k1, k2",
+        "as \"/usr/bin/tool\"",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+    // By seq and by artifact too; the acceptance record proves the artifact as accepted.
+    let by_seq = prove(dir.path(), &Selector::Seq(proof.index)).expect("by seq");
+    assert_eq!(by_seq, proof);
+    let accepted = prove(dir.path(), &Selector::Artifact(id[..20].to_owned())).expect("by id");
+    let proven = check(&accepted, &trust()).expect("acceptance verifies");
+    assert!(
+        proven
+            .to_string()
+            .contains("authorization record: accepted")
+    );
+}
+
+#[test]
+fn each_kind_of_forgery_is_refused_with_its_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path());
+    let good = proof_of(dir.path(), 10);
+
+    // Wrong record: altered in place, then with its hash recomputed.
+    let mut p = good.clone();
+    p.record = p.record.replace("\"uid\":65534", "\"uid\":0");
+    assert!(matches!(
+        check(&p, &trust()),
+        Err(ProofError::RecordAltered)
+    ));
+    let mut p = good.clone();
+    p.record = reseal(&p.record.replace("\"uid\":65534", "\"uid\":0"));
+    assert!(matches!(
+        check(&p, &trust()),
+        Err(ProofError::NotIncluded(_))
+    ));
+
+    // Another record of the log, with this record's proof.
+    let mut p = good.clone();
+    p.record = proof_of(dir.path(), 11).record;
+    assert!(matches!(
+        check(&p, &trust()),
+        Err(ProofError::WrongIndex { .. })
+    ));
+
+    // Wrong path: one hash of the inclusion proof changed.
+    let mut p = good.clone();
+    let mut hash = BASE64.decode(&p.inclusion[0]).expect("b64");
+    hash[0] ^= 1;
+    p.inclusion[0] = BASE64.encode(hash);
+    assert!(matches!(
+        check(&p, &trust()),
+        Err(ProofError::NotIncluded(_))
+    ));
+
+    // Wrong checkpoint signature: another root, or another key.
+    let mut p = good.clone();
+    let root_line = p.checkpoint.lines().nth(2).expect("root").to_owned();
+    let mut root = BASE64.decode(&root_line).expect("b64");
+    root[0] ^= 1;
+    p.checkpoint = p.checkpoint.replace(&root_line, &BASE64.encode(root));
+    assert!(matches!(
+        check(&p, &trust()),
+        Err(ProofError::Checkpoint { .. })
+    ));
+    let bytes = serde_json::to_vec(&good).expect("encode");
+    let other = SigningKey::from_seed(&[10; 32]).public_key();
+    assert!(matches!(
+        verify_proof(&bytes, &other, &trust()),
+        Err(ProofError::Checkpoint { .. })
+    ));
+
+    // An artifact the verifier's trust store does not accept: threshold 3 of 3.
+    assert!(matches!(
+        check(&good, &testkit::store(3, 1)),
+        Err(ProofError::ArtifactUntrusted { .. })
+    ));
+    // An artifact re-signed by a key of the wrong role still fails.
+    let mut p = good.clone();
+    let mut envelope = Envelope::parse(p.artifacts[0].as_bytes()).expect("envelope");
+    envelope.signatures.clear();
+    envelope.add_signature(&testkit::key(5));
+    envelope.add_signature(&testkit::key(6));
+    p.artifacts[0] = String::from_utf8(envelope.to_bytes()).expect("utf8");
+    assert!(matches!(
+        check(&p, &trust()),
+        Err(ProofError::ArtifactUntrusted { .. })
+    ));
+    // No artifact at all.
+    let mut p = good.clone();
+    p.artifacts.clear();
+    assert!(matches!(
+        check(&p, &trust()),
+        Err(ProofError::MissingArtifact(_))
+    ));
+
+    // An artifact that does not grant the decision's digest.
+    let ungranted = proof_of(dir.path(), 11);
+    assert!(matches!(
+        check(&ungranted, &trust()),
+        Err(ProofError::NotGranted { .. })
+    ));
+
+    // A decision outside the artifact's window.
+    let late = proof_of(dir.path(), 12);
+    assert!(matches!(
+        check(&late, &trust()),
+        Err(ProofError::OutsideWindow { .. })
+    ));
+
+    // Not a proof at all, or of another format.
+    assert!(matches!(
+        verify_proof(b"{}", &host_key().public_key(), &trust()),
+        Err(ProofError::Malformed(_))
+    ));
+    let mut p = good;
+    p.format = "enforcer-audit-proof/v9".into();
+    assert!(matches!(check(&p, &trust()), Err(ProofError::Format(_))));
+}
+
+#[test]
+fn records_after_the_newest_checkpoint_and_unknown_ones_are_not_proven() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path());
+    let missing = prove(
+        dir.path(),
+        &Selector::Exec {
+            boot_id: BOOT.into(),
+            exec_id: 99,
+        },
+    );
+    assert!(
+        matches!(missing, Err(super::ProveError::NotFound { .. })),
+        "{missing:?}"
+    );
+    // The shutdown checkpoint is the last record: no checkpoint covers it yet.
+    let last = crate::audit::verify_dir(dir.path(), None)
+        .expect("verify")
+        .head
+        .expect("head")
+        .0;
+    let newest = prove(dir.path(), &Selector::Seq(last));
+    assert!(
+        matches!(newest, Err(super::ProveError::NotYetCheckpointed { .. })),
+        "{newest:?}"
+    );
+    assert!(Archive::new(dir.path()).find("00").is_err());
+}
+
+/// The line with its hash recomputed, as a forger without the host key would.
+fn reseal(line: &str) -> String {
+    let unsealed = crate::audit::chain::Unsealed::new(line.as_bytes()).expect("unseal");
+    let hash = crate::audit::ChainHash::of(&unsealed.canonical);
+    let mut text = String::from_utf8(unsealed.canonical).expect("utf8");
+    text.pop();
+    format!("{text},\"hash\":\"{hash}\"}}")
+}
+
+/// The log extends every checkpoint it published; a log rewritten before a checkpoint
+/// (tiles rebuilt, notes re-signed with the host key) does not extend it.
+#[test]
+fn the_log_extends_its_old_checkpoints_and_a_rewritten_one_does_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path());
+    let checkpoint = dir.path().join(crate::audit::tree::CHECKPOINT_FILE);
+    let old = std::fs::read(&checkpoint).expect("old checkpoint");
+    let opts = || AuditOptions {
+        boot_id: Some(BOOT.into()),
+        origin: Some("test.example/host-a".into()),
+        ..AuditOptions::default()
+    };
+    let mut log = AuditLog::open(dir.path(), Some(host_key()), opts()).expect("reopen");
+    log.append_gap(1).expect("gap");
+    log.close().expect("close");
+    let extension = super::prove_consistency(dir.path(), &old).expect("consistent");
+    assert!(extension.new.size() > extension.old.size());
+    assert!(!extension.proof.is_empty());
+
+    // Rewrite the first record, drop the tiles, and let the agent rebuild and re-sign.
+    let file = dir.path().join(crate::audit::files::name(1));
+    let text = std::fs::read_to_string(&file).expect("log");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[0] = lines[0].replace("\"previous\":\"none\"", "\"previous\":\"clean\"");
+    let mut head = crate::audit::ChainHash::GENESIS;
+    let mut sealed = Vec::new();
+    for line in &mut lines {
+        let mut record = crate::audit::chain::Unsealed::new(line.as_bytes())
+            .expect("unseal")
+            .record()
+            .expect("record");
+        record.prev = head;
+        head = crate::audit::chain::seal(&record, &mut sealed).expect("seal");
+        *line = String::from_utf8(sealed.strip_suffix(b"\n").expect("nl").to_vec()).expect("utf8");
+    }
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write");
+    std::fs::remove_dir_all(dir.path().join("tile")).expect("tiles");
+    let log = AuditLog::open(dir.path(), Some(host_key()), opts()).expect("rebuilt");
+    log.close().expect("close");
+    let refused = super::prove_consistency(dir.path(), &old);
+    assert!(
+        matches!(refused, Err(super::ConsistencyError::Inconsistent(_))),
+        "{refused:?}"
+    );
+}
