@@ -20,9 +20,9 @@
 //! - [`service`]: the plumbing a service talks through. The control socket's typed
 //!   protocol, the read-only HTTP window (probes and metrics), and systemd (readiness,
 //!   watchdog, journald).
-//! - [`audit`]: the tamper-evident audit log of decisions, and execution lineage; in
-//!   `audit::tlog`, the transparency-log pieces (Merkle proofs, signed checkpoints, tiles)
-//!   the log is moving to.
+//! - [`audit`]: the tamper-evident audit log of decisions, and execution lineage; a
+//!   transparency log since format 2 (`audit::tlog`: Merkle proofs, signed checkpoints,
+//!   tiles; `audit::proof`: one record proven offline).
 //! - [`cli`]: the command line.
 //! - [`fsutil`] and [`clock`]: one helper for each filesystem habit and each clock.
 

@@ -52,14 +52,16 @@ impl Agent {
         if host_key.is_none() {
             tracing::warn!("no audit host key: checkpoints are unsigned (see host_key)");
         }
-        AuditLog::open(self.config.audit_dir(), host_key, AuditOptions::default()).with_context(
-            || {
-                format!(
-                    "opening the audit log in {}",
-                    self.config.audit_dir().display()
-                )
-            },
-        )
+        let opts = AuditOptions {
+            origin: self.config.audit_origin.clone(),
+            ..AuditOptions::default()
+        };
+        AuditLog::open(self.config.audit_dir(), host_key, opts).with_context(|| {
+            format!(
+                "opening the audit log in {}",
+                self.config.audit_dir().display()
+            )
+        })
     }
 
     pub(super) async fn serve_loop(&mut self) -> anyhow::Result<()> {

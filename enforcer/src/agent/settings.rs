@@ -134,6 +134,12 @@ pub struct Settings {
     #[arg(long, env = "ENFORCER_HOST_KEY", value_name = "FILE")]
     pub host_key: Option<PathBuf>,
 
+    /// The audit log's name in its signed checkpoints (C2SP origin), which witnesses keep
+    /// one history for. Defaults to `<hostname>/enforcer-audit`; set it on hosts that may
+    /// be renamed.
+    #[arg(long, env = "ENFORCER_AUDIT_ORIGIN", value_name = "ORIGIN")]
+    pub audit_origin: Option<String>,
+
     /// Control socket for `enforcer push|revoke|status|list`.
     #[arg(long, env = "ENFORCER_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -233,6 +239,9 @@ impl Settings {
         set(&mut merged.state_dir, &self.state_dir);
         set(&mut merged.audit_dir, &self.audit_dir);
         set(&mut merged.host_key, &self.host_key);
+        if self.audit_origin.is_some() {
+            merged.audit_origin.clone_from(&self.audit_origin);
+        }
         set(&mut merged.socket, &self.socket);
         set(&mut merged.pin_dir, &self.pin_dir);
         set(&mut merged.cgroup_root, &self.cgroup_root);
@@ -355,6 +364,7 @@ impl Settings {
              state_dir = {state:?}\n\
              audit_dir = {audit:?}\n\
              # host_key = {host_key:?}  # used when the file exists\n\
+             # audit_origin = \"host.example/enforcer-audit\"  # default: <hostname>/enforcer-audit\n\
              socket = {socket:?}\n\
              pin_dir = {pin:?}\n\
              cgroup_root = {cgroup:?}\n\

@@ -13,8 +13,12 @@
 //!   durability.
 //! - [`verify`](mod@verify): walks every file and reports the first broken record.
 //! - [`query`]: reading, filtering, following and lineage for the CLI.
-//! - [`tlog`]: the Merkle tree, proofs and signed checkpoints of format v2 (in progress,
-//!   not yet written by the log).
+//! - [`tlog`]: the Merkle tree, proofs, signed notes, checkpoints and tiles of format 2,
+//!   independent of how the log is stored.
+//! - [`tree`]: the writer's side of the tree: leaves per record, tiles and signed tree
+//!   heads at each checkpoint, catching up with a format-1 log.
+//! - [`artifacts`]: the signed artifacts the records cite, kept as accepted.
+//! - [`proof`](mod@proof): one record proven offline to a third party, and consistency.
 
 pub mod artifacts;
 pub mod chain;

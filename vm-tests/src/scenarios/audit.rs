@@ -8,7 +8,8 @@ use vm_tests::{PROBE_EXIT, UNLISTED_EXIT, attack};
 
 use crate::support::agent::{Agent, expect_field};
 use crate::support::audit::{audit_records, find_key};
-use crate::support::run::{expect_attack, expect_eperm, expect_exit, run_tool};
+use crate::support::run::{enforcer_ok, expect_attack, expect_eperm, expect_exit, run_tool};
+use crate::support::signed::{Kit, LIVE};
 use crate::support::{Env, MONITOR_SCOPE, SCOPE, WORK, copy_executable, write_script};
 
 pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
@@ -17,6 +18,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     audit_records_every_decision_and_verifies,
     ring_buffer_overflow_becomes_a_gap_record,
     drops_while_no_agent_runs_become_a_gap_record,
+    an_exec_is_proven_offline_and_a_changed_proof_is_refused,
 ];
 
 fn decisions_are_reported(env: &Env) {
@@ -279,4 +281,78 @@ fn drops_while_no_agent_runs_become_a_gap_record(env: &Env) {
     let records = audit_records(env, &dir);
     // Only what the second agent wrote.
     expect_storm_accounted(since_last_start(&records), &target, "with no agent running");
+}
+
+/// An exec in a scope is proven from the audit log: the proof verifies offline, outside
+/// every scope, with only the host's public key and the trust store, and says who
+/// authorized it; the same proof with one byte changed is refused with the reason.
+fn an_exec_is_proven_offline_and_a_changed_proof_is_refused(env: &Env) {
+    let kit = Kit::new("proof");
+    let host = kit.out("host");
+    enforcer_ok(env, &["key", "generate", "--out", &host]);
+    let tool = copy_executable(&env.probe, &kit.work.join("bin/proven-tool"));
+    let bundle = kit.bundle(env, "proven", std::slice::from_ref(&tool), &[]);
+    let mut agent = kit.agent_with(
+        env,
+        &[
+            "--host-key",
+            &format!("{host}.key"),
+            "--audit-origin",
+            "vm.example/proof",
+        ],
+    );
+    enforcer_ok(env, &["push", &bundle]);
+    expect_exit(Some(LIVE), &tool, PROBE_EXIT);
+    let decision = agent.decision_for(&tool);
+    expect_field(&decision, "decision", "allow");
+    // The shutdown checkpoint covers the decision.
+    agent.stop();
+    let exec = format!(
+        "{}:{}",
+        decision["boot_id"].as_str().expect("boot_id"),
+        decision["exec_id"].as_u64().expect("exec_id")
+    );
+    let audit = kit.audit_dir().display().to_string();
+    let proof = kit.out("exec.proof.json");
+    enforcer_ok(
+        env,
+        &[
+            "audit", "--dir", &audit, "prove", "--exec", &exec, "--out", &proof,
+        ],
+    );
+    let verify = |file: &str| {
+        run_tool(env.enforcer().args([
+            "proof",
+            "verify",
+            file,
+            "--host-key",
+            &format!("{host}.pub"),
+            "--trust",
+            &kit.trust.display().to_string(),
+        ]))
+    };
+    let (code, out) = verify(&proof);
+    assert!(code == 0, "proof verify exited {code}: {out}");
+    for expected in [
+        "PROVEN: record seq",
+        "vm.example/proof",
+        "decision: allow",
+        &tool.display().to_string(),
+        "bundle proven serial 1 of issuer vm-proven",
+        "signed by TEST-ONLY-alice, TEST-ONLY-bob",
+        "it grants that sha256 in that scope",
+    ] {
+        assert!(out.contains(expected), "{expected:?} is not in:\n{out}");
+    }
+    // One byte of the record changed: the last letter of the tool's name.
+    let text = std::fs::read_to_string(&proof).expect("read the proof");
+    let changed = text.replacen("proven-tool\\\"", "proven-toom\\\"", 1);
+    assert!(changed != text, "the proof does not name the tool:\n{text}");
+    let forged = kit.out("forged.proof.json");
+    std::fs::write(&forged, changed).expect("write the changed proof");
+    let (code, out) = verify(&forged);
+    assert!(
+        code == 1 && out.contains("REFUSED (record-altered)"),
+        "a changed record was not refused (exit {code}): {out}"
+    );
 }

@@ -142,7 +142,12 @@ impl Kit {
     /// `enforcer run` on signed artifacts, governing LIVE.
     #[track_caller]
     pub(crate) fn agent(&self, env: &Env) -> Agent {
-        let audit = self.work.join("audit");
+        self.agent_with(env, &[])
+    }
+
+    /// [`Kit::agent`] with more arguments for `enforcer run`.
+    #[track_caller]
+    pub(crate) fn agent_with(&self, env: &Env, extra: &[&str]) -> Agent {
         let scope = format!("/{LIVE}");
         Agent::spawn(
             env.enforcer()
@@ -153,9 +158,15 @@ impl Kit {
                 .arg("--state-dir")
                 .arg(&self.state)
                 .arg("--audit-dir")
-                .arg(&audit)
-                .args(["--scope", &scope, "--socket", SOCKET]),
+                .arg(self.audit_dir())
+                .args(["--scope", &scope, "--socket", SOCKET])
+                .args(extra),
         )
+    }
+
+    /// Where [`Kit::agent`] keeps its audit log.
+    pub(crate) fn audit_dir(&self) -> PathBuf {
+        self.work.join("audit")
     }
 }
 

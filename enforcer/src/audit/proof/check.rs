@@ -51,14 +51,14 @@ pub enum ProofError {
     ArtifactUntrusted {
         id: String,
         #[source]
-        source: ArtifactError,
+        source: Box<ArtifactError>,
     },
     #[error("the decision at {time} is outside artifact {id}…'s window: {source}")]
     OutsideWindow {
         id: String,
         time: String,
         #[source]
-        source: ArtifactError,
+        source: Box<ArtifactError>,
     },
     #[error("artifact {id}… does not grant sha256 {digest} in scope {scope}")]
     NotGranted {
@@ -266,20 +266,22 @@ fn check_artifact(
             ProofError::OutsideWindow {
                 id: short(id).to_owned(),
                 time: time_text.to_owned(),
-                source,
+                source: Box::new(source),
             }
         }
         source => untrusted(id, source),
     };
     let names = |signers: &[KeyId]| {
-        signers
+        let mut names: Vec<String> = signers
             .iter()
             .map(|k| {
                 trust
                     .key(k)
                     .map_or_else(|| k.to_string(), |t| t.name.clone())
             })
-            .collect()
+            .collect();
+        names.sort();
+        names
     };
     match kind {
         ArtifactKind::BreakGlass => {
@@ -318,7 +320,7 @@ fn check_artifact(
 fn untrusted(id: &str, source: ArtifactError) -> ProofError {
     ProofError::ArtifactUntrusted {
         id: short(id).to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
 

@@ -1,5 +1,5 @@
-//! The audit log as a transparency log (format v2, in progress): the pieces that do not
-//! depend on how the log is stored.
+//! The audit log as a transparency log (format 2): the pieces that do not depend on how
+//! the log is stored.
 //!
 //! - [`merkle`]: the RFC 6962 / RFC 9162 Merkle tree over SHA-256, and [`SubtreeHashes`],
 //!   the one question a hash store has to answer.
@@ -10,7 +10,7 @@
 //! - [`tiles`]: C2SP `tlog-tiles`, the tree-hash store beside the log that answers
 //!   [`SubtreeHashes`] from disk.
 //!
-//! Nothing here is written by the log yet; `docs/audit.md` says what it will be.
+//! [`super::tree`] is where the log uses them; `docs/audit.md` describes the format.
 
 pub mod checkpoint;
 pub mod merkle;
