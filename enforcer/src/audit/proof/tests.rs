@@ -364,3 +364,67 @@ fn the_log_extends_its_old_checkpoints_and_a_rewritten_one_does_not() {
         "{refused:?}"
     );
 }
+
+mod changes {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One proof, made once: proptest cases only change copies of it.
+    fn good() -> &'static ProofFile {
+        static GOOD: std::sync::OnceLock<ProofFile> = std::sync::OnceLock::new();
+        GOOD.get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            write_log(dir.path());
+            proof_of(dir.path(), 10)
+        })
+    }
+
+    /// `text` with the character at `at` (modulo its length) replaced by `with`, or `None`
+    /// when that changes nothing.
+    fn replace_char(text: &str, at: usize, with: char) -> Option<String> {
+        let chars: Vec<char> = text.chars().collect();
+        let at = at % chars.len();
+        (chars[at] != with).then(|| {
+            let mut out: String = chars[..at].iter().collect();
+            out.push(with);
+            out.extend(&chars[at + 1..]);
+            out
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any one-character change to the record, any hash of the path, or the signed
+        /// checkpoint is refused.
+        #[test]
+        fn any_change_to_a_record_path_or_checkpoint_is_refused(
+            field in 0..3usize,
+            item in any::<usize>(),
+            at in any::<usize>(),
+            with in proptest::char::range(' ', '~'),
+        ) {
+            let mut proof = good().clone();
+            let target = match field {
+                0 => &mut proof.record,
+                1 => {
+                    let len = proof.inclusion.len();
+                    &mut proof.inclusion[item % len]
+                }
+                _ => &mut proof.checkpoint,
+            };
+            let Some(changed) = replace_char(target, at, with) else {
+                return Ok(());
+            };
+            *target = changed;
+            let result = check(&proof, &trust());
+            prop_assert!(result.is_err(), "a changed proof verified: {:?}", proof);
+        }
+    }
+
+    #[test]
+    fn the_unchanged_proof_verifies() {
+        check(good(), &trust()).expect("the proof the property changes verifies");
+    }
+}
