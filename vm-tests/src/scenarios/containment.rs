@@ -30,6 +30,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     perf_events_refused,
     raw_port_access_refused,
     kexec_load_refused,
+    kexec_file_load_refused,
     setting_core_pattern_refused,
     sysrq_refused,
     creating_an_autostart_file_refused,
@@ -184,6 +185,11 @@ fn raw_port_access_refused(env: &Env) {
 fn kexec_load_refused(env: &Env) {
     // Refused at CAP_SYS_BOOT, before the kernel_load_data hook would see it.
     escape("kexec", &["kexec"], EPERM, CAPABILITY).check(env);
+}
+
+fn kexec_file_load_refused(env: &Env) {
+    // The file-based loader passes the same capability check before it reads a file.
+    escape("kexec-file", &["kexec-file"], EPERM, CAPABILITY).check(env);
 }
 
 fn setting_core_pattern_refused(env: &Env) {

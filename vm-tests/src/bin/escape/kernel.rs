@@ -194,6 +194,32 @@ pub(crate) fn kexec() {
     println!("kexec_load: accepted (no segments: nothing was staged)");
 }
 
+/// Calls kexec_file_load with `KEXEC_FILE_UNLOAD`: it unloads the standby kernel image, of
+/// which there is none, and succeeds without reading a file.
+///
+/// Kernel path: `kexec_file_load` → `kexec_load_permitted` (6.6+; on 6.1 the same test
+/// inline): `capable(CAP_SYS_BOOT)`, before the flags are looked at. With files, the image
+/// and initrd are then read through `kernel_read_file` (`READING_KEXEC_IMAGE`,
+/// `READING_KEXEC_INITRAMFS`), which `security_kernel_read_file` and the lockdown checks
+/// see.
+/// Escape: as `kexec`, a kernel of the caller's choosing booted by the next `reboot`.
+pub(crate) fn kexec_file() {
+    const KEXEC_FILE_UNLOAD: libc::c_ulong = 1;
+    // SAFETY: plain syscall; with KEXEC_FILE_UNLOAD no descriptor or pointer is used.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            -1 as libc::c_int,
+            -1 as libc::c_int,
+            0 as libc::c_ulong,
+            std::ptr::null::<libc::c_char>(),
+            KEXEC_FILE_UNLOAD,
+        )
+    };
+    sys::check(r, "kexec_file_load");
+    println!("kexec_file_load: accepted (unload: nothing was staged)");
+}
+
 /// Writes `VALUE` to the sysctl file `PATH`, then writes the old value back.
 ///
 /// Kernel path: `proc_sys_write` → `sysctl_perm` → the table's handler.

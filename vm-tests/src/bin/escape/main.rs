@@ -25,6 +25,7 @@ const USAGE: &str = "usage: escape <technique> [args...]
   inherited-cgroup-fd SCOPE_DIR OUT_DIR | freeze CGROUP_DIR
   mount-tmpfs DIR | new-mount-api DIR | userns-mount DIR | umount PATH | setns-init-mnt
   bpf-mount DIR | module-load KO | module-load-mem KO | perf-open | ioperm | kexec
+  kexec-file
   request-key | request-module
   sysctl-write PATH VALUE | sysrq | write-file PATH | read-file PATH | flock DIR | mknod PATH
   device-write PATH | chattr PATH | kill PID SIG | renice PID | prlimit PID | sigio PID
@@ -52,6 +53,7 @@ fn main() {
         ("perf-open", []) => kernel::perf_open(),
         ("ioperm", []) => kernel::ioperm(),
         ("kexec", []) => kernel::kexec(),
+        ("kexec-file", []) => kernel::kexec_file(),
         ("request-key", []) => kernel::request_key(),
         ("request-module", []) => kernel::request_module(),
         ("sysctl-write", [path, value]) => kernel::sysctl(path, value),
