@@ -17,11 +17,13 @@ use libfuzzer_sys::fuzz_target;
 static HOST: LazyLock<SigningKey> = LazyLock::new(|| SigningKey::from_seed(&[9; 32]));
 
 static TRUST: LazyLock<TrustStore> = LazyLock::new(|| {
-    let keys = (1..=3u8).map(|n| {
+    // As the test kit's store: keys 1 to 3 sign bundles, key 4 revocations.
+    let keys = (1..=4u8).map(|n| {
+        let role = if n == 4 { Role::Revocation } else { Role::Bundle };
         TrustedKey::new(
             format!("k{n}"),
             SigningKey::from_seed(&[n; 32]).public_key(),
-            vec![Role::Bundle],
+            vec![role],
         )
     });
     TrustStore::new(keys, Thresholds { bundle: 2, revocation: 1 }).expect("trust store")
