@@ -26,7 +26,9 @@ pub mod tiles;
 #[cfg(test)]
 mod tests;
 
-pub use checkpoint::{Checkpoint, CheckpointError, VerifiedCheckpoint};
+pub use checkpoint::{
+    Checkpoint, CheckpointError, VerifiedCheckpoint, parse_tree_hash, parse_tree_size,
+};
 pub use cosignature::{
     COSIGNATURE_V1_TYPE, CosignatureError, CosignatureVerifier, Cosigned, Cosigner,
     cosignature_timestamp, cosigned_by,
