@@ -8,6 +8,7 @@ mod agent;
 mod audit;
 mod security;
 mod service;
+mod witness;
 
 /// Execution enforcer: inside governed cgroups, only programs covered by a live, signed
 /// authorization may run. Everything else is denied in the kernel.
@@ -46,6 +47,8 @@ pub enum Commands {
     /// Install the agent as a systemd service: the unit, drop-ins ordering the governed
     /// slices after it, and a default configuration when there is none.
     InstallUnit(service::InstallUnitArgs),
+    /// A transparency-log witness (C2SP tlog-witness): serve it, or print its key.
+    Witness(witness::WitnessArgs),
     /// The security team's commands: key, bundle and revoke.
     #[command(flatten)]
     Security(security::SecurityCommand),
@@ -110,6 +113,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Unload(args) => agent::unload_command(&args),
         Commands::Audit(args) => audit::command(&args),
         Commands::InstallUnit(args) => service::command(&args),
+        Commands::Witness(args) => witness::command(args),
         Commands::Security(cmd) => security::run(cmd),
     }
 }
