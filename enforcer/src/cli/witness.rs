@@ -91,6 +91,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let key = load_key(&args.identity.key)?;
     let vkey = verifier(&args.identity.name, &key)?;
     let logs = TrustedLogs::load(&args.logs)?;
+    let origins: Vec<String> = logs.origins().map(str::to_owned).collect();
     let state = WitnessState::open(&args.state)?;
     let witness = Arc::new(Witness::new(&args.identity.name, key, logs, state)?);
     let listener = witness::bind(args.listen)?;
@@ -105,9 +106,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         tracing::info!(
             vkey = %vkey,
-            "witness listening on {} for {}",
+            "witness listening on {}, following {}",
             listener.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string()),
-            args.logs.display()
+            origins.join(", ")
         );
         tokio::select! {
             served = witness::serve(listener, witness) => {

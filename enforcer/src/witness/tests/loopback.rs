@@ -335,3 +335,45 @@ async fn the_client_gives_up_on_a_silent_witness_and_refuses_other_urls() {
         other => panic!("a long proof answered {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_from_one_old_size_cosign_one_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Arc::new(Server::start(dir.path()).await);
+    let l = leaves(12, 0);
+    // Twelve logs' worth of "I am at size n, you saw 0" at once: checked against the same
+    // old state, only one may be recorded, or a later record would roll back an earlier.
+    // Signed before any is sent, and released together, so that the requests overlap.
+    // (Probabilistic: with the check and the record under two locks, it failed 4 runs in 5.)
+    let start = Arc::new(tokio::sync::Barrier::new(12));
+    let asks: Vec<_> = (1..=12)
+        .map(|size| {
+            let url = server.url.clone();
+            let note = signed(&l, size);
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                (size, add_checkpoint(&url, 0, &[], &note).await)
+            })
+        })
+        .collect();
+    let mut cosigned = Vec::new();
+    let mut conflicts = Vec::new();
+    for task in asks {
+        match task.await.expect("task") {
+            (size, Ok(_)) => cosigned.push(size),
+            (_, Err(WitnessError::Conflict { witness_size })) => conflicts.push(witness_size),
+            (size, Err(e)) => panic!("size {size}: {e}"),
+        }
+    }
+    assert_eq!(cosigned.len(), 1, "one winner: {cosigned:?}");
+    let winner = cosigned[0];
+    assert!(
+        conflicts.iter().all(|&s| s == winner),
+        "{conflicts:?} vs {winner}"
+    );
+    assert_eq!(
+        server.witness.latest(ORIGIN).map(|l| l.size()),
+        Some(winner)
+    );
+}
