@@ -148,10 +148,11 @@ async fn add_checkpoint(
     .await;
     match answer {
         Ok((Ok(cosignatures), request)) => {
+            // One line per cosignature: the checkpoint's origin, size and root.
             tracing::info!(
                 old_size = request.old_size,
-                "witness: cosigned a checkpoint:\n{}",
-                request.note.text()
+                "witness: cosigned {}",
+                request.note.text().trim_end().replace('\n', " ")
             );
             reply(StatusCode::OK, TEXT, cosignatures_body(&cosignatures))
         }
