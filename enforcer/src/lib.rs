@@ -23,6 +23,9 @@
 //! - [`audit`]: the tamper-evident audit log of decisions, and execution lineage; a
 //!   transparency log since format 2 (`audit::tlog`: Merkle proofs, signed checkpoints,
 //!   tiles; `audit::proof`: one record proven offline).
+//! - [`witness`]: a transparency-log witness (C2SP `tlog-witness`), both sides: the
+//!   server that cosigns a log's checkpoints only while they extend what it saw, and the
+//!   client a log asks witnesses with.
 //! - [`cli`]: the command line.
 //! - [`fsutil`] and [`clock`]: one helper for each filesystem habit and each clock.
 
@@ -38,3 +41,4 @@ pub mod paths;
 pub mod service;
 #[cfg(test)]
 mod testing;
+pub mod witness;

@@ -283,7 +283,7 @@ impl std::fmt::Display for Tally {
 
 /// Parsers of untrusted input, each fuzzed for this long by `cargo xtask test`: enough to
 /// catch a regression on the seeds and their near neighbours, short enough for CI.
-const FUZZ_TARGETS: &[&str] = &["artifact", "note", "proof"];
+const FUZZ_TARGETS: &[&str] = &["artifact", "note", "proof", "witness"];
 const FUZZ_SECONDS: u64 = 30;
 
 /// A short fuzz run of every target, each counted as one test.

@@ -9,6 +9,7 @@ mod audit;
 mod proof;
 mod security;
 mod service;
+mod witness;
 
 /// Execution enforcer: inside governed cgroups, only programs covered by a live, signed
 /// authorization may run. Everything else is denied in the kernel.
@@ -50,6 +51,8 @@ pub enum Commands {
     /// Install the agent as a systemd service: the unit, drop-ins ordering the governed
     /// slices after it, and a default configuration when there is none.
     InstallUnit(service::InstallUnitArgs),
+    /// A transparency-log witness (C2SP tlog-witness): serve it, or print its key.
+    Witness(witness::WitnessArgs),
     /// The security team's commands: key, bundle and revoke.
     #[command(flatten)]
     Security(security::SecurityCommand),
@@ -115,6 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Audit(args) => audit::command(&args),
         Commands::Proof(cmd) => proof::command(&cmd),
         Commands::InstallUnit(args) => service::command(&args),
+        Commands::Witness(args) => witness::command(args),
         Commands::Security(cmd) => security::run(cmd),
     }
 }

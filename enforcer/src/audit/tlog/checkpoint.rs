@@ -91,30 +91,38 @@ fn check_line(text: &str, line: usize) -> Result<(), CheckpointError> {
     Ok(())
 }
 
-/// The tree size: ASCII decimal, no sign, no leading zero (one spelling per number).
-fn parse_size(text: &str) -> Result<u64, CheckpointError> {
-    let bad = |problem| CheckpointError::BadSize {
-        text: text.to_owned(),
-        problem,
-    };
+/// A tree size as the C2SP tlog specs write one (checkpoints, the witness protocol's
+/// `old` line and its 409 body): ASCII decimal, no sign, no leading zero, so that each
+/// number has one spelling. The error says what is wrong with `text`.
+pub fn parse_tree_size(text: &str) -> Result<u64, &'static str> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad("not a decimal number"));
+        return Err("not a decimal number");
     }
     if text.len() > 1 && text.starts_with('0') {
-        return Err(bad("leading zero"));
+        return Err("leading zero");
     }
-    text.parse().map_err(|_| bad("larger than 2^64 - 1"))
+    text.parse().map_err(|_| "larger than 2^64 - 1")
+}
+
+fn parse_size(text: &str) -> Result<u64, CheckpointError> {
+    parse_tree_size(text).map_err(|problem| CheckpointError::BadSize {
+        text: text.to_owned(),
+        problem,
+    })
+}
+
+/// A tree hash in standard base64, as checkpoints and proofs in the witness protocol
+/// write one. The error says what is wrong with `text`.
+pub fn parse_tree_hash(text: &str) -> Result<TreeHash, &'static str> {
+    let raw = BASE64.decode(text).map_err(|_| "not standard base64")?;
+    TreeHash::from_slice(&raw).ok_or("not 32 bytes (a SHA-256 hash)")
 }
 
 fn parse_root(text: &str) -> Result<TreeHash, CheckpointError> {
-    let bad = |problem| CheckpointError::BadRootHash {
+    parse_tree_hash(text).map_err(|problem| CheckpointError::BadRootHash {
         text: text.to_owned(),
         problem,
-    };
-    let raw = BASE64
-        .decode(text)
-        .map_err(|_| bad("not standard base64"))?;
-    TreeHash::from_slice(&raw).ok_or(bad("not 32 bytes (a SHA-256 hash)"))
+    })
 }
 
 impl Checkpoint {

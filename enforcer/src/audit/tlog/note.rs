@@ -124,6 +124,13 @@ impl NoteSignature {
         Ok(sig)
     }
 
+    /// Parses one signature line (`— <name> <base64>`) without its newline, e.g. one of
+    /// the cosignature lines a witness answers with.
+    pub fn parse(text: &str) -> Result<Self, NoteError> {
+        check_lines(text, 1)?;
+        Self::parse_line(text, 1)
+    }
+
     /// Parses one signature line without its newline; `line` is its number for errors.
     fn parse_line(text: &str, line: usize) -> Result<Self, NoteError> {
         let problem = |problem| NoteError::SignatureLine { line, problem };

@@ -27,10 +27,19 @@ impl NoteKeyId {
     /// The key ID of an Ed25519 key under `name`.
     #[must_use]
     pub fn ed25519(name: &str, key: &VerifyingKey) -> Self {
+        Self::derive(name, ED25519_TYPE, key.as_bytes())
+    }
+
+    /// The key ID signed-note derives for key material `key` of signature type `kind`
+    /// under `name`: `SHA-256(name || 0x0A || kind || key)[:4]`. The type byte keeps one
+    /// public key used in two roles (a log's note key, a witness's cosignature key) from
+    /// having one ID in both.
+    #[must_use]
+    pub fn derive(name: &str, kind: u8, key: &[u8]) -> Self {
         let mut h = Sha256::new();
         h.update(name.as_bytes());
-        h.update([b'\n', ED25519_TYPE]);
-        h.update(key.as_bytes());
+        h.update([b'\n', kind]);
+        h.update(key);
         let digest = h.finalize();
         Self([digest[0], digest[1], digest[2], digest[3]])
     }
@@ -63,10 +72,11 @@ pub enum KeyError {
     #[error("verifier key material is not standard base64")]
     BadBase64,
     #[error(
-        "verifier key has signature type {0:#04x}; only Ed25519 (0x01) keys can verify \
-         this log's checkpoints"
+        "verifier key has signature type {found:#04x}; only type {expected:#04x} is accepted \
+         here (0x01: an Ed25519 note key, as logs sign checkpoints with; 0x04: an Ed25519 \
+         cosignature/v1 key, as witnesses cosign with)"
     )]
-    UnsupportedType(u8),
+    UnsupportedType { found: u8, expected: u8 },
     #[error("an Ed25519 verifier key holds 1 type byte and 32 key bytes, not {0} bytes")]
     BadLength(usize),
     #[error("verifier key material is not a valid Ed25519 public key")]
@@ -135,34 +145,12 @@ impl NoteVerifier {
     /// The stated key ID must be the one the name and key give, so a vkey whose name was
     /// edited is refused rather than silently trusted under the new name.
     pub fn from_vkey(text: &str) -> Result<Self, KeyError> {
-        // The base64 part may itself contain '+', so split at the first two only.
-        let mut parts = text.splitn(3, '+');
-        let (Some(name), Some(id_text), Some(material)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(KeyError::VkeyParts {
-                text: text.to_owned(),
-                parts: text.split('+').count(),
-            });
-        };
-        check_key_name(name)?;
-        let stated = parse_key_id(id_text)?;
-        let raw = BASE64.decode(material).map_err(|_| KeyError::BadBase64)?;
-        let (&kind, key) = raw.split_first().ok_or(KeyError::BadLength(0))?;
-        if kind != ED25519_TYPE {
-            return Err(KeyError::UnsupportedType(kind));
-        }
-        let key: &[u8; 32] = key.try_into().map_err(|_| KeyError::BadLength(raw.len()))?;
-        let key = VerifyingKey::from_bytes(key).map_err(|_| KeyError::BadPoint)?;
-        let verifier = Self::new(name, key)?;
-        if verifier.id != stated {
-            return Err(KeyError::IdMismatch {
-                name: name.to_owned(),
-                stated,
-                computed: verifier.id,
-            });
-        }
-        Ok(verifier)
+        let (name, id, key) = parse_ed25519_vkey(text, ED25519_TYPE)?;
+        Ok(Self {
+            name: name.to_owned(),
+            id,
+            key,
+        })
     }
 
     /// A verifier with any key ID, to build the (name, ID) collision that real keys
@@ -179,10 +167,7 @@ impl NoteVerifier {
     /// The vkey text of this key (what [`NoteVerifier::from_vkey`] reads).
     #[must_use]
     pub fn to_vkey(&self) -> String {
-        let mut material = Vec::with_capacity(33);
-        material.push(ED25519_TYPE);
-        material.extend_from_slice(self.key.as_bytes());
-        format!("{}+{}+{}", self.name, self.id, BASE64.encode(material))
+        ed25519_vkey(&self.name, self.id, ED25519_TYPE, &self.key)
     }
 
     #[must_use]
@@ -223,6 +208,56 @@ impl FromStr for NoteVerifier {
     fn from_str(text: &str) -> Result<Self, KeyError> {
         Self::from_vkey(text)
     }
+}
+
+/// Parses a vkey of an Ed25519 key, `<name>+<hex key id>+<base64(kind || 32-byte key)>`,
+/// whose signature type must be `kind`: its name, key ID and key.
+///
+/// The stated key ID must be the one the name, type and key give, so a vkey whose name
+/// was edited is refused rather than silently trusted under the new name.
+pub(super) fn parse_ed25519_vkey(
+    text: &str,
+    kind: u8,
+) -> Result<(&str, NoteKeyId, VerifyingKey), KeyError> {
+    // The base64 part may itself contain '+', so split at the first two only.
+    let mut parts = text.splitn(3, '+');
+    let (Some(name), Some(id_text), Some(material)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(KeyError::VkeyParts {
+            text: text.to_owned(),
+            parts: text.split('+').count(),
+        });
+    };
+    check_key_name(name)?;
+    let stated = parse_key_id(id_text)?;
+    let raw = BASE64.decode(material).map_err(|_| KeyError::BadBase64)?;
+    let (&found, key) = raw.split_first().ok_or(KeyError::BadLength(0))?;
+    if found != kind {
+        return Err(KeyError::UnsupportedType {
+            found,
+            expected: kind,
+        });
+    }
+    let key: &[u8; 32] = key.try_into().map_err(|_| KeyError::BadLength(raw.len()))?;
+    let key = VerifyingKey::from_bytes(key).map_err(|_| KeyError::BadPoint)?;
+    let computed = NoteKeyId::derive(name, kind, key.as_bytes());
+    if computed != stated {
+        return Err(KeyError::IdMismatch {
+            name: name.to_owned(),
+            stated,
+            computed,
+        });
+    }
+    Ok((name, computed, key))
+}
+
+/// The vkey text of an Ed25519 key of signature type `kind` (what
+/// [`parse_ed25519_vkey`] reads).
+pub(super) fn ed25519_vkey(name: &str, id: NoteKeyId, kind: u8, key: &VerifyingKey) -> String {
+    let mut material = Vec::with_capacity(33);
+    material.push(kind);
+    material.extend_from_slice(key.as_bytes());
+    format!("{name}+{id}+{}", BASE64.encode(material))
 }
 
 fn parse_key_id(text: &str) -> Result<NoteKeyId, KeyError> {

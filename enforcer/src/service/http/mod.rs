@@ -4,7 +4,11 @@
 //! what is enforced: the server answers GET (and HEAD) only, and it reads a [`Snapshot`]
 //! the agent's loop publishes; it never calls into the agent. A client, however slow,
 //! holds at most a lock for the time it takes to copy the snapshot's figures.
+//!
+//! [`accept`] is the bounded accept loop behind it, shared with the witness server
+//! (`crate::witness`).
 
+pub mod accept;
 pub mod config;
 pub mod metrics;
 pub mod readiness;

@@ -1,9 +1,6 @@
-//! The HTTP/1.1 server behind the window: hyper, on the agent's own runtime.
-//!
-//! Each connection is bounded in number, header size and lifetime, so clients that
-//! connect and say nothing cost a task and a socket, never the loop's attention.
+//! The HTTP/1.1 server behind the window: hyper, on the agent's own runtime, through the
+//! bounded accept loop of [`super::accept`].
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,16 +10,16 @@ use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 
+use super::accept::{ConnectionLimits, reply, serve_connections};
 use super::{HEALTH_LIMIT, HttpError, HttpSettings, Token, Window, metrics};
 
-/// Connections served at once; more are closed as they arrive.
-const MAX_CONNECTIONS: usize = 32;
-/// Longest life of a connection, keep-alive included: a scraper reconnects.
-const CONNECTION_TIME: Duration = Duration::from_secs(10);
-/// Largest request head read (hyper's minimum is 8 KiB).
-const MAX_HEAD_BYTES: usize = 16 * 1024;
+const LIMITS: ConnectionLimits = ConnectionLimits {
+    max_connections: 32,
+    // Keep-alive included: a scraper reconnects.
+    connection_time: Duration::from_secs(10),
+    max_head_bytes: 16 * 1024,
+};
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -69,37 +66,11 @@ pub async fn serve(listener: Listener, window: Window) {
         }
     };
     let token = listener.token.map(Arc::new);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let stream = match socket.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of descriptors, usually: wait rather than spin.
-                tracing::warn!("HTTP window: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::debug!("HTTP window: too many connections, closing a new one");
-            continue;
-        };
-        let window = window.clone();
-        let token = token.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let response = respond(&request, &window, token.as_deref(), Instant::now());
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_TIME, connection).await {
-                tracing::debug!("HTTP window: connection ended: {e}");
-            }
-            drop(slot);
-        });
-    }
+    serve_connections(socket, LIMITS, "HTTP window", move |request| {
+        let response = respond(&request, &window, token.as_deref(), Instant::now());
+        async move { response }
+    })
+    .await;
 }
 
 /// `/healthz`'s answer.
@@ -109,19 +80,6 @@ pub struct Health {
     pub alive: bool,
     /// Seconds since it last turned.
     pub last_turn_seconds_ago: u64,
-}
-
-fn reply(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {

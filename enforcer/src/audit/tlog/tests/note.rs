@@ -362,7 +362,10 @@ fn malformed_verifier_keys_are_refused_with_what_is_wrong() {
         // Go's: an unknown algorithm and a key of the wrong length, key ids adjusted.
         (
             "PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
-            KeyError::UnsupportedType(0x65),
+            KeyError::UnsupportedType {
+                found: 0x65,
+                expected: 0x01,
+            },
         ),
         // (Go refuses it for its length; strict base64 already for its last character.)
         (
