@@ -432,13 +432,23 @@ fn proof_bench(results: &mut Vec<Measured>) {
         let proof = prove(dir.path(), &Selector::Seq(middle)).expect("prove by seq");
         size = serde_json::to_vec(&proof).expect("encode").len();
     });
-    ms("audit: prove one record by seq in a 1M-record log", by_seq, "").report(results);
+    ms(
+        "audit: prove one record by seq in a 1M-record log",
+        by_seq,
+        "",
+    )
+    .report(results);
     let exec = Selector::Exec {
         boot_id: "0f0e0d0c-0b0a-4908-8706-050403020100".into(),
         exec_id: PROOF_RECORDS / 2,
     };
     let by_exec = time_ms(|| drop(prove(dir.path(), &exec).expect("prove by exec")));
-    ms("audit: prove one exec in a 1M-record log (scans for it)", by_exec, "").report(results);
+    ms(
+        "audit: prove one exec in a 1M-record log (scans for it)",
+        by_exec,
+        "",
+    )
+    .report(results);
     #[allow(clippy::cast_precision_loss, reason = "a size for a person")]
     Measured {
         name: "audit: proof size, one decision in a 1M-record log (no artifact)",

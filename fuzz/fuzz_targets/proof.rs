@@ -30,7 +30,7 @@ static TRUST: LazyLock<TrustStore> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
-    match verify_proof(data, &HOST.public_key(), &TRUST) {
+    match verify_proof(data, &HOST.public_key(), &TRUST, &[]) {
         // What is proven can always be said.
         Ok(proven) => drop(proven.to_string()),
         Err(e) => drop((e.code(), e.to_string())),

@@ -18,6 +18,9 @@ use crate::service::systemd;
 /// delay of a missed notification and picks up bundles whose window has opened.
 const RESYNC: Duration = Duration::from_secs(30);
 
+/// How long a shutdown waits for the witnesses to take the last checkpoint.
+const WITNESS_SHUTDOWN: Duration = Duration::from_secs(5);
+
 impl Agent {
     /// Follows decisions into the audit log and serves updates until SIGINT or SIGTERM.
     /// Stopping leaves enforcement pinned and on.
@@ -76,6 +79,18 @@ impl Agent {
         };
         let mut log = self.open_audit_log()?;
         let first_seq = log.next_seq();
+        let (notes, witness_task) = self.start_witnesses()?;
+        let offer = |log: &AuditLog| {
+            if let (Some(notes), Some(note)) = (&notes, log.last_note()) {
+                notes.send_if_modified(|offered| {
+                    let new = offered.as_ref() != Some(note);
+                    if new {
+                        *offered = Some(note.clone());
+                    }
+                    new
+                });
+            }
+        };
         let ring = self
             .enforcement
             .take_events()
@@ -182,6 +197,7 @@ impl Agent {
                     let dropped = self.enforcement.dropped_events()?;
                     account(&mut log, &mut dropped_seen, dropped)?;
                     log.tick()?;
+                    offer(&log);
                     self.publish_live(&window::Live {
                         log: &log,
                         records: log.next_seq() - first_seq,
@@ -217,8 +233,44 @@ impl Agent {
             task.abort();
         }
         let _ = std::fs::remove_file(self.config.socket());
-        log.close()?;
+        let last = log.close()?;
+        if let (Some(notes), Some(task)) = (notes, witness_task) {
+            if let Some(note) = last {
+                let _ = notes.send(Some(note));
+            }
+            // The pusher ends once it has sent what it was given; a witness that does
+            // not answer must not hold up the shutdown for long.
+            drop(notes);
+            if tokio::time::timeout(WITNESS_SHUTDOWN, task).await.is_err() {
+                tracing::warn!("the shutdown checkpoint did not reach every witness in time");
+            }
+        }
         Ok(())
+    }
+
+    /// Starts the task that sends checkpoints to the configured witnesses, if any.
+    #[allow(
+        clippy::type_complexity,
+        reason = "a pair, read where it is taken apart"
+    )]
+    fn start_witnesses(
+        &self,
+    ) -> anyhow::Result<(
+        Option<tokio::sync::watch::Sender<Option<crate::audit::tlog::SignedNote>>>,
+        Option<tokio::task::JoinHandle<()>>,
+    )> {
+        let witnesses = self.config.witnesses.as_deref().unwrap_or_default();
+        if witnesses.is_empty() {
+            return Ok((None, None));
+        }
+        let pusher = crate::witness::Pusher::new(self.config.audit_dir(), witnesses)
+            .map_err(|e| anyhow::anyhow!("witnesses: {e}"))?;
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        tracing::info!(
+            count = witnesses.len(),
+            "sending audit checkpoints to witnesses"
+        );
+        Ok((Some(tx), Some(tokio::spawn(pusher.run(rx)))))
     }
 
     /// Appends every decision waiting in `ring` to the audit log (and prints it when asked).

@@ -67,6 +67,8 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {problem}")]
     Http { path: PathBuf, problem: String },
+    #[error("config file {path}: {problem}")]
+    Witness { path: PathBuf, problem: String },
 }
 
 /// One governed scope, as the operator declares it.
@@ -180,6 +182,13 @@ pub struct Settings {
     #[arg(long = "allowed-socket", value_name = "PATH")]
     pub allowed_sockets: Option<Vec<PathBuf>>,
 
+    /// Witnesses to send each new audit checkpoint to (C2SP tlog-witness), as
+    /// `URL=VKEY` with the witness's cosignature key (`enforcer witness vkey`); in the
+    /// file, `[[witness]]` tables with `url` and `key`. Repeat for more.
+    #[arg(long = "witness", value_name = "URL=VKEY")]
+    #[serde(default, rename = "witness", skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<Vec<crate::witness::WitnessSettings>>,
+
     /// `[http]`: the read-only HTTP window (probes and metrics). Off when absent. Only
     /// the file sets it: a listener is a decision about the host, kept with the others.
     #[arg(skip)]
@@ -215,6 +224,12 @@ impl Settings {
                 });
             }
         }
+        for witness in settings.witnesses.iter().flatten() {
+            witness.check().map_err(|problem| ConfigError::Witness {
+                path: path.into(),
+                problem,
+            })?;
+        }
         if let Some(http) = &settings.http {
             http.check().map_err(|problem| ConfigError::Http {
                 path: path.into(),
@@ -247,6 +262,9 @@ impl Settings {
         set(&mut merged.cgroup_root, &self.cgroup_root);
         merged.clock_skew = self.clock_skew.or(lower.clock_skew);
         merged.self_test = self.self_test.or(lower.self_test);
+        if self.witnesses.is_some() {
+            merged.witnesses.clone_from(&self.witnesses);
+        }
         if self.allowed_sockets.is_some() {
             merged.allowed_sockets.clone_from(&self.allowed_sockets);
         }

@@ -250,9 +250,11 @@ impl AuditLog {
     }
 
     /// Ends the log cleanly: a shutdown checkpoint, synced. The next open records that
-    /// the log ended cleanly; a log dropped without `close` reads as a crash.
-    pub fn close(mut self) -> Result<(), AuditError> {
-        self.write_checkpoint(Trigger::Shutdown, None).map(|_| ())
+    /// the log ended cleanly; a log dropped without `close` reads as a crash. Returns the
+    /// shutdown checkpoint's note (with a host key), for the witnesses.
+    pub fn close(mut self) -> Result<Option<SignedNote>, AuditError> {
+        self.write_checkpoint(Trigger::Shutdown, None)?;
+        Ok(self.last_note.take())
     }
 
     /// Sequence number the next record will get.

@@ -42,6 +42,21 @@ pub enum AuditCommand {
     /// Prove that the log today extends an older checkpoint: nothing before it was
     /// rewritten, reordered or cut off.
     Consistency(ConsistencyArgs),
+    /// Print the log's checkpoint key as a vkey (`origin+id+key`), the line a witness's
+    /// `--logs` file and other C2SP tools take.
+    Vkey(VkeyArgs),
+}
+
+/// Arguments of `audit vkey`.
+#[derive(Debug, Args)]
+pub struct VkeyArgs {
+    /// The host's public key (`audit-host.pub`).
+    #[arg(long, value_name = "HOST.pub")]
+    pub key: PathBuf,
+    /// The log's origin, as the agent's `audit_origin` (default: this host's
+    /// `<hostname>/enforcer-audit`).
+    #[arg(long, value_name = "ORIGIN")]
+    pub origin: Option<String>,
 }
 
 /// Arguments of `audit prove`.
@@ -156,6 +171,15 @@ pub(super) fn command(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         AuditCommand::Lineage(a) => lineage_command(dir, a),
         AuditCommand::Prove(a) => prove_command(dir, a),
         AuditCommand::Consistency(a) => consistency_command(dir, a),
+        AuditCommand::Vkey(a) => {
+            let key = trust::load_public_key(&a.key)?;
+            let origin = match &a.origin {
+                Some(origin) => origin.clone(),
+                None => audit::writer::default_origin()?,
+            };
+            println!("{}", NoteVerifier::new(&origin, key)?.to_vkey());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

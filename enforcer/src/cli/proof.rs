@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use crate::audit::proof::{self, MAX_PROOF_BYTES};
+use crate::audit::tlog::CosignatureVerifier;
 use crate::authz::trust;
 
 #[derive(Debug, Subcommand)]
@@ -29,6 +30,10 @@ pub struct VerifyArgs {
     /// Your trust store: who may sign authorizations.
     #[arg(long, value_name = "trust.toml")]
     pub trust: PathBuf,
+    /// Require a cosignature on the checkpoint from this witness (its vkey, as
+    /// `enforcer witness vkey` prints it). Repeat for more.
+    #[arg(long = "witness", value_name = "VKEY")]
+    pub witnesses: Vec<String>,
 }
 
 pub(super) fn command(cmd: &ProofCommand) -> anyhow::Result<ExitCode> {
@@ -50,7 +55,15 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     );
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    match proof::verify_proof(&bytes, &host_key, &store) {
+    let witnesses = args
+        .witnesses
+        .iter()
+        .map(|vkey| {
+            CosignatureVerifier::from_vkey(vkey)
+                .with_context(|| format!("--witness {vkey:?} is not a witness vkey"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    match proof::verify_proof(&bytes, &host_key, &store, &witnesses) {
         Ok(proven) => {
             print!("{proven}");
             Ok(ExitCode::SUCCESS)

@@ -11,6 +11,8 @@
 //! - [`logs`]: the logs a witness cosigns for, a file of verifier keys.
 //! - [`server`]: `POST /add-checkpoint` (and the monitors' `GET`) over HTTP.
 //! - [`client`]: [`add_checkpoint`], the log's side, with typed refusals.
+//! - [`push`]: [`Pusher`], what the agent runs: each new checkpoint to every configured
+//!   witness, and the cosignatures kept beside the log.
 //!
 //! `docs/audit.md` ("Witnesses") says how the agent uses them and what they guarantee.
 
@@ -18,6 +20,7 @@ pub mod check;
 pub mod client;
 pub mod logs;
 pub mod protocol;
+pub mod push;
 pub mod server;
 pub mod state;
 
@@ -28,5 +31,6 @@ pub use check::{Refusal, Witness};
 pub use client::{TIMEOUT, WitnessError, add_checkpoint, add_checkpoint_within};
 pub use logs::{LogsError, TrustedLogs};
 pub use protocol::{AddCheckpoint, RequestError};
+pub use push::{COSIGNED_FILE, Outcome, PushError, Pusher, WitnessSettings};
 pub use server::{ServerError, bind, serve};
 pub use state::{LogState, StateError, WitnessState};

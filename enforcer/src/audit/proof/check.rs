@@ -11,7 +11,8 @@ use super::{MAX_PROOF_BYTES, PROOF_FORMAT, ProofFile};
 use crate::audit::chain::Unsealed;
 use crate::audit::record::{Body, Record};
 use crate::audit::tlog::{
-    self, CheckpointError, NoteVerifier, NoteVerifiers, TreeHash, leaf_hash, verify_inclusion,
+    self, CheckpointError, CosignatureVerifier, NoteVerifier, NoteVerifiers, TreeHash, cosigned_by,
+    leaf_hash, verify_inclusion,
 };
 use crate::authz::artifact::{ArtifactError, ArtifactKind, Envelope, ScopePath, format_time};
 use crate::authz::trust::{KeyId, TrustStore};
@@ -68,6 +69,10 @@ pub enum ProofError {
     },
     #[error("the record's time {0:?} is not an RFC 3339 time")]
     BadTime(String),
+    #[error("the checkpoint carries no valid cosignature by witness {0}, which you require")]
+    NotWitnessed(String),
+    #[error("a cosignature on the checkpoint by a witness you trust does not verify: {0}")]
+    BadCosignature(String),
 }
 
 impl ProofError {
@@ -87,6 +92,8 @@ impl ProofError {
             Self::OutsideWindow { .. } => "outside-window",
             Self::NotGranted { .. } => "not-granted",
             Self::BadTime(_) => "bad-time",
+            Self::NotWitnessed(_) => "not-witnessed",
+            Self::BadCosignature(_) => "bad-cosignature",
         }
     }
 }
@@ -98,9 +105,11 @@ pub struct ProvenRecord {
     pub tree_size: u64,
     pub root: TreeHash,
     pub record: Record,
-    /// Signatures on the checkpoint by keys other than the host's: witness cosignatures
-    /// for whoever trusts those witnesses. Not checked here.
+    /// Signatures on the checkpoint by keys other than the host's (witness
+    /// cosignatures, checked only for the witnesses the verifier named).
     pub other_signatures: usize,
+    /// The required witnesses that cosigned the checkpoint, with the time each states.
+    pub witnessed_by: Vec<(String, u64)>,
     /// For an allowed exec, or an authorization record: the artifact, checked.
     pub authorization: Option<ProvenAuthorization>,
 }
@@ -122,11 +131,12 @@ pub struct ProvenAuthorization {
 }
 
 /// Checks `proof` (the file's bytes) with the host's public key and the verifier's trust
-/// store.
+/// store, and requires a cosignature on the checkpoint from each of `witnesses`.
 pub fn verify_proof(
     proof: &[u8],
     host_key: &VerifyingKey,
     trust: &TrustStore,
+    witnesses: &[CosignatureVerifier],
 ) -> Result<ProvenRecord, ProofError> {
     if proof.len() > MAX_PROOF_BYTES {
         return Err(ProofError::Malformed(format!(
@@ -153,6 +163,18 @@ pub fn verify_proof(
         .map_err(checkpoint_error)?;
     let size = head.checkpoint.size();
     let root = *head.checkpoint.root();
+    let cosigned = cosigned_by(&head.note, witnesses)
+        .map_err(|e| ProofError::BadCosignature(e.to_string()))?;
+    if let Some(missing) = witnesses
+        .iter()
+        .find(|w| !cosigned.iter().any(|c| c.witness == *w))
+    {
+        return Err(ProofError::NotWitnessed(missing.name().to_owned()));
+    }
+    let witnessed_by = cosigned
+        .iter()
+        .map(|c| (c.witness.name().to_owned(), c.timestamp))
+        .collect();
 
     // 2. The record: intact, and at the leaf the proof names.
     let unsealed = Unsealed::new(file.record.as_bytes())
@@ -215,6 +237,7 @@ pub fn verify_proof(
         tree_size: size,
         root,
         other_signatures: head.note.signatures().len() - head.signed_by.len(),
+        witnessed_by,
         record,
         authorization,
     })
@@ -368,10 +391,17 @@ impl fmt::Display for ProvenRecord {
         )?;
         writeln!(
             f,
-            "  the checkpoint is signed by the host key; {} other signature(s) on it \
-             (witness cosignatures, not checked here)",
+            "  the checkpoint is signed by the host key; {} other signature(s) on it",
             self.other_signatures
         )?;
+        for (witness, time) in &self.witnessed_by {
+            writeln!(
+                f,
+                "  cosigned by witness {witness} at {}: it saw this tree extend every \
+                 earlier one it cosigned",
+                format_time(*time)
+            )?;
+        }
         match &self.record.body {
             Body::Decision(d) => writeln!(
                 f,

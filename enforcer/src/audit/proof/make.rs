@@ -12,6 +12,7 @@ use crate::audit::record::{Body, Record};
 use crate::audit::tlog::{self, SignedNote, TileStore, inclusion_proof};
 use crate::audit::tree::{CHECKPOINT_FILE, first_seq};
 use crate::audit::verify::{for_each_line, seq_prefix};
+use crate::witness::COSIGNED_FILE;
 
 /// Which record to prove.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,20 +71,22 @@ pub enum ProveError {
 /// Makes the proof of the record `selector` names, in the log in `dir`, against the
 /// newest checkpoint. Reads the log and the tiles only: safe beside the running agent.
 pub fn prove(dir: &Path, selector: &Selector) -> Result<ProofFile, ProveError> {
-    let path = dir.join(CHECKPOINT_FILE);
-    let no_checkpoint = |problem: String| ProveError::NoCheckpoint {
-        path: path.clone(),
-        problem,
-    };
-    let text = std::fs::read(&path).map_err(|e| no_checkpoint(e.to_string()))?;
-    let note = SignedNote::parse(&text).map_err(|e| no_checkpoint(e.to_string()))?;
-    let head = tlog::Checkpoint::parse(note.text()).map_err(|e| no_checkpoint(e.to_string()))?;
-
+    let (note, head) = read_checkpoint(&dir.join(CHECKPOINT_FILE))?;
     let files = files::list(dir)?;
     let (index, line, record) = find(&files, selector)?.ok_or_else(|| ProveError::NotFound {
         what: selector.to_string(),
         dir: dir.to_owned(),
     })?;
+    // The newest checkpoint with witness cosignatures, when it covers the record: the
+    // proof then carries them.
+    let (note, head) = match read_checkpoint(&dir.join(COSIGNED_FILE)) {
+        Ok((cosigned, cosigned_head))
+            if index < cosigned_head.size() && cosigned_head.origin() == head.origin() =>
+        {
+            (cosigned, cosigned_head)
+        }
+        _ => (note, head),
+    };
     if index >= head.size() {
         return Err(ProveError::NotYetCheckpointed {
             seq: index,
@@ -128,6 +131,18 @@ pub fn prove(dir: &Path, selector: &Selector) -> Result<ProofFile, ProveError> {
         checkpoint: note.to_string(),
         artifacts,
     })
+}
+
+/// A signed checkpoint note kept beside the log, and the checkpoint it holds.
+fn read_checkpoint(path: &Path) -> Result<(SignedNote, tlog::Checkpoint), ProveError> {
+    let no_checkpoint = |problem: String| ProveError::NoCheckpoint {
+        path: path.to_owned(),
+        problem,
+    };
+    let text = std::fs::read(path).map_err(|e| no_checkpoint(e.to_string()))?;
+    let note = SignedNote::parse(&text).map_err(|e| no_checkpoint(e.to_string()))?;
+    let head = tlog::Checkpoint::parse(note.text()).map_err(|e| no_checkpoint(e.to_string()))?;
+    Ok((note, head))
 }
 
 /// The record `selector` names: its index, line and content. Skips the files that end
@@ -247,14 +262,7 @@ pub enum ConsistencyError {
 pub fn prove_consistency(dir: &Path, old: &[u8]) -> Result<Extension, ConsistencyError> {
     let old_note = SignedNote::parse(old).map_err(|e| ConsistencyError::Old(e.into()))?;
     let old = tlog::Checkpoint::parse(old_note.text()).map_err(ConsistencyError::Old)?;
-    let path = dir.join(CHECKPOINT_FILE);
-    let no_checkpoint = |problem: String| ProveError::NoCheckpoint {
-        path: path.clone(),
-        problem,
-    };
-    let text = std::fs::read(&path).map_err(|e| no_checkpoint(e.to_string()))?;
-    let new_note = SignedNote::parse(&text).map_err(|e| no_checkpoint(e.to_string()))?;
-    let new = tlog::Checkpoint::parse(new_note.text()).map_err(|e| no_checkpoint(e.to_string()))?;
+    let (new_note, new) = read_checkpoint(&dir.join(CHECKPOINT_FILE))?;
     if old.origin() != new.origin() {
         return Err(ConsistencyError::OtherLog {
             old: old.origin().to_owned(),

@@ -138,7 +138,7 @@ fn proof_of(dir: &Path, exec_id: u64) -> ProofFile {
 
 fn check(proof: &ProofFile, trust: &TrustStore) -> Result<super::ProvenRecord, ProofError> {
     let bytes = serde_json::to_vec(proof).expect("encode");
-    verify_proof(&bytes, &host_key().public_key(), trust)
+    verify_proof(&bytes, &host_key().public_key(), trust, &[])
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn each_kind_of_forgery_is_refused_with_its_reason() {
     let bytes = serde_json::to_vec(&good).expect("encode");
     let other = SigningKey::from_seed(&[10; 32]).public_key();
     assert!(matches!(
-        verify_proof(&bytes, &other, &trust()),
+        verify_proof(&bytes, &other, &trust(), &[]),
         Err(ProofError::Checkpoint { .. })
     ));
 
@@ -272,7 +272,7 @@ fn each_kind_of_forgery_is_refused_with_its_reason() {
 
     // Not a proof at all, or of another format.
     assert!(matches!(
-        verify_proof(b"{}", &host_key().public_key(), &trust()),
+        verify_proof(b"{}", &host_key().public_key(), &trust(), &[]),
         Err(ProofError::Malformed(_))
     ));
     let mut p = good;

@@ -1,55 +1,18 @@
 //! The real server on 127.0.0.1:0, asked by the real client: every answer the spec
 //! defines, as the client reports it.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::StatusCode;
-use hyper::body::Bytes;
-use hyper::header::{CONTENT_TYPE, HeaderMap};
+use hyper::header::CONTENT_TYPE;
 
-use super::{ORIGIN, leaves, signed, signed_as, witness, witness_verifier};
+use super::{ORIGIN, Server, leaves, signed, signed_as, witness_verifier};
 use crate::audit::tlog::{
     Checkpoint, NoteSignature, SignedNote, TreeHash, consistency_proof, cosigned_by,
 };
 use crate::authz::trust::SigningKey;
-use crate::witness::client::{post, target};
-use crate::witness::{
-    AddCheckpoint, Witness, WitnessError, add_checkpoint, add_checkpoint_within, bind, serve,
-};
-
-struct Server {
-    url: String,
-    task: tokio::task::JoinHandle<()>,
-    witness: Arc<Witness>,
-}
-
-impl Server {
-    async fn start(dir: &Path) -> Self {
-        let witness = witness(dir);
-        let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let served = Arc::clone(&witness);
-        let task = tokio::spawn(async move { serve(listener, served).await.expect("serve") });
-        Self {
-            url: format!("http://{addr}"),
-            task,
-            witness,
-        }
-    }
-
-    async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-
-    async fn post(&self, body: impl Into<Bytes>) -> (StatusCode, HeaderMap, Bytes) {
-        post(&self.url, &target(&self.url).expect("url"), body.into())
-            .await
-            .expect("exchange")
-    }
-}
+use crate::witness::{AddCheckpoint, WitnessError, add_checkpoint, add_checkpoint_within};
 
 fn now() -> u64 {
     SystemTime::now()

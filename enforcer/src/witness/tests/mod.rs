@@ -3,12 +3,18 @@
 
 mod loopback;
 mod protocol;
+mod push;
 mod state;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{TrustedLogs, Witness, WitnessState};
+use hyper::StatusCode;
+use hyper::body::Bytes;
+use hyper::header::HeaderMap;
+
+use super::client::{post, target};
+use super::{TrustedLogs, Witness, WitnessState, bind, serve};
 use crate::audit::tlog::{
     Checkpoint, CosignatureVerifier, NoteSigner, NoteVerifier, SignedNote, TreeHash, leaf_hash,
     tree_root,
@@ -71,4 +77,37 @@ pub(super) fn witness(dir: &Path) -> Arc<Witness> {
     let logs = TrustedLogs::load(&write_logs(dir)).expect("logs");
     let state = WitnessState::open(&dir.join("state")).expect("state");
     Arc::new(Witness::new(WITNESS, witness_key(), logs, state).expect("witness"))
+}
+
+/// The real witness server on 127.0.0.1:0, over the state in a directory.
+pub(super) struct Server {
+    pub(super) url: String,
+    task: tokio::task::JoinHandle<()>,
+    pub(super) witness: Arc<Witness>,
+}
+
+impl Server {
+    pub(super) async fn start(dir: &Path) -> Self {
+        let witness = witness(dir);
+        let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let served = Arc::clone(&witness);
+        let task = tokio::spawn(async move { serve(listener, served).await.expect("serve") });
+        Self {
+            url: format!("http://{addr}"),
+            task,
+            witness,
+        }
+    }
+
+    pub(super) async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    pub(super) async fn post(&self, body: impl Into<Bytes>) -> (StatusCode, HeaderMap, Bytes) {
+        post(&self.url, &target(&self.url).expect("url"), body.into())
+            .await
+            .expect("exchange")
+    }
 }
