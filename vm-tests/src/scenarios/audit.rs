@@ -3,12 +3,15 @@
 //! accounted for by gap records, whether the agent was paused or not running at all.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use vm_tests::{PROBE_EXIT, UNLISTED_EXIT, attack};
 
 use crate::support::agent::{Agent, expect_field};
 use crate::support::audit::{audit_records, find_key};
-use crate::support::run::{enforcer_ok, expect_attack, expect_eperm, expect_exit, run_tool};
+use crate::support::run::{
+    enforcer_ok, expect_attack, expect_eperm, expect_exit, run_tool, within,
+};
 use crate::support::signed::{Kit, LIVE};
 use crate::support::{Env, MONITOR_SCOPE, SCOPE, WORK, copy_executable, write_script};
 
@@ -19,6 +22,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     ring_buffer_overflow_becomes_a_gap_record,
     drops_while_no_agent_runs_become_a_gap_record,
     an_exec_is_proven_offline_and_a_changed_proof_is_refused,
+    a_witness_cosigns_checkpoints_and_refuses_a_forked_log,
 ];
 
 fn decisions_are_reported(env: &Env) {
@@ -355,4 +359,157 @@ fn an_exec_is_proven_offline_and_a_changed_proof_is_refused(env: &Env) {
         code == 1 && out.contains("REFUSED (record-altered)"),
         "a changed record was not refused (exit {code}): {out}"
     );
+}
+
+/// The agent sends its checkpoints to a real witness (`enforcer witness serve` on
+/// loopback): proofs carry its cosignature and a verifier can require it. Then the log is
+/// forked (its first record rewritten, the tree rebuilt and re-signed with the host key):
+/// the witness refuses the new checkpoint as inconsistent, and nothing new is cosigned.
+fn a_witness_cosigns_checkpoints_and_refuses_a_forked_log(env: &Env) {
+    const ORIGIN: &str = "vm.example/witnessed";
+    const WITNESS: &str = "vm.example/witness";
+    const LISTEN: &str = "127.0.0.1:7380";
+    let kit = Kit::new("witnessed");
+    let (host, witness_key) = (kit.out("host"), kit.out("witness"));
+    enforcer_ok(env, &["key", "generate", "--out", &host]);
+    enforcer_ok(env, &["key", "generate", "--out", &witness_key]);
+    let witness_key = format!("{witness_key}.key");
+    let witness_vkey = enforcer_ok(
+        env,
+        &["witness", "vkey", "--key", &witness_key, "--name", WITNESS],
+    );
+    let witness_vkey = witness_vkey.trim().to_owned();
+    let log_vkey = enforcer_ok(
+        env,
+        &[
+            "audit",
+            "vkey",
+            "--key",
+            &format!("{host}.pub"),
+            "--origin",
+            ORIGIN,
+        ],
+    );
+    let logs = kit.out("witness-logs");
+    std::fs::write(&logs, log_vkey).expect("write the witness's log list");
+    let witness_log = kit.work.join("witness.log");
+    let mut witness = std::process::Command::new(env.enforcer().get_program())
+        .args([
+            "witness",
+            "serve",
+            "--listen",
+            LISTEN,
+            "--key",
+            &witness_key,
+            "--name",
+            WITNESS,
+        ])
+        .args(["--logs", &logs, "--state", &kit.out("witness-state")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&witness_log).expect("witness log"))
+        .spawn()
+        .expect("start the witness");
+    within(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(LISTEN)
+            .map(drop)
+            .map_err(|e| format!("witness not listening: {e}"))
+    });
+    let agent_args = [
+        "--host-key".to_owned(),
+        format!("{host}.key"),
+        "--audit-origin".to_owned(),
+        ORIGIN.to_owned(),
+        "--witness".to_owned(),
+        format!("http://{LISTEN}={witness_vkey}"),
+    ];
+    let agent_args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
+    let tool = copy_executable(&env.probe, &kit.work.join("bin/witnessed-tool"));
+    let bundle = kit.bundle(env, "witnessed", std::slice::from_ref(&tool), &[]);
+    let mut agent = kit.agent_with(env, &agent_args);
+    enforcer_ok(env, &["push", &bundle]);
+    expect_exit(Some(LIVE), &tool, PROBE_EXIT);
+    let decision = agent.decision_for(&tool);
+    // The shutdown checkpoint goes to the witness before the agent exits.
+    agent.stop();
+    let cosigned_path = kit.audit_dir().join("checkpoint.cosigned");
+    let cosigned = std::fs::read_to_string(&cosigned_path).unwrap_or_else(|e| {
+        panic!(
+            "no cosigned checkpoint ({e}); witness said:\n{}",
+            read(&witness_log)
+        )
+    });
+    assert!(
+        cosigned.contains(&format!("\u{2014} {WITNESS} ")),
+        "not cosigned:\n{cosigned}"
+    );
+
+    let exec = format!(
+        "{}:{}",
+        decision["boot_id"].as_str().expect("boot_id"),
+        decision["exec_id"].as_u64().expect("exec_id")
+    );
+    let audit = kit.audit_dir().display().to_string();
+    let proof = kit.out("witnessed.proof.json");
+    enforcer_ok(
+        env,
+        &[
+            "audit", "--dir", &audit, "prove", "--exec", &exec, "--out", &proof,
+        ],
+    );
+    let trust = kit.trust.display().to_string();
+    let out = enforcer_ok(
+        env,
+        &[
+            "proof",
+            "verify",
+            &proof,
+            "--host-key",
+            &format!("{host}.pub"),
+            "--trust",
+            &trust,
+            "--witness",
+            &witness_vkey,
+        ],
+    );
+    assert!(
+        out.contains(&format!("cosigned by witness {WITNESS}")),
+        "{out}"
+    );
+
+    // Fork the log: rewrite its first record, rechain, drop the tiles; the agent rebuilds
+    // them and signs the forked tree with the real host key.
+    let first = kit.audit_dir().join("audit-000001.jsonl");
+    let text = read(&first);
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[0] = lines[0].replacen("\"previous\":\"none\"", "\"previous\":\"clean\"", 1);
+    let mut head = enforcer::audit::ChainHash::GENESIS;
+    let mut sealed = Vec::new();
+    for line in &mut lines {
+        let mut record = enforcer::audit::chain::Unsealed::new(line.as_bytes())
+            .and_then(|u| u.record().map_err(|_| "not a record"))
+            .expect("a record of the log");
+        record.prev = head;
+        head = enforcer::audit::chain::seal(&record, &mut sealed).expect("seal");
+        *line = String::from_utf8_lossy(sealed.strip_suffix(b"\n").unwrap_or(&sealed)).into_owned();
+    }
+    std::fs::write(&first, lines.join("\n") + "\n").expect("write the forked log");
+    std::fs::remove_dir_all(kit.audit_dir().join("tile")).expect("remove the tiles");
+    let agent = kit.agent_with(env, &agent_args);
+    agent.stop();
+    assert!(
+        read(&cosigned_path) == cosigned,
+        "the forked log's checkpoint was cosigned:\n{}",
+        read(&cosigned_path)
+    );
+    let said = read(&witness_log);
+    assert!(
+        said.contains("not consistent with the one this witness cosigned"),
+        "the witness did not refuse the fork:\n{said}"
+    );
+    let _ = witness.kill();
+    let _ = witness.wait();
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
