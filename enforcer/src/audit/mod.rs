@@ -32,6 +32,8 @@ pub mod verify;
 pub mod writer;
 
 #[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
 mod tests;
 
 pub use chain::ChainHash;

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use super::chain::{ChainHash, Unsealed};
 use super::query::{self, Filter, Step};
 use super::record::{Body, PreviousEnd};
+use super::testkit::{resign, rewrite, rewrite_file};
 use super::verify::{ProblemKind, Report, verify_dir};
 use super::writer::{AuditLog, AuditOptions};
 use super::{AuditError, DecisionLabels, files};
@@ -794,33 +795,15 @@ fn throughput() {
 /// Rewrites the log in `dir` as format 1 wrote it (no origin, no tree notes, no tiles),
 /// re-signed with the host key: what an older agent left behind.
 fn as_format1(dir: &Path) {
-    let path = first_file(dir);
-    let mut head = ChainHash::GENESIS;
-    let mut sealed = Vec::new();
-    let lines: Vec<String> = read_lines(&path)
-        .iter()
-        .map(|line| {
-            let mut record = Unsealed::new(line.as_bytes())
-                .expect("unseal")
-                .record()
-                .expect("record");
-            record.prev = head;
-            if let Body::Start(start) = &mut record.body {
-                (start.format, start.origin) = (None, None);
-            }
-            if let Body::Checkpoint(checkpoint) = &mut record.body {
-                (checkpoint.note, checkpoint.signature) = (None, None);
-                let bytes = serde_json::to_vec(&record).expect("encode");
-                let signature = super::chain::sign_checkpoint(&key(), &bytes);
-                if let Body::Checkpoint(checkpoint) = &mut record.body {
-                    checkpoint.signature = Some(signature);
-                }
-            }
-            head = super::chain::seal(&record, &mut sealed).expect("seal");
-            String::from_utf8(sealed.strip_suffix(b"\n").expect("newline").to_vec()).expect("utf8")
-        })
-        .collect();
-    write_lines(&path, &lines);
+    rewrite_file(&first_file(dir), |record| {
+        if let Body::Start(start) = &mut record.body {
+            (start.format, start.origin) = (None, None);
+        }
+        if let Body::Checkpoint(checkpoint) = &mut record.body {
+            checkpoint.note = None;
+        }
+        resign(record, &key());
+    });
     std::fs::remove_dir_all(dir.join("tile")).expect("remove tiles");
     std::fs::remove_file(dir.join(super::tree::CHECKPOINT_FILE)).expect("remove checkpoint");
 }
@@ -877,25 +860,7 @@ fn a_rewritten_record_breaks_the_next_signed_tree_head() {
         .expect("deny");
     lines[target] = lines[target].replace("\"decision\":\"deny\"", "\"decision\":\"allow\"");
     // Re-chain and re-sign every checkpoint's chain signature with the real key.
-    let mut head = ChainHash::GENESIS;
-    let mut sealed = Vec::new();
-    for line in &mut lines {
-        let mut record = Unsealed::new(line.as_bytes())
-            .expect("unseal")
-            .record()
-            .expect("record");
-        record.prev = head;
-        if let Body::Checkpoint(checkpoint) = &mut record.body {
-            checkpoint.signature = None;
-            let bytes = serde_json::to_vec(&record).expect("encode");
-            let signature = super::chain::sign_checkpoint(&key(), &bytes);
-            if let Body::Checkpoint(checkpoint) = &mut record.body {
-                checkpoint.signature = Some(signature);
-            }
-        }
-        head = super::chain::seal(&record, &mut sealed).expect("seal");
-        *line = String::from_utf8(sealed.strip_suffix(b"\n").expect("nl").to_vec()).expect("utf8");
-    }
+    rewrite(&mut lines, |record| resign(record, &key()));
     write_lines(&path, &lines);
     let next_checkpoint = (target..lines.len())
         .find(|&i| lines[i].contains("\"kind\":\"checkpoint\""))

@@ -340,21 +340,13 @@ fn the_log_extends_its_old_checkpoints_and_a_rewritten_one_does_not() {
 
     // Rewrite the first record, drop the tiles, and let the agent rebuild and re-sign.
     let file = dir.path().join(crate::audit::files::name(1));
-    let text = std::fs::read_to_string(&file).expect("log");
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    lines[0] = lines[0].replace("\"previous\":\"none\"", "\"previous\":\"clean\"");
-    let mut head = crate::audit::ChainHash::GENESIS;
-    let mut sealed = Vec::new();
-    for line in &mut lines {
-        let mut record = crate::audit::chain::Unsealed::new(line.as_bytes())
-            .expect("unseal")
-            .record()
-            .expect("record");
-        record.prev = head;
-        head = crate::audit::chain::seal(&record, &mut sealed).expect("seal");
-        *line = String::from_utf8(sealed.strip_suffix(b"\n").expect("nl").to_vec()).expect("utf8");
-    }
-    std::fs::write(&file, lines.join("\n") + "\n").expect("write");
+    crate::audit::testkit::rewrite_file(&file, |record| {
+        if let crate::audit::Body::Start(start) = &mut record.body
+            && record.seq == 0
+        {
+            start.previous = crate::audit::record::PreviousEnd::Clean;
+        }
+    });
     std::fs::remove_dir_all(dir.path().join("tile")).expect("tiles");
     let log = AuditLog::open(dir.path(), Some(host_key()), opts()).expect("rebuilt");
     log.close().expect("close");

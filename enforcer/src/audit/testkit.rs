@@ -1,0 +1,54 @@
+//! Rewriting a log as a forger would, for tests across the crate: records changed, the
+//! chain re-linked and every hash recomputed.
+
+use std::path::Path;
+
+use super::chain::{self, ChainHash, Unsealed};
+use super::record::Record;
+
+/// Rewrites the stored lines `lines` (without newlines) from the first on: `prev` is
+/// re-linked, then `edit` may change any record, then the hash is recomputed, so the chain
+/// holds again. What it cannot redo without the host key is the signatures `edit` leaves alone.
+pub(crate) fn rewrite(lines: &mut [String], mut edit: impl FnMut(&mut Record)) {
+    let mut head = ChainHash::GENESIS;
+    let mut sealed = Vec::new();
+    for line in lines {
+        let mut record = Unsealed::new(line.as_bytes())
+            .expect("a stored line")
+            .record()
+            .expect("a record");
+        record.prev = head;
+        edit(&mut record);
+        head = chain::seal(&record, &mut sealed).expect("seal");
+        *line = String::from_utf8(
+            sealed
+                .strip_suffix(b"\n")
+                .expect("sealed lines end")
+                .to_vec(),
+        )
+        .expect("UTF-8");
+    }
+}
+
+/// [`rewrite`] of a whole log file.
+pub(crate) fn rewrite_file(path: &Path, edit: impl FnMut(&mut Record)) {
+    let text = std::fs::read_to_string(path).expect("read the log file");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    rewrite(&mut lines, edit);
+    std::fs::write(path, lines.join("\n") + "\n").expect("write the log file");
+}
+
+/// Re-signs a checkpoint's chain signature with `key` after `edit` changed it or what
+/// comes before it (a forger holding the host key).
+pub(crate) fn resign(record: &mut Record, key: &crate::authz::trust::SigningKey) {
+    if let super::Body::Checkpoint(checkpoint) = &mut record.body {
+        checkpoint.signature = None;
+    } else {
+        return;
+    }
+    let bytes = serde_json::to_vec(&*record).expect("encode");
+    let signature = chain::sign_checkpoint(key, &bytes);
+    if let super::Body::Checkpoint(checkpoint) = &mut record.body {
+        checkpoint.signature = Some(signature);
+    }
+}
