@@ -25,6 +25,38 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// written and fsynced, renamed over `path`, and the directory fsynced so the rename
 /// itself survives a crash. Readers see the old content or the new, never a part.
 pub fn replace_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, bytes, mode, Sync::Now)
+}
+
+/// Replaces `path` with `bytes` as [`replace_atomically`] does, but syncs nothing: readers
+/// still see the old content or the new, never a part, but a crash may lose the new file
+/// (or leave it empty) until [`sync_filesystem`] has run. For files written in batches
+/// that are made durable together, and that can be rebuilt when a crash damaged them.
+pub fn replace_unsynced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, bytes, mode, Sync::Later)
+}
+
+/// Makes every write to the filesystem that holds `dir` durable (`syncfs(2)`): one call
+/// for a batch of [`replace_unsynced`] files, their names included.
+pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let dir = File::open(dir)?;
+    // SAFETY: syncfs takes a file descriptor, valid while `dir` lives.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// When a replace is made durable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    Now,
+    Later,
+}
+
+fn replace(path: &Path, bytes: &[u8], mode: u32, sync: Sync) -> io::Result<()> {
     let dir = parent_of(path);
     let name = path
         .file_name()
@@ -35,9 +67,11 @@ pub fn replace_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()
     let tmp = dir.join(tmp_name);
     // A leftover from a crash of this same pid would keep its old mode: start afresh.
     let _ = std::fs::remove_file(&tmp);
-    let result = write_new(&tmp, bytes, mode)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .and_then(|()| sync_dir(dir));
+    let result = write_new(&tmp, bytes, mode, sync).and_then(|()| std::fs::rename(&tmp, path));
+    let result = match sync {
+        Sync::Now => result.and_then(|()| sync_dir(dir)),
+        Sync::Later => result,
+    };
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -47,19 +81,22 @@ pub fn replace_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()
 /// Creates `path`, which must not exist, with `bytes` and `mode`, and makes both the
 /// content and the name durable before returning.
 pub fn create_new_synced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    write_new(path, bytes, mode)?;
+    write_new(path, bytes, mode, Sync::Now)?;
     sync_dir(parent_of(path))
 }
 
-/// Creates `path` exclusively, writes `bytes` and fsyncs the file.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+/// Creates `path` exclusively, writes `bytes` and fsyncs the file unless told to wait.
+fn write_new(path: &Path, bytes: &[u8], mode: u32, sync: Sync) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(path)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    match sync {
+        Sync::Now => file.sync_all(),
+        Sync::Later => Ok(()),
+    }
 }
 
 /// Creates `dir` and any missing parents with `mode`; an existing directory is left as

@@ -910,3 +910,25 @@ fn tiles_ahead_of_the_log_are_refused() {
     let error = AuditLog::open(dir.path(), Some(key()), origin_opts()).expect_err("refused");
     assert!(error.to_string().contains("tile"), "{error}");
 }
+
+/// Tiles a crash damaged (here, a tile cut short) are set aside and rebuilt from the log:
+/// they are a cache, and must never keep the agent from starting.
+#[test]
+fn damaged_tiles_are_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), 300, origin_opts());
+    let tile = dir.path().join("tile/0/000");
+    let bytes = std::fs::read(&tile).expect("a full tile");
+    std::fs::write(&tile, &bytes[..100]).expect("cut the tile");
+    let mut log = AuditLog::open(dir.path(), Some(key()), origin_opts()).expect("reopens");
+    append(&mut log, 400, 3);
+    log.close().expect("close");
+    assert_eq!(std::fs::read(&tile).expect("rebuilt"), bytes);
+    let aside = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("tile.damaged-"));
+    assert!(aside, "the damaged tiles are kept aside for a look");
+    let report = verify(dir.path());
+    assert!(report.is_intact() && report.tree_heads >= 3, "{report:?}");
+}

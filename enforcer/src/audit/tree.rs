@@ -101,7 +101,28 @@ impl LogTree {
         Checkpoint::new(&origin, 0, super::tlog::empty_root())
             .map_err(|e| bad_origin(e.to_string()))?;
         check_key_name(&origin).map_err(|e| bad_origin(e.to_string()))?;
-        let mut tiles = TileStore::open(dir).map_err(TreeError::from)?;
+        let mut tiles = match TileStore::open(dir) {
+            Ok(tiles) => tiles,
+            // Tiles are a cache of the log: a store a crash damaged is set aside and
+            // rebuilt, not allowed to keep the agent from starting.
+            Err(
+                e @ (TileError::BadPath { .. }
+                | TileError::WrongLength { .. }
+                | TileError::Missing { .. }
+                | TileError::Ahead { .. }
+                | TileError::Mismatch { .. }),
+            ) => {
+                let aside = dir.join(format!("tile.damaged-{}", std::process::id()));
+                tracing::warn!(
+                    aside = %aside.display(),
+                    "the tiles beside the audit log are damaged ({e}); rebuilding them from \
+                     the log"
+                );
+                std::fs::rename(dir.join("tile"), &aside).map_err(AuditError::io(&aside))?;
+                TileStore::open(dir).map_err(TreeError::from)?
+            }
+            Err(e) => return Err(TreeError::from(e).into()),
+        };
         if tiles.size() > records {
             return Err(TreeError::AheadOfLog {
                 dir: dir.to_owned(),

@@ -10,10 +10,13 @@
 //! *full* tile of level `L - 1`. Partial tiles are never hashed into the level above.
 //!
 //! The store's size is what level 0 holds (its full tiles and its widest partial tile).
-//! Every file is written once, under a new name, with an atomic replace, and every append
-//! writes level 0 first and each level before the one above. So a crash leaves whole tiles
-//! only, the upper levels at most behind level 0, and a size between the old and the new:
-//! a prefix of what was appended. [`TileStore::open`] fills in the upper levels that fell
+//! Every file is written once, under a new name, by a rename over a temporary file, and
+//! every append writes level 0 first and each level before the one above, then makes the
+//! whole batch durable with one `syncfs` (a sync per tile would cost ~40 per checkpoint).
+//! So a crash leaves whole tiles only, the upper levels at most behind level 0, and a size
+//! between the old and the new: a prefix of what was appended. A power loss before the
+//! sync may also leave a new tile empty or missing; open refuses such a store by name,
+//! and the log's writer then rebuilds it from the log (`audit::tree`). [`TileStore::open`] fills in the upper levels that fell
 //! behind, and refuses (naming the file) a store whose tiles cannot come from one tree:
 //! a gap, a tile of the wrong length, a name outside the spec, an upper level that covers
 //! more than the level below, or a newest upper hash that is not the root of its tile.
@@ -173,6 +176,10 @@ impl TileStore {
         for level in 1..=top {
             store.catch_up(level, found.get(&level).unwrap_or(&none))?;
         }
+        if top > 0 {
+            // What catching up wrote, made durable before anything builds on it.
+            fsutil::sync_filesystem(&store.dir).map_err(io_error("sync", &store.dir))?;
+        }
         Ok(store)
     }
 
@@ -255,6 +262,12 @@ impl TileStore {
                 }
             }
             level += 1;
+        }
+        if !leaves.is_empty()
+            && let Err(e) = fsutil::sync_filesystem(&self.dir)
+        {
+            self.poisoned = true;
+            return Err(io_error("sync", &self.dir)(e));
         }
         self.partial = partial;
         self.size = new_size;
@@ -417,7 +430,8 @@ impl TileStore {
             fsutil::create_dir_durably(parent, DIR_MODE).map_err(io_error("create", parent))?;
         }
         let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
-        fsutil::replace_atomically(&path, &bytes, TILE_MODE).map_err(io_error("write", &path))
+        // Made durable with the rest of the batch by one sync at the end of the append.
+        fsutil::replace_unsynced(&path, &bytes, TILE_MODE).map_err(io_error("write", &path))
     }
 
     fn tile_path(&self, level: u8, index: u64, partial: Option<u64>) -> PathBuf {
