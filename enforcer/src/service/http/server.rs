@@ -5,27 +5,31 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use http_body_util::Full;
+use http_body_util::channel::Channel;
+use http_body_util::{Either, Full};
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use super::api::{self, ApiError};
 use super::{HEALTH_LIMIT, HttpError, HttpSettings, Token, Window, metrics};
 
 /// Connections served at once; more are closed as they arrive.
 const MAX_CONNECTIONS: usize = 32;
-/// Longest life of a connection, keep-alive included: a scraper reconnects.
+/// Longest life of a connection, keep-alive included: a scraper reconnects. A decision
+/// stream is the exception.
 const CONNECTION_TIME: Duration = Duration::from_secs(10);
 /// Largest request head read (hyper's minimum is 8 KiB).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-const JSON: &str = "application/json";
-const TEXT: &str = "text/plain; charset=utf-8";
+pub(super) const JSON: &str = "application/json";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The paths anyone who reaches the port may read: a monitoring system's probes and
@@ -59,8 +63,22 @@ pub fn bind(settings: &HttpSettings) -> Result<Listener, HttpError> {
     Ok(Listener { socket, token })
 }
 
-/// Serves until the task is dropped. Must run on a Tokio runtime.
-pub async fn serve(listener: Listener, window: Window) {
+/// What every connection's handler shares.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) window: Window,
+    token: Option<Token>,
+    /// The audit log the JSON API reads decisions and lineage from.
+    pub(super) audit_dir: PathBuf,
+    /// Log reads at once: each one is a thread of the blocking pool reading files.
+    pub(super) reads: Arc<Semaphore>,
+    /// Decision streams open at once: each holds a connection for as long as it lasts.
+    pub(super) streams: Arc<Semaphore>,
+}
+
+/// Serves until the task is dropped. Must run on a Tokio runtime. `audit_dir` is the log
+/// the agent writes, which `/api/v1/decisions` and `/api/v1/lineage` read.
+pub async fn serve(listener: Listener, window: Window, audit_dir: PathBuf) {
     let socket = match tokio::net::TcpListener::from_std(listener.socket) {
         Ok(s) => s,
         Err(e) => {
@@ -68,7 +86,13 @@ pub async fn serve(listener: Listener, window: Window) {
             return;
         }
     };
-    let token = listener.token.map(Arc::new);
+    let shared = Arc::new(Shared {
+        window,
+        token: listener.token,
+        audit_dir,
+        reads: Arc::new(Semaphore::new(api::MAX_READS)),
+        streams: Arc::new(Semaphore::new(api::MAX_STREAMS)),
+    });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match socket.accept().await {
@@ -84,17 +108,29 @@ pub async fn serve(listener: Listener, window: Window) {
             tracing::debug!("HTTP window: too many connections, closing a new one");
             continue;
         };
-        let window = window.clone();
-        let token = token.clone();
+        let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let response = respond(&request, &window, token.as_deref(), Instant::now());
-                async move { Ok::<_, Infallible>(response) }
-            });
+            let streaming = Arc::new(AtomicBool::new(false));
+            let service = {
+                let streaming = Arc::clone(&streaming);
+                hyper::service::service_fn(move |request| {
+                    let shared = Arc::clone(&shared);
+                    let streaming = Arc::clone(&streaming);
+                    async move { Ok::<_, Infallible>(handle(&request, &shared, &streaming).await) }
+                })
+            };
             let connection = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_TIME, connection).await {
+            let mut connection = std::pin::pin!(connection);
+            let ended = match tokio::time::timeout(CONNECTION_TIME, connection.as_mut()).await {
+                Ok(ended) => ended,
+                // A decision stream outlives the limit: it ends when its client leaves or
+                // falls behind (see stream.rs), and the number of streams is bounded.
+                Err(_) if streaming.load(Ordering::Relaxed) => connection.await,
+                Err(_) => Ok(()),
+            };
+            if let Err(e) = ended {
                 tracing::debug!("HTTP window: connection ended: {e}");
             }
             drop(slot);
@@ -111,12 +147,15 @@ pub struct Health {
     pub last_turn_seconds_ago: u64,
 }
 
-fn reply(
+/// What the server sends: a whole body, or a stream's.
+pub(super) type Body = Either<Full<Bytes>, Channel<Bytes>>;
+
+pub(super) fn reply(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
+) -> Response<Body> {
+    let mut response = Response::new(Either::Left(Full::new(body.into())));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -124,28 +163,35 @@ fn reply(
     response
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(body) => reply(status, JSON, body),
-        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
-/// The answer to one request, from the snapshot as it is at `now`.
-fn respond<B>(
+/// `{"error": message}`: every refusal, on every path, so a client parses one shape.
+pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::to_vec(&ApiError::new(message))
+        // A struct of one string always serializes; the fallback only satisfies the type.
+        .unwrap_or_else(|_| b"{\"error\":\"\"}".to_vec());
+    reply(status, JSON, body)
+}
+
+/// The answer to one request.
+async fn handle<B>(
     request: &Request<B>,
-    window: &Window,
-    token: Option<&Token>,
-    now: Instant,
-) -> Response<Full<Bytes>> {
+    shared: &Shared,
+    streaming: &AtomicBool,
+) -> Response<Body> {
+    let now = Instant::now();
     let path = request.uri().path();
-    if let Some(token) = token.filter(|_| !PUBLIC.contains(&path)) {
+    if let Some(token) = shared.token.as_ref().filter(|_| !PUBLIC.contains(&path)) {
         let given = request.headers().get(header::AUTHORIZATION);
         if !token.admits(given.map(HeaderValue::as_bytes)) {
-            let mut r = reply(
+            let mut r = error(
                 StatusCode::UNAUTHORIZED,
-                TEXT,
-                "this path needs Authorization: Bearer <the token in [http] token_file>\n",
+                "this path needs Authorization: Bearer <the token in [http] token_file>",
             );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -153,15 +199,18 @@ fn respond<B>(
         }
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut r = reply(
+        let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
-            TEXT,
-            "the HTTP window is read-only: GET only\n",
+            "the HTTP window is read-only: GET only",
         );
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    if let Some(route) = path.strip_prefix(api::PREFIX) {
+        return api::respond(route, request.uri().query(), shared, streaming).await;
+    }
+    let window = &shared.window;
     match path {
         "/healthz" => {
             let age = window.read(|s| now.saturating_duration_since(s.heartbeat));
@@ -196,13 +245,17 @@ fn respond<B>(
             });
             match text {
                 Ok(text) => reply(StatusCode::OK, OPENMETRICS, text),
-                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            TEXT,
-            "not found: this agent serves /healthz, /readyz and /metrics\n",
-        ),
+        _ => not_found(),
     }
+}
+
+pub(super) fn not_found() -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "not found: this agent serves /healthz, /readyz, /metrics and /api/v1/ (status, \
+         authorizations, decisions, decisions/stream, lineage/<boot_id>:<exec_id>)",
+    )
 }
