@@ -1,7 +1,8 @@
 //! The HTTP/1.1 server behind the window: hyper, on the agent's own runtime.
 //!
-//! Each connection is bounded in number, header size and lifetime, so clients that
-//! connect and say nothing cost a task and a socket, never the loop's attention.
+//! Each connection is bounded in number, header size and lifetime (a decision stream's
+//! lifetime excepted: streams are bounded in number instead, see stream.rs), so clients
+//! that connect and say nothing cost a task and a socket, never the loop's attention.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
