@@ -232,9 +232,8 @@ impl Stream {
         socket
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        let request = format!(
-            "GET /api/v1/decisions/stream{query} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        );
+        // No `Connection: close`: the server must close a stream's connection itself.
+        let request = format!("GET /api/v1/decisions/stream{query} HTTP/1.1\r\nHost: test\r\n\r\n");
         socket.write_all(request.as_bytes()).expect("send");
         let mut stream = Self {
             socket,
@@ -365,7 +364,7 @@ fn streams_are_bounded_and_a_client_that_does_not_read_is_dropped() {
     let mut rest = Vec::new();
     slow.socket
         .read_to_end(&mut rest)
-        .expect("the server ends a dropped stream");
+        .expect("the server ends a dropped stream and closes its connection");
     slow.seen.push_str(&String::from_utf8_lossy(&rest));
     let delivered = slow.seen.matches("event: decision").count();
     assert!(

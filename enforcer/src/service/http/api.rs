@@ -66,12 +66,8 @@ pub(super) async fn respond(
     streaming: &AtomicBool,
 ) -> Response<Body> {
     match route {
-        "status" => published(shared, |f| {
-            f.status.as_ref().map(|s| json(StatusCode::OK, s))
-        }),
-        "authorizations" => published(shared, |f| {
-            f.listing.as_ref().map(|l| json(StatusCode::OK, l))
-        }),
+        "status" => published(shared.window.read(|s| s.figures.status.clone())),
+        "authorizations" => published(shared.window.read(|s| s.figures.listing.clone())),
         "decisions" => match Params::parse(query, true) {
             Ok(p) => decisions(p, shared).await,
             Err(bad) => bad.response(),
@@ -87,20 +83,16 @@ pub(super) async fn respond(
     }
 }
 
-/// What the loop published after its last reconcile; 503 before the first.
-fn published(
-    shared: &Shared,
-    answer: impl FnOnce(&super::Figures) -> Option<Response<Body>>,
-) -> Response<Body> {
-    shared
-        .window
-        .read(|s| answer(&s.figures))
-        .unwrap_or_else(|| {
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the agent has not finished its first reconcile: retry shortly",
-            )
-        })
+/// What the loop published after its last reconcile; 503 before the first. Copied out
+/// of the snapshot first: the loop's lock is not held while serializing.
+fn published<T: Serialize>(report: Option<T>) -> Response<Body> {
+    match report {
+        Some(report) => json(StatusCode::OK, &report),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent has not finished its first reconcile: retry shortly",
+        ),
+    }
 }
 
 /// A query parameter that cannot be used.

@@ -54,6 +54,9 @@ pub(super) fn open(filter: Filter, shared: &Shared, streaming: &AtomicBool) -> R
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // The connection's time limit no longer applies: once the stream ends, close it
+    // rather than let an idle keep-alive connection hold a slot without a limit.
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
