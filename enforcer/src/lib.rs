@@ -18,7 +18,7 @@
 //! - [`agent`]: the agent as a service. Its settings, start-up, reconcile, on_revoke
 //!   kills, push staging, status and the serving loop.
 //! - [`service`]: the plumbing a service talks through. The control socket's typed
-//!   protocol, the read-only HTTP window (probes and metrics), and systemd (readiness,
+//!   protocol, the read-only HTTP window (probes, metrics and the JSON API), and systemd (readiness,
 //!   watchdog, journald).
 //! - [`audit`]: the tamper-evident audit log of decisions, and execution lineage; a
 //!   transparency log since format 2 (`audit::tlog`: Merkle proofs, signed checkpoints,

@@ -107,9 +107,10 @@ impl Agent {
         let control_task = tokio::spawn(control::serve(listener, tx));
         let http_task = http_listener.map(|l| {
             if let Ok(addr) = l.local_addr() {
-                tracing::info!(%addr, "HTTP window open: /healthz, /readyz, /metrics");
+                tracing::info!(%addr, "HTTP window open: /healthz, /readyz, /metrics, /api/v1/");
             }
-            tokio::spawn(http::serve(l, self.window.clone()))
+            let audit_dir = self.config.audit_dir().to_owned();
+            tokio::spawn(http::serve(l, self.window.clone(), audit_dir))
         });
         let mut watcher = watch::Watcher::or_poll(self.watched_dirs().iter().map(PathBuf::as_path));
         // Drops since the last agent accounted for them (while none was reading) become a
@@ -279,7 +280,8 @@ impl Agent {
         ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
         log: &mut AuditLog,
     ) -> anyhow::Result<()> {
-        // Kept for the HTTP window's counters only: without it, no copy per decision.
+        // Kept for the HTTP window's counters and stream only: without it, no copy per
+        // decision.
         let counting = self.config.http.is_some();
         let mut read = Vec::new();
         while let Some(item) = ring.next() {
@@ -287,7 +289,12 @@ impl Agent {
                 tracing::error!(len = item.len(), "malformed decision record");
                 continue;
             };
-            log.append_decision(&event, &self.labels.audit(&event))?;
+            let labels = self.labels.audit(&event);
+            if counting {
+                log.append_decision_and(&event, &labels, |r| self.window.publish_decision(r))?;
+            } else {
+                log.append_decision(&event, &labels)?;
+            }
             if let Some(json) = self.invocation.print_decisions {
                 println!("{}", self.labels.render(&event, log.boot_id(), json));
             }

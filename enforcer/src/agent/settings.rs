@@ -31,7 +31,7 @@
 //! path = "/agents.slice"
 //! mode = "enforce"      # "monitor": allow and record what would be denied (rollout)
 //!
-//! # Read-only HTTP window (/healthz, /readyz, /metrics); off without this section.
+//! # Read-only HTTP window (/healthz, /readyz, /metrics, /api/v1/); off without this section.
 //! [http]
 //! listen = "127.0.0.1:9464"
 //! token_file = "/etc/enforcer/http-token"   # required to listen beyond loopback
@@ -189,7 +189,7 @@ pub struct Settings {
     #[serde(default, rename = "witness", skip_serializing_if = "Option::is_none")]
     pub witnesses: Option<Vec<crate::witness::WitnessSettings>>,
 
-    /// `[http]`: the read-only HTTP window (probes and metrics). Off when absent. Only
+    /// `[http]`: the read-only HTTP window (probes, metrics, JSON API). Off when absent. Only
     /// the file sets it: a listener is a decision about the host, kept with the others.
     #[arg(skip)]
     #[serde(default)]
@@ -399,7 +399,7 @@ impl Settings {
              # writable = [\"/srv/agent-work\"]   # besides {writable:?}\n\
              # devices = [\"/dev/kvm\"]           # besides null, zero, random, terminals\n\
              \n\
-             # Read-only HTTP window: /healthz, /readyz, /metrics (docs/metrics.md).\n\
+             # Read-only HTTP window: /healthz, /readyz, /metrics, /api/v1/ (docs/service.md).\n\
              # [http]\n\
              # listen = {listen:?}\n\
              # token_file = \"/etc/enforcer/http-token\"   # needed beyond loopback\n",

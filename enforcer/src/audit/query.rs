@@ -9,6 +9,8 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+
 use super::AuditError;
 use super::chain::Unsealed;
 use super::files::{self, LogFile};
@@ -100,6 +102,40 @@ pub fn last_records(dir: &Path, count: usize) -> Result<Vec<Entry>, AuditError> 
     Ok(found.into())
 }
 
+/// A page of the log, newest first: up to `limit` records older than `before` (a
+/// sequence number; `None`: from the end) that `keep` selects, and whether older ones
+/// remain. Reads files newest first and stops once the page is full, holding at most
+/// `limit + 1` records.
+pub fn newest_matching(
+    dir: &Path,
+    before: Option<u64>,
+    limit: usize,
+    keep: impl Fn(&Record) -> bool,
+) -> Result<(Vec<Entry>, bool), AuditError> {
+    // One more than asked tells whether another page exists.
+    let want = limit.saturating_add(1);
+    let mut found: Vec<Entry> = Vec::new();
+    for file in files::list(dir)?.iter().rev() {
+        if found.len() >= want {
+            break;
+        }
+        let room = want - found.len();
+        let mut this: VecDeque<Entry> = VecDeque::new();
+        read_file(&file.path, |e| {
+            if before.is_none_or(|b| e.record.seq < b) && keep(&e.record) {
+                this.push_back(e);
+                if this.len() > room {
+                    this.pop_front();
+                }
+            }
+        })?;
+        found.extend(this.into_iter().rev());
+    }
+    let more = found.len() > limit;
+    found.truncate(limit);
+    Ok((found, more))
+}
+
 /// What `audit show` selects.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -107,6 +143,8 @@ pub struct Filter {
     pub denied: bool,
     /// Only decisions in this scope (its path, or its cgroup id).
     pub scope: Option<String>,
+    /// Only decisions with this outcome (`allow`, `deny`, `would-deny`).
+    pub decision: Option<String>,
     /// Only records written at or after this time.
     pub since: Option<SystemTime>,
     /// Also start and checkpoint records (decisions and gaps are always candidates: a gap
@@ -128,6 +166,10 @@ impl Filter {
         match &record.body {
             Body::Decision(d) => {
                 (!self.denied || d.is_denial())
+                    && self
+                        .decision
+                        .as_ref()
+                        .is_none_or(|want| d.decision == *want)
                     && self.scope.as_ref().is_none_or(|s| {
                         d.scope.as_deref() == Some(s.as_str()) || d.scope_id.to_string() == *s
                     })
@@ -135,6 +177,7 @@ impl Filter {
             Body::Gap(_) => true,
             Body::Authorization(a) => {
                 !self.denied
+                    && self.decision.is_none()
                     && self
                         .scope
                         .as_ref()
@@ -244,8 +287,10 @@ fn authorization(d: &Decision) -> String {
     out
 }
 
-/// One exec in a lineage.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One exec in a lineage. Serialized for the HTTP API as `{"step": "logged", ...}` or
+/// `{"step": "missing", "exec_id": N}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "lowercase")]
 pub enum Step {
     /// The decision on this exec, as logged.
     Logged {
@@ -259,7 +304,7 @@ pub enum Step {
 }
 
 /// The ancestry of an exec, the exec first.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lineage {
     pub boot_id: String,
     pub steps: Vec<Step>,
@@ -267,45 +312,155 @@ pub struct Lineage {
     pub other_boots: Vec<String>,
 }
 
-/// Follows `exec_id` to its ancestors through `parent_exec_id`, within one boot (the one
-/// given, else the latest boot in which the exec id occurs). Reads the log twice so that
-/// only the boot's exec ids and parents are held in memory, not its records.
-pub fn lineage(dir: &Path, exec_id: u64, boot_id: Option<&str>) -> Result<Lineage, QueryError> {
-    let mut parents: HashMap<(String, u64), u64> = HashMap::new();
-    let mut boots_with_exec: Vec<String> = Vec::new();
-    read_dir(dir, |e| {
-        if let Body::Decision(d) = e.record.body {
-            // Decisions on other operations (mmap, ptrace...) carry exec id 0 and the
-            // image they happened in as parent: they are not steps of an ancestry.
-            if d.exec_id == 0 || boot_id.is_some_and(|b| b != d.boot_id) {
-                return;
-            }
-            if d.exec_id == exec_id && !boots_with_exec.contains(&d.boot_id) {
-                boots_with_exec.push(d.boot_id.clone());
-            }
-            parents
-                .entry((d.boot_id, d.exec_id))
-                .or_insert(d.parent_exec_id);
-        }
-    })?;
-    let not_found = || QueryError::ExecNotFound {
-        exec_id,
-        boot: boot_id.map(str::to_owned),
-    };
-    let boot = boots_with_exec.pop().ok_or_else(not_found)?;
+/// An exec's ancestry and the execs started under it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Family {
+    #[serde(flatten)]
+    pub lineage: Lineage,
+    /// Execs whose chain of parents leads to the exec, generation by generation; every
+    /// one is logged (an exec that is not in the log names no parent).
+    pub descendants: Vec<Step>,
+    /// More descendants exist than the limit asked for.
+    pub descendants_truncated: bool,
+}
 
-    let mut chain = vec![exec_id];
-    let mut seen: HashSet<u64> = HashSet::from([exec_id]);
-    let mut current = exec_id;
-    while let Some(&parent) = parents.get(&(boot.clone(), current)) {
-        if parent == 0 || !seen.insert(parent) {
-            break;
-        }
-        chain.push(parent);
-        current = parent;
+/// Follows `exec_id` to its ancestors through `parent_exec_id`, within one boot (the one
+/// given, else the latest boot in which the exec id occurs).
+pub fn lineage(dir: &Path, exec_id: u64, boot_id: Option<&str>) -> Result<Lineage, QueryError> {
+    let parents = Parents::read(dir, exec_id, boot_id)?;
+    let chain = parents.ancestry(exec_id);
+    let mut logged = logged_steps(dir, &parents.boot, &chain.iter().copied().collect())?;
+    Ok(parents.into_lineage(&chain, &mut logged))
+}
+
+/// [`lineage`] within `boot_id`, and the first `max_descendants` execs started under the
+/// exec (its children, theirs...). Reads the log twice, like [`lineage`].
+pub fn family(
+    dir: &Path,
+    exec_id: u64,
+    boot_id: &str,
+    max_descendants: usize,
+) -> Result<Family, QueryError> {
+    let parents = Parents::read(dir, exec_id, Some(boot_id))?;
+    let chain = parents.ancestry(exec_id);
+    let (below, descendants_truncated) = parents.descendants(exec_id, max_descendants);
+    let wanted = chain.iter().chain(&below).copied().collect();
+    let mut logged = logged_steps(dir, &parents.boot, &wanted)?;
+    let descendants = below.iter().filter_map(|id| logged.remove(id)).collect();
+    Ok(Family {
+        lineage: parents.into_lineage(&chain, &mut logged),
+        descendants,
+        descendants_truncated,
+    })
+}
+
+/// The parent of every exec of one boot: only ids are held in memory, not records.
+struct Parents {
+    boot: String,
+    /// Exec id to parent exec id, within `boot`.
+    of: HashMap<u64, u64>,
+    other_boots: Vec<String>,
+}
+
+impl Parents {
+    /// Reads the log once. The boot is the one given, else the latest boot in which
+    /// `exec_id` occurs.
+    fn read(dir: &Path, exec_id: u64, boot_id: Option<&str>) -> Result<Self, QueryError> {
+        let mut by_boot: HashMap<String, HashMap<u64, u64>> = HashMap::new();
+        let mut boots_with_exec: Vec<String> = Vec::new();
+        read_dir(dir, |e| {
+            if let Body::Decision(d) = e.record.body {
+                // Decisions on other operations (mmap, ptrace...) carry exec id 0 and the
+                // image they happened in as parent: they are not steps of an ancestry.
+                if d.exec_id == 0 || boot_id.is_some_and(|b| b != d.boot_id) {
+                    return;
+                }
+                if d.exec_id == exec_id && !boots_with_exec.contains(&d.boot_id) {
+                    boots_with_exec.push(d.boot_id.clone());
+                }
+                by_boot
+                    .entry(d.boot_id)
+                    .or_default()
+                    .entry(d.exec_id)
+                    .or_insert(d.parent_exec_id);
+            }
+        })?;
+        let boot = boots_with_exec
+            .pop()
+            .ok_or_else(|| QueryError::ExecNotFound {
+                exec_id,
+                boot: boot_id.map(str::to_owned),
+            })?;
+        Ok(Self {
+            of: by_boot.remove(&boot).unwrap_or_default(),
+            boot,
+            other_boots: boots_with_exec,
+        })
     }
 
-    let wanted: HashSet<u64> = chain.iter().copied().collect();
+    /// `exec_id` and its ancestors, up to the first that is unknown or repeats.
+    fn ancestry(&self, exec_id: u64) -> Vec<u64> {
+        let mut chain = vec![exec_id];
+        let mut seen: HashSet<u64> = HashSet::from([exec_id]);
+        let mut current = exec_id;
+        while let Some(&parent) = self.of.get(&current) {
+            if parent == 0 || !seen.insert(parent) {
+                break;
+            }
+            chain.push(parent);
+            current = parent;
+        }
+        chain
+    }
+
+    /// Up to `max` execs below `exec_id`, breadth first; and whether more exist.
+    fn descendants(&self, exec_id: u64, max: usize) -> (Vec<u64>, bool) {
+        let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (&child, &parent) in &self.of {
+            children.entry(parent).or_default().push(child);
+        }
+        // Exec ids grow with time within a boot: siblings in the order they started.
+        for list in children.values_mut() {
+            list.sort_unstable();
+        }
+        let mut found = Vec::new();
+        // A corrupt log could make an exec its own ancestor: visit each id once.
+        let mut seen: HashSet<u64> = HashSet::from([exec_id]);
+        let mut queue = VecDeque::from([exec_id]);
+        while let Some(id) = queue.pop_front() {
+            for &child in children.get(&id).into_iter().flatten() {
+                if !seen.insert(child) {
+                    continue;
+                }
+                if found.len() == max {
+                    return (found, true);
+                }
+                found.push(child);
+                queue.push_back(child);
+            }
+        }
+        (found, false)
+    }
+
+    fn into_lineage(self, chain: &[u64], logged: &mut HashMap<u64, Step>) -> Lineage {
+        let steps = chain
+            .iter()
+            .map(|id| logged.remove(id).unwrap_or(Step::Missing { exec_id: *id }))
+            .collect();
+        Lineage {
+            boot_id: self.boot,
+            steps,
+            other_boots: self.other_boots,
+        }
+    }
+}
+
+/// The first decision logged for each exec in `wanted`, within `boot`.
+fn logged_steps(
+    dir: &Path,
+    boot: &str,
+    wanted: &HashSet<u64>,
+) -> Result<HashMap<u64, Step>, QueryError> {
     let mut logged: HashMap<u64, Step> = HashMap::new();
     read_dir(dir, |e| {
         if let Body::Decision(d) = e.record.body
@@ -313,30 +468,17 @@ pub fn lineage(dir: &Path, exec_id: u64, boot_id: Option<&str>) -> Result<Lineag
             && wanted.contains(&d.exec_id)
             && !logged.contains_key(&d.exec_id)
         {
-            let step = Step::Logged {
-                seq: e.record.seq,
-                time: e.record.time,
-                decision: Box::new(d),
-            };
-            logged.insert(step_exec(&step), step);
+            logged.insert(
+                d.exec_id,
+                Step::Logged {
+                    seq: e.record.seq,
+                    time: e.record.time,
+                    decision: Box::new(d),
+                },
+            );
         }
     })?;
-    let steps = chain
-        .iter()
-        .map(|id| logged.remove(id).unwrap_or(Step::Missing { exec_id: *id }))
-        .collect();
-    Ok(Lineage {
-        boot_id: boot,
-        steps,
-        other_boots: boots_with_exec,
-    })
-}
-
-fn step_exec(step: &Step) -> u64 {
-    match step {
-        Step::Logged { decision, .. } => decision.exec_id,
-        Step::Missing { exec_id } => *exec_id,
-    }
+    Ok(logged)
 }
 
 /// Follows the log as it grows, across rotations (`audit tail -f`).

@@ -681,6 +681,77 @@ fn lineage_follows_parents_within_one_boot() {
 }
 
 #[test]
+fn family_lists_descendants_breadth_first_within_the_boot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = AuditLog::open(dir.path(), None, opts()).expect("open");
+    // 1 <- 2 <- {3, 4}; 4 <- 6; 5 beside them; 8 names the lost 7 as parent.
+    for (exec, parent) in [(1, 0), (2, 1), (3, 2), (4, 2), (5, 0), (6, 4), (8, 7)] {
+        log.append_decision(&event(exec, parent, decision::ALLOW), &LABELS)
+            .expect("append");
+    }
+    drop(log);
+    let other = AuditOptions {
+        boot_id: Some("other-boot".into()),
+        ..opts()
+    };
+    let mut log = AuditLog::open(dir.path(), None, other).expect("open");
+    log.append_decision(&event(9, 2, decision::DENY), &LABELS)
+        .expect("append");
+    drop(log);
+
+    let ids = |steps: &[Step]| -> Vec<u64> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Logged { decision, .. } => decision.exec_id,
+                Step::Missing { exec_id } => *exec_id,
+            })
+            .collect()
+    };
+    let family = query::family(dir.path(), 2, BOOT, 100).expect("family");
+    assert_eq!(ids(&family.lineage.steps), [2, 1]);
+    assert_eq!(ids(&family.descendants), [3, 4, 6], "9 is another boot's");
+    assert!(!family.descendants_truncated);
+    let cut = query::family(dir.path(), 1, BOOT, 2).expect("family");
+    assert_eq!(ids(&cut.descendants), [2, 3]);
+    assert!(cut.descendants_truncated);
+    let leaf = query::family(dir.path(), 8, BOOT, 100).expect("family");
+    assert_eq!(ids(&leaf.lineage.steps), [8, 7]);
+    assert!(leaf.descendants.is_empty());
+    assert!(matches!(
+        query::family(dir.path(), 9, BOOT, 100),
+        Err(query::QueryError::ExecNotFound { exec_id: 9, .. })
+    ));
+}
+
+#[test]
+fn pages_of_the_newest_records_cover_the_log_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), 30, small_files());
+    assert!(files::list(dir.path()).expect("list").len() >= 4);
+    let is_decision = |r: &super::Record| matches!(r.body, Body::Decision(_));
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let (page, more) =
+            query::newest_matching(dir.path(), before, 7, is_decision).expect("page");
+        assert!(page.len() <= 7);
+        seen.extend(page.iter().map(|e| e.record.seq));
+        if !more {
+            break;
+        }
+        before = page.last().map(|e| e.record.seq);
+    }
+    assert_eq!(seen.len(), 30, "{seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seen:?}"
+    );
+    let (none, more) = query::newest_matching(dir.path(), Some(0), 7, is_decision).expect("page");
+    assert!(none.is_empty() && !more);
+}
+
+#[test]
 fn show_filters_by_denial_scope_and_time() {
     let (dir, _) = closed_log(6);
     let select = |filter: &Filter| {

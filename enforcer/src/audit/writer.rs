@@ -206,8 +206,19 @@ impl AuditLog {
         event: &ExecEvent,
         labels: &DecisionLabels<'_>,
     ) -> Result<u64, AuditError> {
+        self.append_decision_and(event, labels, |_| ())
+    }
+
+    /// [`Self::append_decision`], then hands the record as written to `written` (the HTTP
+    /// window's live feed), so readers see the seq and time the log holds.
+    pub fn append_decision_and(
+        &mut self,
+        event: &ExecEvent,
+        labels: &DecisionLabels<'_>,
+        written: impl FnOnce(&Record),
+    ) -> Result<u64, AuditError> {
         let decision = Decision::from_event(event, labels, &self.boot_id);
-        self.append(Body::Decision(decision))
+        self.append_then(Body::Decision(decision), written)
     }
 
     /// Records that the kernel dropped `lost` decisions (its per-CPU drop counters grew
@@ -303,10 +314,20 @@ impl AuditLog {
     }
 
     fn append(&mut self, body: Body) -> Result<u64, AuditError> {
+        self.append_then(body, |_| ())
+    }
+
+    fn append_then(
+        &mut self,
+        body: Body,
+        written: impl FnOnce(&Record),
+    ) -> Result<u64, AuditError> {
         if self.file_bytes >= self.opts.max_file_bytes {
             self.rotate()?;
         }
-        let seq = self.write_record(body)?;
+        let record = self.record(body);
+        let seq = self.write(&record)?;
+        written(&record);
         self.since_checkpoint += 1;
         self.after_append(Instant::now())?;
         Ok(seq)

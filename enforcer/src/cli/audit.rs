@@ -336,6 +336,7 @@ fn show_command(dir: &Path, args: &ShowArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let filter = Filter {
         denied: args.denied,
+        decision: None,
         scope: args.scope.clone(),
         since,
         all: args.all,

@@ -1,5 +1,5 @@
 //! What the agent talks through as a service: the local control socket and its typed
-//! protocol, the read-only HTTP window (probes, metrics), and systemd (readiness,
+//! protocol, the read-only HTTP window (probes, metrics, JSON API), and systemd (readiness,
 //! watchdog, journald).
 
 pub mod control;

@@ -54,7 +54,7 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
 /// Serves until the task is dropped. Must run on a Tokio runtime.
 pub async fn serve(listener: std::net::TcpListener, witness: Arc<Witness>) -> std::io::Result<()> {
     let socket = tokio::net::TcpListener::from_std(listener)?;
-    serve_connections(socket, LIMITS, "witness", move |request| {
+    serve_connections(socket, LIMITS, "witness", move |request, _unbounded| {
         respond(request, Arc::clone(&witness))
     })
     .await;

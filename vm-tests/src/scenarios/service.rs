@@ -42,6 +42,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     restart_reuses_pinned_program,
     unload_stops_enforcement,
     http_window_tells_readiness_and_counts_decisions,
+    http_api_streams_pages_and_traces_a_denial,
 ];
 
 fn agent_loads_policy(env: &Env) {
@@ -476,6 +477,110 @@ fn http_window_tells_readiness_and_counts_decisions(env: &Env) {
             .iter()
             .any(|c| c.name == "program" && !c.ok),
         "/readyz is 503 but does not name the unloaded program: {readiness:?}"
+    );
+    drop(agent);
+}
+
+fn http_api_streams_pages_and_traces_a_denial(env: &Env) {
+    use std::io::{Read as _, Write as _};
+
+    let kit = Kit::new("http-api");
+    let (notify, notify_path) = notify_socket(&kit);
+    let config = kit.work.join("config.toml");
+    write_kit_config(
+        &kit,
+        &config,
+        &format!("[http]\nlisten = \"{HTTP_ADDR}\"\n"),
+    );
+    let agent = run_with_config(env, &config, &notify_path);
+    expect_notification(&notify, "READY=1", AGENT_READY);
+    poll_http("/readyz", Duration::from_secs(15), |code, _| code == 200);
+
+    // A stream opened before the denial sees it, from the agent's own feed.
+    let scope = format!("/{LIVE}");
+    let mut stream = std::net::TcpStream::connect(HTTP_ADDR).expect("connect to the window");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
+        .write_all(
+            format!(
+                "GET /api/v1/decisions/stream?decision=deny&scope={scope} HTTP/1.1\r\nHost: \
+                 {HTTP_ADDR}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .expect("send the stream request");
+    let mut seen = String::new();
+    let mut read_until = |seen: &mut String, done: &dyn Fn(&str) -> bool| {
+        let mut buf = [0u8; 4096];
+        while !done(seen) {
+            let n = stream
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("reading the decision stream: {e}; so far: {seen}"));
+            assert!(n > 0, "the decision stream ended; so far: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    read_until(&mut seen, &|s| s.contains(": decisions follow"));
+    assert!(
+        seen.starts_with("HTTP/1.1 200"),
+        "the stream did not open: {seen}"
+    );
+    expect_eperm(Some(LIVE), &env.probe);
+    const DATA: &str = "event: decision\ndata: ";
+    read_until(&mut seen, &|s| {
+        s.split_once(DATA)
+            .is_some_and(|(_, rest)| rest.contains('\n'))
+    });
+    let line = seen
+        .split_once(DATA)
+        .and_then(|(_, rest)| rest.split('\n').next())
+        .expect("a data line");
+    let record: enforcer::audit::Record = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("the stream's data is not a record: {e}: {line}"));
+    let enforcer::audit::Body::Decision(denied) = &record.body else {
+        panic!("the stream sent a {}: {line}", record.body.kind());
+    };
+    assert!(
+        denied.decision == "deny" && denied.scope.as_deref() == Some(scope.as_str()),
+        "the streamed decision is not the probe's denial: {line}"
+    );
+
+    // The same record is in the log, through the paged, filtered view.
+    let page = poll_http(
+        &format!("/api/v1/decisions?decision=deny&scope={scope}&limit=10"),
+        Duration::from_secs(10),
+        |code, body| code == 200 && body.contains(&format!("\"seq\":{},", record.seq)),
+    );
+    let page: enforcer::service::http::api::DecisionPage = serde_json::from_str(&page)
+        .unwrap_or_else(|e| panic!("/api/v1/decisions is not a page: {e}: {page}"));
+    assert!(
+        page.decisions.contains(&record),
+        "the page holds another record under seq {}: {page:?}",
+        record.seq
+    );
+
+    let (code, body) = http_get(HTTP_ADDR, "/api/v1/status");
+    let report: enforcer::service::control::protocol::StatusReport = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("/api/v1/status: {code} is not a status report: {e}: {body}"));
+    assert!(
+        report.enforcing && report.scopes.iter().any(|s| s.path == scope),
+        "/api/v1/status does not show {scope} enforced: {report:?}"
+    );
+
+    let (code, body) = http_get(
+        HTTP_ADDR,
+        &format!("/api/v1/lineage/{}:{}", denied.boot_id, denied.exec_id),
+    );
+    let family: enforcer::audit::query::Family = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("/api/v1/lineage: {code} is not a lineage: {e}: {body}"));
+    assert!(
+        matches!(
+            family.lineage.steps.first(),
+            Some(enforcer::audit::query::Step::Logged { seq, .. }) if *seq == record.seq
+        ),
+        "the lineage does not start with the denied exec: {body}"
     );
     drop(agent);
 }

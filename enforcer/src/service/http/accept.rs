@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -28,14 +29,21 @@ pub struct ConnectionLimits {
 /// Serves HTTP/1 connections on `socket` until the task is dropped, answering each
 /// request with `handle`. `what` names the server in log lines. Must run on a Tokio
 /// runtime.
-pub async fn serve_connections<H, F>(
+///
+/// `handle` also gets the connection's [`Unbounded`] flag: a response that streams for as
+/// long as its client listens (the window's decision stream) sets it, and the connection
+/// then outlives `connection_time`. Such a handler must bound those connections itself.
+pub async fn serve_connections<H, F, B>(
     socket: tokio::net::TcpListener,
     limits: ConnectionLimits,
     what: &'static str,
     handle: H,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    H: Fn(Request<Incoming>, Unbounded) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -54,18 +62,46 @@ pub async fn serve_connections<H, F>(
         };
         let handle = handle.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let response = handle(request);
-                async move { Ok::<_, Infallible>(response.await) }
-            });
+            let unbounded = Unbounded::default();
+            let service = {
+                let unbounded = unbounded.clone();
+                hyper::service::service_fn(move |request| {
+                    let response = handle(request, unbounded.clone());
+                    async move { Ok::<_, Infallible>(response.await) }
+                })
+            };
             let connection = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(limits.max_head_bytes)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Ok(Err(e)) = tokio::time::timeout(limits.connection_time, connection).await {
+            let mut connection = std::pin::pin!(connection);
+            let ended =
+                match tokio::time::timeout(limits.connection_time, connection.as_mut()).await {
+                    Ok(ended) => ended,
+                    Err(_) if unbounded.is_set() => connection.await,
+                    Err(_) => Ok(()),
+                };
+            if let Err(e) = ended {
                 tracing::debug!("{what}: connection ended: {e}");
             }
             drop(slot);
         });
+    }
+}
+
+/// Set by a handler whose response streams until its client leaves: the connection is
+/// then exempt from the time limit.
+#[derive(Clone, Debug, Default)]
+pub struct Unbounded(Arc<AtomicBool>);
+
+impl Unbounded {
+    /// Exempts this connection from the time limit.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    #[must_use]
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 

@@ -24,7 +24,7 @@ pub struct HttpSettings {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// A file holding the bearer token every path but `/healthz`, `/readyz` and `/metrics`
-    /// requires.
+    /// requires (the whole `/api/`).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
 }

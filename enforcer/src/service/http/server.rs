@@ -1,28 +1,32 @@
 //! The HTTP/1.1 server behind the window: hyper, on the agent's own runtime, through the
-//! bounded accept loop of [`super::accept`].
+//! bounded accept loop of [`super::accept`] (a decision stream's lifetime excepted:
+//! streams are bounded in number instead, see stream.rs).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::Full;
+use http_body_util::channel::Channel;
+use http_body_util::{Either, Full};
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
-use super::accept::{ConnectionLimits, reply, serve_connections};
+use super::accept::{self, ConnectionLimits, Unbounded, serve_connections};
+use super::api::{self, ApiError};
 use super::{HEALTH_LIMIT, HttpError, HttpSettings, Token, Window, metrics};
 
 const LIMITS: ConnectionLimits = ConnectionLimits {
     max_connections: 32,
-    // Keep-alive included: a scraper reconnects.
+    // Keep-alive included: a scraper reconnects. A decision stream is the exception.
     connection_time: Duration::from_secs(10),
     max_head_bytes: 16 * 1024,
 };
 
-const JSON: &str = "application/json";
-const TEXT: &str = "text/plain; charset=utf-8";
+pub(super) const JSON: &str = "application/json";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The paths anyone who reaches the port may read: a monitoring system's probes and
@@ -56,8 +60,22 @@ pub fn bind(settings: &HttpSettings) -> Result<Listener, HttpError> {
     Ok(Listener { socket, token })
 }
 
-/// Serves until the task is dropped. Must run on a Tokio runtime.
-pub async fn serve(listener: Listener, window: Window) {
+/// What every connection's handler shares.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) window: Window,
+    token: Option<Token>,
+    /// The audit log the JSON API reads decisions and lineage from.
+    pub(super) audit_dir: PathBuf,
+    /// Log reads at once: each one is a thread of the blocking pool reading files.
+    pub(super) reads: Arc<Semaphore>,
+    /// Decision streams open at once: each holds a connection for as long as it lasts.
+    pub(super) streams: Arc<Semaphore>,
+}
+
+/// Serves until the task is dropped. Must run on a Tokio runtime. `audit_dir` is the log
+/// the agent writes, which `/api/v1/decisions` and `/api/v1/lineage` read.
+pub async fn serve(listener: Listener, window: Window, audit_dir: PathBuf) {
     let socket = match tokio::net::TcpListener::from_std(listener.socket) {
         Ok(s) => s,
         Err(e) => {
@@ -65,10 +83,18 @@ pub async fn serve(listener: Listener, window: Window) {
             return;
         }
     };
-    let token = listener.token.map(Arc::new);
-    serve_connections(socket, LIMITS, "HTTP window", move |request| {
-        let response = respond(&request, &window, token.as_deref(), Instant::now());
-        async move { response }
+    let shared = Arc::new(Shared {
+        window,
+        token: listener.token,
+        audit_dir,
+        reads: Arc::new(Semaphore::new(api::MAX_READS)),
+        streams: Arc::new(Semaphore::new(api::MAX_STREAMS)),
+    });
+    serve_connections(socket, LIMITS, "HTTP window", move |request, unbounded| {
+        let shared = Arc::clone(&shared);
+        // A decision stream sets `unbounded`: it ends when its client leaves or falls
+        // behind (see stream.rs), and the number of streams is bounded.
+        async move { handle(&request, &shared, &unbounded).await }
     })
     .await;
 }
@@ -82,28 +108,42 @@ pub struct Health {
     pub last_turn_seconds_ago: u64,
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+/// What the server sends: a whole body, or a stream's.
+pub(super) type Body = Either<Full<Bytes>, Channel<Bytes>>;
+
+pub(super) fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    accept::reply(status, content_type, body).map(Either::Left)
+}
+
+pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(body) => reply(status, JSON, body),
-        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
-/// The answer to one request, from the snapshot as it is at `now`.
-fn respond<B>(
-    request: &Request<B>,
-    window: &Window,
-    token: Option<&Token>,
-    now: Instant,
-) -> Response<Full<Bytes>> {
+/// `{"error": message}`: every refusal, on every path, so a client parses one shape.
+pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::to_vec(&ApiError::new(message))
+        // A struct of one string always serializes; the fallback only satisfies the type.
+        .unwrap_or_else(|_| b"{\"error\":\"\"}".to_vec());
+    reply(status, JSON, body)
+}
+
+/// The answer to one request.
+async fn handle<B>(request: &Request<B>, shared: &Shared, unbounded: &Unbounded) -> Response<Body> {
+    let now = Instant::now();
     let path = request.uri().path();
-    if let Some(token) = token.filter(|_| !PUBLIC.contains(&path)) {
+    if let Some(token) = shared.token.as_ref().filter(|_| !PUBLIC.contains(&path)) {
         let given = request.headers().get(header::AUTHORIZATION);
         if !token.admits(given.map(HeaderValue::as_bytes)) {
-            let mut r = reply(
+            let mut r = error(
                 StatusCode::UNAUTHORIZED,
-                TEXT,
-                "this path needs Authorization: Bearer <the token in [http] token_file>\n",
+                "this path needs Authorization: Bearer <the token in [http] token_file>",
             );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -111,15 +151,18 @@ fn respond<B>(
         }
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut r = reply(
+        let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
-            TEXT,
-            "the HTTP window is read-only: GET only\n",
+            "the HTTP window is read-only: GET only",
         );
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    if let Some(route) = path.strip_prefix(api::PREFIX) {
+        return api::respond(route, request.uri().query(), shared, unbounded).await;
+    }
+    let window = &shared.window;
     match path {
         "/healthz" => {
             let age = window.read(|s| now.saturating_duration_since(s.heartbeat));
@@ -154,13 +197,17 @@ fn respond<B>(
             });
             match text {
                 Ok(text) => reply(StatusCode::OK, OPENMETRICS, text),
-                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            TEXT,
-            "not found: this agent serves /healthz, /readyz and /metrics\n",
-        ),
+        _ => not_found(),
     }
+}
+
+pub(super) fn not_found() -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "not found: this agent serves /healthz, /readyz, /metrics and /api/v1/ (status, \
+         authorizations, decisions, decisions/stream, lineage/<boot_id>:<exec_id>)",
+    )
 }
