@@ -133,5 +133,18 @@ in_scope "payload, after unload" /tmp/downloads/payload
 step "The audit trail: every decision, hash-chained, checkpoints signed by the host key"
 show enforcer audit --dir $WORK/audit show
 show enforcer audit --dir $WORK/audit verify --trust $WORK/keys/host.pub
+
+step "Proof of one exec, checked offline with only the host's public key and a trust store"
+REC=$(enforcer audit --dir $WORK/audit show --json | grep '"decision":"allow"' \
+    | grep '"path":"/opt/agent/bin/report-tool"' | head -n 1)
+BOOT=$(echo "$REC" | sed 's/.*"boot_id":"\([^"]*\)".*/\1/')
+EXEC=$(echo "$REC" | sed 's/.*"exec_id":\([0-9]*\).*/\1/')
+show enforcer audit --dir $WORK/audit prove --exec "$BOOT:$EXEC" --out $WORK/out/exec.proof.json
+show enforcer proof verify $WORK/out/exec.proof.json --host-key $WORK/keys/host.pub \
+    --trust $POLICIES/trust.toml
+echo '  the same proof with one byte of the record changed:'
+sed 's/report-tool\\"/report-tooX\\"/' $WORK/out/exec.proof.json > $WORK/out/forged.proof.json
+show enforcer proof verify $WORK/out/forged.proof.json --host-key $WORK/keys/host.pub \
+    --trust $POLICIES/trust.toml
 echo
 echo "Demo finished."
