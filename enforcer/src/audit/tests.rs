@@ -1003,3 +1003,23 @@ fn damaged_tiles_are_rebuilt_from_the_log() {
     let report = verify(dir.path());
     assert!(report.is_intact() && report.tree_heads >= 3, "{report:?}");
 }
+
+/// After a rotation the newest file has no start record naming the origin; the agent must
+/// still reopen the log, and every tree head across the files must still verify.
+#[test]
+fn a_rotated_log_with_tree_heads_reopens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = || AuditOptions {
+        origin: Some("test.example/host-a".into()),
+        ..small_files()
+    };
+    for round in 0..2 {
+        let mut log = AuditLog::open(dir.path(), Some(key()), opts()).expect("reopens");
+        append(&mut log, 1 + round * 100, 30);
+        log.close().expect("close");
+    }
+    let report = verify(dir.path());
+    assert!(report.is_intact(), "{report:?}");
+    assert!(report.files > 2, "{report:?}");
+    assert_eq!(report.tree_heads, report.checkpoints.verified);
+}

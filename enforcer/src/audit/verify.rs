@@ -527,7 +527,12 @@ impl<'k> Walker<'k> {
             }
             Body::Checkpoint(checkpoint) => {
                 self.checkpoint(seq, checkpoint, &unsealed.canonical)?;
-                if let Some(note) = &checkpoint.note {
+                // A walk that did not start at the first record (the writer resuming from
+                // its newest file) knows neither the tree nor, after a rotation, the
+                // origin: it checks the chain only.
+                if let Some(note) = &checkpoint.note
+                    && self.tree.is_some()
+                {
                     self.tree_head(seq, note)?;
                 }
                 next_file.clone_from(&checkpoint.next_file);

@@ -219,15 +219,24 @@ pub fn verify_proof(
                 let (bytes, id) = cited(&file.artifacts, prefix)?;
                 let time = record_time(&record)?;
                 let mut proven = check_artifact(bytes, &id, time, &record.time, trust)?;
-                if d.decision != "deny" {
+                // Only an allow claims a grant: a refusal may cite the authorization
+                // whose grant it found expired.
+                if d.decision == "allow" {
                     proven.grant = Some(check_grant(bytes, &id, d, time)?);
                 }
                 Some(proven)
             }
         },
+        // Taking an artifact up happens inside its window; withdrawing it (expired,
+        // revoked) may well happen outside, so only its signatures are checked then, at
+        // the start of its window.
         Body::Authorization(a) => {
             let (bytes, id) = cited(&file.artifacts, &a.id)?;
-            let time = record_time(&record)?;
+            let time = if matches!(a.change.as_str(), "accepted" | "in-force" | "break-glass") {
+                record_time(&record)?
+            } else {
+                window_start(bytes)
+            };
             Some(check_artifact(bytes, &id, time, &record.time, trust)?)
         }
         _ => None,
@@ -241,6 +250,22 @@ pub fn verify_proof(
         record,
         authorization,
     })
+}
+
+/// The start of an artifact's window (as it says, unchecked: its signatures are checked
+/// next), or the epoch for bytes that are not an artifact (refused next).
+fn window_start(bytes: &[u8]) -> SystemTime {
+    let not_before = Envelope::parse(bytes).ok().and_then(|e| {
+        crate::authz::artifact::Bundle::from_payload(&e.payload)
+            .map(|b| b.not_before)
+            .ok()
+            .or_else(|| {
+                crate::authz::artifact::BreakGlass::from_payload(&e.payload)
+                    .map(|b| b.not_before)
+                    .ok()
+            })
+    });
+    crate::authz::artifact::from_unix_seconds(not_before.unwrap_or(0))
 }
 
 fn base64_hash(text: &str) -> Option<TreeHash> {
