@@ -52,3 +52,21 @@ pub(crate) fn resign(record: &mut Record, key: &crate::authz::trust::SigningKey)
         checkpoint.signature = Some(signature);
     }
 }
+
+/// Forges another history of the log file at `path` as a holder of the host key `key`
+/// would: its first record changed, every checkpoint re-signed, and the tree heads left
+/// out so that the agent signs the forged tree afresh on its next start (the tiles must
+/// go too).
+pub(crate) fn forge_history(path: &Path, key: &crate::authz::trust::SigningKey) {
+    rewrite_file(path, |record| {
+        if let super::Body::Start(start) = &mut record.body
+            && record.seq == 0
+        {
+            start.previous = super::record::PreviousEnd::Clean;
+        }
+        if let super::Body::Checkpoint(checkpoint) = &mut record.body {
+            checkpoint.note = None;
+        }
+        resign(record, key);
+    });
+}

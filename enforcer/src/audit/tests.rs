@@ -1023,3 +1023,88 @@ fn a_rotated_log_with_tree_heads_reopens() {
     assert!(report.files > 2, "{report:?}");
     assert_eq!(report.tree_heads, report.checkpoints.verified);
 }
+
+/// Tiles changed behind the writer's back (a leaf hash swapped, the tile's length kept)
+/// are not signed over: they disagree with the last signed tree head, so the writer
+/// rebuilds them from the log first.
+#[test]
+fn tiles_that_disagree_with_the_last_signed_head_are_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), 600, origin_opts());
+    // The widest partial tile of level 0: its hashes go into the root as they are.
+    let tile = std::fs::read_dir(dir.path().join("tile/0/002.p"))
+        .expect("partial tiles")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .max_by_key(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<u32>().ok())
+        })
+        .expect("a partial tile");
+    let mut bad = std::fs::read(&tile).expect("the tile");
+    bad[32 * 7] ^= 1;
+    std::fs::write(&tile, &bad).expect("swap a leaf hash");
+    let mut log = AuditLog::open(dir.path(), Some(key()), origin_opts()).expect("reopens");
+    append(&mut log, 700, 2);
+    log.close().expect("close");
+    let aside = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("tile.damaged-"));
+    assert!(aside, "the tiles were not rebuilt");
+    // The rebuilt tiles give the newest signed head's root.
+    let note =
+        std::fs::read_to_string(dir.path().join(super::tree::CHECKPOINT_FILE)).expect("checkpoint");
+    let note = super::tlog::SignedNote::parse(note.as_bytes()).expect("note");
+    let head = super::tlog::Checkpoint::parse(note.text()).expect("checkpoint");
+    let tiles = super::tlog::TileStore::open_read_only(dir.path(), head.size()).expect("tiles");
+    assert_eq!(tiles.root().expect("root"), *head.root());
+    let report = verify(dir.path());
+    assert!(report.is_intact(), "{report:?}");
+}
+
+/// A record changed in an older file (its own hash recomputed, which needs no key) is
+/// not signed over either: the rebuilt tree still disagrees with the last signed head,
+/// and the writer refuses to open the log.
+#[test]
+fn a_log_changed_before_its_last_signed_head_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = || AuditOptions {
+        origin: Some("test.example/host-a".into()),
+        ..small_files()
+    };
+    let mut log = AuditLog::open(dir.path(), Some(key()), opts()).expect("open");
+    append(&mut log, 1, 30);
+    log.close().expect("close");
+    let path = first_file(dir.path());
+    let mut lines = read_lines(&path);
+    let target = lines
+        .iter()
+        .position(|l| l.contains("\"kind\":\"decision\""))
+        .expect("a decision");
+    let mut one = vec![lines[target].replace("\"uid\":1000", "\"uid\":0")];
+    super::testkit::rewrite(&mut one, |_| {});
+    // Only this line's own hash is recomputed; its prev stays as it was.
+    let original_prev =
+        lines[target][lines[target].find("\"prev\":\"").expect("prev")..][..136].to_owned();
+    let resealed_prev = one[0][one[0].find("\"prev\":\"").expect("prev")..][..136].to_owned();
+    let mut text = one[0].replace(&resealed_prev, &original_prev);
+    let unsealed = Unsealed::new(text.as_bytes()).expect("unseal");
+    let hash = ChainHash::of(&unsealed.canonical);
+    text = format!(
+        "{},\"hash\":\"{hash}\"}}",
+        &String::from_utf8(unsealed.canonical).expect("utf8")
+            [..text.rfind(",\"hash\"").expect("hash")]
+    );
+    lines[target] = text;
+    write_lines(&path, &lines);
+    std::fs::remove_dir_all(dir.path().join("tile")).expect("drop the tiles");
+    let error = AuditLog::open(dir.path(), Some(key()), opts()).expect_err("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("no longer matches the tree head"),
+        "{error}"
+    );
+}

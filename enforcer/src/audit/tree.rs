@@ -20,9 +20,14 @@
 use std::path::{Path, PathBuf};
 
 use super::AuditError;
+use super::chain::Unsealed;
 use super::files::LogFile;
+use super::record::Body;
 use super::tlog::note_key::check_key_name;
-use super::tlog::{Checkpoint, NoteSigner, SignedNote, TileError, TileStore, TreeHash, leaf_hash};
+use super::tlog::{
+    Checkpoint, NoteSigner, NoteVerifier, NoteVerifiers, SignedNote, TileError, TileStore,
+    TreeHash, leaf_hash, tree_root,
+};
 use super::verify::{for_each_line, seq_prefix};
 use crate::authz::trust::SigningKey;
 
@@ -71,6 +76,13 @@ pub enum TreeError {
         line: usize,
         expected: u64,
     },
+    #[error(
+        "the audit log in {dir} no longer matches the tree head it signed at size {size}: \
+         a record before it was changed. The agent will not sign over it; run `enforcer \
+         audit verify --trust` and move the directory aside to start a new log",
+        dir = .dir.display()
+    )]
+    Diverged { dir: PathBuf, size: u64 },
     #[error("the audit origin {origin:?} cannot name a checkpoint: {problem}")]
     Origin { origin: String, problem: String },
 }
@@ -88,11 +100,18 @@ impl LogTree {
     /// Opens the tiles in `dir` and appends the leaves of every record in `files` that
     /// they lack (all of them, the first time a format-1 log is opened), so that the tree
     /// has exactly `records` leaves.
+    ///
+    /// Before the writer signs anything new, the tree must agree with the last tree head
+    /// the log holds that `key` signed: otherwise the next signature would vouch for
+    /// whatever the tiles or the older log files were changed to. Tiles that disagree are
+    /// rebuilt from the log; a log that still disagrees was changed before that head, and
+    /// is refused.
     pub(crate) fn open(
         dir: &Path,
         origin: String,
         files: &[LogFile],
         records: u64,
+        key: Option<&SigningKey>,
     ) -> Result<Self, AuditError> {
         let bad_origin = |problem: String| TreeError::Origin {
             origin: origin.clone(),
@@ -101,6 +120,10 @@ impl LogTree {
         Checkpoint::new(&origin, 0, super::tlog::empty_root())
             .map_err(|e| bad_origin(e.to_string()))?;
         check_key_name(&origin).map_err(|e| bad_origin(e.to_string()))?;
+        let signed = match key {
+            Some(key) => last_signed_head(files, key)?,
+            None => None,
+        };
         let mut tiles = match TileStore::open(dir) {
             Ok(tiles) => tiles,
             // Tiles are a cache of the log: a store a crash damaged is set aside and
@@ -111,36 +134,29 @@ impl LogTree {
                 | TileError::Missing { .. }
                 | TileError::Ahead { .. }
                 | TileError::Mismatch { .. }),
-            ) => {
-                let aside = dir.join(format!("tile.damaged-{}", std::process::id()));
-                tracing::warn!(
-                    aside = %aside.display(),
-                    "the tiles beside the audit log are damaged ({e}); rebuilding them from \
-                     the log"
-                );
-                std::fs::rename(dir.join("tile"), &aside).map_err(AuditError::io(&aside))?;
-                TileStore::open(dir).map_err(TreeError::from)?
-            }
+            ) => rebuild(dir, &e.to_string())?,
             Err(e) => return Err(TreeError::from(e).into()),
         };
-        if tiles.size() > records {
-            return Err(TreeError::AheadOfLog {
-                dir: dir.to_owned(),
-                tiles: tiles.size(),
-                records,
+        let mut rebuilt = false;
+        loop {
+            fill(&mut tiles, dir, files, records)?;
+            let Some((size, root)) = &signed else { break };
+            let ours = tree_root(&tiles, *size).map_err(TreeError::from)?;
+            if ours == *root {
+                break;
             }
-            .into());
-        }
-        if tiles.size() < records {
-            catch_up(&mut tiles, files)?;
-        }
-        if tiles.size() != records {
-            return Err(TreeError::Short {
-                dir: dir.to_owned(),
-                leaves: tiles.size(),
-                records,
+            if rebuilt {
+                return Err(TreeError::Diverged {
+                    dir: dir.to_owned(),
+                    size: *size,
+                }
+                .into());
             }
-            .into());
+            tiles = rebuild(
+                dir,
+                &format!("their tree of {size} records is not the one the log last signed"),
+            )?;
+            rebuilt = true;
         }
         Ok(Self {
             dir: dir.to_owned(),
@@ -186,6 +202,98 @@ impl LogTree {
         let path = self.dir.join(CHECKPOINT_FILE);
         crate::fsutil::replace_atomically(&path, note.to_string().as_bytes(), CHECKPOINT_MODE)
             .map_err(AuditError::io(path))
+    }
+}
+
+/// Brings `tiles` to exactly the `records` records of the log.
+fn fill(
+    tiles: &mut TileStore,
+    dir: &Path,
+    files: &[LogFile],
+    records: u64,
+) -> Result<(), AuditError> {
+    if tiles.size() > records {
+        return Err(TreeError::AheadOfLog {
+            dir: dir.to_owned(),
+            tiles: tiles.size(),
+            records,
+        }
+        .into());
+    }
+    if tiles.size() < records {
+        catch_up(tiles, files)?;
+    }
+    if tiles.size() != records {
+        return Err(TreeError::Short {
+            dir: dir.to_owned(),
+            leaves: tiles.size(),
+            records,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Sets the tile store in `dir` aside (kept for a look) and starts an empty one.
+fn rebuild(dir: &Path, why: &str) -> Result<TileStore, AuditError> {
+    let aside = dir.join(format!("tile.damaged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&aside);
+    tracing::warn!(
+        aside = %aside.display(),
+        "the tiles beside the audit log are damaged ({why}); rebuilding them from the log"
+    );
+    std::fs::rename(dir.join("tile"), &aside).map_err(AuditError::io(&aside))?;
+    Ok(TileStore::open(dir).map_err(TreeError::from)?)
+}
+
+/// The newest tree head in the log that `key` signed: its size and root. Heads signed by
+/// another key (an earlier host key) cannot be told from forgeries and are passed over
+/// with a warning.
+fn last_signed_head(
+    files: &[LogFile],
+    key: &SigningKey,
+) -> Result<Option<(u64, TreeHash)>, AuditError> {
+    for file in files.iter().rev() {
+        let mut newest = None;
+        let _ = for_each_line(&file.path, |_, bytes| {
+            if let Some(note) = note_of(bytes) {
+                newest = Some(note);
+            }
+            Ok::<(), ()>(())
+        })?;
+        let Some(text) = newest else { continue };
+        let head = SignedNote::parse(text.as_bytes())
+            .ok()
+            .and_then(|note| Checkpoint::parse(note.text()).ok().map(|c| (note, c)));
+        let Some((note, head)) = head else {
+            tracing::warn!(file = %file.path.display(), "the log's newest tree head is not a checkpoint note");
+            return Ok(None);
+        };
+        let verifier = NoteVerifier::new(head.origin(), key.public_key())
+            .and_then(|v| NoteVerifiers::new([v]));
+        if verifier.is_ok_and(|keys| note.verify(&keys).is_ok()) {
+            return Ok(Some((head.size(), *head.root())));
+        }
+        tracing::warn!(
+            file = %file.path.display(),
+            "the log's newest tree head is not signed by this host key (was the key \
+             changed?); the tree is not checked against it"
+        );
+        return Ok(None);
+    }
+    Ok(None)
+}
+
+/// The `note` of a checkpoint record's line, if it has one.
+fn note_of(line: &[u8]) -> Option<String> {
+    let contains = |needle: &[u8]| line.windows(needle.len()).any(|w| w == needle);
+    if !contains(b"\"kind\":\"checkpoint\"") || !contains(b"\"note\":") {
+        return None;
+    }
+    let record = Unsealed::new(line).ok()?.record().ok()?;
+    match record.body {
+        Body::Checkpoint(checkpoint) => checkpoint.note,
+        _ => None,
     }
 }
 

@@ -158,7 +158,7 @@ impl AuditLog {
             Some(origin) => origin.clone(),
             None => default_origin()?,
         };
-        let tree = LogTree::open(dir, origin.clone(), &listed, next_seq)?;
+        let tree = LogTree::open(dir, origin.clone(), &listed, next_seq, host_key.as_ref())?;
         let key_id = host_key.as_ref().map(|k| k.key_id().to_string());
         let now = Instant::now();
         let mut log = Self {

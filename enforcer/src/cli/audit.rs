@@ -525,6 +525,22 @@ fn prove_command(dir: &Path, args: &ProveArgs) -> anyhow::Result<ExitCode> {
 fn consistency_command(dir: &Path, args: &ConsistencyArgs) -> anyhow::Result<ExitCode> {
     let old =
         std::fs::read(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
+    // Signatures first: an unsigned or forged old checkpoint proves nothing either way.
+    if let Some(path) = &args.trust {
+        let key = trust::load_public_key(path)?;
+        let current = std::fs::read(dir.join(audit::tree::CHECKPOINT_FILE))
+            .with_context(|| format!("reading the log's checkpoint in {}", dir.display()))?;
+        for (what, note) in [("old", &old), ("newest", &current)] {
+            let origin = tlog::SignedNote::parse(note)
+                .map_err(anyhow::Error::from)
+                .and_then(|n| Ok(tlog::Checkpoint::parse(n.text())?.origin().to_owned()))
+                .with_context(|| format!("the {what} checkpoint is not a checkpoint note"))?;
+            let keys = NoteVerifiers::new([NoteVerifier::new(&origin, key)?])?;
+            tlog::Checkpoint::open(note, &origin, &keys).with_context(|| {
+                format!("the {what} checkpoint is not signed by {}", path.display())
+            })?;
+        }
+    }
     let extension = match proof::prove_consistency(dir, &old) {
         Ok(extension) => extension,
         Err(
@@ -535,19 +551,6 @@ fn consistency_command(dir: &Path, args: &ConsistencyArgs) -> anyhow::Result<Exi
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(path) = &args.trust {
-        let key = trust::load_public_key(path)?;
-        let origin = extension.new.origin();
-        let keys = NoteVerifiers::new([NoteVerifier::new(origin, key)?])?;
-        for (what, note) in [
-            ("old", &old[..]),
-            ("newest", extension.new_note.to_string().as_bytes()),
-        ] {
-            tlog::Checkpoint::open(note, origin, &keys).with_context(|| {
-                format!("the {what} checkpoint is not signed by {}", path.display())
-            })?;
-        }
-    }
     println!(
         "CONSISTENT: the log {} at size {} extends the checkpoint of size {}",
         extension.new.origin(),

@@ -163,6 +163,7 @@ impl Pusher {
             });
         }
         if cosigned.signatures().len() > note.signatures().len()
+            && self.keeps_every_witness(&cosigned)
             && let Err(e) = self.save(&cosigned)
             && let Some(first) = outcomes.iter_mut().find(|o| o.result.is_ok())
         {
@@ -232,6 +233,22 @@ impl Pusher {
         let tiles =
             TileStore::open_read_only(&self.dir, new).map_err(|e| problem(e.to_string()))?;
         consistency_proof(&tiles, old, new).map_err(|e| problem(e.to_string()))
+    }
+
+    /// Whether `note` has a cosignature from every witness the kept cosigned checkpoint
+    /// has: a witness that missed one round must not drop out of the proofs made
+    /// meanwhile (the kept one still covers everything up to its size).
+    fn keeps_every_witness(&self, note: &SignedNote) -> bool {
+        let Ok(text) = std::fs::read(self.dir.join(COSIGNED_FILE)) else {
+            return true;
+        };
+        let Ok(kept) = SignedNote::parse(&text) else {
+            return true;
+        };
+        self.targets.iter().all(|t| {
+            let had = t.verifier.verify_note(&kept).ok().flatten().is_some();
+            !had || t.verifier.verify_note(note).ok().flatten().is_some()
+        })
     }
 
     fn save(&self, note: &SignedNote) -> Result<(), PushError> {

@@ -476,19 +476,37 @@ fn a_witness_cosigns_checkpoints_and_refuses_a_forked_log(env: &Env) {
         "{out}"
     );
 
-    // Fork the log: rewrite its first record, rechain, drop the tiles; the agent rebuilds
-    // them and signs the forked tree with the real host key.
+    // Fork the log as a holder of the host key would: its first record rewritten, every
+    // checkpoint re-signed, its tree heads left out and the tiles dropped; the agent then
+    // signs the forged tree afresh. (Without the key, the agent refuses to sign over a
+    // changed log: the tree would not match its last signed head.)
     let first = kit.audit_dir().join("audit-000001.jsonl");
+    let key = enforcer::authz::trust::SigningKey::load(Path::new(&format!("{host}.key")))
+        .expect("the host key");
     let text = read(&first);
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    lines[0] = lines[0].replacen("\"previous\":\"none\"", "\"previous\":\"clean\"", 1);
     let mut head = enforcer::audit::ChainHash::GENESIS;
     let mut sealed = Vec::new();
     for line in &mut lines {
         let mut record = enforcer::audit::chain::Unsealed::new(line.as_bytes())
-            .and_then(|u| u.record().map_err(|_| "not a record"))
+            .ok()
+            .and_then(|u| u.record().ok())
             .expect("a record of the log");
         record.prev = head;
+        match &mut record.body {
+            enforcer::audit::Body::Start(start) if record.seq == 0 => {
+                start.previous = enforcer::audit::record::PreviousEnd::Clean;
+            }
+            enforcer::audit::Body::Checkpoint(checkpoint) => {
+                (checkpoint.note, checkpoint.signature) = (None, None);
+                let bytes = serde_json::to_vec(&record).expect("encode");
+                let signature = enforcer::audit::chain::sign_checkpoint(&key, &bytes);
+                if let enforcer::audit::Body::Checkpoint(checkpoint) = &mut record.body {
+                    checkpoint.signature = Some(signature);
+                }
+            }
+            _ => {}
+        }
         head = enforcer::audit::chain::seal(&record, &mut sealed).expect("seal");
         *line = String::from_utf8_lossy(sealed.strip_suffix(b"\n").unwrap_or(&sealed)).into_owned();
     }

@@ -79,21 +79,29 @@ pub fn prove(dir: &Path, selector: &Selector) -> Result<ProofFile, ProveError> {
     })?;
     // The newest checkpoint with witness cosignatures, when it covers the record: the
     // proof then carries them.
-    let (note, head) = match read_checkpoint(&dir.join(COSIGNED_FILE)) {
-        Ok((cosigned, cosigned_head))
-            if index < cosigned_head.size() && cosigned_head.origin() == head.origin() =>
-        {
-            (cosigned, cosigned_head)
-        }
-        _ => (note, head),
-    };
     if index >= head.size() {
         return Err(ProveError::NotYetCheckpointed {
             seq: index,
             size: head.size(),
         });
     }
-    let tiles = TileStore::open_read_only(dir, head.size())?;
+    // The newest checkpoint with witness cosignatures, when it covers the record and its
+    // tiles are still there (a rebuild keeps only the newest sizes'): the proof then
+    // carries the cosignatures.
+    let cosigned = read_checkpoint(&dir.join(COSIGNED_FILE))
+        .ok()
+        .filter(|(_, c)| index < c.size() && c.origin() == head.origin())
+        .and_then(|(note, c)| {
+            let tiles = TileStore::open_read_only(dir, c.size()).ok()?;
+            Some((note, c, tiles))
+        });
+    let (note, head, tiles) = match cosigned {
+        Some(found) => found,
+        None => {
+            let tiles = TileStore::open_read_only(dir, head.size())?;
+            (note, head, tiles)
+        }
+    };
     let inclusion = inclusion_proof(&tiles, index, head.size())?
         .iter()
         .map(tlog::TreeHash::to_base64)

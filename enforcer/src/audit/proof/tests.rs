@@ -338,15 +338,10 @@ fn the_log_extends_its_old_checkpoints_and_a_rewritten_one_does_not() {
     assert!(extension.new.size() > extension.old.size());
     assert!(!extension.proof.is_empty());
 
-    // Rewrite the first record, drop the tiles, and let the agent rebuild and re-sign.
+    // A holder of the host key forges another history: the first record rewritten, the
+    // checkpoints re-signed; the agent then signs the forged tree afresh.
     let file = dir.path().join(crate::audit::files::name(1));
-    crate::audit::testkit::rewrite_file(&file, |record| {
-        if let crate::audit::Body::Start(start) = &mut record.body
-            && record.seq == 0
-        {
-            start.previous = crate::audit::record::PreviousEnd::Clean;
-        }
-    });
+    crate::audit::testkit::forge_history(&file, &host_key());
     std::fs::remove_dir_all(dir.path().join("tile")).expect("tiles");
     let log = AuditLog::open(dir.path(), Some(host_key()), opts()).expect("rebuilt");
     log.close().expect("close");

@@ -81,15 +81,10 @@ async fn checkpoints_are_cosigned_proofs_carry_it_and_a_forked_log_is_refused() 
     assert_eq!(proven.witnessed_by.len(), 1, "{proven}");
     log.close().expect("close");
 
-    // Fork: rewrite the first record, rebuild the tiles, and let the agent re-sign.
+    // Fork: a holder of the host key rewrites the first record and re-signs the
+    // checkpoints; the agent then signs the forged tree afresh.
     let file = log_dir.join(crate::audit::files::name(1));
-    crate::audit::testkit::rewrite_file(&file, |record| {
-        if let crate::audit::Body::Start(start) = &mut record.body
-            && record.seq == 0
-        {
-            start.previous = crate::audit::record::PreviousEnd::Clean;
-        }
-    });
+    crate::audit::testkit::forge_history(&file, &log_key());
     std::fs::remove_dir_all(log_dir.join("tile")).expect("tiles");
     let mut forked = AuditLog::open(&log_dir, Some(log_key()), opts()).expect("reopen");
     let note = grow(&mut forked, 2);
