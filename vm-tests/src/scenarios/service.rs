@@ -6,6 +6,7 @@
 //! keys (`support::signed::Kit`), run a real `enforcer run`, and assert on what a user
 //! observes: exit codes, errnos, signals, the agent's answers.
 
+use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -426,18 +427,7 @@ fn unload_stops_enforcement(env: &Env) {
 }
 
 fn http_window_tells_readiness_and_counts_decisions(env: &Env) {
-    let kit = Kit::new("http");
-    let (notify, notify_path) = notify_socket(&kit);
-    let config = kit.work.join("config.toml");
-    write_kit_config(
-        &kit,
-        &config,
-        &format!("[http]\nlisten = \"{HTTP_ADDR}\"\n"),
-    );
-    let agent = run_with_config(env, &config, &notify_path);
-    expect_notification(&notify, "READY=1", AGENT_READY);
-    // Ready once the loop has drained the ring buffer and the checks have run.
-    let ready = poll_http("/readyz", Duration::from_secs(15), |code, _| code == 200);
+    let (agent, _notify, ready) = http_agent(env, "http");
     let readiness: Readiness = serde_json::from_str(&ready)
         .unwrap_or_else(|e| panic!("/readyz is not a readiness report: {e}: {ready}"));
     assert!(
@@ -484,17 +474,7 @@ fn http_window_tells_readiness_and_counts_decisions(env: &Env) {
 fn http_api_streams_pages_and_traces_a_denial(env: &Env) {
     use std::io::{Read as _, Write as _};
 
-    let kit = Kit::new("http-api");
-    let (notify, notify_path) = notify_socket(&kit);
-    let config = kit.work.join("config.toml");
-    write_kit_config(
-        &kit,
-        &config,
-        &format!("[http]\nlisten = \"{HTTP_ADDR}\"\n"),
-    );
-    let agent = run_with_config(env, &config, &notify_path);
-    expect_notification(&notify, "READY=1", AGENT_READY);
-    poll_http("/readyz", Duration::from_secs(15), |code, _| code == 200);
+    let (agent, _notify, _) = http_agent(env, "http-api");
 
     // A stream opened before the denial sees it, from the agent's own feed.
     let scope = format!("/{LIVE}");
@@ -590,6 +570,25 @@ const HTTP_ADDR: &str = "127.0.0.1:9464";
 
 /// GETs `path` until `done(status, body)` holds or `limit` passes; returns the body.
 #[track_caller]
+/// An agent of a fresh kit `name` with the HTTP window on [`HTTP_ADDR`], once it has told
+/// systemd it is ready and `/readyz` answers 200 (the loop has drained the ring buffer
+/// and the checks have run); also its notification socket (keep it while the agent
+/// runs) and that answer.
+fn http_agent(env: &Env, name: &str) -> (Reaped, UnixDatagram, String) {
+    let kit = Kit::new(name);
+    let (notify, notify_path) = notify_socket(&kit);
+    let config = kit.work.join("config.toml");
+    write_kit_config(
+        &kit,
+        &config,
+        &format!("[http]\nlisten = \"{HTTP_ADDR}\"\n"),
+    );
+    let agent = run_with_config(env, &config, &notify_path);
+    expect_notification(&notify, "READY=1", AGENT_READY);
+    let ready = poll_http("/readyz", Duration::from_secs(15), |code, _| code == 200);
+    (agent, notify, ready)
+}
+
 fn poll_http(path: &str, limit: Duration, done: impl Fn(u16, &str) -> bool) -> String {
     let start = Instant::now();
     loop {
