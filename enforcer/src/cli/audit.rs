@@ -290,8 +290,13 @@ fn print_report(report: &Report, key: Option<trust::KeyId>, warnings: &[String])
     }
     match (report.format2_from, &report.origin) {
         (Some(from), Some(origin)) => println!(
-            "  format 2 from seq {from}: {} signed tree head(s) match the records, origin {origin}",
-            report.tree_heads
+            "  format 2 from seq {from}: {} tree head(s) match the records ({}), origin {origin}",
+            report.tree_heads,
+            if key.is_some() {
+                "each signed by the host key"
+            } else {
+                "their signatures not checked without --trust"
+            }
         ),
         _ => println!("  format 1 (hash chain only, no Merkle tree)"),
     }
