@@ -12,12 +12,19 @@ pub(crate) fn run(ws: &Workspace) -> Result<Tally> {
     let mut test = cargo();
     test.current_dir(&ws.root).args(["test", "--no-fail-fast"]);
     let mut tally = Tally::default();
+    let mut failures = Vec::new();
     let status = cmd::stream(&mut test, |line| {
         println!("{line}");
         if let Some(result) = parse_summary(&line) {
             tally = tally + result;
+        } else if let Some(name) = failed_test(&line) {
+            failures.push(name.to_owned());
         }
     })?;
+    // Repeated at the end, so that a log cut to its last lines still names what failed.
+    for name in &failures {
+        println!("host tests: FAIL {name}");
+    }
     if !status.success() && tally.failed == 0 {
         // A build error or a crashed test binary prints no failed count of its own.
         eprintln!(
@@ -26,6 +33,11 @@ pub(crate) fn run(ws: &Workspace) -> Result<Tally> {
         tally.failed += 1;
     }
     Ok(tally)
+}
+
+/// The name in libtest's `test audit::tests::x ... FAILED` line.
+fn failed_test(line: &str) -> Option<&str> {
+    line.strip_prefix("test ")?.strip_suffix(" ... FAILED")
 }
 
 /// libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
@@ -68,5 +80,7 @@ mod tests {
             })
         );
         assert_eq!(parse_summary("running 3 tests"), None);
+        assert_eq!(failed_test("test a::b ... FAILED"), Some("a::b"));
+        assert_eq!(failed_test("test a::b ... ok"), None);
     }
 }
