@@ -145,6 +145,9 @@ fn init_script(payload: &Payload) -> String {
         ("proc", "/proc"),
         ("sysfs", "/sys"),
         ("securityfs", "/sys/kernel/security"),
+        // Where systemd mounts them: the kernel-interface scenarios write there.
+        ("tracefs", "/sys/kernel/tracing"),
+        ("debugfs", "/sys/kernel/debug"),
         ("cgroup2", "/sys/fs/cgroup"),
         ("bpf", "/sys/fs/bpf"),
         ("tmpfs", "/tmp"),

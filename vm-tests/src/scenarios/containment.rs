@@ -32,6 +32,10 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     kexec_load_refused,
     kexec_file_load_refused,
     setting_core_pattern_refused,
+    writing_a_sysfs_knob_refused,
+    writing_a_debugfs_knob_refused,
+    defining_a_kprobe_event_refused,
+    writing_a_securityfs_file_refused,
     sysrq_refused,
     creating_an_autostart_file_refused,
     changing_the_trust_store_refused,
@@ -200,6 +204,64 @@ fn setting_core_pattern_refused(env: &Env) {
             "sysctl-write",
             "/proc/sys/kernel/core_pattern",
             "|/bin/false %p",
+        ],
+        EPERM,
+        ("file_open", "read-only"),
+    )
+    .check(env);
+}
+
+fn writing_a_sysfs_knob_refused(env: &Env) {
+    // sysfs binds and unbinds drivers, suspends the host and tunes the memory manager for
+    // every process; KSM's scan interval stands in for them, being harmless to change.
+    escape(
+        "sysfs-knob",
+        &["sysctl-write", "/sys/kernel/mm/ksm/sleep_millisecs", "25"],
+        EPERM,
+        ("file_open", "read-only"),
+    )
+    .check(env);
+}
+
+fn writing_a_debugfs_knob_refused(env: &Env) {
+    // debugfs writes reach drivers and the memory manager with no permission model of
+    // their own; the fault-around size stands in, being harmless to change. debugfs asks
+    // lockdown before it opens a writable file at all, for reading too
+    // (`debugfs_locked_down`), so the technique's first step, reading the old value, is
+    // the one refused.
+    escape(
+        "debugfs-knob",
+        &[
+            "sysctl-write",
+            "/sys/kernel/debug/fault_around_bytes",
+            "4096",
+        ],
+        EPERM,
+        ("locked_down", "kernel"),
+    )
+    .check(env);
+}
+
+fn defining_a_kprobe_event_refused(env: &Env) {
+    escape(
+        "kprobe-event",
+        &["kprobe-event"],
+        EPERM,
+        ("file_open", "read-only"),
+    )
+    .check(env);
+}
+
+fn writing_a_securityfs_file_refused(env: &Env) {
+    // securityfs is where LSM policies are loaded and replaced (AppArmor profiles, IMA and
+    // TOMOYO policies, lockdown's level). TOMOYO's query file stands in: answering a
+    // query nobody asked ("A0=0") changes nothing, and TOMOYO runs on all three kernels.
+    escape(
+        "securityfs-file",
+        &[
+            "sysctl-write",
+            "/sys/kernel/security/tomoyo/query",
+            "A0=0\n",
         ],
         EPERM,
         ("file_open", "read-only"),

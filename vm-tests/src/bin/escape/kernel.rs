@@ -220,12 +220,15 @@ pub(crate) fn kexec_file() {
     println!("kexec_file_load: accepted (unload: nothing was staged)");
 }
 
-/// Writes `VALUE` to the sysctl file `PATH`, then writes the old value back.
+/// Writes `VALUE` to the kernel-interface file `PATH` (a sysctl, a sysfs or debugfs
+/// knob), then writes the old value back.
 ///
-/// Kernel path: `proc_sys_write` → `sysctl_perm` → the table's handler.
-/// Escape: sysctls are host-wide: kernel.core_pattern ("|/path") makes the kernel run a
+/// Kernel path: `proc_sys_write` → `sysctl_perm` → the table's handler; sysfs
+/// `kernfs_fop_write_iter` → the attribute's store; debugfs `full_proxy_write`.
+/// Escape: these files are host-wide: kernel.core_pattern ("|/path") makes the kernel run a
 /// program as root outside every scope on the next crash (a usermode helper),
-/// kernel.modprobe likewise, and others switch protections off.
+/// kernel.modprobe likewise, and others switch protections off; sysfs binds drivers and
+/// suspends the host; debugfs changes the memory manager and drivers.
 pub(crate) fn sysctl(path: &str, value: &str) {
     let old = std::fs::read(path).unwrap_or_else(|err| sys::fail_io(&format!("read {path}"), &err));
     println!("{path} was {:?}", String::from_utf8_lossy(&old).trim_end());
@@ -233,6 +236,36 @@ pub(crate) fn sysctl(path: &str, value: &str) {
     println!("wrote {value:?} to {path}");
     sys::restore(path, &old, &format!("restore {path}"));
     println!("restored {path}");
+}
+
+/// Where tracefs is mounted (the VM's init mounts it, as systemd does).
+const KPROBE_EVENTS: &str = "/sys/kernel/tracing/kprobe_events";
+
+/// Defines a kprobe event through tracefs, then removes it.
+///
+/// Kernel path: `probes_write` → `trace_parse_run_command` → `create_or_delete_trace_kprobe`
+/// (kernel/trace/trace_kprobe.c). Opened without O_TRUNC, which would clear every event.
+/// Escape: a kprobe event is the kernel running a probe of the caller's choosing at any
+/// kernel function, host-wide; with a filter or trigger it changes what the kernel does
+/// and reads kernel memory for every process, the agent's included.
+pub(crate) fn kprobe_event() {
+    let fd = sys::open(
+        KPROBE_EVENTS,
+        libc::O_WRONLY | libc::O_APPEND,
+        0,
+        "open kprobe_events",
+    );
+    sys::write(
+        fd.as_raw_fd(),
+        b"p:enforcer_escape/probe vfs_read\n",
+        "define a kprobe event",
+    );
+    println!("kprobe event enforcer_escape/probe defined on vfs_read");
+    let remove = b"-:enforcer_escape/probe\n";
+    // SAFETY: `remove` is valid for its length.
+    let n = unsafe { libc::write(fd.as_raw_fd(), remove.as_ptr().cast(), remove.len()) };
+    sys::undo(n, "remove the kprobe event");
+    println!("kprobe event removed");
 }
 
 /// Writes "h" to /proc/sysrq-trigger: the kernel prints the sysrq help to its log.

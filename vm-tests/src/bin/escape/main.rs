@@ -27,7 +27,7 @@ const USAGE: &str = "usage: escape <technique> [args...]
   bpf-mount DIR | module-load KO | module-load-mem KO | perf-open | ioperm | kexec
   kexec-file
   request-key | request-module
-  sysctl-write PATH VALUE | sysrq | write-file PATH | read-file PATH | flock DIR | mknod PATH
+  sysctl-write PATH VALUE | kprobe-event | sysrq | write-file PATH | read-file PATH | flock DIR | mknod PATH
   device-write PATH | chattr PATH | kill PID SIG | renice PID | prlimit PID | sigio PID
   connect-unix PATH | sendto-unix PATH | tiocsti";
 
@@ -57,6 +57,7 @@ fn main() {
         ("request-key", []) => kernel::request_key(),
         ("request-module", []) => kernel::request_module(),
         ("sysctl-write", [path, value]) => kernel::sysctl(path, value),
+        ("kprobe-event", []) => kernel::kprobe_event(),
         ("sysrq", []) => kernel::sysrq(),
         ("write-file", [path]) => files::write(path),
         ("read-file", [path]) => files::read(path),
