@@ -67,11 +67,18 @@ const MARKER: &str = "package";
 
 /// The marker line that lists the extracted modules; a marker without it predates them.
 const MODULES_LINE: &str = "modules: ";
+/// The marker's line naming the [`TEST_MODULES`] that were looked for.
+const WANTED_LINE: &str = "modules wanted: ";
 
 /// Modules the scenarios load (paths under `lib/modules/<release>/kernel/`, without the
-/// extension): overlayfs for the user-namespace mount, and a module with no dependencies
-/// and no hardware, loaded and unloaded to show that a scope cannot load one.
-const TEST_MODULES: [&str; 2] = ["fs/overlayfs/overlay", "fs/nls/nls_iso8859-2"];
+/// extension): overlayfs for the user-namespace mount, a module with no dependencies and
+/// no hardware, loaded and unloaded to show that a scope cannot load one, and FUSE (built
+/// in from 6.12 on) for a filesystem whose content a process serves.
+const TEST_MODULES: [&str; 3] = [
+    "fs/overlayfs/overlay",
+    "fs/nls/nls_iso8859-2",
+    "fs/fuse/fuse",
+];
 
 /// clap value parser for `--kernel`.
 pub(crate) fn parse_name(name: &str) -> Result<&'static KernelSpec, String> {
@@ -154,8 +161,10 @@ fn cached(dir: &Path) -> Option<Kernel> {
     let vmlinuz = dir.join("vmlinuz");
     // The marker is written last, so its presence means the copy finished.
     let package = fs::read_to_string(dir.join(MARKER)).ok()?;
-    if !package.lines().any(|l| l.starts_with(MODULES_LINE)) {
-        // Cached before modules were extracted: fetch again.
+    if !package.lines().any(|l| l.starts_with(MODULES_LINE))
+        || !package.lines().any(|l| l == wanted_line())
+    {
+        // Cached before these modules were wanted: fetch again.
         return None;
     }
     let config = dir.join("config");
@@ -239,10 +248,17 @@ fn download(ws: &Workspace, spec: &KernelSpec, dir: &Path) -> Result<()> {
     } else {
         names.join(" ")
     };
-    let marker = format!("{image} {version}\nconfig: {config_from}\n{MODULES_LINE}{names}\n");
+    let marker = format!(
+        "{image} {version}\nconfig: {config_from}\n{MODULES_LINE}{names}\n{}\n",
+        wanted_line()
+    );
     fs::write(dir.join(MARKER), marker)
         .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))?;
     fs::remove_dir_all(&work).with_context(|| format!("cannot remove {}", work.display()))
+}
+
+fn wanted_line() -> String {
+    format!("{WANTED_LINE}{}", TEST_MODULES.join(" "))
 }
 
 /// The [`TEST_MODULES`] found in an unpacked kernel package, whatever their compression.

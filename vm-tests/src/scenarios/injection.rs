@@ -4,10 +4,12 @@
 //! a checked file"): each technique runs its injected code outside every scope, and is
 //! refused in the scope with its errno and an audit record.
 
+use std::path::Path;
+
 use libc::{EPERM, ETXTBSY};
 
-use crate::support::Env;
 use crate::support::contained::{Case, Fixture, Shows, Who};
+use crate::support::{Env, fuse, modules};
 
 pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     writing_a_mapped_copy_of_granted_code_refused,
@@ -22,6 +24,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     read_implies_exec_refused,
     read_implies_exec_heap_refused,
     executable_dev_zero_refused,
+    mapping_code_served_by_fuse_refused,
     userfaultfd_refused,
     io_uring_refused,
     direct_io_refused,
@@ -169,6 +172,29 @@ fn executable_dev_zero_refused(env: &Env) {
     .check(env);
 }
 
+/// Where the FUSE scenario mounts its filesystem, and its one file.
+const SERVED_DIR: &str = "/run/enforcer-tests/fuse";
+const SERVED_FILE: &str = "/run/enforcer-tests/fuse/code";
+
+fn mapping_code_served_by_fuse_refused(env: &Env) {
+    // A process outside every scope serves CODE from a FUSE file (as a user's sshfs mount
+    // or a FUSE daemon would); whoever is in the scope may read it. The scope cannot mount
+    // FUSE itself (the mount rows), but reaches mounts made outside.
+    modules::load("fuse");
+    let _served = fuse::Served::mount(
+        Path::new(SERVED_DIR),
+        "code",
+        vm_tests::technique::CODE.to_vec(),
+    );
+    inject(
+        "fuse-map",
+        &["map-served", SERVED_FILE],
+        EPERM,
+        ("mmap_file", "untrusted-filesystem"),
+    )
+    .check(env);
+}
+
 fn userfaultfd_refused(env: &Env) {
     // The handler fills a hole of a checked executable mapping with its own bytes.
     inject(
@@ -273,7 +299,7 @@ fn executable_stack_of_an_ia32_program_killed_before_it_runs(env: &Env) {
 fn overlay_mount_in_a_user_namespace_refused(env: &Env) {
     // Writes to an overlay's upper file change what the overlay file maps; in a user
     // namespace anyone may mount one.
-    crate::support::modules::load("overlay");
+    modules::load("overlay");
     inject(
         "overlay",
         &["overlay", "{lib}", "{dir}"],

@@ -5,6 +5,7 @@
 pub(crate) mod agent;
 pub(crate) mod audit;
 pub(crate) mod contained;
+pub(crate) mod fuse;
 pub(crate) mod modules;
 pub(crate) mod policy;
 pub(crate) mod run;

@@ -149,6 +149,19 @@ pub(crate) fn deleted_map(lib: &str, dir: &str) -> ! {
     run(at)
 }
 
+/// Maps `FILE`, whose content is `CODE` served by a process (FUSE), executable.
+///
+/// Kernel path: `do_mmap` → `security_mmap_file` with `PROT_EXEC` on a file of a FUSE
+/// mount; the pages come from `fuse_read_folio` → the server's READ reply.
+/// Injection: the server picks the bytes at every read, and may drop the page cache
+/// (`FUSE_NOTIFY_INVAL_INODE`) to be asked again: the bytes a digest was taken of need
+/// not be the bytes that run, so no digest of such a file can be trusted.
+pub(crate) fn map_served(file: &str) -> ! {
+    let fd = sys::open(file, libc::O_RDONLY, 0, "open");
+    let at = map_exec(&fd, technique::CODE.len(), libc::MAP_PRIVATE);
+    run(at)
+}
+
 /// Opens a copy of `LIB` with `O_DIRECT`; the open is the technique's end (exit
 /// `WORKED`).
 ///

@@ -30,7 +30,8 @@ const USAGE: &str = "usage: inject TECHNIQUE [ARGS]
   read-implies-exec            userfaultfd DIR              io-uring LIB DIR
   o-direct LIB DIR             proc-self-mem                ptrace-poke
   stack-code                   mark-exec-stack SRC DST      overlay LIB DIR
-  read-implies-exec-brk        dev-zero                     write-ia32-stack DST";
+  read-implies-exec-brk        dev-zero                     write-ia32-stack DST
+  map-served FILE";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -57,6 +58,7 @@ fn main() {
         ["mark-exec-stack", src, dst] => elf::mark_exec_stack(src, dst),
         ["write-ia32-stack", dst] => elf::write_ia32_stack(dst),
         ["overlay", lib, dir] => overlay::overlay(lib, dir),
+        ["map-served", file] => files::map_served(file),
         _ => {
             eprintln!("{USAGE}");
             technique::broken("unknown technique or wrong arguments")
