@@ -24,6 +24,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     read_implies_exec_refused,
     read_implies_exec_heap_refused,
     executable_dev_zero_refused,
+    executable_packet_ring_refused,
     mapping_code_served_by_fuse_refused,
     userfaultfd_refused,
     io_uring_refused,
@@ -166,6 +167,17 @@ fn executable_dev_zero_refused(env: &Env) {
     inject(
         "dev-zero",
         &["dev-zero"],
+        EPERM,
+        ("mmap_file", "not-a-regular-file"),
+    )
+    .check(env);
+}
+
+fn executable_packet_ring_refused(env: &Env) {
+    // A socket's ring buffer is memory the process writes: a file type no digest covers.
+    inject(
+        "packet-ring",
+        &["packet-ring"],
         EPERM,
         ("mmap_file", "not-a-regular-file"),
     )

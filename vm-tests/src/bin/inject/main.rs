@@ -31,7 +31,7 @@ const USAGE: &str = "usage: inject TECHNIQUE [ARGS]
   o-direct LIB DIR             proc-self-mem                ptrace-poke
   stack-code                   mark-exec-stack SRC DST      overlay LIB DIR
   read-implies-exec-brk        dev-zero                     write-ia32-stack DST
-  map-served FILE";
+  map-served FILE              packet-ring";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +49,7 @@ fn main() {
         ["read-implies-exec"] => memory::read_implies_exec(),
         ["read-implies-exec-brk"] => memory::read_implies_exec_brk(),
         ["dev-zero"] => memory::dev_zero(),
+        ["packet-ring"] => memory::packet_ring(),
         ["userfaultfd", dir] => uffd::userfaultfd(dir),
         ["io-uring", lib, dir] => uring::io_uring(lib, dir),
         ["o-direct", lib, dir] => files::o_direct(lib, dir),

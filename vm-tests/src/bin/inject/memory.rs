@@ -222,6 +222,67 @@ pub(crate) fn dev_zero() -> ! {
     run(code)
 }
 
+/// `SOL_PACKET` and `PACKET_RX_RING` (include/linux/socket.h, uapi/linux/if_packet.h).
+const SOL_PACKET: libc::c_int = 263;
+const PACKET_RX_RING: libc::c_int = 5;
+
+/// Maps an AF_PACKET receive ring writable, writes `CODE` into it, maps it again
+/// executable and calls it. Unprivileged: the socket is made in a user and network
+/// namespace of its own, where the caller has `CAP_NET_RAW`.
+///
+/// Kernel path: `packet_mmap` (net/packet/af_packet.c), which checks the size but not the
+/// protection, via `security_mmap_file` with `PROT_EXEC` on a socket's file.
+/// Injection: the ring is kernel memory the process may write; a second mapping of the
+/// same pages runs what the first wrote. No digest says anything about it (a socket
+/// hashes as the empty file).
+pub(crate) fn packet_ring() -> ! {
+    // SAFETY: plain syscall.
+    sys::check(
+        unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) },
+        "unshare",
+    );
+    // Protocol 0: the socket receives nothing, but its ring is set up all the same.
+    // SAFETY: plain syscall.
+    let fd = sys::own(sys::check(
+        unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) },
+        "socket AF_PACKET",
+    ));
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    // struct tpacket_req: one block of one page, two frames.
+    let page = u32::try_from(PAGE).expect("page size");
+    let ring: [u32; 4] = [page, 1, page / 2, 2];
+    // SAFETY: `ring` is a valid tpacket_req for the duration of the call.
+    sys::check(
+        unsafe {
+            libc::setsockopt(
+                fd,
+                SOL_PACKET,
+                PACKET_RX_RING,
+                ring.as_ptr().cast(),
+                libc::socklen_t::try_from(size_of_val(&ring)).expect("small"),
+            )
+        },
+        "set up the receive ring",
+    );
+    let rw = sys::map(
+        PAGE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED,
+        fd,
+        "map the ring writable",
+    );
+    // SAFETY: `rw` is our own writable mapping of a page.
+    unsafe { sys::put_code(rw) };
+    let code = sys::map(
+        PAGE,
+        libc::PROT_READ | libc::PROT_EXEC,
+        libc::MAP_SHARED,
+        fd,
+        "map the ring executable",
+    );
+    run(code)
+}
+
 /// Copies `CODE` into an array on the main thread's stack and calls it.
 ///
 /// Kernel path: `setup_arg_pages` gives the stack `VM_EXEC` when the program's
