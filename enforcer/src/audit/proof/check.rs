@@ -14,7 +14,9 @@ use crate::audit::tlog::{
     self, CheckpointError, CosignatureVerifier, NoteVerifier, NoteVerifiers, TreeHash, cosigned_by,
     leaf_hash, verify_inclusion,
 };
-use crate::authz::artifact::{ArtifactError, ArtifactKind, Envelope, ScopePath, format_time};
+use crate::authz::artifact::{
+    ArtifactError, ArtifactKind, Bundle, Envelope, ScopePath, format_time,
+};
 use crate::authz::trust::{KeyId, TrustStore};
 use crate::authz::verify::{RevocationSet, Verifier};
 use crate::host::digest::FileDigest;
@@ -218,11 +220,11 @@ pub fn verify_proof(
             Some(prefix) => {
                 let (bytes, id) = cited(&file.artifacts, prefix)?;
                 let time = record_time(&record)?;
-                let mut proven = check_artifact(bytes, &id, time, &record.time, trust)?;
+                let (mut proven, bundle) = check_artifact(bytes, &id, time, &record.time, trust)?;
                 // Only an allow claims a grant: a refusal may cite the authorization
                 // whose grant it found expired.
                 if d.decision == "allow" {
-                    proven.grant = Some(check_grant(bytes, &id, d, time)?);
+                    proven.grant = Some(check_grant(bundle.as_ref(), &id, d, time)?);
                 }
                 Some(proven)
             }
@@ -237,7 +239,7 @@ pub fn verify_proof(
             } else {
                 window_start(bytes)
             };
-            Some(check_artifact(bytes, &id, time, &record.time, trust)?)
+            Some(check_artifact(bytes, &id, time, &record.time, trust)?.0)
         }
         _ => None,
     };
@@ -297,13 +299,14 @@ fn short(id: &str) -> &str {
 }
 
 /// Checks an artifact's signatures against the trust store and its window at `time`.
+/// Returns what it establishes, and the verified bundle when it is one.
 fn check_artifact(
     bytes: &[u8],
     id: &str,
     time: SystemTime,
     time_text: &str,
     trust: &TrustStore,
-) -> Result<ProvenAuthorization, ProofError> {
+) -> Result<(ProvenAuthorization, Option<Bundle>), ProofError> {
     let verifier = Verifier::new(trust.clone());
     let none = RevocationSet::new();
     let kind = Envelope::parse(bytes)
@@ -336,7 +339,7 @@ fn check_artifact(
             let v = verifier
                 .verify_break_glass(bytes, time, &none)
                 .map_err(refused)?;
-            Ok(ProvenAuthorization {
+            let proven = ProvenAuthorization {
                 id: id.to_owned(),
                 kind,
                 issuer: v.break_glass.issuer,
@@ -345,22 +348,24 @@ fn check_artifact(
                 not_before: v.break_glass.not_before,
                 not_after: v.break_glass.not_after,
                 grant: None,
-            })
+            };
+            Ok((proven, None))
         }
         _ => {
             let v = verifier
                 .verify_bundle(bytes, time, &none)
                 .map_err(refused)?;
-            Ok(ProvenAuthorization {
+            let proven = ProvenAuthorization {
                 id: id.to_owned(),
                 kind,
-                issuer: v.bundle.issuer,
-                bundle: Some((v.bundle.bundle_id, v.bundle.serial)),
+                issuer: v.bundle.issuer.clone(),
+                bundle: Some((v.bundle.bundle_id.clone(), v.bundle.serial)),
                 signers: names(&v.signers),
                 not_before: v.bundle.not_before,
                 not_after: v.bundle.not_after,
                 grant: None,
-            })
+            };
+            Ok((proven, Some(v.bundle)))
         }
     }
 }
@@ -375,7 +380,7 @@ fn untrusted(id: &str, source: ArtifactError) -> ProofError {
 /// The name of the grant in the (already verified) bundle that covers the decision's
 /// digest in its scope at its time; refuses when none does.
 fn check_grant(
-    bytes: &[u8],
+    bundle: Option<&Bundle>,
     id: &str,
     d: &crate::audit::Decision,
     time: SystemTime,
@@ -385,9 +390,8 @@ fn check_grant(
         digest: d.sha256.clone(),
         scope: d.scope.clone().unwrap_or_else(|| "(unknown)".into()),
     };
-    let envelope = Envelope::parse(bytes).map_err(|source| untrusted(id, source))?;
-    let bundle = crate::authz::artifact::Bundle::from_payload(&envelope.payload)
-        .map_err(|source| untrusted(id, source))?;
+    // A break-glass grants nothing by digest.
+    let bundle = bundle.ok_or_else(not_granted)?;
     let mut digest = [0u8; 32];
     hex::decode_to_slice(&d.sha256, &mut digest).map_err(|_| not_granted())?;
     let digest = FileDigest(digest);
