@@ -79,10 +79,10 @@ impl Agent {
         };
         let mut log = self.open_audit_log()?;
         let first_seq = log.next_seq();
-        let (notes, witness_task) = self.start_witnesses()?;
+        let witnesses = self.start_witnesses()?;
         let offer = |log: &AuditLog| {
-            if let (Some(notes), Some(note)) = (&notes, log.last_note()) {
-                notes.send_if_modified(|offered| {
+            if let (Some(w), Some(note)) = (&witnesses, log.last_note()) {
+                w.notes.send_if_modified(|offered| {
                     let new = offered.as_ref() != Some(note);
                     if new {
                         *offered = Some(note.clone());
@@ -235,7 +235,7 @@ impl Agent {
         }
         let _ = std::fs::remove_file(self.config.socket());
         let last = log.close()?;
-        if let (Some(notes), Some(task)) = (notes, witness_task) {
+        if let Some(WitnessTask { notes, task }) = witnesses {
             if let Some(note) = last {
                 let _ = notes.send(Some(note));
             }
@@ -250,28 +250,22 @@ impl Agent {
     }
 
     /// Starts the task that sends checkpoints to the configured witnesses, if any.
-    #[allow(
-        clippy::type_complexity,
-        reason = "a pair, read where it is taken apart"
-    )]
-    fn start_witnesses(
-        &self,
-    ) -> anyhow::Result<(
-        Option<tokio::sync::watch::Sender<Option<crate::audit::tlog::SignedNote>>>,
-        Option<tokio::task::JoinHandle<()>>,
-    )> {
+    fn start_witnesses(&self) -> anyhow::Result<Option<WitnessTask>> {
         let witnesses = self.config.witnesses.as_deref().unwrap_or_default();
         if witnesses.is_empty() {
-            return Ok((None, None));
+            return Ok(None);
         }
         let pusher = crate::witness::Pusher::new(self.config.audit_dir(), witnesses)
             .map_err(|e| anyhow::anyhow!("witnesses: {e}"))?;
-        let (tx, rx) = tokio::sync::watch::channel(None);
+        let (notes, rx) = tokio::sync::watch::channel(None);
         tracing::info!(
             count = witnesses.len(),
             "sending audit checkpoints to witnesses"
         );
-        Ok((Some(tx), Some(tokio::spawn(pusher.run(rx)))))
+        Ok(Some(WitnessTask {
+            notes,
+            task: tokio::spawn(pusher.run(rx)),
+        }))
     }
 
     /// Appends every decision waiting in `ring` to the audit log (and prints it when asked).
@@ -333,4 +327,10 @@ impl Agent {
             },
         }
     }
+}
+
+/// The task that sends checkpoints to the witnesses, and where it is offered them.
+struct WitnessTask {
+    notes: tokio::sync::watch::Sender<Option<crate::audit::tlog::SignedNote>>,
+    task: tokio::task::JoinHandle<()>,
 }
