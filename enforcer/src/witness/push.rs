@@ -99,6 +99,8 @@ struct Target {
 pub struct Pusher {
     dir: PathBuf,
     targets: Vec<Target>,
+    /// What `checkpoint.cosigned` holds: read once, then kept as it is written.
+    kept: Option<SignedNote>,
 }
 
 impl Pusher {
@@ -115,9 +117,14 @@ impl Pusher {
                 })
             })
             .collect::<Result<_, String>>()?;
+        // A missing or unreadable file keeps no witness in: the next save replaces it.
+        let kept = std::fs::read(dir.join(COSIGNED_FILE))
+            .ok()
+            .and_then(|text| SignedNote::parse(&text).ok());
         Ok(Self {
             dir: dir.to_owned(),
             targets,
+            kept,
         })
     }
 
@@ -239,21 +246,20 @@ impl Pusher {
     /// has: a witness that missed one round must not drop out of the proofs made
     /// meanwhile (the kept one still covers everything up to its size).
     fn keeps_every_witness(&self, note: &SignedNote) -> bool {
-        let Ok(text) = std::fs::read(self.dir.join(COSIGNED_FILE)) else {
-            return true;
-        };
-        let Ok(kept) = SignedNote::parse(&text) else {
+        let Some(kept) = &self.kept else {
             return true;
         };
         self.targets.iter().all(|t| {
-            let had = t.verifier.verify_note(&kept).ok().flatten().is_some();
+            let had = t.verifier.verify_note(kept).ok().flatten().is_some();
             !had || t.verifier.verify_note(note).ok().flatten().is_some()
         })
     }
 
-    fn save(&self, note: &SignedNote) -> Result<(), PushError> {
+    fn save(&mut self, note: &SignedNote) -> Result<(), PushError> {
         let path = self.dir.join(COSIGNED_FILE);
         crate::fsutil::replace_atomically(&path, note.to_string().as_bytes(), FILE_MODE)
-            .map_err(|source| PushError::Save { path, source })
+            .map_err(|source| PushError::Save { path, source })?;
+        self.kept = Some(note.clone());
+        Ok(())
     }
 }
