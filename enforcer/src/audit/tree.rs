@@ -302,14 +302,16 @@ fn catch_up(tiles: &mut TileStore, files: &[LogFile]) -> Result<(), AuditError> 
     let from = tiles.size();
     let mut batch = Vec::with_capacity(CATCH_UP_BATCH);
     let mut failed = None;
+    let firsts = files.iter().map(first_seq).collect::<Result<Vec<_>, _>>()?;
     for (i, file) in files.iter().enumerate() {
         // A file whose successor starts at or before `from` holds no leaf we need.
-        if let Some(next) = files.get(i + 1)
-            && first_seq(next)?.is_some_and(|first| first <= from)
+        if firsts
+            .get(i + 1)
+            .is_some_and(|next| next.is_some_and(|first| first <= from))
         {
             continue;
         }
-        let Some(mut seq) = first_seq(file)? else {
+        let Some(mut seq) = firsts[i] else {
             continue;
         };
         let walked = for_each_line(&file.path, |line, bytes| {
