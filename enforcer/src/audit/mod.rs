@@ -31,8 +31,8 @@ pub mod tree;
 pub mod verify;
 pub mod writer;
 
-#[cfg(test)]
-pub(crate) mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 #[cfg(test)]
 mod tests;
 

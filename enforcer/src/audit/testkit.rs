@@ -1,5 +1,6 @@
-//! Rewriting a log as a forger would, for tests across the crate: records changed, the
-//! chain re-linked and every hash recomputed.
+//! Rewriting a log as a forger would, for the crate's tests and the VM scenarios (feature
+//! `testkit`): records changed, the chain re-linked and every hash recomputed. These
+//! panic on anything unexpected, as test code does.
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use super::record::Record;
 /// Rewrites the stored lines `lines` (without newlines) from the first on: `prev` is
 /// re-linked, then `edit` may change any record, then the hash is recomputed, so the chain
 /// holds again. What it cannot redo without the host key is the signatures `edit` leaves alone.
-pub(crate) fn rewrite(lines: &mut [String], mut edit: impl FnMut(&mut Record)) {
+pub fn rewrite(lines: &mut [String], mut edit: impl FnMut(&mut Record)) {
     let mut head = ChainHash::GENESIS;
     let mut sealed = Vec::new();
     for line in lines {
@@ -31,7 +32,7 @@ pub(crate) fn rewrite(lines: &mut [String], mut edit: impl FnMut(&mut Record)) {
 }
 
 /// [`rewrite`] of a whole log file.
-pub(crate) fn rewrite_file(path: &Path, edit: impl FnMut(&mut Record)) {
+pub fn rewrite_file(path: &Path, edit: impl FnMut(&mut Record)) {
     let text = std::fs::read_to_string(path).expect("read the log file");
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     rewrite(&mut lines, edit);
@@ -40,7 +41,7 @@ pub(crate) fn rewrite_file(path: &Path, edit: impl FnMut(&mut Record)) {
 
 /// Re-signs a checkpoint's chain signature with `key` after `edit` changed it or what
 /// comes before it (a forger holding the host key).
-pub(crate) fn resign(record: &mut Record, key: &crate::authz::trust::SigningKey) {
+pub fn resign(record: &mut Record, key: &crate::authz::trust::SigningKey) {
     if let super::Body::Checkpoint(checkpoint) = &mut record.body {
         checkpoint.signature = None;
     } else {
@@ -57,7 +58,7 @@ pub(crate) fn resign(record: &mut Record, key: &crate::authz::trust::SigningKey)
 /// would: its first record changed, every checkpoint re-signed, and the tree heads left
 /// out so that the agent signs the forged tree afresh on its next start (the tiles must
 /// go too).
-pub(crate) fn forge_history(path: &Path, key: &crate::authz::trust::SigningKey) {
+pub fn forge_history(path: &Path, key: &crate::authz::trust::SigningKey) {
     rewrite_file(path, |record| {
         if let super::Body::Start(start) = &mut record.body
             && record.seq == 0

@@ -294,36 +294,14 @@ fn an_exec_is_proven_offline_and_a_changed_proof_is_refused(env: &Env) {
     let kit = Kit::new("proof");
     let host = kit.out("host");
     enforcer_ok(env, &["key", "generate", "--out", &host]);
-    let tool = copy_executable(&env.probe, &kit.work.join("bin/proven-tool"));
-    let bundle = kit.bundle(env, "proven", std::slice::from_ref(&tool), &[]);
-    let mut agent = kit.agent_with(
-        env,
-        &[
-            "--host-key",
-            &format!("{host}.key"),
-            "--audit-origin",
-            "vm.example/proof",
-        ],
-    );
-    enforcer_ok(env, &["push", &bundle]);
-    expect_exit(Some(LIVE), &tool, PROBE_EXIT);
-    let decision = agent.decision_for(&tool);
-    expect_field(&decision, "decision", "allow");
-    // The shutdown checkpoint covers the decision.
-    agent.stop();
-    let exec = format!(
-        "{}:{}",
-        decision["boot_id"].as_str().expect("boot_id"),
-        decision["exec_id"].as_u64().expect("exec_id")
-    );
-    let audit = kit.audit_dir().display().to_string();
-    let proof = kit.out("exec.proof.json");
-    enforcer_ok(
-        env,
-        &[
-            "audit", "--dir", &audit, "prove", "--exec", &exec, "--out", &proof,
-        ],
-    );
+    let host_key = format!("{host}.key");
+    let args = [
+        "--host-key",
+        &host_key,
+        "--audit-origin",
+        "vm.example/proof",
+    ];
+    let (tool, proof) = prove_an_exec(env, &kit, "proven", &args);
     let verify = |file: &str| {
         run_tool(env.enforcer().args([
             "proof",
@@ -423,14 +401,7 @@ fn a_witness_cosigns_checkpoints_and_refuses_a_forked_log(env: &Env) {
         format!("http://{LISTEN}={witness_vkey}"),
     ];
     let agent_args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
-    let tool = copy_executable(&env.probe, &kit.work.join("bin/witnessed-tool"));
-    let bundle = kit.bundle(env, "witnessed", std::slice::from_ref(&tool), &[]);
-    let mut agent = kit.agent_with(env, &agent_args);
-    enforcer_ok(env, &["push", &bundle]);
-    expect_exit(Some(LIVE), &tool, PROBE_EXIT);
-    let decision = agent.decision_for(&tool);
-    // The shutdown checkpoint goes to the witness before the agent exits.
-    agent.stop();
+    let (_, proof) = prove_an_exec(env, &kit, "witnessed", &agent_args);
     let cosigned_path = kit.audit_dir().join("checkpoint.cosigned");
     let cosigned = std::fs::read_to_string(&cosigned_path).unwrap_or_else(|e| {
         panic!(
@@ -443,19 +414,6 @@ fn a_witness_cosigns_checkpoints_and_refuses_a_forked_log(env: &Env) {
         "not cosigned:\n{cosigned}"
     );
 
-    let exec = format!(
-        "{}:{}",
-        decision["boot_id"].as_str().expect("boot_id"),
-        decision["exec_id"].as_u64().expect("exec_id")
-    );
-    let audit = kit.audit_dir().display().to_string();
-    let proof = kit.out("witnessed.proof.json");
-    enforcer_ok(
-        env,
-        &[
-            "audit", "--dir", &audit, "prove", "--exec", &exec, "--out", &proof,
-        ],
-    );
     let trust = kit.trust.display().to_string();
     let out = enforcer_ok(
         env,
@@ -480,37 +438,9 @@ fn a_witness_cosigns_checkpoints_and_refuses_a_forked_log(env: &Env) {
     // checkpoint re-signed, its tree heads left out and the tiles dropped; the agent then
     // signs the forged tree afresh. (Without the key, the agent refuses to sign over a
     // changed log: the tree would not match its last signed head.)
-    let first = kit.audit_dir().join("audit-000001.jsonl");
     let key = enforcer::authz::trust::SigningKey::load(Path::new(&format!("{host}.key")))
         .expect("the host key");
-    let text = read(&first);
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let mut head = enforcer::audit::ChainHash::GENESIS;
-    let mut sealed = Vec::new();
-    for line in &mut lines {
-        let mut record = enforcer::audit::chain::Unsealed::new(line.as_bytes())
-            .ok()
-            .and_then(|u| u.record().ok())
-            .expect("a record of the log");
-        record.prev = head;
-        match &mut record.body {
-            enforcer::audit::Body::Start(start) if record.seq == 0 => {
-                start.previous = enforcer::audit::record::PreviousEnd::Clean;
-            }
-            enforcer::audit::Body::Checkpoint(checkpoint) => {
-                (checkpoint.note, checkpoint.signature) = (None, None);
-                let bytes = serde_json::to_vec(&record).expect("encode");
-                let signature = enforcer::audit::chain::sign_checkpoint(&key, &bytes);
-                if let enforcer::audit::Body::Checkpoint(checkpoint) = &mut record.body {
-                    checkpoint.signature = Some(signature);
-                }
-            }
-            _ => {}
-        }
-        head = enforcer::audit::chain::seal(&record, &mut sealed).expect("seal");
-        *line = String::from_utf8_lossy(sealed.strip_suffix(b"\n").unwrap_or(&sealed)).into_owned();
-    }
-    std::fs::write(&first, lines.join("\n") + "\n").expect("write the forked log");
+    enforcer::audit::testkit::forge_history(&kit.audit_dir().join("audit-000001.jsonl"), &key);
     std::fs::remove_dir_all(kit.audit_dir().join("tile")).expect("remove the tiles");
     let agent = kit.agent_with(env, &agent_args);
     agent.stop();
@@ -526,6 +456,35 @@ fn a_witness_cosigns_checkpoints_and_refuses_a_forked_log(env: &Env) {
     );
     let _ = witness.kill();
     let _ = witness.wait();
+}
+
+/// Runs a granted copy of the probe, `NAME-tool`, in the scope under an agent started
+/// with `agent_args`, stops the agent (its shutdown checkpoint covers the decision, and
+/// goes to any witness before it exits) and proves the exec. Returns the tool and the
+/// proof file.
+fn prove_an_exec(env: &Env, kit: &Kit, name: &str, agent_args: &[&str]) -> (PathBuf, String) {
+    let tool = copy_executable(&env.probe, &kit.work.join(format!("bin/{name}-tool")));
+    let bundle = kit.bundle(env, name, std::slice::from_ref(&tool), &[]);
+    let mut agent = kit.agent_with(env, agent_args);
+    enforcer_ok(env, &["push", &bundle]);
+    expect_exit(Some(LIVE), &tool, PROBE_EXIT);
+    let decision = agent.decision_for(&tool);
+    expect_field(&decision, "decision", "allow");
+    agent.stop();
+    let exec = format!(
+        "{}:{}",
+        decision["boot_id"].as_str().expect("boot_id"),
+        decision["exec_id"].as_u64().expect("exec_id")
+    );
+    let audit = kit.audit_dir().display().to_string();
+    let proof = kit.out(&format!("{name}.proof.json"));
+    enforcer_ok(
+        env,
+        &[
+            "audit", "--dir", &audit, "prove", "--exec", &exec, "--out", &proof,
+        ],
+    );
+    (tool, proof)
 }
 
 fn read(path: &Path) -> String {
