@@ -66,6 +66,9 @@ pub struct Snapshot {
     pub ready: ReadyFacts,
     pub limits: readiness::Limits,
     pub figures: Figures,
+    /// The audit log's checkpoint key as a vkey (`origin+id+key`), for the console's proof
+    /// viewer; `None` before the log opens and when checkpoints are unsigned.
+    pub host_key: Option<String>,
 }
 
 impl Snapshot {
@@ -77,6 +80,7 @@ impl Snapshot {
             ready: ReadyFacts::unknown(self_test),
             limits,
             figures: Figures::default(),
+            host_key: None,
         }
     }
 

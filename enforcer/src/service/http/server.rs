@@ -208,6 +208,7 @@ pub(super) fn not_found() -> Response<Body> {
     error(
         StatusCode::NOT_FOUND,
         "not found: this agent serves /healthz, /readyz, /metrics and /api/v1/ (status, \
-         authorizations, decisions, decisions/stream, lineage/<boot_id>:<exec_id>)",
+         authorizations, decisions, decisions/stream, lineage/<boot_id>:<exec_id>, \
+         proof/<boot_id>:<exec_id>, proof?seq=<n>, host-key)",
     )
 }
