@@ -99,16 +99,16 @@ pub(super) async fn respond(
         },
         _ => {
             if let Some(exec) = route.strip_prefix("lineage/") {
-                match exec_or_refusal(exec) {
-                    Ok((boot, exec_id)) => lineage(boot, exec_id, shared).await,
-                    Err(refusal) => refusal,
+                match parse_exec(exec) {
+                    Some((boot, exec_id)) => lineage(boot, exec_id, shared).await,
+                    None => not_an_exec(exec),
                 }
             } else if let Some(exec) = route.strip_prefix("proof/") {
-                match exec_or_refusal(exec) {
-                    Ok((boot_id, exec_id)) => {
+                match parse_exec(exec) {
+                    Some((boot_id, exec_id)) => {
                         prove(Selector::Exec { boot_id, exec_id }, shared).await
                     }
-                    Err(refusal) => refusal,
+                    None => not_an_exec(exec),
                 }
             } else {
                 not_found()
@@ -350,17 +350,15 @@ async fn decisions(params: Params, shared: &Shared) -> Response<Body> {
     }
 }
 
-/// The exec a path names, or the answer that it names none.
-fn exec_or_refusal(exec: &str) -> Result<(String, u64), Response<Body>> {
-    parse_exec(exec).ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "{exec:?} does not name an exec: expected <boot_id>:<exec_id>, as in the \
-                 decision records (boot_id is hex with dashes, exec_id a number above 0)"
-            ),
-        )
-    })
+/// The answer to a path whose exec part names no exec.
+fn not_an_exec(exec: &str) -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!(
+            "{exec:?} does not name an exec: expected <boot_id>:<exec_id>, as in the \
+             decision records (boot_id is hex with dashes, exec_id a number above 0)"
+        ),
+    )
 }
 
 async fn lineage(boot: String, exec_id: u64, shared: &Shared) -> Response<Body> {
