@@ -1,5 +1,5 @@
-//! The agent's read-only HTTP window: `/healthz`, `/readyz`, `/metrics` and the JSON API
-//! under `/api/v1/` (docs/http-api.md).
+//! The agent's read-only HTTP window: `/healthz`, `/readyz`, `/metrics`, the JSON API
+//! under `/api/v1/` (docs/http-api.md) and a web console over it (docs/console.md).
 //!
 //! Off unless the configuration has an `[http]` section. Nothing served here can change
 //! what is enforced: the server answers GET (and HEAD) only, and it reads a [`Snapshot`]
@@ -14,6 +14,7 @@
 pub mod accept;
 pub mod api;
 pub mod config;
+mod console;
 pub mod metrics;
 pub mod readiness;
 mod server;
