@@ -7,8 +7,6 @@
 #![allow(unused_crate_dependencies)]
 
 mod browser;
-// This target uses the log and the server of the shared helpers, not their requests.
-#[allow(dead_code)]
 mod http_support;
 
 use std::net::SocketAddr;
@@ -22,6 +20,52 @@ use serde_json::json;
 
 fn base(addr: SocketAddr) -> String {
     format!("http://{addr}")
+}
+
+#[test]
+fn pages_load_without_the_token_under_a_strict_policy_and_the_api_still_needs_it() {
+    use http_support::{get, send};
+    let window = Window::new(enforcing());
+    let (addr, _dir) = start(&window, true, None);
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/decisions", "text/html"),
+        (&format!("/lineage/{BOOT}:{SCRIPT}")[..], "text/html"),
+        ("/proof", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/proof.js", "text/javascript"),
+        ("/console/console.css", "text/css"),
+    ] {
+        let page = get(addr, path);
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        assert!(
+            page.head.contains(&format!("content-type: {kind}")),
+            "{path}: {}",
+            page.head
+        );
+        assert!(
+            page.head
+                .contains("content-security-policy: default-src 'none'; script-src 'self'"),
+            "{path}: {}",
+            page.head
+        );
+        assert!(
+            page.head.contains("x-content-type-options: nosniff"),
+            "{path}"
+        );
+    }
+    assert_eq!(get(addr, "/api/v1/status").status, 401);
+    assert_eq!(
+        get(addr, "/console/other.js").status,
+        401,
+        "only the console's own files"
+    );
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    assert_eq!(
+        send(addr, "GET /console/other.js HTTP/1.1", &[&bearer]).status,
+        404
+    );
+    assert_eq!(send(addr, "POST / HTTP/1.1", &[]).status, 405, "read-only");
 }
 
 #[test]
@@ -237,6 +281,7 @@ fn the_proof_viewer_checks_a_real_proof_and_names_what_a_changed_byte_breaks() {
             "not-included",
             "p.inclusion[0] = (p.inclusion[0][0] === 'A' ? 'B' : 'A') + p.inclusion[0].slice(1)",
         ),
+        ("wrong-index", "p.index = p.index + 1"),
         // The tree size line: the signed text changes.
         (
             "checkpoint-signature",
