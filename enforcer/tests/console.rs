@@ -316,6 +316,20 @@ fn the_proof_viewer_checks_a_real_proof_and_names_what_a_changed_byte_breaks() {
     browser.click("#verify");
     let refused = browser.wait_for_text("#verdict", "REFUSED");
     assert!(refused.contains("checkpoint-signature"), "{refused}");
+
+    // Picking a decision on the page fetches its proof.
+    browser.goto("/proof", "proof");
+    let picked = browser.script(
+        "const s = document.getElementById('pick'); \
+         const o = [...s.options].find((o) => o.text.includes('/tmp/payload')); \
+         s.value = o.value; s.dispatchEvent(new Event('change')); return o.value",
+        &[],
+    );
+    browser.wait_until_at(&format!("/proof?seq={}", picked.as_str().expect("a seq")));
+    browser.wait_for_page("proof");
+    let verdict = browser.wait_for_text("#verdict", "PROVEN");
+    let facts = browser.wait_for_text("#facts", "/tmp/payload");
+    assert!(facts.contains("not-granted"), "{facts} {verdict}");
 }
 
 /// The vkey of a key that did not sign the log, under the log's origin.

@@ -176,6 +176,14 @@ impl Browser {
         });
     }
 
+    /// Waits until the browser is at `path` under the base URL (after a click, say).
+    pub(crate) fn wait_until_at(&self, path: &str) {
+        let url = format!("{}{path}", self.base);
+        self.wait_until(&format!("the browser to be at {url}"), || {
+            self.script("return location.href", &[]) == url.as_str()
+        });
+    }
+
     /// Runs `body` as a function of `args` in the page; what it returns.
     pub(crate) fn script(&self, body: &str, args: &[Value]) -> Value {
         self.session_call(

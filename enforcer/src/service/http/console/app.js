@@ -281,13 +281,15 @@ async function proof() {
     outcome.ok ? describe(outcome.facts) : []);
   };
   file.addEventListener("change", async () => { if (file.files[0]) { text.value = await file.files[0].text(); check(); } });
+  const pick = h("select", { id: "pick" }, h("option", { value: "" }, "pick a recent decision…"));
+  pick.addEventListener("change", () => { if (pick.value) location.href = "/proof?seq=" + pick.value; });
   show(h("h1", {}, "Proof viewer"),
     h("p", {}, "A proof shows that one record is in this host's audit log under a checkpoint the host key signed. ",
       "It is checked here, in your browser: SHA3-512 of the record, the RFC 6962 inclusion proof to the checkpoint's root, ",
       "and the checkpoint's Ed25519 signature. The authorizing artifact needs your trust store: ",
       h("code", {}, "enforcer proof verify"), "."),
     h("p", {}, h("label", {}, "host key ", key)), note,
-    h("p", {}, h("label", {}, "load a file ", file)), text,
+    h("p", {}, pick, " or ", h("label", {}, "load a file ", file), " or paste one:"), text,
     h("p", {}, h("button", { id: "verify", type: "button", on: { click: check } }, "Verify")),
     verdict, result);
   try {
@@ -297,6 +299,12 @@ async function proof() {
   } catch (e) {
     note.textContent = "No host key from the agent (" + e.message + "): paste the one its owner gave you.";
   }
+  try {
+    for (const r of (await api("decisions?limit=20")).decisions) {
+      pick.append(h("option", { value: r.seq, selected: String(r.seq) === params.get("seq") },
+        `seq ${r.seq}: ${r.decision} ${r.path} (exec ${r.exec_id}, ${r.time})`));
+    }
+  } catch { /* the page still takes a file or a pasted proof */ }
   const exec = params.get("exec");
   const seq = params.get("seq");
   if (exec || seq) {
