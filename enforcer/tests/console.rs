@@ -235,7 +235,8 @@ fn the_lineage_of_a_script_shows_its_interpreter_and_their_child() {
     );
     let interpreter =
         browser.wait_for_text(&format!("#tree .node[data-exec='{INTERPRETER}']"), "allow");
-    assert!(interpreter.contains("authorized by 5a5a"), "{interpreter}");
+    assert!(interpreter.contains("authorized by"), "{interpreter}");
+    assert!(interpreter.contains("serial 7"), "{interpreter}");
     assert!(
         interpreter.contains("build tools"),
         "the grant: {interpreter}"
@@ -269,7 +270,6 @@ fn the_proof_viewer_checks_a_real_proof_and_names_what_a_changed_byte_breaks() {
     let facts = browser.wait_for_text("#facts", "/tmp/payload");
     assert!(facts.contains(signed_log::ORIGIN), "{facts}");
     assert!(facts.contains("deny"), "{facts}");
-    browser.screenshot("proof");
 
     // One byte changed in each part: the reason says which part.
     for (code, change) in [
@@ -317,19 +317,25 @@ fn the_proof_viewer_checks_a_real_proof_and_names_what_a_changed_byte_breaks() {
     let refused = browser.wait_for_text("#verdict", "REFUSED");
     assert!(refused.contains("checkpoint-signature"), "{refused}");
 
-    // Picking a decision on the page fetches its proof.
+    // Picking a decision on the page fetches its proof: an allowed one, with its bundle.
     browser.goto("/proof", "proof");
     let picked = browser.script(
         "const s = document.getElementById('pick'); \
-         const o = [...s.options].find((o) => o.text.includes('/tmp/payload')); \
+         const o = [...s.options].find((o) => o.text.includes('/usr/bin/python3')); \
          s.value = o.value; s.dispatchEvent(new Event('change')); return o.value",
         &[],
     );
     browser.wait_until_at(&format!("/proof?seq={}", picked.as_str().expect("a seq")));
     browser.wait_for_page("proof");
     let verdict = browser.wait_for_text("#verdict", "PROVEN");
-    let facts = browser.wait_for_text("#facts", "/tmp/payload");
-    assert!(facts.contains("not-granted"), "{facts} {verdict}");
+    let facts = browser.wait_for_text("#facts", "/usr/bin/python3");
+    assert!(
+        facts.contains("build tools"),
+        "the grant it cites: {facts} {verdict}"
+    );
+    let steps = browser.wait_for_text("#steps", "1 artifact(s) carried");
+    assert!(steps.contains("enforcer proof verify"), "{steps}");
+    browser.screenshot("proof");
 }
 
 /// The vkey of a key that did not sign the log, under the log's origin.

@@ -503,9 +503,8 @@ fn with_a_token_the_api_needs_it() {
 #[test]
 fn a_proof_of_an_exec_or_a_seq_checks_offline_with_the_host_key() {
     use enforcer::audit::proof::{ProofError, ProofFile, verify_proof};
-    use enforcer::authz::trust::{Role, Thresholds, TrustStore, TrustedKey};
     use enforcer::service::http::api::HostKey;
-    use http_support::signed_log::{self, CHILD};
+    use http_support::signed_log::{self, CHILD, INTERPRETER};
 
     let log = tempfile::tempdir().expect("tempdir");
     signed_log::write(log.path());
@@ -522,21 +521,9 @@ fn a_proof_of_an_exec_or_a_seq_checks_offline_with_the_host_key() {
     let by_exec = with_token(&format!("/api/v1/proof/{}:{CHILD}", signed_log::BOOT));
     assert_eq!(by_exec.status, 200, "{}", by_exec.body);
     let proof: ProofFile = json(&by_exec);
-    // The denial cites no authorization: any trust store will do.
-    let anyone = TrustStore::new(
-        [TrustedKey::new(
-            "nobody",
-            signed_log::host_key().public_key(),
-            vec![Role::Bundle, Role::Revocation],
-        )],
-        Thresholds {
-            bundle: 1,
-            revocation: 1,
-        },
-    )
-    .expect("trust store");
     let host = signed_log::host_key().public_key();
-    let proven = verify_proof(by_exec.body.as_bytes(), &host, &anyone, &[]).expect("verifies");
+    let trust = signed_log::trust();
+    let proven = verify_proof(by_exec.body.as_bytes(), &host, &trust, &[]).expect("verifies");
     match &proven.record.body {
         Body::Decision(d) => assert_eq!((d.exec_id, d.decision.as_str()), (CHILD, "deny")),
         other => panic!("not a decision: {}", other.kind()),
@@ -549,9 +536,18 @@ fn a_proof_of_an_exec_or_a_seq_checks_offline_with_the_host_key() {
         "the same record, the same proof"
     );
 
+    // An allowed exec's proof carries its bundle, and the grant checks against the trust
+    // store.
+    let allowed = with_token(&format!("/api/v1/proof/{}:{INTERPRETER}", signed_log::BOOT));
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    let proven = verify_proof(allowed.body.as_bytes(), &host, &trust, &[]).expect("verifies");
+    let authorization = proven.authorization.expect("the bundle");
+    assert_eq!(authorization.grant.as_deref(), Some("build tools"));
+    assert_eq!(authorization.issuer, "ops");
+
     // One changed byte of the record is caught by the offline check.
     let forged = by_exec.body.replacen("/tmp/payload", "/tmp/paylaod", 1);
-    let refused = verify_proof(forged.as_bytes(), &host, &anyone, &[]).expect_err("forged");
+    let refused = verify_proof(forged.as_bytes(), &host, &trust, &[]).expect_err("forged");
     assert!(matches!(refused, ProofError::RecordAltered), "{refused}");
 
     let key = with_token("/api/v1/host-key");

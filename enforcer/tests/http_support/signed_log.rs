@@ -1,11 +1,15 @@
 //! A real audit log with signed checkpoints, written by `AuditLog`: a script, the
 //! interpreter that runs it and a child it starts, for the proof endpoint and the console.
+//! The allowed execs run under a real bundle, made and signed by the `enforcer` binary and
+//! kept in the log's archive as the agent keeps what it accepts, so their proofs carry it.
 
 use std::path::Path;
+use std::process::Command;
 
 use enforcer::audit::{AuditLog, AuditOptions, DecisionLabels, Record};
-use enforcer::authz::trust::SigningKey;
-use enforcer_common::{EVENT_PATH_LEN, ExecEvent, decision, hook, reason};
+use enforcer::authz::artifact::Envelope;
+use enforcer::authz::trust::{Role, SigningKey, Thresholds, TrustStore, TrustedKey};
+use enforcer_common::{AUTH_ID_LEN, EVENT_PATH_LEN, ExecEvent, decision, hook, reason};
 
 pub(crate) const BOOT: &str = "0f0e0d0c-0b0a-4908-8706-050403020100";
 pub(crate) const ORIGIN: &str = "enforcer.test/audit";
@@ -30,7 +34,87 @@ pub(crate) fn open(dir: &Path) -> AuditLog {
     AuditLog::open(dir, Some(host_key()), opts).expect("open the audit log")
 }
 
-/// The kernel's event for `exec_id`, started by `parent`, running `path`.
+/// The key that signs the bundle, made from a seed so the trust store can name it.
+fn issuer_key() -> SigningKey {
+    SigningKey::from_seed(&[3; 32])
+}
+
+/// The trust store of a verifier who trusts the bundle's signer.
+pub(crate) fn trust() -> TrustStore {
+    let key = issuer_key().public_key();
+    TrustStore::new(
+        [TrustedKey::new(
+            "ops",
+            key,
+            vec![Role::Bundle, Role::Revocation],
+        )],
+        Thresholds {
+            bundle: 1,
+            revocation: 1,
+        },
+    )
+    .expect("trust store")
+}
+
+/// The digest the fixture gives exec `exec_id`'s file.
+fn digest(exec_id: u64) -> [u8; 32] {
+    [u8::try_from(exec_id).expect("small"); 32]
+}
+
+/// Runs the built binary in `dir`; panics with its output when it fails.
+fn enforcer(dir: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_enforcer"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("ENFORCER_TRUST")
+        .env_remove("ENFORCER_SIGNING_KEY")
+        .output()
+        .expect("run enforcer");
+    assert!(
+        out.status.success(),
+        "enforcer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A bundle granting the allowed execs' digests in [`SCOPE`] for 8 hours, signed by
+/// [`issuer_key`], as the `enforcer` CLI writes it.
+fn bundle() -> Vec<u8> {
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path();
+    issuer_key()
+        .write_new(&dir.join("ops.key"), "ops")
+        .expect("write the key");
+    let grants: Vec<String> = [1, SCRIPT, INTERPRETER]
+        .iter()
+        .map(|&id| format!("sha256:{},name=build tools", hex::encode(digest(id))))
+        .collect();
+    let mut create = vec![
+        "bundle",
+        "create",
+        "--issuer",
+        "ops",
+        "--bundle-id",
+        "build-tools",
+        "--serial",
+        "7",
+        "--scope",
+        SCOPE,
+        "--valid-for",
+        "8h",
+        "--out",
+        "bundle.json",
+    ];
+    for grant in &grants {
+        create.extend(["--digest", grant]);
+    }
+    enforcer(dir, &create);
+    enforcer(dir, &["bundle", "sign", "--key", "ops.key", "bundle.json"]);
+    std::fs::read(dir.join("bundle.json")).expect("the bundle")
+}
+
+/// The kernel's event for `exec_id`, started by `parent`, running `path`; an allowed one
+/// runs under the authorization `auth_id`.
 pub(crate) fn exec(exec_id: u64, parent: u64, path: &str, verdict: u32) -> ExecEvent {
     let mut bytes = [0u8; EVENT_PATH_LEN];
     bytes[..path.len()].copy_from_slice(path.as_bytes());
@@ -54,8 +138,8 @@ pub(crate) fn exec(exec_id: u64, parent: u64, path: &str, verdict: u32) -> ExecE
             reason::NOT_GRANTED
         },
         hook: hook::BPRM_CHECK_SECURITY,
-        digest: [u8::try_from(exec_id).expect("small"); 32],
-        auth_id: if allowed { [0x5a; 16] } else { [0; 16] },
+        digest: digest(exec_id),
+        auth_id: [0; AUTH_ID_LEN],
         detail: 0,
         path: bytes,
     }
@@ -72,16 +156,31 @@ pub(crate) fn append(log: &mut AuditLog, event: &ExecEvent, written: impl FnOnce
         .expect("append");
 }
 
-/// Writes a login shell, the script, its interpreter and the interpreter's denied child,
-/// then closes the log (which signs a checkpoint covering them all).
+/// Writes a login shell, the script, its interpreter (the three under the bundle) and the
+/// interpreter's denied child, then closes the log (which signs a checkpoint covering
+/// them all).
 pub(crate) fn write(dir: &Path) {
+    let bundle = bundle();
+    let id = Envelope::parse(&bundle).expect("the bundle").id();
     let mut log = open(dir);
-    for event in [
-        exec(1, 0, "/usr/bin/bash", decision::ALLOW),
-        exec(SCRIPT, 1, "/opt/jobs/build.sh", decision::ALLOW),
-        exec(INTERPRETER, SCRIPT, "/usr/bin/python3", decision::ALLOW),
-        exec(CHILD, INTERPRETER, "/tmp/payload", decision::DENY),
+    log.keep_artifact(&id, &bundle).expect("archive the bundle");
+    let mut auth_id = [0; AUTH_ID_LEN];
+    auth_id.copy_from_slice(&id.0[..AUTH_ID_LEN]);
+    for (mut event, authorized) in [
+        (exec(1, 0, "/usr/bin/bash", decision::ALLOW), true),
+        (exec(SCRIPT, 1, "/opt/jobs/build.sh", decision::ALLOW), true),
+        (
+            exec(INTERPRETER, SCRIPT, "/usr/bin/python3", decision::ALLOW),
+            true,
+        ),
+        (
+            exec(CHILD, INTERPRETER, "/tmp/payload", decision::DENY),
+            false,
+        ),
     ] {
+        if authorized {
+            event.auth_id = auth_id;
+        }
         append(&mut log, &event, |_| ());
     }
     log.close().expect("close");
