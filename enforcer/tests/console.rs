@@ -317,6 +317,16 @@ fn the_proof_viewer_checks_a_real_proof_and_names_what_a_changed_byte_breaks() {
     let refused = browser.wait_for_text("#verdict", "REFUSED");
     assert!(refused.contains("checkpoint-signature"), "{refused}");
 
+    // A proof file, as `enforcer audit prove` writes it, loaded from disk.
+    let file = log_dir.path().join("child.proof.json");
+    let proof = http_support::get(addr, &format!("/api/v1/proof/{BOOT}:{CHILD}"));
+    assert_eq!(proof.status, 200, "{}", proof.body);
+    std::fs::write(&file, &proof.body).expect("write the proof file");
+    browser.goto("/proof", "proof");
+    browser.upload("#proof-file", &file);
+    browser.wait_for_text("#verdict", "PROVEN");
+    browser.wait_for_text("#facts", "/tmp/payload");
+
     // Picking a decision on the page fetches its proof: an allowed one, with its bundle.
     browser.goto("/proof", "proof");
     let picked = browser.script(

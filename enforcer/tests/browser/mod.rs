@@ -2,7 +2,8 @@
 //! an in-process HTTP window here, an agent's forwarded port from a VM test later.
 //!
 //! WebDriver is spoken as plain JSON over HTTP/1.1 on a loopback socket: the handful of
-//! commands the console's tests need (new session, navigate, run a script, screenshot)
+//! commands the console's tests need (new session, navigate, run a script, choose a file,
+//! screenshot)
 //! do not justify a WebDriver crate, its async runtime and its TLS stack on our build.
 //!
 //! Chromium and chromedriver come from Debian (`cargo xtask setup` installs them). Where
@@ -224,6 +225,24 @@ impl Browser {
             &[json!(css)],
         );
         assert_eq!(clicked, json!(true), "nothing to click at {css}");
+    }
+
+    /// Chooses the file at `path` in the file input `css`, as a user would.
+    pub(crate) fn upload(&self, css: &str, path: &Path) {
+        let element = self.session_call(
+            "POST",
+            "/element",
+            &json!({"using": "css selector", "value": css}),
+        );
+        // The W3C name of an element reference.
+        let id = element["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {element}"));
+        self.session_call(
+            "POST",
+            &format!("/element/{id}/value"),
+            &json!({ "text": path.to_str().expect("a UTF-8 path") }),
+        );
     }
 
     fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
