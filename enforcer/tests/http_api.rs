@@ -517,3 +517,82 @@ fn with_a_token_the_api_needs_it() {
     );
     assert_eq!(post.status, 405, "admitted, and still read-only");
 }
+
+#[test]
+fn a_proof_of_an_exec_or_a_seq_checks_offline_with_the_host_key() {
+    use enforcer::audit::proof::{ProofError, ProofFile, verify_proof};
+    use enforcer::service::http::api::HostKey;
+    use http_support::signed_log::{self, CHILD, INTERPRETER};
+
+    let log = tempfile::tempdir().expect("tempdir");
+    signed_log::write(log.path());
+    let mut snapshot = enforcing();
+    let vkey = signed_log::open(log.path())
+        .host_vkey()
+        .expect("a signed log");
+    snapshot.host_key = Some(vkey.clone());
+    let window = Window::new(snapshot);
+    let (addr, _dir) = start(&window, true, Some(log.path()));
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let with_token = |path: &str| send(addr, &format!("GET {path} HTTP/1.1"), &[&bearer]);
+
+    let by_exec = with_token(&format!("/api/v1/proof/{}:{CHILD}", signed_log::BOOT));
+    assert_eq!(by_exec.status, 200, "{}", by_exec.body);
+    let proof: ProofFile = json(&by_exec);
+    let host = signed_log::host_key().public_key();
+    let trust = signed_log::trust();
+    let proven = verify_proof(by_exec.body.as_bytes(), &host, &trust, &[]).expect("verifies");
+    match &proven.record.body {
+        Body::Decision(d) => assert_eq!((d.exec_id, d.decision.as_str()), (CHILD, "deny")),
+        other => panic!("not a decision: {}", other.kind()),
+    }
+    let by_seq = with_token(&format!("/api/v1/proof?seq={}", proof.index));
+    assert_eq!(by_seq.status, 200, "{}", by_seq.body);
+    assert_eq!(
+        json::<ProofFile>(&by_seq),
+        proof,
+        "the same record, the same proof"
+    );
+
+    // An allowed exec's proof carries its bundle, and the grant checks against the trust
+    // store.
+    let allowed = with_token(&format!("/api/v1/proof/{}:{INTERPRETER}", signed_log::BOOT));
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    let proven = verify_proof(allowed.body.as_bytes(), &host, &trust, &[]).expect("verifies");
+    let authorization = proven.authorization.expect("the bundle");
+    assert_eq!(authorization.grant.as_deref(), Some("build tools"));
+    assert_eq!(authorization.issuer, "ops");
+
+    // One changed byte of the record is caught by the offline check.
+    let forged = by_exec.body.replacen("/tmp/payload", "/tmp/paylaod", 1);
+    let refused = verify_proof(forged.as_bytes(), &host, &trust, &[]).expect_err("forged");
+    assert!(matches!(refused, ProofError::RecordAltered), "{refused}");
+
+    let key = with_token("/api/v1/host-key");
+    assert_eq!(key.status, 200, "{}", key.body);
+    assert_eq!(json::<HostKey>(&key).vkey, vkey);
+    assert!(vkey.starts_with(signed_log::ORIGIN), "{vkey}");
+
+    for (path, status) in [
+        (format!("/api/v1/proof/{}:99", signed_log::BOOT), 404),
+        ("/api/v1/proof?seq=9999".to_owned(), 404),
+        ("/api/v1/proof".to_owned(), 400),
+        ("/api/v1/proof?exec=4".to_owned(), 400),
+        ("/api/v1/proof/nonsense".to_owned(), 400),
+    ] {
+        let answer = with_token(&path);
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        assert!(!json::<ApiError>(&answer).error.is_empty());
+    }
+    // The same rules as the rest of the API: no token, no proof.
+    assert_eq!(
+        get(addr, &format!("/api/v1/proof?seq={}", proof.index)).status,
+        401
+    );
+    assert_eq!(get(addr, "/api/v1/host-key").status, 401);
+
+    // A log without a host key has no key to show.
+    let unsigned = Window::new(enforcing());
+    let (addr, _dir) = start(&unsigned, false, Some(log.path()));
+    assert_eq!(get(addr, "/api/v1/host-key").status, 404);
+}

@@ -14,6 +14,8 @@ use crate::workspace::{Workspace, cargo};
 /// eBPF crate (rustup has no rust-src here), LLVM 22 is what bpf-linker links against,
 /// qemu + busybox-static + cpio boot the VM tests, and systemd brings `systemd-analyze`,
 /// which the tests of the agent's unit file run (minimal containers ship without it).
+/// chromium and chromium-driver run the web console's tests in a real headless browser
+/// (`enforcer/tests/console.rs`): Debian's builds, so no browser is downloaded at test time.
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "rust-web-src",
@@ -24,6 +26,8 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
     "systemd",
+    "chromium",
+    "chromium-driver",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -78,6 +78,8 @@ impl Agent {
             None => None,
         };
         let mut log = self.open_audit_log()?;
+        let host_key = log.host_vkey();
+        self.window.update(|s| s.host_key = host_key);
         let first_seq = log.next_seq();
         let witnesses = self.start_witnesses()?;
         let offer = |log: &AuditLog| {

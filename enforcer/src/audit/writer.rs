@@ -307,6 +307,18 @@ impl AuditLog {
         self.tree.origin()
     }
 
+    /// The checkpoint key as a vkey (`origin+id+key`), which checks this log's signed
+    /// checkpoints and proofs; `None` when checkpoints are unsigned.
+    #[must_use]
+    pub fn host_vkey(&self) -> Option<String> {
+        let key = self.key.as_ref()?;
+        // The origin was checked as a key name when the tree opened; a failure here
+        // would only mean there is no vkey to show.
+        super::tlog::NoteVerifier::new(self.origin(), key.public_key())
+            .ok()
+            .map(|v| v.to_vkey())
+    }
+
     /// The file being written.
     #[must_use]
     pub fn current_file(&self) -> &Path {

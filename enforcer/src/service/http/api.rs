@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1/`: what `enforcer status` and `enforcer list` show, the
-//! audit log's decisions (paged, or live as Server-Sent Events) and an exec's lineage.
-//! docs/http-api.md documents it for clients.
+//! audit log's decisions (paged, or live as Server-Sent Events), an exec's lineage, the
+//! proof of a record and the key that checks it. docs/http-api.md documents it for
+//! clients.
 //!
 //! Status and listing are the control protocol's own structs, as the agent's loop last
 //! published them; decisions and lineage are the audit log's records, read with
@@ -13,6 +14,7 @@ use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::server::{Body, Shared, error, json, not_found};
+use crate::audit::proof::{self, ProveError, Selector};
 use crate::audit::query::{self, Family, Filter, QueryError};
 use crate::audit::{Body as RecordBody, Record};
 
@@ -49,6 +51,14 @@ impl ApiError {
     }
 }
 
+/// `/api/v1/host-key`: the key that checks this log's checkpoints, hence its proofs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostKey {
+    /// `<origin>+<hex key id>+<base64(0x01 || Ed25519 public key)>`, as `enforcer audit
+    /// vkey` prints it.
+    pub vkey: String,
+}
+
 /// `/api/v1/decisions`: decision records, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionPage {
@@ -75,11 +85,61 @@ pub(super) async fn respond(
             Ok(p) => super::stream::open(p.filter, shared, unbounded),
             Err(bad) => bad.response(),
         },
-        _ => match route.strip_prefix("lineage/") {
-            Some(exec) => lineage(exec, shared).await,
-            None => not_found(),
+        "host-key" => match shared.window.read(|s| s.host_key.clone()) {
+            Some(vkey) => json(StatusCode::OK, &HostKey { vkey }),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "this agent's audit checkpoints are unsigned (no host key), so it has no \
+                 proofs to check",
+            ),
         },
+        "proof" => match proof_seq(query) {
+            Ok(seq) => prove(Selector::Seq(seq), shared).await,
+            Err(bad) => bad.response(),
+        },
+        _ => {
+            if let Some(exec) = route.strip_prefix("lineage/") {
+                match parse_exec(exec) {
+                    Some((boot, exec_id)) => lineage(boot, exec_id, shared).await,
+                    None => not_an_exec(exec),
+                }
+            } else if let Some(exec) = route.strip_prefix("proof/") {
+                match parse_exec(exec) {
+                    Some((boot_id, exec_id)) => {
+                        prove(Selector::Exec { boot_id, exec_id }, shared).await
+                    }
+                    None => not_an_exec(exec),
+                }
+            } else {
+                not_found()
+            }
+        }
     }
+}
+
+/// `seq=N`, the only parameter of `/proof`.
+fn proof_seq(query: Option<&str>) -> Result<u64, BadParam> {
+    let mut seq = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = decode(name).map_err(|e| BadParam::new(name, e))?;
+        if name != "seq" {
+            return Err(BadParam::new(&name, "unknown parameter (known: seq)"));
+        }
+        if seq.is_some() {
+            return Err(BadParam::new(&name, "given more than once"));
+        }
+        let value = decode(value).map_err(|e| BadParam::new(&name, e))?;
+        seq = Some(value.parse().map_err(|_| {
+            BadParam::new(&name, "expected a record's sequence number (its `seq`)")
+        })?);
+    }
+    seq.ok_or_else(|| {
+        BadParam::new(
+            "seq",
+            "required: name the record (or use /api/v1/proof/<boot_id>:<exec_id>)",
+        )
+    })
 }
 
 /// What the loop published after its last reconcile; 503 before the first. Copied out
@@ -217,10 +277,37 @@ fn decode(text: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| "not UTF-8 once decoded".to_owned())
 }
 
+/// An error of a read of the log, and the status it is answered with.
+trait ReadError: std::fmt::Display + Send + 'static {
+    fn status(&self) -> StatusCode;
+}
+
+impl ReadError for QueryError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::ExecNotFound { .. } => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl ReadError for ProveError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            // The next checkpoint covers it: a client retries, as for a busy log.
+            Self::NotYetCheckpointed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            // Unsigned checkpoints: nothing to retry until the host key is configured.
+            Self::NoCheckpoint { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
 /// Runs a read of the audit log on the blocking pool, if a read slot is free.
-async fn read_log<T: Send + 'static>(
+async fn read_log<T: Send + 'static, E: ReadError>(
     shared: &Shared,
-    read: impl FnOnce() -> Result<T, QueryError> + Send + 'static,
+    read: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, Response<Body>> {
     let Ok(permit) = std::sync::Arc::clone(&shared.reads).try_acquire_owned() else {
         return Err(error(
@@ -236,10 +323,7 @@ async fn read_log<T: Send + 'static>(
     .await;
     match done {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e @ QueryError::ExecNotFound { .. })) => {
-            Err(error(StatusCode::NOT_FOUND, &e.to_string()))
-        }
-        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+        Ok(Err(e)) => Err(error(e.status(), &e.to_string())),
         Err(e) => Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("reading the audit log failed: {e}"),
@@ -253,7 +337,7 @@ async fn decisions(params: Params, shared: &Shared) -> Response<Body> {
     let filter = params.filter;
     let page = read_log(shared, move || {
         let keep = |r: &Record| matches!(r.body, RecordBody::Decision(_)) && filter.matches(r);
-        Ok(query::newest_matching(&dir, params.before, limit, keep)?)
+        query::newest_matching(&dir, params.before, limit, keep).map_err(QueryError::from)
     })
     .await;
     match page {
@@ -266,16 +350,18 @@ async fn decisions(params: Params, shared: &Shared) -> Response<Body> {
     }
 }
 
-async fn lineage(exec: &str, shared: &Shared) -> Response<Body> {
-    let Some((boot, exec_id)) = parse_exec(exec) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "{exec:?} does not name an exec: expected <boot_id>:<exec_id>, as in the \
-                 decision records (boot_id is hex with dashes, exec_id a number above 0)"
-            ),
-        );
-    };
+/// The answer to a path whose exec part names no exec.
+fn not_an_exec(exec: &str) -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!(
+            "{exec:?} does not name an exec: expected <boot_id>:<exec_id>, as in the \
+             decision records (boot_id is hex with dashes, exec_id a number above 0)"
+        ),
+    )
+}
+
+async fn lineage(boot: String, exec_id: u64, shared: &Shared) -> Response<Body> {
     let dir = shared.audit_dir.clone();
     let family = read_log(shared, move || {
         query::family(&dir, exec_id, &boot, MAX_DESCENDANTS)
@@ -283,6 +369,16 @@ async fn lineage(exec: &str, shared: &Shared) -> Response<Body> {
     .await;
     match family {
         Ok(family) => json::<Family>(StatusCode::OK, &family),
+        Err(response) => response,
+    }
+}
+
+/// The proof file of one record, as `enforcer audit prove` writes it. Proving walks the
+/// log to the record and reads the tiles: on the blocking pool like every read.
+async fn prove(selector: Selector, shared: &Shared) -> Response<Body> {
+    let dir = shared.audit_dir.clone();
+    match read_log(shared, move || proof::prove(&dir, &selector)).await {
+        Ok(file) => json(StatusCode::OK, &file),
         Err(response) => response,
     }
 }
@@ -335,6 +431,24 @@ mod tests {
         }
         assert_eq!(bad("limit=5", false).name, "limit", "a stream has no pages");
         assert_eq!(bad("before=5", false).name, "before");
+    }
+
+    #[test]
+    fn a_proof_is_asked_for_by_seq() {
+        assert_eq!(proof_seq(Some("seq=12")).expect("seq"), 12);
+        for (query, name) in [
+            (None, "seq"),
+            (Some("seq="), "seq"),
+            (Some("seq=-1"), "seq"),
+            (Some("seq=1&seq=2"), "seq"),
+            (Some("exec=4"), "exec"),
+        ] {
+            assert_eq!(
+                proof_seq(query).expect_err("refused").name,
+                name,
+                "{query:?}"
+            );
+        }
     }
 
     #[test]

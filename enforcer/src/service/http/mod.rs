@@ -1,5 +1,5 @@
-//! The agent's read-only HTTP window: `/healthz`, `/readyz`, `/metrics` and the JSON API
-//! under `/api/v1/` (docs/http-api.md).
+//! The agent's read-only HTTP window: `/healthz`, `/readyz`, `/metrics`, the JSON API
+//! under `/api/v1/` (docs/http-api.md) and a web console over it (docs/console.md).
 //!
 //! Off unless the configuration has an `[http]` section. Nothing served here can change
 //! what is enforced: the server answers GET (and HEAD) only, and it reads a [`Snapshot`]
@@ -14,6 +14,7 @@
 pub mod accept;
 pub mod api;
 pub mod config;
+mod console;
 pub mod metrics;
 pub mod readiness;
 mod server;
@@ -66,6 +67,9 @@ pub struct Snapshot {
     pub ready: ReadyFacts,
     pub limits: readiness::Limits,
     pub figures: Figures,
+    /// The audit log's checkpoint key as a vkey (`origin+id+key`), for the console's proof
+    /// viewer; `None` before the log opens and when checkpoints are unsigned.
+    pub host_key: Option<String>,
 }
 
 impl Snapshot {
@@ -77,6 +81,7 @@ impl Snapshot {
             ready: ReadyFacts::unknown(self_test),
             limits,
             figures: Figures::default(),
+            host_key: None,
         }
     }
 

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use super::accept::{self, ConnectionLimits, Unbounded, serve_connections};
 use super::api::{self, ApiError};
-use super::{HEALTH_LIMIT, HttpError, HttpSettings, Token, Window, metrics};
+use super::{HEALTH_LIMIT, HttpError, HttpSettings, Token, Window, console, metrics};
 
 const LIMITS: ConnectionLimits = ConnectionLimits {
     max_connections: 32,
@@ -138,7 +138,10 @@ pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
 async fn handle<B>(request: &Request<B>, shared: &Shared, unbounded: &Unbounded) -> Response<Body> {
     let now = Instant::now();
     let path = request.uri().path();
-    if let Some(token) = shared.token.as_ref().filter(|_| !PUBLIC.contains(&path)) {
+    // The console's pages and scripts hold no data (their scripts call the API with the
+    // token), so they load without one, like the probes.
+    let public = PUBLIC.contains(&path) || console::serves(path);
+    if let Some(token) = shared.token.as_ref().filter(|_| !public) {
         let given = request.headers().get(header::AUTHORIZATION);
         if !token.admits(given.map(HeaderValue::as_bytes)) {
             let mut r = error(
@@ -161,6 +164,9 @@ async fn handle<B>(request: &Request<B>, shared: &Shared, unbounded: &Unbounded)
     }
     if let Some(route) = path.strip_prefix(api::PREFIX) {
         return api::respond(route, request.uri().query(), shared, unbounded).await;
+    }
+    if let Some(page) = console::respond(path) {
+        return page;
     }
     let window = &shared.window;
     match path {
@@ -208,6 +214,7 @@ pub(super) fn not_found() -> Response<Body> {
     error(
         StatusCode::NOT_FOUND,
         "not found: this agent serves /healthz, /readyz, /metrics and /api/v1/ (status, \
-         authorizations, decisions, decisions/stream, lineage/<boot_id>:<exec_id>)",
+         authorizations, decisions, decisions/stream, lineage/<boot_id>:<exec_id>, \
+         proof/<boot_id>:<exec_id>, proof?seq=<n>, host-key)",
     )
 }
