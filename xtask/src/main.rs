@@ -7,6 +7,7 @@ mod apt;
 mod bench;
 mod build;
 mod cmd;
+mod exported;
 mod fuzz;
 mod host_tests;
 mod initramfs;

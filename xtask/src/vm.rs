@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::Tally;
 use crate::build::{self, Binary};
+use crate::exported;
 use crate::initramfs::{self, Payload};
 use crate::kernels::{self, KernelSpec};
 use crate::qemu::{self, Boot, Line};
@@ -148,8 +149,22 @@ fn test_kernel(
     let mut report = Report::new(spec.name);
     let payload = Payload::Tests { args };
     let prefix = format!("[{}] ", spec.name);
+    // Only what this run exports is checked on the host.
+    let files = exported::dir(&ws.target.join("vm").join(spec.name));
+    let _ = std::fs::remove_dir_all(&files);
+    let mut export_problems = Vec::new();
     let booted = boot(ws, spec, bins, &payload, timeout, |line| {
         let user = qemu::user_text(line.text);
+        if let Some(rest) = user
+            .strip_prefix(exported::FILE)
+            .filter(|_| line.from_payload)
+        {
+            match exported::save(rest, &files) {
+                Ok((name, size)) => println!("{prefix}exported {name} ({size} bytes)"),
+                Err(e) => export_problems.push(format!("{e:#}")),
+            }
+            return;
+        }
         let shown = if line.from_payload {
             report.take(user)
         } else {
@@ -179,6 +194,7 @@ fn test_kernel(
     };
     report.summary = Some(describe(&boot));
     report.problems = boot.problems(timeout, &log);
+    report.problems.extend(export_problems);
     if let Some((name, _)) = &report.running {
         report.problems.push(format!(
             "{name} started and has no result: the run ended during it"
@@ -212,6 +228,18 @@ fn test_kernel(
                     .push(format!("vm-tests exited with {code} without a FAIL line"));
             }
             _ => {}
+        }
+    }
+    // After the runner's own count is checked: these are the host's results.
+    if let Some(enforcer) = bins
+        .iter()
+        .find(|b| b.path.file_name() == Some("enforcer".as_ref()))
+    {
+        for (name, result) in exported::check(&files, &enforcer.path) {
+            match result {
+                Ok(()) => report.passed.push(name),
+                Err(why) => report.failed.push(format!("{name}: {why}")),
+            }
         }
     }
     report

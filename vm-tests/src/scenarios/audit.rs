@@ -13,7 +13,7 @@ use crate::support::run::{
     enforcer_ok, expect_attack, expect_eperm, expect_exit, run_tool, within,
 };
 use crate::support::signed::{Kit, LIVE};
-use crate::support::{Env, MONITOR_SCOPE, SCOPE, WORK, copy_executable, write_script};
+use crate::support::{Env, MONITOR_SCOPE, SCOPE, WORK, copy_executable, export, write_script};
 
 pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     decisions_are_reported,
@@ -337,6 +337,15 @@ fn an_exec_is_proven_offline_and_a_changed_proof_is_refused(env: &Env) {
         code == 1 && out.contains("REFUSED (record-altered)"),
         "a changed record was not refused (exit {code}): {out}"
     );
+    // The same checks again on the host, by a verifier that never saw the VM.
+    for (name, path) in [
+        ("proof/exec.proof.json", Path::new(&proof)),
+        ("proof/forged.proof.json", Path::new(&forged)),
+        ("proof/host.pub", Path::new(&format!("{host}.pub"))),
+        ("proof/trust.toml", kit.trust.as_path()),
+    ] {
+        export(name, path);
+    }
 }
 
 /// The agent sends its checkpoints to a real witness (`enforcer witness serve` on

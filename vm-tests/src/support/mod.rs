@@ -126,3 +126,20 @@ fn make_executable(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .unwrap_or_else(|e| panic!("chmod 755 {}: {e}", path.display()));
 }
+
+/// The console line that hands a file to the host: `ENFORCER-VM-FILE <name> <hex>`. xtask
+/// (`FILE` in its vm.rs) writes it to `target/vm/<kernel>/files/<name>` and runs its host
+/// checks on what it received.
+const EXPORT: &str = "ENFORCER-VM-FILE ";
+
+/// Hands the file at `path` to the host as `name` (a relative path of plain names).
+pub(crate) fn export(name: &str, path: &Path) {
+    use std::fmt::Write as _;
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("export {}: {e}", path.display()));
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(hex, "{b:02x}");
+    }
+    // One write, so that nothing of ours lands inside the line.
+    println!("{EXPORT}{name} {hex}");
+}
