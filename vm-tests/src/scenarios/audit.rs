@@ -12,6 +12,7 @@ use crate::support::audit::{audit_records, find_key};
 use crate::support::run::{
     enforcer_ok, expect_attack, expect_eperm, expect_exit, run_tool, within,
 };
+use crate::support::service::http_get;
 use crate::support::signed::{Kit, LIVE};
 use crate::support::{Env, MONITOR_SCOPE, SCOPE, WORK, copy_executable, export, write_script};
 
@@ -20,6 +21,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     lineage_links_each_exec_to_what_started_it,
     audit_records_every_decision_and_verifies,
     ring_buffer_overflow_becomes_a_gap_record,
+    a_hostile_http_client_loses_no_decision,
     drops_while_no_agent_runs_become_a_gap_record,
     an_exec_is_proven_offline_and_a_changed_proof_is_refused,
     a_witness_cosigns_checkpoints_and_refuses_a_forked_log,
@@ -181,16 +183,16 @@ fn audit_records_every_decision_and_verifies(env: &Env) {
 /// More denials than the ring buffer holds (about 3,970 events).
 const STORM: u32 = 5000;
 
-/// Runs STORM denied execs of `target` in SCOPE.
+/// Runs `count` denied execs of `target` in SCOPE.
 #[track_caller]
-fn exec_storm(env: &Env, target: &Path) {
+fn exec_storm(env: &Env, target: &Path, count: u32) {
     expect_attack(
         env,
         Some(SCOPE),
         &[
             "exec-storm",
             target.to_str().expect("utf-8"),
-            &STORM.to_string(),
+            &count.to_string(),
         ],
         attack::WORKED,
     );
@@ -232,6 +234,108 @@ fn storm_setup(env: &Env, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (work, dir, target)
 }
 
+/// Denials in the hostile-client scenario: fewer than the ring buffer holds, so that a
+/// drain that keeps going loses none.
+const UNDER_FIRE: u32 = 1500;
+
+/// Where the hostile-client scenario's agent listens.
+const HOSTILE_ADDR: &str = "127.0.0.1:9465";
+
+/// A hostile client on loopback keeps the agent's HTTP window busy while a storm of
+/// denied execs runs in the scope: more half-sent requests than the window serves at
+/// once, an oversized request head, a decision stream that never reads and a flood of
+/// scrapes. The drain and the audit writer do not wait for any of it: every denial is in
+/// the log, and no gap record says one was lost. Once the client goes, the window answers.
+fn a_hostile_http_client_loses_no_decision(env: &Env) {
+    use std::io::Write as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (work, dir, target) = storm_setup(env, "under-fire");
+    let config = work.join("http.toml");
+    std::fs::write(&config, format!("[http]\nlisten = \"{HOSTILE_ADDR}\"\n"))
+        .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+    let mut agent = Agent::start_with(
+        env,
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--audit-dir",
+            dir.to_str().expect("utf-8"),
+        ],
+    );
+    within(Duration::from_secs(15), || {
+        match http_get(HOSTILE_ADDR, "/healthz") {
+            (200, _) => Ok(()),
+            (code, body) => Err(format!("/healthz: {code} {body}")),
+        }
+    });
+
+    let connect = || std::net::TcpStream::connect(HOSTILE_ADDR).ok();
+    // Twice as many half-sent requests as the window serves at once (32).
+    let mut held: Vec<_> = (0..64)
+        .filter_map(|_| connect())
+        .filter_map(|mut c| {
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .ok()
+                .map(|()| c)
+        })
+        .collect();
+    // A decision stream whose client never reads.
+    if let Some(mut c) = connect()
+        && c.write_all(b"GET /api/v1/decisions/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            .is_ok()
+    {
+        held.push(c);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let hostile: Vec<_> = (0..2)
+        .map(|i| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if i == 0 {
+                        // A head far beyond what the window reads.
+                        if let Ok(mut c) = std::net::TcpStream::connect(HOSTILE_ADDR) {
+                            let mut head = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+                            head.resize(1 << 20, b'a');
+                            let _ = c.write_all(&head);
+                        }
+                    } else {
+                        http_get(HOSTILE_ADDR, "/metrics");
+                    }
+                }
+            })
+        })
+        .collect();
+
+    exec_storm(env, &target, UNDER_FIRE);
+    drained(env, &mut agent, &work);
+    stop.store(true, Ordering::Relaxed);
+    for thread in hostile {
+        let _ = thread.join();
+    }
+    drop(held);
+    within(Duration::from_secs(15), || {
+        match http_get(HOSTILE_ADDR, "/healthz") {
+            (200, _) => Ok(()),
+            (code, body) => Err(format!("/healthz after the client left: {code} {body}")),
+        }
+    });
+    agent.signal(libc::SIGTERM);
+    agent.wait();
+
+    let records = audit_records(env, &dir);
+    let records = since_last_start(&records);
+    let recorded = records_under(records, &target.display().to_string());
+    let gaps: Vec<_> = records.iter().filter(|r| r["kind"] == "gap").collect();
+    assert!(
+        gaps.is_empty() && recorded == UNDER_FIRE as usize,
+        "{UNDER_FIRE} denials under a hostile HTTP client: {recorded} recorded, gap records: \
+         {gaps:?}"
+    );
+}
+
 fn ring_buffer_overflow_becomes_a_gap_record(env: &Env) {
     let (work, dir, target) = storm_setup(env, "storm");
     let audit_dir = ["--audit-dir", dir.to_str().expect("utf-8")];
@@ -243,7 +347,7 @@ fn ring_buffer_overflow_becomes_a_gap_record(env: &Env) {
     // Paused (from outside every scope, which may signal it), the agent drains nothing
     // while more denials than the ring buffer holds happen.
     agent.signal(libc::SIGSTOP);
-    exec_storm(env, &target);
+    exec_storm(env, &target, STORM);
     agent.signal(libc::SIGCONT);
     // The marker needs room in the full ring buffer: once the agent reports a storm
     // decision, it has begun to drain. Exec'd sooner, the marker itself may be dropped.
@@ -268,7 +372,7 @@ fn drops_while_no_agent_runs_become_a_gap_record(env: &Env) {
     // The first agent takes over whatever the drop counter says, then dies.
     let agent = Agent::start_with(env, &["--audit-dir", dir.to_str().expect("utf-8")]);
     agent.kill();
-    exec_storm(env, &target);
+    exec_storm(env, &target, STORM);
     // Without the startup self-test, whose two decisions would find the ring buffer full
     // and be counted as dropped too.
     let mut agent = Agent::start_with(
