@@ -34,6 +34,7 @@ pub mod audit;
 pub mod authz;
 pub mod cli;
 pub mod clock;
+pub mod debian;
 pub mod fsutil;
 pub mod host;
 pub mod kernel;
