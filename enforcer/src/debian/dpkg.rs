@@ -113,13 +113,13 @@ impl Dpkg {
                 if line.starts_with("diversion by") || line.starts_with("local diversion") {
                     continue;
                 }
-                if let Some((packages, found)) = line.rsplit_once(": ") {
-                    if found == candidate {
-                        return Ok(packages
-                            .split(", ")
-                            .map(|p| p.split(':').next().unwrap_or(p).to_owned())
-                            .collect());
-                    }
+                if let Some((packages, found)) = line.rsplit_once(": ")
+                    && found == candidate
+                {
+                    return Ok(packages
+                        .split(", ")
+                        .map(|p| p.split(':').next().unwrap_or(p).to_owned())
+                        .collect());
                 }
             }
         }
@@ -200,7 +200,7 @@ impl Dpkg {
 
 /// `/lib/x` and `/usr/lib/x` (and the like for bin, sbin, lib32, lib64): the same file on
 /// a merged-/usr system, but dpkg records one of them.
-pub(super) fn usr_merge_spellings(path: &str) -> Vec<String> {
+pub fn usr_merge_spellings(path: &str) -> Vec<String> {
     let mut out = vec![path.to_owned()];
     for dir in ["/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/"] {
         if let Some(rest) = path.strip_prefix(&format!("/usr{dir}")) {

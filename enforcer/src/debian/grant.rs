@@ -15,7 +15,7 @@ use super::{APT_ARCHIVES, DOWNLOAD_TIMEOUT, DebianError, LOCAL_TIMEOUT, run, sha
 use crate::host::digest::FileDigest;
 
 /// Where a grant's digest came from, strongest first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Trust {
     /// The package archive, authenticated through InRelease → Packages → .deb.
@@ -25,12 +25,28 @@ pub enum Trust {
     Disk,
 }
 
-/// What a package grant is named, so `bundle drift` can find its file and package again:
-/// `deb:PACKAGE/VERSION/ARCH:PATH`. Package names and architectures never contain `/` or
+/// Name prefixes: where the digest came from, and whether the package was granted whole
+/// (a named package) or only for the libraries others need (`--with-libraries`), whose
+/// other files are not expected to be granted.
+const PREFIXES: [(&str, Trust, bool); 4] = [
+    ("deb", Trust::Archive, false),
+    ("deb-lib", Trust::Archive, true),
+    ("deb+disk", Trust::Disk, false),
+    ("deb+disk-lib", Trust::Disk, true),
+];
+
+/// What a package grant is named, so `bundle drift` can find its file and package again,
+/// and signers can see where its digest came from: `deb:PACKAGE/VERSION/ARCH:PATH` from
+/// the archive, `deb+disk:...` from the disk (`--trust-disk`), `deb-lib:...` for a library
+/// granted because a granted program needs it. Package names and architectures never contain `/` or
 /// `:`, versions never `/` (they may contain `:`, the epoch), and the path comes last, so
 /// the name splits back without ambiguity.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GrantName {
+    pub trust: Trust,
+    /// Granted as a library another package's program needs, not as part of a whole
+    /// package.
+    pub library: bool,
     pub package: String,
     pub version: String,
     pub architecture: String,
@@ -41,8 +57,15 @@ impl fmt::Display for GrantName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "deb:{}/{}/{}:{}",
-            self.package, self.version, self.architecture, self.path
+            "{}:{}/{}/{}:{}",
+            PREFIXES
+                .iter()
+                .find(|(_, t, l)| *t == self.trust && *l == self.library)
+                .map_or("deb", |(p, _, _)| p),
+            self.package,
+            self.version,
+            self.architecture,
+            self.path
         )
     }
 }
@@ -50,7 +73,9 @@ impl fmt::Display for GrantName {
 impl GrantName {
     /// `None` for names that are not package grants (paths, free text).
     pub fn parse(name: &str) -> Option<Self> {
-        let rest = name.strip_prefix("deb:")?;
+        let (trust, library, rest) = PREFIXES
+            .iter()
+            .find_map(|(p, t, l)| Some((*t, *l, name.strip_prefix(p)?.strip_prefix(':')?)))?;
         let mut parts = rest.splitn(3, '/');
         let package = parts.next()?;
         let version = parts.next()?;
@@ -59,6 +84,8 @@ impl GrantName {
             return None;
         }
         Some(Self {
+            trust,
+            library,
             package: package.to_owned(),
             version: version.to_owned(),
             architecture: architecture.to_owned(),
@@ -68,6 +95,8 @@ impl GrantName {
 
     pub fn of(content: &DebContent, file: &ArchiveFile) -> Self {
         Self {
+            trust: Trust::Archive,
+            library: false,
             package: content.control.package.clone(),
             version: content.control.version.clone(),
             architecture: content.control.architecture.clone(),
@@ -272,6 +301,8 @@ pub fn grants_from_disk(package: &str, dpkg: &Dpkg) -> Result<Vec<DiskGrant>, De
             continue;
         };
         let name = GrantName {
+            trust: Trust::Disk,
+            library: false,
             package: package.to_owned(),
             version: installed.version.clone(),
             architecture: installed.architecture.clone(),
@@ -341,7 +372,9 @@ mod tests {
 
     #[test]
     fn grant_names_round_trip_with_epochs_and_odd_paths() {
-        let name = GrantName {
+        let mut name = GrantName {
+            trust: Trust::Archive,
+            library: false,
             package: "bind9-host".into(),
             version: "1:9.18.49-1~deb12u3".into(),
             architecture: "amd64".into(),
@@ -351,6 +384,9 @@ mod tests {
             name.to_string(),
             "deb:bind9-host/1:9.18.49-1~deb12u3/amd64:/usr/lib/x:y/a b"
         );
+        assert_eq!(GrantName::parse(&name.to_string()), Some(name.clone()));
+        name.trust = Trust::Disk;
+        assert!(name.to_string().starts_with("deb+disk:bind9-host/"));
         assert_eq!(GrantName::parse(&name.to_string()), Some(name));
         assert_eq!(GrantName::parse("/usr/bin/git"), None);
         assert_eq!(GrantName::parse("deb:x/1/amd64:relative"), None);

@@ -21,7 +21,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use deb::{ArchiveFile, Control, DebContent, FileKind, read_deb};
-pub use dpkg::{Diversion, Dpkg, Installed};
+pub use dpkg::{Diversion, Dpkg, Installed, usr_merge_spellings};
 pub use grant::{
     DiskCheck, DiskGrant, DiskState, GrantName, PackageSource, Trust, check_disk, grants_from_disk,
     needs_grant,

@@ -55,13 +55,13 @@ impl Indexes {
                 Err(err) => return Err(err),
             };
             let release = Release::parse(&signed);
-            if let Some(until) = &release.valid_until {
-                if parse_release_date(until).is_some_and(|t| t < now) {
-                    return Err(DebianError::Expired {
-                        path: release_path,
-                        valid_until: until.clone(),
-                    });
-                }
+            if let Some(until) = &release.valid_until
+                && parse_release_date(until).is_some_and(|t| t < now)
+            {
+                return Err(DebianError::Expired {
+                    path: release_path,
+                    valid_until: until.clone(),
+                });
             }
             // apt names a source's lists after its InRelease, with `_` for `/`.
             let prefix = release_name.trim_end_matches("InRelease");

@@ -8,7 +8,9 @@
 //! `verify` and `inspect` are one piece of code ([`ArtifactCommand`]) over all of them.
 
 mod create;
+mod drift;
 mod key;
+mod package;
 mod review;
 
 use std::path::{Path, PathBuf};
@@ -83,9 +85,18 @@ pub enum SecurityCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
-    /// Create an unsigned bundle from program paths (hashed here) or digests.
+    /// Create an unsigned bundle from program paths (hashed here), digests or Debian
+    /// packages (digests from the archive, authenticated through apt's signed chain).
     #[command(after_help = BUNDLE_CREATE_EXAMPLES)]
-    Create(BundleCreateArgs),
+    Create(Box<BundleCreateArgs>),
+    /// Compare a bundle's package grants with the disk: what changed, what is new in the
+    /// same packages and what is gone.
+    ///
+    /// Exit 0: no drift. 1: drift (details printed, or as JSON with --json). 2: the
+    /// check itself failed (unreadable bundle, dpkg missing, bad arguments). Meant for
+    /// cron and CI: `enforcer bundle drift b.json || alert`.
+    #[command(verbatim_doc_comment)]
+    Drift(drift::DriftArgs),
     #[command(flatten)]
     Artifact(ArtifactCommand),
 }
@@ -192,6 +203,7 @@ pub(super) fn run(cmd: SecurityCommand) -> anyhow::Result<ExitCode> {
         SecurityCommand::Key(KeyCommand::Generate { out }) => key_generate(&out),
         SecurityCommand::Key(KeyCommand::Show { path }) => key_show(&path),
         SecurityCommand::Bundle(BundleCommand::Create(args)) => bundle_create(&args),
+        SecurityCommand::Bundle(BundleCommand::Drift(args)) => Ok(drift::drift(&args)),
         SecurityCommand::Revoke(RevokeArgs {
             command: None,
             file,
