@@ -424,3 +424,98 @@ fn drift_between_two_real_versions_is_listed_with_exit_codes_for_cron() {
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("missing.json"), "{}", run.stderr);
 }
+
+/// Runs `enforcer bundle apt-hook ARGS` with `stdin` as apt would feed it.
+fn apt_hook(dir: &Path, args: &[&str], stdin: &str) -> Run {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enforcer"))
+        .args(["bundle", "apt-hook"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run enforcer");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    Run {
+        code: out.status.code().expect("exit code"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn the_apt_hook_names_what_an_upgrade_breaks_writes_a_candidate_and_never_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (old, new) = two_versions();
+    let old_deb = download(dir.path(), &format!("{TWO_VERSIONS}={old}"));
+    let new_deb = download(dir.path(), &format!("{TWO_VERSIONS}={new}"));
+    let unpacked = dir.path().join("new");
+    tool(
+        Path::new("/"),
+        "dpkg-deb",
+        &[
+            "-x",
+            new_deb.to_str().expect("utf-8"),
+            unpacked.to_str().expect("utf-8"),
+        ],
+    );
+    let new_digest = sha256(&unpacked.join("usr/bin/host"));
+    let bundles = dir.path().join("bundles");
+    std::fs::create_dir(&bundles).expect("bundle dir");
+    std::fs::write(bundles.join("README"), "not a bundle\n").expect("write");
+    let run = enforcer(
+        dir.path(),
+        &create_args(
+            "bundles/dns.json",
+            &[
+                "--from-deb",
+                old_deb.to_str().expect("utf-8"),
+                "--root",
+                "/nonexistent",
+            ],
+        ),
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let hook_args = ["--bundle-dir", "bundles", "--out-dir", "candidates"];
+
+    // Version 1 of Pre-Install-Pkgs: one .deb path a line.
+    let stdin = format!("{}\n", new_deb.display());
+    let run = apt_hook(dir.path(), &hook_args, &stdin);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(&format!(
+            "bundles/dns.json: would break: /usr/bin/host ({TWO_VERSIONS} {old} -> {new}): content changes"
+        )),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    let shown = inspect(dir.path(), "candidates/dns.serial-2.json");
+    assert!(shown.contains("serial 2"), "{shown}");
+    assert!(
+        shown.contains(&format!("sha256:{new_digest}  deb:{TWO_VERSIONS}/{new}/")),
+        "{shown}"
+    );
+
+    // A .deb the archive did not publish: reported, and apt still goes on.
+    let stray = dir.path().join(format!("{TWO_VERSIONS}_0_amd64.deb"));
+    std::fs::write(&stray, b"not a package").expect("write");
+    let run = apt_hook(dir.path(), &hook_args, &format!("{}\n", stray.display()));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("(apt goes on)"), "{}", run.stderr);
+
+    // Out of time: gives up, exit 0.
+    let mut args = hook_args.to_vec();
+    args.extend(["--timeout", "0s"]);
+    let run = apt_hook(dir.path(), &args, &stdin);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("gave up after"), "{}", run.stderr);
+}

@@ -7,6 +7,7 @@
 //! handed to the agent. Only `create` differs between the kinds of artifact: `sign`,
 //! `verify` and `inspect` are one piece of code ([`ArtifactCommand`]) over all of them.
 
+mod apt_hook;
 mod create;
 mod drift;
 mod key;
@@ -97,6 +98,11 @@ pub enum BundleCommand {
     /// cron and CI: `enforcer bundle drift b.json || alert`.
     #[command(verbatim_doc_comment)]
     Drift(drift::DriftArgs),
+    /// For apt's DPkg::Pre-Install-Pkgs: report which grants of the governed bundles the
+    /// packages about to be unpacked would break, and write an unsigned candidate bundle
+    /// (serial + 1) granting their new content. Reads .deb paths on stdin; never blocks
+    /// apt: always exits 0, gives up after --timeout. See docs/packages.md.
+    AptHook(apt_hook::AptHookArgs),
     #[command(flatten)]
     Artifact(ArtifactCommand),
 }
@@ -204,6 +210,7 @@ pub(super) fn run(cmd: SecurityCommand) -> anyhow::Result<ExitCode> {
         SecurityCommand::Key(KeyCommand::Show { path }) => key_show(&path),
         SecurityCommand::Bundle(BundleCommand::Create(args)) => bundle_create(&args),
         SecurityCommand::Bundle(BundleCommand::Drift(args)) => Ok(drift::drift(&args)),
+        SecurityCommand::Bundle(BundleCommand::AptHook(args)) => Ok(apt_hook::apt_hook(args)),
         SecurityCommand::Revoke(RevokeArgs {
             command: None,
             file,
