@@ -11,7 +11,7 @@ use md5::{Digest as _, Md5};
 use super::deb::{ArchiveFile, DebContent, FileKind, read_deb};
 use super::dpkg::Dpkg;
 use super::release::Indexes;
-use super::{APT_ARCHIVES, DOWNLOAD_TIMEOUT, DebianError, LOCAL_TIMEOUT, run, sha256_hex};
+use super::{APT_ARCHIVES, DOWNLOAD_TIMEOUT, DebianError, LOCAL_TIMEOUT, run};
 use crate::host::digest::FileDigest;
 
 /// Where a grant's digest came from, strongest first.
@@ -132,12 +132,13 @@ impl PackageSource {
     pub fn read_debs(&self, debs: &[PathBuf]) -> Result<Vec<DebContent>, DebianError> {
         debs.iter()
             .map(|deb| {
-                let bytes = std::fs::read(deb).map_err(|source| DebianError::Io {
-                    path: deb.clone(),
-                    source,
-                })?;
-                let found = sha256_hex(&bytes);
-                drop(bytes);
+                // Streamed: a .deb can be large, and only its digest is needed here.
+                let found = FileDigest::of_file(deb)
+                    .map_err(|e| DebianError::Malformed {
+                        deb: deb.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .to_string();
                 let content = read_deb(deb)?;
                 let c = &content.control;
                 let entry = self
@@ -368,7 +369,29 @@ pub fn needs_grant(disk_path: &Path, path: &str) -> Option<FileDigest> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Any name a package can produce splits back into the same parts, and no string
+        /// read from a bundle makes the parser panic.
+        #[test]
+        fn names_round_trip_and_parsing_never_panics(
+            package in "[a-z0-9][a-z0-9+.-]{0,30}",
+            version in "([0-9]{1,3}:)?[0-9][A-Za-z0-9.+~:-]{0,20}",
+            architecture in "[a-z0-9-]{1,10}",
+            path in "/[^\\x00]{0,60}",
+            library in any::<bool>(),
+            disk in any::<bool>(),
+            junk in "\\PC{0,80}",
+        ) {
+            let trust = if disk { Trust::Disk } else { Trust::Archive };
+            let name = GrantName { trust, library, package, version, architecture, path };
+            prop_assert_eq!(GrantName::parse(&name.to_string()), Some(name));
+            let _ = GrantName::parse(&junk);
+        }
+    }
 
     #[test]
     fn grant_names_round_trip_with_epochs_and_odd_paths() {
@@ -389,6 +412,7 @@ mod tests {
         assert!(name.to_string().starts_with("deb+disk:bind9-host/"));
         assert_eq!(GrantName::parse(&name.to_string()), Some(name));
         assert_eq!(GrantName::parse("/usr/bin/git"), None);
+        assert_eq!(GrantName::parse("deb-libx:a/1/amd64:/x"), None);
         assert_eq!(GrantName::parse("deb:x/1/amd64:relative"), None);
     }
 }

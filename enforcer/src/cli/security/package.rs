@@ -191,11 +191,19 @@ fn library_checks(
     work: &Path,
 ) -> anyhow::Result<Vec<DiskCheck>> {
     let host = Dpkg::open(Path::new("/"))?;
-    let elves: Vec<PathBuf> = checks
+    let (elves, unresolved): (Vec<&DiskCheck>, Vec<&DiskCheck>) = checks
         .iter()
-        .filter(|c| c.kind != debian::FileKind::Script && c.state == DiskState::Same)
-        .map(|c| c.disk_path.clone())
-        .collect();
+        .filter(|c| c.kind != debian::FileKind::Script)
+        .partition(|c| c.state == DiskState::Same);
+    // Libraries are found by reading DT_NEEDED from the disk, so only from files that are
+    // what the archive says; the others would resolve what someone else's file needs.
+    for check in unresolved {
+        println!(
+            "  note: the libraries of {} are not resolved: it is not on disk as packaged",
+            check.name.path
+        );
+    }
+    let elves: Vec<PathBuf> = elves.iter().map(|c| c.disk_path.clone()).collect();
     let ours: Vec<PathBuf> = elves
         .iter()
         .filter_map(|p| std::fs::canonicalize(p).ok())
