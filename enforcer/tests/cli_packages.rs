@@ -122,6 +122,19 @@ fn install_into(root: &Path, deb: &Path) {
         }
     }
     std::fs::write(admin.join(format!("info/{package}.list")), list).expect("list");
+    // The package's own md5sums, where dpkg keeps them once installed.
+    let control = root.join("control");
+    tool(
+        Path::new("/"),
+        "dpkg-deb",
+        &["-e", deb_s, control.to_str().expect("utf-8")],
+    );
+    std::fs::rename(
+        control.join("md5sums"),
+        admin.join(format!("info/{package}.md5sums")),
+    )
+    .expect("md5sums");
+    std::fs::remove_dir_all(control).expect("control");
 }
 
 fn create_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -518,4 +531,46 @@ fn the_apt_hook_names_what_an_upgrade_breaks_writes_a_candidate_and_never_fails(
     let run = apt_hook(dir.path(), &args, &stdin);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("gave up after"), "{}", run.stderr);
+}
+
+#[test]
+fn trust_disk_grants_what_matches_dpkgs_md5s_says_it_is_weaker_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let deb = download(dir.path(), SMALL);
+    let root = dir.path().join("root");
+    let root_s = root.to_str().expect("utf-8");
+    install_into(&root, &deb);
+    let program = root.join("usr/bin/hello");
+    let digest = sha256(&program);
+
+    let args = ["--from-package", SMALL, "--trust-disk", "--root", root_s];
+    let run = enforcer(dir.path(), &create_args("b.json", &args));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("digests from the DISK"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("weaker than the archive"),
+        "{}",
+        run.stdout
+    );
+    let shown = inspect(dir.path(), "b.json");
+    assert!(
+        shown.contains(&format!("sha256:{digest}  deb+disk:{SMALL}/")),
+        "{shown}"
+    );
+
+    let mut bytes = std::fs::read(&program).expect("read");
+    bytes.push(0);
+    std::fs::write(&program, bytes).expect("write");
+    let run = enforcer(dir.path(), &create_args("b.json", &args));
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("refused: /usr/bin/hello: MD5 "),
+        "{}",
+        run.stdout
+    );
+    assert!(!inspect(dir.path(), "b.json").contains("/usr/bin/hello"));
 }
