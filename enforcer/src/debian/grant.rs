@@ -126,9 +126,10 @@ impl PackageSource {
         &self.indexes.skipped
     }
 
-    /// Authenticates each `.deb` (its SHA-256 must be the one the verified index lists for
-    /// the package, version and architecture its control file names) and reads it. This
-    /// is all an apt `Pre-Install-Pkgs` hook needs: it is handed the `.deb` paths.
+    /// Authenticates each `.deb` and reads it. Its SHA-256 must be one a verified index
+    /// lists, checked before anything in the file is parsed; then its control file must
+    /// name the package, version and architecture that index entry is for. This is all an
+    /// apt `Pre-Install-Pkgs` hook needs: it is handed the `.deb` paths.
     pub fn read_debs(&self, debs: &[PathBuf]) -> Result<Vec<DebContent>, DebianError> {
         debs.iter()
             .map(|deb| {
@@ -139,23 +140,23 @@ impl PackageSource {
                         reason: e.to_string(),
                     })?
                     .to_string();
+                let (package, version, arch) =
+                    self.indexes
+                        .by_sha256(&found)
+                        .ok_or_else(|| DebianError::UnknownDeb {
+                            deb: deb.clone(),
+                            found: found.clone(),
+                        })?;
                 let content = read_deb(deb)?;
                 let c = &content.control;
-                let entry = self
-                    .indexes
-                    .get(&c.package, &c.version, &c.architecture)
-                    .ok_or_else(|| DebianError::NotInIndex {
-                        package: c.package.clone(),
-                        version: c.version.clone(),
-                        arch: c.architecture.clone(),
-                    })?;
-                if entry.sha256 != found {
-                    return Err(DebianError::DebMismatch {
+                if (&c.package, &c.version, &c.architecture) != (package, version, arch) {
+                    return Err(DebianError::Malformed {
                         deb: deb.clone(),
-                        package: c.package.clone(),
-                        version: c.version.clone(),
-                        found,
-                        expected: entry.sha256.clone(),
+                        reason: format!(
+                            "its control file names {} {} {}, but the index lists its SHA-256 \
+                             for {package} {version} {arch}",
+                            c.package, c.version, c.architecture
+                        ),
                     });
                 }
                 Ok(content)

@@ -91,16 +91,10 @@ pub enum DebianError {
         arch: String,
     },
     #[error(
-        "{deb}: SHA-256 {found} differs from {expected} listed in the signed index for \
-         {package} {version}: the file is not what the archive published"
+        "{deb}: no verified package index lists a .deb with SHA-256 {found}: the file is not \
+         what the archive published (or the lists are older than it: run `apt-get update`)"
     )]
-    DebMismatch {
-        deb: PathBuf,
-        package: String,
-        version: String,
-        found: String,
-        expected: String,
-    },
+    UnknownDeb { deb: PathBuf, found: String },
     #[error("{deb}: malformed package: {reason}")]
     Malformed { deb: PathBuf, reason: String },
     #[error("{0}: no version given, not installed, and apt has no candidate")]

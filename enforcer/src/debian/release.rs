@@ -23,6 +23,9 @@ pub struct IndexEntry {
 #[derive(Debug, Default)]
 pub struct Indexes {
     entries: HashMap<(String, String, String), IndexEntry>,
+    /// SHA-256 of a .deb → its (package, version, architecture): a .deb at hand is
+    /// authenticated by its digest before anything in it is parsed.
+    by_sha256: HashMap<String, (String, String, String)>,
     /// Sources whose `InRelease` did not verify with the keyrings given, and why: their
     /// packages cannot be authenticated, which matters only if one is asked for.
     pub skipped: Vec<String>,
@@ -114,16 +117,24 @@ impl Indexes {
                 field("SHA256"),
                 field("Filename"),
             ) {
+                let sha256 = sha256.to_ascii_lowercase();
+                let key = (package, version, arch);
+                self.by_sha256.insert(sha256.clone(), key.clone());
                 self.entries.insert(
-                    (package, version, arch),
+                    key,
                     IndexEntry {
-                        sha256: sha256.to_ascii_lowercase(),
+                        sha256,
                         filename,
                         release: release.to_owned(),
                     },
                 );
             }
         }
+    }
+
+    /// The (package, version, architecture) whose .deb has this SHA-256 (lowercase hex).
+    pub fn by_sha256(&self, sha256: &str) -> Option<&(String, String, String)> {
+        self.by_sha256.get(sha256)
     }
 
     /// The verified entry for one package version.
