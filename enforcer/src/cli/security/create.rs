@@ -14,6 +14,10 @@ Examples:
       --mode monitor --out tools.json
   enforcer bundle create --issuer ops --bundle-id git --serial 1 --scope /agents.slice \\
       --valid-for 8h --with-libraries --file /usr/bin/git --out git.json
+  enforcer bundle create --issuer ops --bundle-id dns --serial 3 --scope /agents.slice \\
+      --valid-for 30days --from-package bind9-host --with-libraries --out dns.json
+  (digests from the archive through apt's signed chain; see docs/packages.md, and
+  `enforcer bundle drift dns.json` later)
 
 The serial must be greater than the last one the agent accepted from this issuer for
 each scope: that is how old bundles are kept from coming back.";
