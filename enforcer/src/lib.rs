@@ -26,6 +26,8 @@
 //! - [`witness`]: a transparency-log witness (C2SP `tlog-witness`), both sides: the
 //!   server that cosigns a log's checkpoints only while they extend what it saw, and the
 //!   client a log asks witnesses with.
+//! - [`debian`]: Debian packages as a source of grants. Contents authenticated through
+//!   apt's signed chain (InRelease, Packages, .deb), dpkg's view of a root, and drift.
 //! - [`cli`]: the command line.
 //! - [`fsutil`] and [`clock`]: one helper for each filesystem habit and each clock.
 
@@ -34,6 +36,7 @@ pub mod audit;
 pub mod authz;
 pub mod cli;
 pub mod clock;
+pub mod debian;
 pub mod fsutil;
 pub mod host;
 pub mod kernel;

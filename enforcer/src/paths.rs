@@ -30,3 +30,7 @@ pub const DEFAULT_ALLOWED_SOCKETS: [&str; 3] = [
     "/run/systemd/journal/stdout",
     "/dev/log",
 ];
+
+/// Where `enforcer bundle apt-hook` writes unsigned candidate bundles for the security team
+/// to review and sign after an upgrade changes granted packages.
+pub const APT_CANDIDATES: &str = "/var/lib/enforcer/apt-candidates";

@@ -14,6 +14,10 @@ Examples:
       --mode monitor --out tools.json
   enforcer bundle create --issuer ops --bundle-id git --serial 1 --scope /agents.slice \\
       --valid-for 8h --with-libraries --file /usr/bin/git --out git.json
+  enforcer bundle create --issuer ops --bundle-id dns --serial 3 --scope /agents.slice \\
+      --valid-for 30days --from-package bind9-host --with-libraries --out dns.json
+  (digests from the archive through apt's signed chain; see docs/packages.md, and
+  `enforcer bundle drift dns.json` later)
 
 The serial must be greater than the last one the agent accepted from this issuer for
 each scope: that is how old bundles are kept from coming back.";
@@ -60,6 +64,8 @@ pub struct BundleCreateArgs {
     /// Grant a program by SHA-256 (sha256:HEX or HEX), with the same options as --file.
     #[arg(long = "digest", value_name = "DIGEST[,OPTION]...")]
     digests: Vec<GrantArg>,
+    #[command(flatten)]
+    packages: super::package::PackageArgs,
     /// Also grant what each --file needs to run: its dynamic loader and shared libraries.
     ///
     /// In a governed scope every executable mapping is checked, not only exec: a
@@ -72,6 +78,10 @@ pub struct BundleCreateArgs {
     /// them; an explicit --file/--digest grant of the same content keeps its own options.
     /// Libraries loaded with dlopen (plugins, Python extension modules, NSS modules) are
     /// not found this way: grant them with --file.
+    ///
+    /// With --from-package, the libraries the packages' programs need are resolved the
+    /// same way on this host, each attributed to the package dpkg says ships it and
+    /// granted with the digest from that package's archive.
     ///
     /// A script's interpreter is NOT added: grant it explicitly with --file, knowing that
     /// granting a shell or Python grants everything it can be told to run.
@@ -223,7 +233,13 @@ pub(super) fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode>
     for spec in &args.digests {
         grants.push(spec.to_grant(spec.subject.parse()?, None, not_before));
     }
-    if args.with_libraries {
+    let mut disk_drift = false;
+    if !args.packages.is_empty() {
+        let found = super::package::package_grants(&args.packages, args.with_libraries)?;
+        disk_drift = found.drift;
+        grants.extend(found.grants);
+    }
+    if args.with_libraries && !args.files.is_empty() {
         let libraries = library_grants(&args.files, &grants, not_before)?;
         println!(
             "added {} grant(s) for the dynamic loader and shared libraries of {} file(s)",
@@ -250,7 +266,16 @@ pub(super) fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode>
         allow_anonymous_exec: args.allow_anonymous_exec,
         allow_fileless: args.allow_fileless,
     };
-    write_unsigned(ArtifactKind::Bundle, bundle.to_payload()?, &args.output)
+    let written = write_unsigned(ArtifactKind::Bundle, bundle.to_payload()?, &args.output)?;
+    if disk_drift {
+        eprintln!(
+            "exit {}: the bundle was written, but the disk differs from the packages (see \
+             above); --allow-drift accepts that",
+            super::package::EXIT_DISK_DRIFT
+        );
+        return Ok(ExitCode::from(super::package::EXIT_DISK_DRIFT));
+    }
+    Ok(written)
 }
 
 /// Grants for the dynamic loader and shared libraries of each file in `files`, named by

@@ -7,8 +7,11 @@
 //! handed to the agent. Only `create` differs between the kinds of artifact: `sign`,
 //! `verify` and `inspect` are one piece of code ([`ArtifactCommand`]) over all of them.
 
+mod apt_hook;
 mod create;
+mod drift;
 mod key;
+mod package;
 mod review;
 
 use std::path::{Path, PathBuf};
@@ -83,9 +86,23 @@ pub enum SecurityCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
-    /// Create an unsigned bundle from program paths (hashed here) or digests.
+    /// Create an unsigned bundle from program paths (hashed here), digests or Debian
+    /// packages (digests from the archive, authenticated through apt's signed chain).
     #[command(after_help = BUNDLE_CREATE_EXAMPLES)]
-    Create(BundleCreateArgs),
+    Create(Box<BundleCreateArgs>),
+    /// Compare a bundle's package grants with the disk: what changed, what is new in the
+    /// same packages and what is gone.
+    ///
+    /// Exit 0: no drift. 1: drift (details printed, or as JSON with --json). 2: the
+    /// check itself failed (unreadable bundle, dpkg missing, bad arguments). Meant for
+    /// cron and CI: `enforcer bundle drift b.json || alert`.
+    #[command(verbatim_doc_comment)]
+    Drift(drift::DriftArgs),
+    /// For apt's DPkg::Pre-Install-Pkgs: report which grants of the governed bundles the
+    /// packages about to be unpacked would break, and write an unsigned candidate bundle
+    /// (serial + 1) granting their new content. Reads .deb paths on stdin; never blocks
+    /// apt: always exits 0, gives up after --timeout. See docs/packages.md.
+    AptHook(apt_hook::AptHookArgs),
     #[command(flatten)]
     Artifact(ArtifactCommand),
 }
@@ -192,6 +209,8 @@ pub(super) fn run(cmd: SecurityCommand) -> anyhow::Result<ExitCode> {
         SecurityCommand::Key(KeyCommand::Generate { out }) => key_generate(&out),
         SecurityCommand::Key(KeyCommand::Show { path }) => key_show(&path),
         SecurityCommand::Bundle(BundleCommand::Create(args)) => bundle_create(&args),
+        SecurityCommand::Bundle(BundleCommand::Drift(args)) => Ok(drift::drift(&args)),
+        SecurityCommand::Bundle(BundleCommand::AptHook(args)) => Ok(apt_hook::apt_hook(args)),
         SecurityCommand::Revoke(RevokeArgs {
             command: None,
             file,
