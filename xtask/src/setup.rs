@@ -36,8 +36,37 @@ const BPF_LINKER_ACCEPTED: &str = "bpf-linker 0.13.";
 
 pub(crate) fn host(ws: &Workspace) -> Result<()> {
     packages(ws)?;
+    system_lists()?;
     lint_tools()?;
     bpf_linker()
+}
+
+/// Where apt keeps the system's lists.
+const SYSTEM_LISTS: &str = "/var/lib/apt/lists";
+/// Lists older than this are fetched again: Debian's security suite signs its Release for
+/// a week, and a day keeps the newest point release in view.
+const LISTS_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// `apt-get update` of the system's own lists when they are missing or a day old. The
+/// package tests (`bundle create --from-package`, `bundle drift`) authenticate real
+/// packages through them, as an operator's host would; an image's lists from months ago
+/// have expired signatures. Updating lists installs and removes nothing.
+fn system_lists() -> Result<()> {
+    let newest = std::fs::read_dir(SYSTEM_LISTS)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_InRelease"))
+        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .max();
+    let fresh = newest
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < LISTS_AGE);
+    if fresh {
+        return Ok(());
+    }
+    println!("setup: apt-get update (the system's package lists are missing or a day old)");
+    cmd::run(apt_get().arg("update"))
 }
 
 /// rustfmt and clippy, which `cargo xtask lint` and `test` run: rustup's default profile
