@@ -316,3 +316,47 @@ fn the_installed_unit_passes_systemd_analyze_verify() {
         "verify passed a broken slice drop-in"
     );
 }
+
+#[test]
+fn on_a_host_with_apt_the_package_hook_is_installed_and_apt_reads_it() {
+    const HOOK: &str = "etc/apt/apt.conf.d/80enforcer";
+    // No apt configuration directory: not a host apt runs on, no hook.
+    let bare = Root::new();
+    bare.write(CONFIG, TWO_SCOPES);
+    bare.install_ok();
+    assert!(!bare.path(HOOK).exists(), "a hook without apt");
+
+    let root = Root::new();
+    root.write(CONFIG, TWO_SCOPES);
+    std::fs::create_dir_all(root.path("etc/apt/apt.conf.d")).expect("mkdir");
+    let stdout = root.install_ok();
+    assert!(stdout.contains("80enforcer"), "{stdout}");
+    // apt itself parses the file and finds the hook, bundle directory included.
+    let out = Command::new("apt-config")
+        .arg("-c")
+        .arg(root.path(HOOK))
+        .args(["dump", "DPkg::Pre-Install-Pkgs"])
+        .output()
+        .expect("run apt-config (Debian package apt)");
+    let dump = text(&out);
+    assert!(
+        out.status.success()
+            && dump.contains(&format!(
+                "\"{BIN} bundle apt-hook --bundle-dir /etc/enforcer/bundles\""
+            )),
+        "apt does not read the hook:\n{dump}\n{}",
+        root.read(HOOK)
+    );
+
+    // An administrator's own file of that name is left alone, and nothing is written.
+    let theirs = "DPkg::Pre-Install-Pkgs { \"/usr/local/bin/theirs\"; };\n";
+    root.write(HOOK, theirs);
+    let out = root.install(&[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("not written by `enforcer install-unit`"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(root.read(HOOK), theirs);
+}

@@ -46,6 +46,10 @@ pub(super) const UNIT_DIR: &str = "/etc/systemd/system";
 const MARKER: &str = "# Written by `enforcer install-unit`";
 /// Name of the drop-in in each governed unit's `.d` directory.
 const GOVERNED_DROPIN: &str = "enforcer.conf";
+/// apt's configuration directory: where it is, apt runs, and the hook goes in.
+const APT_CONF_DIR: &str = "/etc/apt/apt.conf.d";
+/// The apt hook's file there.
+const APT_HOOK: &str = "80enforcer";
 /// Directories the shipped unit already makes writable under `ProtectSystem=strict`.
 const WRITABLE_IN_UNIT: &[&str] = &[
     "/etc/enforcer/bundles",
@@ -344,6 +348,26 @@ fn plan(
     })
 }
 
+/// apt's `DPkg::Pre-Install-Pkgs` hook: `enforcer bundle apt-hook` on the bundles the
+/// agent loads. The hook always exits 0 and bounds its own time, so apt never waits on it
+/// for long and never fails because of it (docs/packages.md).
+fn apt_hook(
+    config_text_path: &str,
+    binary: &str,
+    cfg: &Settings,
+) -> Result<PlannedFile, InstallError> {
+    let bundle_dir = plain_path("bundle_dir", cfg.bundle_dir())?;
+    Ok(PlannedFile {
+        path: Path::new(APT_CONF_DIR).join(APT_HOOK),
+        text: format!(
+            "{MARKER} from {config_text_path}:\n\
+             # before dpkg unpacks an upgrade, report which grants of the governed bundles it\n\
+             # breaks and write an unsigned candidate bundle (docs/packages.md). Never blocks apt.\n\
+             DPkg::Pre-Install-Pkgs {{ \"{binary} bundle apt-hook --bundle-dir {bundle_dir}\"; }};\n"
+        ),
+    })
+}
+
 /// `path` (absolute, checked) below `root`.
 fn under(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
@@ -487,8 +511,14 @@ pub(super) fn command(args: &InstallUnitArgs) -> anyhow::Result<ExitCode> {
     let plan = plan(&config_text_path, &cfg, &binary_text, new_config)?;
     warnings.extend(plan.warnings.iter().cloned());
 
+    // On a host with apt, the hook that says before an upgrade which grants it breaks.
+    let apt_hook = under(&root, Path::new(APT_CONF_DIR))
+        .is_dir()
+        .then(|| apt_hook(&config_text_path, &binary_text, &cfg))
+        .transpose()?;
+
     // Refuse before writing anything if an administrator's file is in the way.
-    for file in plan.governed.values() {
+    for file in plan.governed.values().chain(&apt_hook) {
         let path = under(&root, &file.path);
         if path.exists() && !written_by_us(&path) {
             return Err(InstallError::Foreign(path).into());
@@ -505,6 +535,9 @@ pub(super) fn command(args: &InstallUnitArgs) -> anyhow::Result<ExitCode> {
         }
     }
     for file in plan.governed.values() {
+        report.push(put(&under(&root, &file.path), &file.text, true)?);
+    }
+    if let Some(file) = &apt_hook {
         report.push(put(&under(&root, &file.path), &file.text, true)?);
     }
     for (unit, file) in earlier_governed(&under(&root, Path::new(UNIT_DIR))) {
