@@ -40,8 +40,9 @@ pub enum ReplayError {
     #[error("candidate {}: {source}", .path.display())]
     Candidate {
         path: PathBuf,
+        // Boxed: an artifact error is large, and every replay result would carry its size.
         #[source]
-        source: ArtifactError,
+        source: Box<ArtifactError>,
     },
     #[error(
         "candidate {} is a {kind}, not a bundle: only bundles grant, so only bundles can be \
@@ -71,7 +72,7 @@ impl Candidate {
     pub fn load(path: &Path) -> Result<Self, ReplayError> {
         let candidate = |source| ReplayError::Candidate {
             path: path.to_owned(),
-            source,
+            source: Box::new(source),
         };
         let bytes = read_artifact(path).map_err(candidate)?;
         let envelope = Envelope::parse(&bytes).map_err(candidate)?;
@@ -303,7 +304,9 @@ impl InForce {
                 continue;
             }
             for g in bundle.grants.iter().filter(|g| g.digest == *digest) {
-                let deadline = g.not_after.map_or(bundle.not_after, |t| t.min(bundle.not_after));
+                let deadline = g
+                    .not_after
+                    .map_or(bundle.not_after, |t| t.min(bundle.not_after));
                 let entry = GrantEntry {
                     not_after_boot_ns: deadline.saturating_mul(1_000_000_000),
                     auth_serial: bundle.serial,

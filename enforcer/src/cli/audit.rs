@@ -265,7 +265,10 @@ fn print_replay(report: &replay::Report, as_recorded: bool) {
         );
     }
     if as_recorded {
-        println!("{} mismatch(es) with the recorded decisions", report.mismatches.len());
+        println!(
+            "{} mismatch(es) with the recorded decisions",
+            report.mismatches.len()
+        );
         for m in &report.mismatches {
             println!(
                 "mismatch seq {} {} {} {} ({}): recorded {} ({}), replayed {} ({})",
@@ -287,7 +290,10 @@ fn print_replay(report: &replay::Report, as_recorded: bool) {
         ("newly allowed", &report.newly_allowed),
     ] {
         let total: u64 = changes.iter().map(|c| c.count).sum();
-        println!("{title}: {total} decision(s) in {} program(s)", changes.len());
+        println!(
+            "{title}: {total} decision(s) in {} program(s)",
+            changes.len()
+        );
         for c in changes {
             println!(
                 "  {}: {} decision(s) -> {} ({}), e.g. {}",

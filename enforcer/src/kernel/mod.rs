@@ -34,8 +34,8 @@ mod testutil;
 
 pub use load::{is_pinned, unload};
 pub use maps::{ApplyStats, MapState, PolicyMaps, ScopedDigest};
-pub use resolve::{boot_deadline, resolve, whole_second_deadline};
 pub(crate) use resolve::EMPTY_CONTENT;
+pub use resolve::{boot_deadline, resolve, whole_second_deadline};
 
 /// Why the kernel side could not be loaded or updated.
 #[derive(Debug, thiserror::Error)]
