@@ -28,6 +28,7 @@ use super::AuditError;
 use super::artifacts::Archive;
 use super::query;
 use super::record::{AuthorizationChange, Body, Decision, Record, decision_name, reason_name};
+use crate::authz;
 use crate::authz::artifact::{ArtifactError, ArtifactId, ArtifactKind, Bundle, Envelope, Mode};
 use crate::authz::verify::read_artifact;
 use crate::host::digest::FileDigest;
@@ -268,10 +269,58 @@ impl InForce {
         }
     }
 
-    /// Decides a recorded content decision again under these authorizations, changed by
-    /// `what_if`. `None` when an authorization of the scope is not known.
+    /// What the kernel's maps would hold under these authorizations changed by
+    /// `what_if`: each scope's mode and grants, by the agent's rules
+    /// ([`authz::policy_of_bundles`], then the longest-lived grant per digest as
+    /// `kernel::resolve` keeps it). Every grant is kept whatever its deadline, which
+    /// [`decide::content`] compares at each decision.
+    fn resolve(&self, what_if: &WhatIf) -> Resolved {
+        let recorded = self
+            .bundles
+            .iter()
+            .filter(|(id, b)| !what_if.removes(id) && !what_if.replaces(&b.1))
+            .map(|(_, b)| (&b.0, &b.1));
+        let candidates = what_if.with.iter().map(|c| (&c.id, &c.bundle));
+        // At the epoch every grant is live: none is dropped before its deadline is compared.
+        let policy = authz::policy_of_bundles(recorded.chain(candidates), &[], UNIX_EPOCH);
+        let mut scopes = HashMap::new();
+        for (scope, spec) in policy.scopes {
+            let mut grants: HashMap<FileDigest, GrantEntry> = HashMap::new();
+            // The agent never loads a grant of empty content (`kernel::resolve` says why).
+            for g in spec
+                .grants
+                .iter()
+                .filter(|g| g.digest.0 != crate::kernel::EMPTY_CONTENT)
+            {
+                let entry = GrantEntry {
+                    not_after_boot_ns: g.not_after.map_or(u64::MAX, epoch_ns),
+                    auth_serial: g.auth_serial,
+                    auth_id: g.auth_id,
+                };
+                // Two authorizations may grant one digest: the agent keeps the longest.
+                grants
+                    .entry(g.digest)
+                    .and_modify(|best| {
+                        if entry.not_after_boot_ns > best.not_after_boot_ns {
+                            *best = entry;
+                        }
+                    })
+                    .or_insert(entry);
+            }
+            let mode = match spec.mode {
+                Mode::Enforce => mode::ENFORCE,
+                Mode::Monitor => mode::MONITOR,
+            };
+            scopes.insert(scope.as_str().to_owned(), (mode, grants));
+        }
+        Resolved { scopes }
+    }
+
+    /// Decides a recorded content decision again, with the kernel's function. `None` when
+    /// an authorization of the scope is not known.
     fn decide(
         &self,
+        resolved: &Resolved,
         what_if: &WhatIf,
         scope: &str,
         digest: &FileDigest,
@@ -284,46 +333,16 @@ impl InForce {
         {
             return None;
         }
-        let recorded = self
-            .bundles
-            .iter()
-            .filter(|(id, b)| !what_if.removes(id) && !what_if.replaces(&b.1))
-            .map(|(_, b)| (&b.0, &b.1));
-        let candidates = what_if.with.iter().map(|c| (&c.id, &c.bundle));
-        let mut grant: Option<GrantEntry> = None;
-        let mut covered = false;
-        let mut all_monitor = true;
-        for (id, bundle) in recorded.chain(candidates) {
-            if !bundle.scopes.iter().any(|s| s.as_str() == scope) {
-                continue;
-            }
-            covered = true;
-            all_monitor &= bundle.mode == Mode::Monitor;
-            // The agent never loads a grant of empty content (resolve.rs says why).
-            if digest.0 == crate::kernel::EMPTY_CONTENT {
-                continue;
-            }
-            for g in bundle.grants.iter().filter(|g| g.digest == *digest) {
-                let deadline = g
-                    .not_after
-                    .map_or(bundle.not_after, |t| t.min(bundle.not_after));
-                let entry = GrantEntry {
-                    not_after_boot_ns: deadline.saturating_mul(1_000_000_000),
-                    auth_serial: bundle.serial,
-                    auth_id: id.auth_prefix(),
-                };
-                // Two authorizations may grant one digest: the agent keeps the longest.
-                if grant.is_none_or(|best| entry.not_after_boot_ns > best.not_after_boot_ns) {
-                    grant = Some(entry);
-                }
-            }
-        }
+        // A scope no bundle names is governed by the operator's declaration alone: it
+        // enforces, and grants nothing.
+        let (mode, grant) = resolved
+            .scopes
+            .get(scope)
+            .map_or((mode::ENFORCE, None), |(mode, grants)| {
+                (*mode, grants.get(digest).copied())
+            });
         let policy = ScopePolicy {
-            mode: if covered && all_monitor {
-                mode::MONITOR
-            } else {
-                mode::ENFORCE
-            },
+            mode,
             flags: 0,
             monitor_until_boot_ns: self
                 .glass
@@ -339,6 +358,11 @@ impl InForce {
         let outcome = decide::outcome(content.allowed, content.reason, &policy, || now_ns);
         Some((outcome, content.reason))
     }
+}
+
+/// Each scope's mode and grants, as [`InForce::resolve`] makes them.
+struct Resolved {
+    scopes: HashMap<String, (u32, HashMap<FileDigest, GrantEntry>)>,
 }
 
 fn archived_bundle(archive: &Archive, id: &str) -> Option<Arc<(ArtifactId, Bundle)>> {
@@ -405,6 +429,8 @@ pub fn replay(
     let filter = selection.filter();
     let mut loaded = HashMap::new();
     let mut in_force = InForce::default();
+    // What the maps hold, resolved again only when the authorizations change.
+    let mut resolved: Option<Resolved> = None;
     let mut report = Report::default();
     let mut denied: BTreeMap<(String, Verdict), ProgramChange> = BTreeMap::new();
     let mut allowed: BTreeMap<(String, Verdict), ProgramChange> = BTreeMap::new();
@@ -415,10 +441,12 @@ pub fn replay(
         let d = match &record.body {
             Body::Start(_) => {
                 in_force = InForce::default();
+                resolved = None;
                 return;
             }
             Body::Authorization(change) => {
                 in_force.apply(change, &mut loaded, &archive);
+                resolved = None;
                 return;
             }
             Body::Decision(d) if filter.matches(record) => d,
@@ -442,7 +470,9 @@ pub fn replay(
             return;
         };
         let now_ns = u64::try_from((i128::from(d.boot_ns) + offset).max(0)).unwrap_or(u64::MAX);
-        let Some((outcome, new_why)) = in_force.decide(view, scope, &digest, now_ns) else {
+        let resolved = resolved.get_or_insert_with(|| in_force.resolve(view));
+        let Some((outcome, new_why)) = in_force.decide(resolved, view, scope, &digest, now_ns)
+        else {
             keep(NOT_ARCHIVED);
             return;
         };
