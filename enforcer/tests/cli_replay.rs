@@ -114,8 +114,21 @@ fn event(
     }
 }
 
+/// The id the break-glass record of [`Fixture::in_break_glass`] cites.
+const GLASS: &str = "9a";
+
 impl Fixture {
     fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// The same log with the scope in a break-glass window: `c` (exec 4) is recorded as
+    /// `would-deny`.
+    fn in_break_glass() -> Self {
+        Self::build(true)
+    }
+
+    fn build(break_glass: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         for name in ["a", "b", "c", "d", "gone"] {
             std::fs::write(dir.path().join(name), format!("#!program {name}\n")).expect("write");
@@ -156,17 +169,42 @@ impl Fixture {
             detail: None,
         })
         .expect("authorization");
+        if break_glass {
+            log.append_authorization(AuthorizationChange {
+                change: "break-glass".into(),
+                artifact: "break-glass".into(),
+                id: GLASS.repeat(64),
+                issuer: "oncall".into(),
+                bundle_id: None,
+                serial: None,
+                scopes: vec![SCOPE.into()],
+                not_after: Some(
+                    humantime::format_rfc3339_seconds(
+                        SystemTime::now() + std::time::Duration::from_secs(3600),
+                    )
+                    .to_string(),
+                ),
+                pids: Vec::new(),
+                detail: Some("INC-1".into()),
+            })
+            .expect("break-glass");
+        }
         let labels = DecisionLabels {
             scope: Some(SCOPE),
             grant_name: None,
         };
         let (allow, deny) = (decision::ALLOW, decision::DENY);
+        let c_decision = if break_glass {
+            decision::WOULD_DENY
+        } else {
+            deny
+        };
         let granted = Some(&tools);
         for e in [
             event(1, &p("a"), allow, reason::GRANTED, granted),
             event(2, &p("b"), allow, reason::GRANTED, granted),
             event(3, &p("a"), allow, reason::GRANTED, granted),
-            event(4, &p("c"), deny, reason::NOT_GRANTED, None),
+            event(4, &p("c"), c_decision, reason::NOT_GRANTED, None),
             event(5, &p("gone"), allow, reason::GRANTED, granted),
             event(6, &p("a"), deny, reason::TAMPER, None),
             event(7, &p("d"), allow, reason::GRANTED, granted),
@@ -181,6 +219,32 @@ impl Fixture {
             tools,
             recorded,
         }
+    }
+
+    /// `bundle create --from-audit` of the scope into `learned.json`.
+    fn learn(&self) -> Run {
+        common::enforcer(
+            self.dir.path(),
+            [
+                "bundle",
+                "create",
+                "--issuer",
+                "ops",
+                "--bundle-id",
+                "learned",
+                "--serial",
+                "1",
+                "--scope",
+                SCOPE,
+                "--valid-for",
+                "1h",
+                "--from-audit",
+                "--audit-dir",
+                "audit",
+                "--out",
+                "learned.json",
+            ],
+        )
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -317,7 +381,7 @@ fn a_candidate_that_drops_a_grant_newly_denies_exactly_its_execs() {
     );
     assert!(
         text.stdout.contains(&format!(
-            "  {b}: 1 decision(s) -> deny (not-granted), e.g. {BOOT}:2"
+            "  {b}: 1 decision(s) allow -> deny (not-granted), e.g. {BOOT}:2"
         )),
         "{}",
         text.stdout
@@ -369,28 +433,7 @@ fn without_the_bundle_everything_it_granted_is_denied_and_a_grant_of_c_allows_it
 #[test]
 fn learning_grants_what_is_on_disk_as_recorded_and_names_the_rest() {
     let f = Fixture::new();
-    let run = common::enforcer(
-        f.dir.path(),
-        [
-            "bundle",
-            "create",
-            "--issuer",
-            "ops",
-            "--bundle-id",
-            "learned",
-            "--serial",
-            "1",
-            "--scope",
-            SCOPE,
-            "--valid-for",
-            "1h",
-            "--from-audit",
-            "--audit-dir",
-            "audit",
-            "--out",
-            "learned.json",
-        ],
-    );
+    let run = f.learn();
     assert_code(&run, 0);
     let line = |name: &str| {
         let prefix = format!("  {} ", f.path(name).display());
@@ -446,4 +489,55 @@ fn learning_grants_what_is_on_disk_as_recorded_and_names_the_rest() {
     let mut want: Vec<FileDigest> = ["a", "b", "c"].iter().map(|n| f.recorded[n]).collect();
     want.sort_unstable();
     assert_eq!(granted, want);
+}
+
+#[test]
+fn a_break_glass_window_replays_and_without_it_what_it_let_run_is_denied() {
+    let f = Fixture::in_break_glass();
+    let run = f.run(&["replay", "--as-recorded"]);
+    assert_code(&run, 0);
+    assert!(run.stdout.contains("0 mismatch(es)"), "{}", run.stdout);
+
+    let run = f.run(&["replay", "--without", GLASS]);
+    assert_code(&run, 0);
+    let c = f.path("c").display().to_string();
+    assert!(
+        run.stdout
+            .contains("newly denied: 1 decision(s) in 1 program(s)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "  {c}: 1 decision(s) would-deny -> deny (not-granted), e.g. {BOOT}:4"
+        )),
+        "{}",
+        run.stdout
+    );
+
+    // Recorded as would-deny, the same decision under enforcement is a mismatch.
+    f.alter(4, r#""decision":"would-deny""#, r#""decision":"deny""#);
+    let run = f.run(&["replay", "--as-recorded"]);
+    assert_code(&run, 1);
+    assert!(
+        run.stdout
+            .contains("recorded deny (not-granted), replayed would-deny (not-granted)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn learning_counts_what_monitoring_let_run() {
+    let f = Fixture::in_break_glass();
+    let run = f.learn();
+    assert_code(&run, 0);
+    let prefix = format!("  {} ", f.path("c").display());
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("c not in the review list:\n{}", run.stdout));
+    assert!(line.contains("allowed 0 would-deny 1 denied 0"), "{line}");
+    assert!(line.ends_with(": granted"), "{line}");
 }

@@ -164,6 +164,8 @@ pub struct ProgramChange {
     pub program: String,
     /// Its contents' digests (hex) among these decisions.
     pub sha256: BTreeSet<String>,
+    /// What the log recorded.
+    pub recorded: String,
     /// What replay decides, and why.
     pub replayed: Verdict,
     pub count: u64,
@@ -197,9 +199,10 @@ pub struct Report {
     /// `scope-unknown` (the record names no scope path), or `authorization-not-archived`
     /// (an authorization of the scope is not under `artifacts/`).
     pub as_recorded: BTreeMap<String, u64>,
-    /// Recorded as allowed, decided as denied (or would-deny), by program.
+    /// Decided more strictly than recorded (allow, then would-deny, then deny), by
+    /// program and change.
     pub newly_denied: Vec<ProgramChange>,
-    /// Recorded as denied (or would-deny), decided as allowed, by program.
+    /// Decided less strictly than recorded, by program and change.
     pub newly_allowed: Vec<ProgramChange>,
     /// Replays as recorded only: decisions that differ from the log's.
     pub mismatches: Vec<Mismatch>,
@@ -410,8 +413,12 @@ fn decision_ref(record: &Record, d: &Decision) -> String {
     }
 }
 
-fn refused(decision: &str) -> bool {
-    decision != decision_name(decision::ALLOW)
+/// How strict a recorded decision is: allowed, allowed but reported (monitor mode), denied.
+fn strictness(name: &str) -> Option<u8> {
+    [decision::ALLOW, decision::WOULD_DENY, decision::DENY]
+        .iter()
+        .position(|&code| decision_name(code) == name)
+        .and_then(|rank| u8::try_from(rank).ok())
 }
 
 /// Replays the decisions `selection` picks in the log in `dir`. With `as_recorded`, under
@@ -432,8 +439,8 @@ pub fn replay(
     // What the maps hold, resolved again only when the authorizations change.
     let mut resolved: Option<Resolved> = None;
     let mut report = Report::default();
-    let mut denied: BTreeMap<(String, Verdict), ProgramChange> = BTreeMap::new();
-    let mut allowed: BTreeMap<(String, Verdict), ProgramChange> = BTreeMap::new();
+    let mut denied: BTreeMap<(String, String, Verdict), ProgramChange> = BTreeMap::new();
+    let mut allowed: BTreeMap<(String, String, Verdict), ProgramChange> = BTreeMap::new();
     let nothing = WhatIf::default();
     let view = if as_recorded { &nothing } else { what_if };
     report.skipped_lines = query::read_dir(dir, |e| {
@@ -506,16 +513,19 @@ pub fn replay(
             }
             return;
         }
-        let changes = match (refused(&d.decision), refused(&replayed.decision)) {
-            (false, true) => &mut denied,
-            (true, false) => &mut allowed,
+        // `would-deny` sits between the two: leaving monitor mode newly denies what it
+        // reported, and a grant newly allows it.
+        let changes = match (strictness(&d.decision), strictness(&replayed.decision)) {
+            (Some(before), Some(after)) if after > before => &mut denied,
+            (Some(before), Some(after)) if after < before => &mut allowed,
             _ => return,
         };
         let change = changes
-            .entry((d.path.clone(), replayed.clone()))
+            .entry((d.path.clone(), d.decision.clone(), replayed.clone()))
             .or_insert_with(|| ProgramChange {
                 program: d.path.clone(),
                 sha256: BTreeSet::new(),
+                recorded: d.decision.clone(),
                 replayed,
                 count: 0,
                 examples: Vec::new(),

@@ -296,9 +296,10 @@ fn print_replay(report: &replay::Report, as_recorded: bool) {
         );
         for c in changes {
             println!(
-                "  {}: {} decision(s) -> {} ({}), e.g. {}",
+                "  {}: {} decision(s) {} -> {} ({}), e.g. {}",
                 c.program,
                 c.count,
+                c.recorded,
                 c.replayed.decision,
                 c.replayed.reason,
                 c.examples.join(", ")
