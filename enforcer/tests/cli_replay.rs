@@ -541,3 +541,32 @@ fn learning_counts_what_monitoring_let_run() {
     assert!(line.contains("allowed 0 would-deny 1 denied 0"), "{line}");
     assert!(line.ends_with(": granted"), "{line}");
 }
+
+#[test]
+fn decisions_under_an_unarchived_bundle_are_kept_as_recorded_unless_a_candidate_replaces_it() {
+    let f = Fixture::new();
+    std::fs::remove_dir_all(f.path("audit/artifacts")).expect("remove the archive");
+    let run = f.run(&["replay", "--as-recorded"]);
+    assert_code(&run, 0);
+    assert!(
+        run.stdout
+            .contains("7 decision(s) selected, 0 decided again"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("6 kept as recorded (authorization-not-archived)"),
+        "{}",
+        run.stdout
+    );
+
+    let candidate = tools_bundle(2, &[f.recorded["a"], f.recorded["gone"], f.recorded["d"]]);
+    std::fs::write(f.path("candidate.json"), candidate.to_bytes()).expect("write");
+    let report = json(&f.run(&["replay", "--with", "candidate.json", "--json"]));
+    assert_eq!(report["redecided"], 6, "{report:#}");
+    assert_eq!(
+        report["newly_denied"][0]["examples"],
+        serde_json::json!([format!("{BOOT}:2")])
+    );
+}

@@ -123,10 +123,10 @@ impl WhatIf {
         })
     }
 
-    fn replaces(&self, bundle: &Bundle) -> bool {
+    fn replaces(&self, issuer: &str, bundle_id: &str) -> bool {
         self.with
             .iter()
-            .any(|c| c.bundle.issuer == bundle.issuer && c.bundle.bundle_id == bundle.bundle_id)
+            .any(|c| c.bundle.issuer == issuer && c.bundle.bundle_id == bundle_id)
     }
 }
 
@@ -225,8 +225,8 @@ struct InForce {
     bundles: BTreeMap<String, Arc<(ArtifactId, Bundle)>>,
     /// Break-glass windows by artifact id: their scopes and deadline (ns since the epoch).
     glass: BTreeMap<String, (Vec<String>, u64)>,
-    /// Authorizations whose bundle is not archived, by id: their scopes.
-    unknown: BTreeMap<String, Vec<String>>,
+    /// Authorizations whose bundle is not archived, by id: as the record names them.
+    unknown: BTreeMap<String, AuthorizationChange>,
 }
 
 impl InForce {
@@ -248,8 +248,7 @@ impl InForce {
                         self.bundles.insert(change.id.clone(), b);
                     }
                     None => {
-                        self.unknown
-                            .insert(change.id.clone(), change.scopes.clone());
+                        self.unknown.insert(change.id.clone(), change.clone());
                     }
                 }
             }
@@ -281,7 +280,9 @@ impl InForce {
         let recorded = self
             .bundles
             .iter()
-            .filter(|(id, b)| !what_if.removes(id) && !what_if.replaces(&b.1))
+            .filter(|(id, b)| {
+                !what_if.removes(id) && !what_if.replaces(&b.1.issuer, &b.1.bundle_id)
+            })
             .map(|(_, b)| (&b.0, &b.1));
         let candidates = what_if.with.iter().map(|c| (&c.id, &c.bundle));
         // At the epoch every grant is live: none is dropped before its deadline is compared.
@@ -329,11 +330,13 @@ impl InForce {
         digest: &FileDigest,
         now_ns: u64,
     ) -> Option<(u32, u32)> {
-        if self
-            .unknown
-            .iter()
-            .any(|(id, scopes)| !what_if.removes(id) && scopes.iter().any(|s| s == scope))
-        {
+        // An authorization replay cannot read decides nothing here, unless it is left out
+        // or replaced by a candidate of its line.
+        if self.unknown.iter().any(|(id, change)| {
+            !what_if.removes(id)
+                && !what_if.replaces(&change.issuer, change.bundle_id.as_deref().unwrap_or(""))
+                && change.scopes.iter().any(|s| s == scope)
+        }) {
             return None;
         }
         // A scope no bundle names is governed by the operator's declaration alone: it
