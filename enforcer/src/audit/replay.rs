@@ -631,3 +631,58 @@ pub fn learn(
     })?;
     Ok((seen.into_values().collect(), skipped))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// What replay shares with the kernel is the decision; what it cannot share is the
+    /// clock. The agent converts a grant's wall-clock deadline to CLOCK_BOOTTIME, rounded
+    /// down to a whole second, and the kernel compares boot time; replay compares wall
+    /// time with the signed deadline. The two decide alike except in the second before a
+    /// deadline, where the kernel may already refuse (never the other way), as
+    /// docs/audit.md says.
+    #[test]
+    fn kernel_and_replay_clocks_agree_except_in_the_last_second_before_a_deadline() {
+        const SECOND: u64 = 1_000_000_000;
+        let now_real = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for now_boot in [0, 7, 999_999_999, 1_234_567_891] {
+            let deadline = now_real + Duration::from_secs(10);
+            let kernel = GrantEntry {
+                not_after_boot_ns: crate::kernel::whole_second_deadline(
+                    deadline, now_real, now_boot,
+                ),
+                ..GrantEntry::ZERO
+            };
+            let replayed = GrantEntry {
+                not_after_boot_ns: epoch_ns(deadline),
+                ..GrantEntry::ZERO
+            };
+            let mut early = 0;
+            for offset_ms in (0..12_000).step_by(50) {
+                let boot = now_boot + offset_ms * 1_000_000;
+                let wall = epoch_ns(now_real) + offset_ms * 1_000_000;
+                let k = decide::content(Some(kernel), || boot);
+                let r = decide::content(Some(replayed), || wall);
+                if k.reason != r.reason {
+                    assert!(
+                        !k.allowed && r.allowed,
+                        "the kernel allows after replay refuses at {offset_ms} ms (boot {now_boot})"
+                    );
+                    assert!(
+                        wall + SECOND > replayed.not_after_boot_ns,
+                        "differ {} ms before the deadline",
+                        (replayed.not_after_boot_ns - wall) / 1_000_000
+                    );
+                    early += 1;
+                }
+            }
+            assert!(
+                early <= 20,
+                "{early} samples of 50 ms differ (boot {now_boot})"
+            );
+        }
+    }
+}
