@@ -83,7 +83,8 @@ pub enum SecurityCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
-    /// Create an unsigned bundle from program paths (hashed here) or digests.
+    /// Create an unsigned bundle from program paths (hashed here), digests, or what the
+    /// audit log recorded in the scopes (--from-audit).
     #[command(after_help = BUNDLE_CREATE_EXAMPLES)]
     Create(BundleCreateArgs),
     #[command(flatten)]
