@@ -598,6 +598,103 @@ pub mod reason {
     }
 }
 
+/// The content rule's decision, one function for the kernel programs and for replaying the
+/// audit log (`enforcer audit replay`): what a grant lookup and the clock mean, and what
+/// monitor mode and break-glass make of a refusal.
+///
+/// Times are nanoseconds on one clock, whichever the caller uses: the kernel passes
+/// CLOCK_BOOTTIME, with grant deadlines converted to it by the agent; replay passes wall
+/// time, with deadlines from the signed artifacts. The clock is read through a closure so
+/// that the kernel calls its helper only where a deadline is compared, as before.
+///
+/// The maps hold only what the agent resolved: a grant not yet valid, or withdrawn by a
+/// revocation, is left out of them, so its lookup misses and the answer is
+/// [`reason::NOT_GRANTED`]. Replay resolves the same way and gets the same answer.
+///
+/// Everything here is `#[inline(always)]`, loop-free and index-free: the verifier sees it
+/// as part of each hook.
+pub mod decide {
+    use super::{GrantEntry, ScopePolicy, decision, mode, reason};
+
+    /// What a grant lookup amounts to, before monitor mode.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Content {
+        pub allowed: bool,
+        /// [`reason::GRANTED`], [`reason::NOT_GRANTED`] or [`reason::EXPIRED`].
+        pub reason: u32,
+        /// The grant found ([`GrantEntry::ZERO`] when none): an expired one too, so that
+        /// the report names the authorization that lapsed.
+        pub grant: GrantEntry,
+    }
+
+    /// The content rule on the result of a grant lookup: allowed while the grant lives;
+    /// its deadline is the first moment it no longer allows.
+    #[inline(always)]
+    pub fn content(grant: Option<GrantEntry>, now: impl FnOnce() -> u64) -> Content {
+        let Some(grant) = grant else {
+            return Content {
+                allowed: false,
+                reason: reason::NOT_GRANTED,
+                grant: GrantEntry::ZERO,
+            };
+        };
+        if now() >= grant.not_after_boot_ns {
+            return Content {
+                allowed: false,
+                reason: reason::EXPIRED,
+                grant,
+            };
+        }
+        Content {
+            allowed: true,
+            reason: reason::GRANTED,
+            grant,
+        }
+    }
+
+    /// Whether a denial for `why` in a scope with `policy` is only reported. Monitor mode,
+    /// and a break-glass window until its deadline, relax the content rule alone: which
+    /// code may run. Containment (tampering with the enforcer, leaving the scope, reaching
+    /// the kernel or the host) is refused in every mode, so a rollout or an incident never
+    /// opens the enforcer itself. The deadline is compared at every decision, so
+    /// enforcement comes back on time even when the agent is dead.
+    #[inline(always)]
+    pub fn monitoring(policy: &ScopePolicy, why: u32, now: impl FnOnce() -> u64) -> bool {
+        if reason::is_containment(why) {
+            return false;
+        }
+        policy.mode == mode::MONITOR
+            || (policy.monitor_until_boot_ns != 0 && now() < policy.monitor_until_boot_ns)
+    }
+
+    /// The final decision ([`decision`]) on a verdict: allowed, or refused as the scope's
+    /// mode makes it.
+    #[inline(always)]
+    pub fn outcome(
+        allowed: bool,
+        why: u32,
+        policy: &ScopePolicy,
+        now: impl FnOnce() -> u64,
+    ) -> u32 {
+        if allowed {
+            decision::ALLOW
+        } else if monitoring(policy, why, now) {
+            decision::WOULD_DENY
+        } else {
+            decision::DENY
+        }
+    }
+
+    /// Whether a recorded decision for `why` is the content rule's alone, so that the
+    /// grants, the clock and the scope's mode (all in the audit log) decide it again.
+    /// Every other reason depends on kernel state the log does not hold (the file's
+    /// filesystem, its link count, its writers, the task's cgroup...).
+    #[must_use]
+    pub const fn redecidable(why: u32) -> bool {
+        matches!(why, reason::GRANTED | reason::NOT_GRANTED | reason::EXPIRED)
+    }
+}
+
 /// One decision in a governed scope, sent through the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -730,6 +827,78 @@ mod tests {
             !capability::refused(64),
             "out of range is not refused by accident"
         );
+    }
+
+    fn grant(not_after: u64) -> GrantEntry {
+        GrantEntry {
+            not_after_boot_ns: not_after,
+            auth_serial: 3,
+            auth_id: [7; AUTH_ID_LEN],
+        }
+    }
+
+    #[test]
+    fn a_grant_allows_until_its_deadline_and_not_at_it() {
+        let live = decide::content(Some(grant(100)), || 99);
+        assert_eq!((live.allowed, live.reason), (true, reason::GRANTED));
+        assert_eq!(live.grant, grant(100));
+        let lapsed = decide::content(Some(grant(100)), || 100);
+        assert_eq!((lapsed.allowed, lapsed.reason), (false, reason::EXPIRED));
+        assert_eq!(lapsed.grant.auth_serial, 3, "the lapsed grant is reported");
+        let none = decide::content(None, || panic!("no deadline to compare"));
+        assert_eq!((none.allowed, none.reason), (false, reason::NOT_GRANTED));
+        assert_eq!(none.grant, GrantEntry::ZERO);
+    }
+
+    #[test]
+    fn monitor_mode_and_break_glass_relax_only_the_content_rule() {
+        let enforce = ScopePolicy::default();
+        let monitor = ScopePolicy {
+            mode: mode::MONITOR,
+            ..ScopePolicy::default()
+        };
+        let glass = ScopePolicy {
+            monitor_until_boot_ns: 50,
+            ..ScopePolicy::default()
+        };
+        let at = |t: u64| move || t;
+        assert_eq!(
+            decide::outcome(true, reason::GRANTED, &enforce, at(0)),
+            decision::ALLOW
+        );
+        assert_eq!(
+            decide::outcome(false, reason::NOT_GRANTED, &enforce, at(0)),
+            decision::DENY
+        );
+        assert_eq!(
+            decide::outcome(false, reason::NOT_GRANTED, &monitor, at(0)),
+            decision::WOULD_DENY
+        );
+        assert_eq!(
+            decide::outcome(false, reason::EXPIRED, &glass, at(49)),
+            decision::WOULD_DENY
+        );
+        assert_eq!(
+            decide::outcome(false, reason::EXPIRED, &glass, at(50)),
+            decision::DENY,
+            "break-glass ends at its deadline"
+        );
+        assert_eq!(
+            decide::outcome(false, reason::TAMPER, &monitor, at(0)),
+            decision::DENY,
+            "containment holds in monitor mode"
+        );
+    }
+
+    #[test]
+    fn only_content_reasons_are_redecidable() {
+        for why in 0..=reason::OUTSIDE {
+            let content = matches!(why, reason::GRANTED | reason::NOT_GRANTED | reason::EXPIRED);
+            assert_eq!(decide::redecidable(why), content, "{}", reason::name(why));
+            if reason::is_containment(why) {
+                assert!(!decide::redecidable(why));
+            }
+        }
     }
 
     #[test]

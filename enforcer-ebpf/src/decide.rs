@@ -15,7 +15,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes,
 };
 use enforcer_common::{
-    DIGEST_LEN, ExecEvent, GrantEntry, Image, MAX_SCOPE_LEVEL, ScopePolicy, decision, hook, mode,
+    DIGEST_LEN, ExecEvent, GrantEntry, Image, MAX_SCOPE_LEVEL, ScopePolicy, decide, decision, hook,
     reason,
 };
 
@@ -119,21 +119,13 @@ pub(crate) fn governing_scope() -> Option<(u64, ScopePolicy)> {
     Some((found, *policy))
 }
 
-/// Whether a denial for `why` in a scope with `policy` is only reported. Monitor mode, and
-/// a break-glass window until its deadline, relax the content rule alone: which code may
-/// run. Containment (tampering with the enforcer, leaving the scope, reaching the kernel
-/// or the host) is refused in every mode, so a rollout or an incident never opens the
-/// enforcer itself. The deadline is checked here, at every decision, so enforcement comes
-/// back on time even when the agent is dead.
+/// Whether a denial for `why` in a scope with `policy` is only reported: the rule lives in
+/// [`enforcer_common::decide::monitoring`], shared with the audit log's replay; here it
+/// reads CLOCK_BOOTTIME, the clock the agent converts the break-glass deadline to.
 #[inline(always)]
 pub(crate) fn monitoring(policy: &ScopePolicy, why: u32) -> bool {
-    if reason::is_containment(why) {
-        return false;
-    }
-    policy.mode == mode::MONITOR
-        || (policy.monitor_until_boot_ns != 0
-            // SAFETY: plain helper call.
-            && unsafe { bpf_ktime_get_boot_ns() } < policy.monitor_until_boot_ns)
+    // SAFETY: plain helper call.
+    decide::monitoring(policy, why, || unsafe { bpf_ktime_get_boot_ns() })
 }
 
 /// What a governed operation produces: the final decision after monitor mode, reported
@@ -154,13 +146,13 @@ impl Outcome<'_> {
     /// every denial or would-be denial, is.
     #[inline(always)]
     pub(crate) fn finish(self) -> Result<i32, i32> {
-        let decision = if self.verdict.allowed {
-            decision::ALLOW
-        } else if monitoring(&self.policy, self.verdict.reason) {
-            decision::WOULD_DENY
-        } else {
-            decision::DENY
-        };
+        // SAFETY: plain helper call.
+        let decision = decide::outcome(
+            self.verdict.allowed,
+            self.verdict.reason,
+            &self.policy,
+            || unsafe { bpf_ktime_get_boot_ns() },
+        );
         let is_exec = self.which == hook::BPRM_CHECK_SECURITY;
         if is_exec || decision != decision::ALLOW {
             let lineage = unsafe { lineage() };

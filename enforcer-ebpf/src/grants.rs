@@ -5,8 +5,8 @@ use core::ptr;
 
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use enforcer_common::{
-    DIGEST_LEN, GrantEntry, GrantKey, HASH_ALGO_SHA256, ScopePolicy, active_slot_of, reason,
-    scope_flags,
+    DIGEST_LEN, GrantEntry, GrantKey, HASH_ALGO_SHA256, ScopePolicy, active_slot_of, decide,
+    reason, scope_flags,
 };
 
 use crate::decide::Verdict;
@@ -82,21 +82,16 @@ pub(crate) unsafe fn file_verdict(
     if algo != HASH_ALGO_SHA256 {
         return Verdict::deny(reason::UNEXPECTED_ALGORITHM);
     }
-    let Some(grant) = find_grant(scope_id, digest) else {
-        return Verdict::deny(reason::NOT_GRANTED);
-    };
-    if unsafe { bpf_ktime_get_boot_ns() } >= grant.not_after_boot_ns {
-        return Verdict {
-            allowed: false,
-            reason: reason::EXPIRED,
-            grant,
-            detail: 0,
-        };
-    }
+    // The content rule itself is shared with `enforcer audit replay`, which decides
+    // recorded execs again from the log.
+    // SAFETY: plain helper call.
+    let content = decide::content(find_grant(scope_id, digest), || unsafe {
+        bpf_ktime_get_boot_ns()
+    });
     Verdict {
-        allowed: true,
-        reason: reason::GRANTED,
-        grant,
+        allowed: content.allowed,
+        reason: content.reason,
+        grant: content.grant,
         detail: 0,
     }
 }

@@ -26,6 +26,7 @@ pub mod files;
 pub mod proof;
 pub mod query;
 pub mod record;
+pub mod replay;
 pub mod tlog;
 pub mod tree;
 pub mod verify;

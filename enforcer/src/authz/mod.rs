@@ -370,13 +370,22 @@ pub fn load(sources: &Sources, now: SystemTime) -> Result<Authorizations, AuthzE
 /// A scope is in monitor mode only when every bundle for it says so: doubt means enforce.
 /// Break-glass artifacts are applied afterwards, by [`apply_break_glass`].
 pub fn policy_of(bundles: &[&VerifiedBundle], declared: &[ScopePath], now: SystemTime) -> Policy {
+    policy_of_bundles(bundles.iter().map(|v| (&v.id, &v.bundle)), declared, now)
+}
+
+/// [`policy_of`] over bundles by identity and content, verified or not: `audit replay`
+/// asks what bundles nobody signed yet would change, under the agent's own rules.
+pub fn policy_of_bundles<'a>(
+    bundles: impl IntoIterator<Item = (&'a ArtifactId, &'a Bundle)>,
+    declared: &[ScopePath],
+    now: SystemTime,
+) -> Policy {
     let mut scopes: BTreeMap<ScopePath, (ScopeSpec, bool)> = declared
         .iter()
         .map(|s| (s.clone(), (ScopeSpec::default(), false)))
         .collect();
-    for verified in bundles {
-        let b = &verified.bundle;
-        let auth_id = verified.id.auth_prefix();
+    for (id, b) in bundles {
+        let auth_id = id.auth_prefix();
         for scope in &b.scopes {
             let (spec, seen_monitor_only) = scopes.entry(scope.clone()).or_insert_with(|| {
                 (

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 
 use crate::audit::proof::{self, Selector};
 use crate::audit::query::{self, Entry, Filter, Step};
+use crate::audit::replay;
 use crate::audit::tlog::{self, NoteVerifier, NoteVerifiers};
 use crate::audit::{self, ProblemKind, Report, verify_dir};
 use crate::authz::trust;
@@ -42,9 +43,41 @@ pub enum AuditCommand {
     /// Prove that the log today extends an older checkpoint: nothing before it was
     /// rewritten, reordered or cut off.
     Consistency(ConsistencyArgs),
+    /// Decide the recorded execs and executable mappings again: under other authorizations
+    /// (--with, --without), printing what would change; or with --as-recorded under what
+    /// was in force at each moment, exiting 1 if any decision differs from the recorded one.
+    /// Only content decisions (granted, not granted, expired) are decided again; the others
+    /// depend on kernel state the log does not hold and are counted as recorded.
+    Replay(ReplayArgs),
     /// Print the log's checkpoint key as a vkey (`origin+id+key`), the line a witness's
     /// `--logs` file and other C2SP tools take.
     Vkey(VkeyArgs),
+}
+
+/// Arguments of `audit replay`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("under").required(true).multiple(true).args(["with", "without", "as_recorded"])))]
+pub struct ReplayArgs {
+    /// A bundle (signed or not) to decide under, as if in force from the log's start; it
+    /// replaces the recorded bundles with its issuer and bundle id. Repeat for several.
+    #[arg(long, value_name = "CANDIDATE", num_args = 1..)]
+    pub with: Vec<PathBuf>,
+    /// A recorded authorization to leave out: its artifact id, or a prefix of it.
+    #[arg(long, value_name = "ARTIFACT-ID", num_args = 1..)]
+    pub without: Vec<String>,
+    /// Decide under what was in force at each moment and report every decision that
+    /// differs from the recorded one (exit 1 if any).
+    #[arg(long, conflicts_with_all = ["with", "without"])]
+    pub as_recorded: bool,
+    /// Only decisions since this time: RFC 3339 or an age (10m, 2h).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only decisions in this scope: its path or its cgroup id.
+    #[arg(long, value_name = "SCOPE")]
+    pub scope: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `audit vkey`.
@@ -171,6 +204,7 @@ pub(super) fn command(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         AuditCommand::Lineage(a) => lineage_command(dir, a),
         AuditCommand::Prove(a) => prove_command(dir, a),
         AuditCommand::Consistency(a) => consistency_command(dir, a),
+        AuditCommand::Replay(a) => replay_command(dir, a),
         AuditCommand::Vkey(a) => {
             let key = trust::load_public_key(&a.key)?;
             let origin = match &a.origin {
@@ -179,6 +213,97 @@ pub(super) fn command(args: &AuditArgs) -> anyhow::Result<ExitCode> {
             };
             println!("{}", NoteVerifier::new(&origin, key)?.to_vkey());
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn replay_command(dir: &Path, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "no audit log at {}: the directory does not exist",
+            dir.display()
+        );
+    }
+    let what_if = replay::WhatIf {
+        with: args
+            .with
+            .iter()
+            .map(|p| replay::Candidate::load(p))
+            .collect::<Result<_, _>>()?,
+        without: args.without.clone(),
+    };
+    let selection = replay::Selection {
+        scope: args.scope.clone(),
+        since: args
+            .since
+            .as_deref()
+            .map(|s| query::parse_since(s, SystemTime::now()))
+            .transpose()?,
+    };
+    let report = replay::replay(dir, &what_if, args.as_recorded, &selection)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_replay(&report, args.as_recorded);
+    }
+    warn_skipped(report.skipped_lines);
+    Ok(if args.as_recorded && !report.mismatches.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_replay(report: &replay::Report, as_recorded: bool) {
+    println!(
+        "{} decision(s) selected, {} decided again",
+        report.decisions, report.redecided
+    );
+    for (why, count) in &report.as_recorded {
+        println!(
+            "  {count} kept as recorded ({why}): not a content decision the log can decide again"
+        );
+    }
+    if as_recorded {
+        println!(
+            "{} mismatch(es) with the recorded decisions",
+            report.mismatches.len()
+        );
+        for m in &report.mismatches {
+            println!(
+                "mismatch seq {} {} {} {} ({}): recorded {} ({}), replayed {} ({})",
+                m.seq,
+                m.time,
+                m.decision_ref,
+                m.program,
+                m.hook,
+                m.recorded.decision,
+                m.recorded.reason,
+                m.replayed.decision,
+                m.replayed.reason
+            );
+        }
+        return;
+    }
+    for (title, changes) in [
+        ("newly denied", &report.newly_denied),
+        ("newly allowed", &report.newly_allowed),
+    ] {
+        let total: u64 = changes.iter().map(|c| c.count).sum();
+        println!(
+            "{title}: {total} decision(s) in {} program(s)",
+            changes.len()
+        );
+        for c in changes {
+            println!(
+                "  {}: {} decision(s) {} -> {} ({}), e.g. {}",
+                c.program,
+                c.count,
+                c.recorded,
+                c.replayed.decision,
+                c.replayed.reason,
+                c.examples.join(", ")
+            );
         }
     }
 }

@@ -34,6 +34,7 @@ mod testutil;
 
 pub use load::{is_pinned, unload};
 pub use maps::{ApplyStats, MapState, PolicyMaps, ScopedDigest};
+pub(crate) use resolve::EMPTY_CONTENT;
 pub use resolve::{boot_deadline, resolve, whole_second_deadline};
 
 /// Why the kernel side could not be loaded or updated.

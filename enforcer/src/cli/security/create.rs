@@ -103,6 +103,17 @@ pub struct BundleCreateArgs {
     /// check through any writable descriptor.
     #[arg(long)]
     allow_fileless: bool,
+    /// Grant what the audit log recorded in the --scope(s): every program that ran, was
+    /// denied, or would have been in monitor mode, and that is still on disk with the
+    /// content recorded. Prints a review list by program; what is left out is named there.
+    #[arg(long)]
+    from_audit: bool,
+    /// Directory of the audit log, for --from-audit.
+    #[arg(long, env = "ENFORCER_AUDIT_DIR", default_value = crate::audit::DEFAULT_DIR)]
+    audit_dir: PathBuf,
+    /// With --from-audit: only decisions since this time, RFC 3339 or an age (10m, 2h).
+    #[arg(long, value_name = "TIME", requires = "from_audit")]
+    since: Option<String>,
     #[command(flatten)]
     output: Output,
 }
@@ -239,6 +250,14 @@ pub(super) fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode>
         disk_drift = found.drift;
         grants.extend(found.grants);
     }
+    if args.from_audit {
+        let explicit: Vec<FileDigest> = grants.iter().map(|g| g.digest).collect();
+        grants.extend(
+            audit_grants(args)?
+                .into_iter()
+                .filter(|g| !explicit.contains(&g.digest)),
+        );
+    }
     if args.with_libraries && !args.files.is_empty() {
         let libraries = library_grants(&args.files, &grants, not_before)?;
         println!(
@@ -276,6 +295,62 @@ pub(super) fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::from(super::package::EXIT_DISK_DRIFT));
     }
     Ok(written)
+}
+
+/// Grants for what the audit log recorded in each of the bundle's scopes, with the review
+/// list printed: one line per program and content, what was decided how often and when,
+/// and whether it is granted or left out because the file changed or is gone (a grant of
+/// content that no longer exists would only widen the bundle).
+fn audit_grants(args: &BundleCreateArgs) -> anyhow::Result<Vec<SignedGrant>> {
+    use crate::audit::replay::{OnDisk, learn};
+
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| crate::audit::query::parse_since(s, SystemTime::now()))
+        .transpose()?;
+    let mut grants: Vec<SignedGrant> = Vec::new();
+    for scope in &args.scopes {
+        let (seen, skipped) = learn(&args.audit_dir, scope, since).with_context(|| {
+            format!("cannot read the audit log in {}", args.audit_dir.display())
+        })?;
+        if skipped > 0 {
+            tracing::warn!(skipped, "lines that are not audit records were skipped");
+        }
+        println!(
+            "review: {} program(s) recorded in {scope} (audit log {})",
+            seen.len(),
+            args.audit_dir.display()
+        );
+        let mut left_out = 0;
+        for s in &seen {
+            let (verdict, keep) = match s.on_disk() {
+                OnDisk::Same => ("granted".to_owned(), true),
+                OnDisk::Changed(now) => (
+                    format!("LEFT OUT: content on disk changed (now sha256:{now})"),
+                    false,
+                ),
+                OnDisk::Missing(why) => (format!("LEFT OUT: no longer on disk ({why})"), false),
+            };
+            println!(
+                "  {} sha256:{} allowed {} would-deny {} denied {} first {} last {}: {verdict}",
+                s.path, s.digest, s.allowed, s.would_deny, s.denied, s.first, s.last
+            );
+            if !keep {
+                left_out += 1;
+            } else if !grants.iter().any(|g| g.digest == s.digest) {
+                grants.push(SignedGrant {
+                    digest: s.digest,
+                    name: Some(s.path.clone()),
+                    not_after: None,
+                });
+            }
+        }
+        if left_out > 0 {
+            println!("  {left_out} program(s) left out: not on disk as recorded");
+        }
+    }
+    Ok(grants)
 }
 
 /// Grants for the dynamic loader and shared libraries of each file in `files`, named by

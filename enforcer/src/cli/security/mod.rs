@@ -86,8 +86,9 @@ pub enum SecurityCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
-    /// Create an unsigned bundle from program paths (hashed here), digests or Debian
-    /// packages (digests from the archive, authenticated through apt's signed chain).
+    /// Create an unsigned bundle from program paths (hashed here), digests, Debian
+    /// packages (digests from the archive, authenticated through apt's signed chain), or
+    /// what the audit log recorded in the scopes (--from-audit).
     #[command(after_help = BUNDLE_CREATE_EXAMPLES)]
     Create(Box<BundleCreateArgs>),
     /// Compare a bundle's package grants with the disk: what changed, what is new in the
