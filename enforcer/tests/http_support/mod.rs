@@ -1,7 +1,10 @@
 //! What the HTTP window's tests share: a real server on 127.0.0.1:0, plain HTTP/1.1
 //! over TCP, and the snapshot of an agent that enforces.
 
-// Not every test target uses the signed log.
+// Not every test target uses the signed log, nor all of the CLI runner.
+#[allow(dead_code)]
+#[path = "../common/mod.rs"]
+mod common;
 #[allow(dead_code)]
 pub(crate) mod signed_log;
 

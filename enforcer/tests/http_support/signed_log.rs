@@ -4,7 +4,6 @@
 //! kept in the log's archive as the agent keeps what it accepts, so their proofs carry it.
 
 use std::path::Path;
-use std::process::Command;
 
 use enforcer::audit::{AuditLog, AuditOptions, DecisionLabels, Record};
 use enforcer::authz::artifact::Envelope;
@@ -63,18 +62,8 @@ fn digest(exec_id: u64) -> [u8; 32] {
 
 /// Runs the built binary in `dir`; panics with its output when it fails.
 fn enforcer(dir: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_enforcer"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("ENFORCER_TRUST")
-        .env_remove("ENFORCER_SIGNING_KEY")
-        .output()
-        .expect("run enforcer");
-    assert!(
-        out.status.success(),
-        "enforcer {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = super::common::enforcer(dir, args);
+    assert!(run.code == 0, "enforcer {args:?}: {}", run.stderr);
 }
 
 /// A bundle granting the allowed execs' digests in [`SCOPE`] for 8 hours, signed by
