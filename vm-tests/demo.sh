@@ -119,11 +119,29 @@ step "Incident: a signed, time-boxed break-glass puts /agents in monitor mode fo
 show enforcer break-glass create --issuer oncall --scope /agents --valid-for 15s \
     --reason "INC-42: agents blocked during outage" --out $WORK/out/break-glass.json
 show enforcer break-glass sign --key $WORK/keys/carol.key $WORK/out/break-glass.json
+# The log's times have whole seconds here: a second apart from the revocation above.
+sleep 1
 PUSHED=$(date +%s)
+GLASS=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 show enforcer push $WORK/out/break-glass.json
 in_scope "payload, during break-glass (recorded)" /tmp/downloads/payload
 wait_until $((PUSHED + 16))
 in_scope "payload, break-glass over (enforce again)" /tmp/downloads/payload
+
+step "After the incident: learn a bundle from what ran, replay the log against it, push it"
+# What /agents ran since the break-glass began, from the audit log: a review list, and an
+# unsigned bundle of the content that is still on disk as it ran. Mappings are recorded
+# by file name only, so the libraries come from the program's own closure.
+show enforcer bundle create --issuer demo-team --bundle-id agents-learned --serial 2 \
+    --scope /agents --valid-for 2h --from-audit --audit-dir $WORK/audit --since "$GLASS" \
+    --with-libraries --file /tmp/downloads/payload,name=payload --out $WORK/out/learned.json
+# Before anyone signs it: which recorded decisions it would change.
+show enforcer audit --dir $WORK/audit replay --with $WORK/out/learned.json \
+    --since "$GLASS" --scope /agents
+show enforcer bundle sign --key $WORK/keys/alice.key $WORK/out/learned.json
+show enforcer bundle sign --key $WORK/keys/bob.key $WORK/out/learned.json
+show enforcer push $WORK/out/learned.json
+in_scope "payload, under the learned bundle" /tmp/downloads/payload
 kill -TERM $AGENT; wait $AGENT 2>/dev/null
 
 step "The operator's way out: enforcer unload"
