@@ -3,7 +3,7 @@
 //! zstd, gzip), exactly as it does when installing; we read the tar streams it writes.
 
 use std::collections::BTreeSet;
-use std::io::Read as _;
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -154,23 +154,12 @@ pub fn read_deb(deb: &Path) -> Result<DebContent, DebianError> {
             return Ok(());
         }
         let mode = header.mode().map_err(|e| format!("{path}: {e}"))?;
-        let mut hasher = Sha256::new();
-        let mut head = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = entry.read(&mut buf).map_err(|e| format!("{path}: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            if head.len() < 4 {
-                head.extend_from_slice(&buf[..n.min(4)]);
-            }
-            hasher.update(&buf[..n]);
-        }
+        let (digest, head) =
+            hash_with_head(&mut *entry, |_| {}).map_err(|e| format!("{path}: {e}"))?;
         if let Some(kind) = FileKind::classify(mode, path, &head) {
             files.push(ArchiveFile {
                 path: path.to_owned(),
-                digest: FileDigest(hasher.finalize().into()),
+                digest,
                 kind,
             });
         }
@@ -182,6 +171,29 @@ pub fn read_deb(deb: &Path) -> Result<DebContent, DebianError> {
         files,
         symlinks,
     })
+}
+
+/// Streams `reader` through SHA-256, and through `also` (another hash, when a caller needs
+/// one), keeping the first bytes [`FileKind::classify`] looks at.
+pub(super) fn hash_with_head(
+    mut reader: impl Read,
+    mut also: impl FnMut(&[u8]),
+) -> std::io::Result<(FileDigest, Vec<u8>)> {
+    let mut hasher = Sha256::new();
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 4 {
+            head.extend_from_slice(&buf[..n.min(4)]);
+        }
+        hasher.update(&buf[..n]);
+        also(&buf[..n]);
+    }
+    Ok((FileDigest(hasher.finalize().into()), head))
 }
 
 /// Runs `dpkg-deb MEMBER deb` and calls `each` with every entry's normalized path.

@@ -2,13 +2,12 @@
 //! bundle can be compared with the disk later, and that comparison.
 
 use std::fmt;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use md5::{Digest as _, Md5};
 
-use super::deb::{ArchiveFile, DebContent, FileKind, read_deb};
+use super::deb::{ArchiveFile, DebContent, FileKind, hash_with_head, read_deb};
 use super::dpkg::Dpkg;
 use super::release::Indexes;
 use super::{APT_ARCHIVES, DOWNLOAD_TIMEOUT, DebianError, LOCAL_TIMEOUT, run};
@@ -336,28 +335,11 @@ fn hash_if_needed(disk_path: &Path, path: &str) -> Option<(bool, FileDigest, Str
     if !meta.is_file() {
         return None;
     }
-    let mut file = std::fs::File::open(disk_path).ok()?;
-    let mut sha = sha2::Sha256::new();
+    let file = std::fs::File::open(disk_path).ok()?;
     let mut md5 = Md5::new();
-    let mut head = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        if head.len() < 4 {
-            head.extend_from_slice(&buf[..n.min(4)]);
-        }
-        sha2::Digest::update(&mut sha, &buf[..n]);
-        md5.update(&buf[..n]);
-    }
+    let (digest, head) = hash_with_head(file, |bytes| md5.update(bytes)).ok()?;
     let needed = FileKind::classify(meta.permissions().mode(), path, &head).is_some();
-    Some((
-        needed,
-        FileDigest(sha2::Digest::finalize(sha).into()),
-        hex::encode(md5.finalize()),
-    ))
+    Some((needed, digest, hex::encode(md5.finalize())))
 }
 
 /// Whether the file at `disk_path` needs a grant (for "new file" checks).

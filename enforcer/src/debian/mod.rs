@@ -189,9 +189,3 @@ pub fn host_arch() -> Result<String, DebianError> {
     )?;
     Ok(String::from_utf8_lossy(&out).trim().to_owned())
 }
-
-/// Lowercase hex SHA-256, the form Release and Packages files use.
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(bytes))
-}

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{DebianError, LOCAL_TIMEOUT, run, sha256_hex};
+use super::{DebianError, LOCAL_TIMEOUT, run};
+use crate::host::digest::FileDigest;
 
 /// What a verified `Packages` index says about one package version.
 #[derive(Clone, Debug)]
@@ -84,7 +85,8 @@ impl Indexes {
                         .arg(&index_path),
                     LOCAL_TIMEOUT,
                 )?;
-                let found = sha256_hex(&text);
+                // Lowercase hex, the form Release files use.
+                let found = FileDigest::of_bytes(&text).to_string();
                 if &found != expected {
                     return Err(DebianError::IndexMismatch {
                         index: index_path,
