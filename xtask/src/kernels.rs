@@ -161,8 +161,9 @@ fn cached(dir: &Path) -> Option<Kernel> {
     let vmlinuz = dir.join("vmlinuz");
     // The marker is written last, so its presence means the copy finished.
     let package = fs::read_to_string(dir.join(MARKER)).ok()?;
+    let wanted = wanted_line();
     if !package.lines().any(|l| l.starts_with(MODULES_LINE))
-        || !package.lines().any(|l| l == wanted_line())
+        || !package.lines().any(|l| l == wanted)
     {
         // Cached before these modules were wanted: fetch again.
         return None;
