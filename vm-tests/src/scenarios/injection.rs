@@ -9,7 +9,7 @@ use std::path::Path;
 use libc::{EPERM, ETXTBSY};
 
 use crate::support::contained::{Case, Fixture, Shows, Who};
-use crate::support::{Env, fuse, modules};
+use crate::support::{Env, ModesUntilDrop, SCOPE, Unavailable, WORK, fuse, modules};
 
 pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     writing_a_mapped_copy_of_granted_code_refused,
@@ -25,6 +25,8 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     read_implies_exec_heap_refused,
     executable_dev_zero_refused,
     executable_packet_ring_refused,
+    executable_xdp_ring_refused,
+    executable_dma_buf_refused,
     mapping_code_served_by_fuse_refused,
     userfaultfd_refused,
     io_uring_refused,
@@ -182,6 +184,48 @@ fn executable_packet_ring_refused(env: &Env) {
         ("mmap_file", "not-a-regular-file"),
     )
     .check(env);
+}
+
+fn executable_xdp_ring_refused(env: &Env) {
+    // An AF_XDP ring: the same rule by inode type as the packet ring, another socket family.
+    inject(
+        "xdp-ring",
+        &["xdp-ring"],
+        EPERM,
+        ("mmap_file", "not-a-regular-file"),
+    )
+    .check(env);
+}
+
+/// The system DMA heap's device (CONFIG_DMABUF_HEAPS_SYSTEM).
+const DMA_HEAP: &str = "/dev/dma_heap/system";
+
+fn executable_dma_buf_refused(env: &Env) {
+    // A dma-buf is an anonymous inode on the kernel's `dmabuf` mount: not a regular file
+    // (and, were it one, not on a filesystem whose content a digest pins).
+    let heap = Path::new(DMA_HEAP);
+    if !heap.exists() {
+        std::panic::panic_any(Unavailable(format!(
+            "{DMA_HEAP} is missing: this kernel has no system DMA heap \
+             (CONFIG_DMABUF_HEAPS_SYSTEM), so it makes no dma-buf a process can map"
+        )));
+    }
+    // As a host that gives the heap to its users does, and an operator who allows it to
+    // the scope (`devices`): then the mapping is what must be refused.
+    let _opened = ModesUntilDrop::set(&[(heap, 0o666)]);
+    let config = Path::new(WORK).join("dma-heap.toml");
+    std::fs::write(
+        &config,
+        format!("[[scope]]\npath = \"/{SCOPE}\"\ndevices = [\"{DMA_HEAP}\"]\n"),
+    )
+    .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+    inject(
+        "dma-heap",
+        &["dma-heap", DMA_HEAP],
+        EPERM,
+        ("mmap_file", "not-a-regular-file"),
+    )
+    .check_with(env, &["--config", config.to_str().expect("utf-8")]);
 }
 
 /// Where the FUSE scenario mounts its filesystem, and its one file.

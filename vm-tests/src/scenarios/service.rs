@@ -22,8 +22,8 @@ use crate::support::run::{
     Reaped, check_eperm, check_exit, enforcer_ok, expect_eperm, expect_exit, run_tool, within,
 };
 use crate::support::service::{
-    ExecStream, SocketOpenedUp, expect_killed, expect_notification, http_get, listing,
-    notify_socket, run_with_config, set_mode, sleeper_in_scope, status, write_kit_config,
+    ExecStream, expect_killed, expect_notification, http_get, listing, notify_socket,
+    run_with_config, set_mode, sleeper_in_scope, socket_opened_up, status, write_kit_config,
 };
 use crate::support::signed::{Kit, LIVE};
 use crate::support::{AGENT_READY, Env, SCOPE, cgroup};
@@ -389,7 +389,7 @@ fn control_socket_is_root_only(env: &Env) {
     // Second barrier: even with the socket opened up by mistake, the peer's
     // credentials are checked.
     let out = {
-        let _opened = SocketOpenedUp::new();
+        let _opened = socket_opened_up();
         push_as_nobody("socket opened to everyone")
     };
     assert!(

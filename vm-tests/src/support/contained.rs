@@ -125,7 +125,13 @@ impl<'a> Case<'a> {
     /// Runs the whole case: outside, in the scope, then the audit log.
     #[track_caller]
     pub(crate) fn check(&'a self, env: &'a Env) {
-        let mut session = self.start(env, &[]);
+        self.check_with(env, &[]);
+    }
+
+    /// [`Self::check`] with `extra` agent arguments.
+    #[track_caller]
+    pub(crate) fn check_with(&'a self, env: &'a Env, extra: &[&str]) {
+        let mut session = self.start(env, extra);
         session.works_outside();
         session.refused_inside();
         session.audited();

@@ -33,6 +33,7 @@ pub(crate) const JIT_SCOPE: &str = "vmtest-jit";
 /// The dynamic loader on x86_64 glibc systems.
 pub(crate) const LD_SO: &str = "/lib64/ld-linux-x86-64.so.2";
 pub(crate) const WORK: &str = "/tmp/vmtest";
+
 pub(crate) const SCRIPT_EXIT: i32 = 5;
 /// How long a background agent may take to report ready under TCG.
 pub(crate) const AGENT_READY: Duration = Duration::from_secs(60);
@@ -113,6 +114,35 @@ pub(crate) fn copy_executable(from: &Path, to: &Path) -> PathBuf {
         .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
     make_executable(to);
     to.to_path_buf()
+}
+
+/// Files given other modes until the guard is dropped, which puts back the modes they had.
+pub(crate) struct ModesUntilDrop(Vec<(PathBuf, u32)>);
+
+impl ModesUntilDrop {
+    #[track_caller]
+    pub(crate) fn set(modes: &[(&Path, u32)]) -> Self {
+        let mut guard = Self(Vec::new());
+        for &(path, mode) in modes {
+            let old = std::fs::metadata(path)
+                .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+                .permissions()
+                .mode()
+                & 0o7777;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+            guard.0.push((path.to_path_buf(), old));
+        }
+        guard
+    }
+}
+
+impl Drop for ModesUntilDrop {
+    fn drop(&mut self) {
+        for (path, mode) in self.0.iter().rev() {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode));
+        }
+    }
 }
 
 /// Writes `#!/bin/sh` + `body` to `path`, executable.

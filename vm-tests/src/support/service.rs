@@ -153,24 +153,10 @@ fn json_of<T: serde::de::DeserializeOwned>(out: &str) -> T {
         .unwrap_or_else(|e| panic!("not what the control protocol says: {e}: {out}"))
 }
 
-/// Opens the control socket and its directory to everyone until dropped, which puts
-/// back the modes the agent set (0700 and 0600).
-pub(crate) struct SocketOpenedUp;
-
-impl SocketOpenedUp {
-    pub(crate) fn new() -> Self {
-        let guard = Self;
-        set_mode(socket_dir(), 0o755);
-        set_mode(Path::new(SOCKET), 0o666);
-        guard
-    }
-}
-
-impl Drop for SocketOpenedUp {
-    fn drop(&mut self) {
-        let _ = std::fs::set_permissions(socket_dir(), std::fs::Permissions::from_mode(0o700));
-        let _ = std::fs::set_permissions(SOCKET, std::fs::Permissions::from_mode(0o600));
-    }
+/// Opens the control socket and its directory to everyone until the guard is dropped,
+/// which puts back the modes the agent set.
+pub(crate) fn socket_opened_up() -> super::ModesUntilDrop {
+    super::ModesUntilDrop::set(&[(socket_dir(), 0o755), (Path::new(SOCKET), 0o666)])
 }
 
 fn socket_dir() -> &'static Path {

@@ -31,7 +31,8 @@ const USAGE: &str = "usage: inject TECHNIQUE [ARGS]
   o-direct LIB DIR             proc-self-mem                ptrace-poke
   stack-code                   mark-exec-stack SRC DST      overlay LIB DIR
   read-implies-exec-brk        dev-zero                     write-ia32-stack DST
-  map-served FILE              packet-ring";
+  map-served FILE              packet-ring                  xdp-ring
+  dma-heap HEAP";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,6 +51,8 @@ fn main() {
         ["read-implies-exec-brk"] => memory::read_implies_exec_brk(),
         ["dev-zero"] => memory::dev_zero(),
         ["packet-ring"] => memory::packet_ring(),
+        ["xdp-ring"] => memory::xdp_ring(),
+        ["dma-heap", heap] => memory::dma_heap(heap),
         ["userfaultfd", dir] => uffd::userfaultfd(dir),
         ["io-uring", lib, dir] => uring::io_uring(lib, dir),
         ["o-direct", lib, dir] => files::o_direct(lib, dir),

@@ -264,12 +264,19 @@ pub(crate) fn packet_ring() -> ! {
         },
         "set up the receive ring",
     );
+    write_then_run(fd, "the ring")
+}
+
+/// Maps the first page of `fd` writable, writes `CODE` through it, maps the same page
+/// again executable and calls it: for kernel memory a process may write (rings, buffers),
+/// which no digest can vouch for.
+fn write_then_run(fd: libc::c_int, what: &str) -> ! {
     let rw = sys::map(
         PAGE,
         libc::PROT_READ | libc::PROT_WRITE,
         libc::MAP_SHARED,
         fd,
-        "map the ring writable",
+        &format!("map {what} writable"),
     );
     // SAFETY: `rw` is our own writable mapping of a page.
     unsafe { sys::put_code(rw) };
@@ -278,9 +285,95 @@ pub(crate) fn packet_ring() -> ! {
         libc::PROT_READ | libc::PROT_EXEC,
         libc::MAP_SHARED,
         fd,
-        "map the ring executable",
+        &format!("map {what} executable"),
     );
     run(code)
+}
+
+/// `SOL_XDP` and `XDP_RX_RING` (include/linux/socket.h, uapi/linux/if_xdp.h).
+const SOL_XDP: libc::c_int = 283;
+const XDP_RX_RING: libc::c_int = 2;
+
+/// Maps an AF_XDP socket's receive ring writable, writes `CODE` into it, maps it again
+/// executable and calls it. Unprivileged as the packet ring is: `xsk_create` asks for
+/// `CAP_NET_RAW` in the network namespace's user namespace, which the caller owns.
+///
+/// Kernel path: `xsk_mmap` (net/xdp/xsk.c) checks the offset and the size, not the
+/// protection; the ring is set up by `setsockopt(XDP_RX_RING)` alone, before any UMEM or
+/// bind. Then `security_mmap_file` with `PROT_EXEC` on the socket's file.
+/// Injection: as the packet ring.
+pub(crate) fn xdp_ring() -> ! {
+    // SAFETY: plain syscall.
+    sys::check(
+        unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) },
+        "unshare",
+    );
+    // SAFETY: plain syscall.
+    let fd = sys::own(sys::check(
+        unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) },
+        "socket AF_XDP",
+    ));
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    // 64 descriptors of 16 bytes and the ring's indexes fit in one page.
+    let entries: u32 = 64;
+    // SAFETY: `entries` is a valid int option for the duration of the call.
+    sys::check(
+        unsafe {
+            libc::setsockopt(
+                fd,
+                SOL_XDP,
+                XDP_RX_RING,
+                (&raw const entries).cast(),
+                libc::socklen_t::try_from(size_of_val(&entries)).expect("small"),
+            )
+        },
+        "set up the receive ring",
+    );
+    write_then_run(fd, "the ring")
+}
+
+/// `struct dma_heap_allocation_data` (uapi/linux/dma-heap.h).
+#[repr(C)]
+struct DmaHeapAllocation {
+    len: u64,
+    fd: u32,
+    fd_flags: u32,
+    heap_flags: u64,
+}
+
+/// `DMA_HEAP_IOCTL_ALLOC`: `_IOWR('H', 0x0, struct dma_heap_allocation_data)`.
+const DMA_HEAP_IOCTL_ALLOC: libc::c_ulong = 0xc018_4800;
+
+/// Allocates a dma-buf from the system DMA heap `HEAP`, maps it writable, writes `CODE`
+/// into it, maps it again executable and calls it. The heap's device is root's by
+/// default; a host that gives it to users (media and graphics stacks do) lets any of them
+/// allocate buffers.
+///
+/// Kernel path: `dma_heap_ioctl_allocate` returns a dma-buf file (an anonymous inode on the
+/// kernel's internal `dmabuf` mount); `dma_buf_mmap_internal` checks the size, not the
+/// protection. Then `security_mmap_file` with `PROT_EXEC` on the dma-buf's file.
+/// Injection: a buffer shared with devices, written by the process.
+pub(crate) fn dma_heap(heap: &str) -> ! {
+    let dev = sys::open(heap, libc::O_RDONLY | libc::O_CLOEXEC, 0, "open the heap");
+    let mut request = DmaHeapAllocation {
+        len: PAGE as u64,
+        fd: 0,
+        fd_flags: (libc::O_RDWR | libc::O_CLOEXEC) as u32,
+        heap_flags: 0,
+    };
+    // SAFETY: `request` is a valid allocation request for the duration of the call.
+    sys::check(
+        unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&dev),
+                DMA_HEAP_IOCTL_ALLOC,
+                &raw mut request,
+            )
+        },
+        "allocate a buffer",
+    );
+    let buf = sys::own(i32::try_from(request.fd).expect("a descriptor"));
+    write_then_run(std::os::fd::AsRawFd::as_raw_fd(&buf), "the buffer")
 }
 
 /// Copies `CODE` into an array on the main thread's stack and calls it.
