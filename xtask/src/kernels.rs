@@ -72,12 +72,15 @@ const WANTED_LINE: &str = "modules wanted: ";
 
 /// Modules the scenarios load (paths under `lib/modules/<release>/kernel/`, without the
 /// extension): overlayfs for the user-namespace mount, a module with no dependencies and
-/// no hardware, loaded and unloaded to show that a scope cannot load one, and FUSE (built
-/// in from 6.12 on) for a filesystem whose content a process serves.
-const TEST_MODULES: [&str; 3] = [
+/// no hardware, loaded and unloaded to show that a scope cannot load one, FUSE (built in
+/// from 6.12 on) for a filesystem whose content a process serves, and configfs with
+/// netconsole, whose targets are configfs directories a scope must not write.
+const TEST_MODULES: [&str; 5] = [
     "fs/overlayfs/overlay",
     "fs/nls/nls_iso8859-2",
     "fs/fuse/fuse",
+    "fs/configfs/configfs",
+    "drivers/net/netconsole",
 ];
 
 /// clap value parser for `--kernel`.
