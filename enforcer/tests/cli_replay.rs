@@ -542,6 +542,83 @@ fn learning_counts_what_monitoring_let_run() {
     assert!(line.ends_with(": granted"), "{line}");
 }
 
+/// A mapping decision of `content`'s digest whose record names only `file_name`, as the
+/// kernel reports mappings.
+fn mapping_by_name(exec_id: u64, content: &Path, file_name: &str) -> ExecEvent {
+    let mut e = event(exec_id, content, decision::DENY, reason::NOT_GRANTED, None);
+    e.hook = hook::MMAP_FILE;
+    e.path = [0; EVENT_PATH_LEN];
+    e.path[..file_name.len()].copy_from_slice(file_name.as_bytes());
+    e
+}
+
+#[test]
+fn learning_finds_a_library_that_a_mapping_names_by_file_name_only_by_its_content() {
+    let f = Fixture::new();
+    let libc = std::fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").expect("this host's libc");
+    let options = AuditOptions {
+        boot_id: Some(BOOT.into()),
+        ..AuditOptions::default()
+    };
+    let mut log = AuditLog::open(&f.path("audit"), None, options).expect("open");
+    let labels = DecisionLabels {
+        scope: Some(SCOPE),
+        grant_name: None,
+    };
+    for e in [
+        mapping_by_name(8, &libc, "libc.so.6"),
+        // The name of a real library with other content: no file has it.
+        mapping_by_name(9, &f.path("a"), "libm.so.6"),
+    ] {
+        log.append_decision(&e, &labels).expect("decision");
+    }
+    log.close().expect("close");
+
+    let run = f.learn();
+    assert_code(&run, 0);
+    let line = |name: &str| {
+        let prefix = format!("  {name} ");
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("{name} not in the review list:\n{}", run.stdout))
+            .to_owned()
+    };
+    let granted_as = line("libc.so.6");
+    let resolved = granted_as
+        .rsplit_once(": granted as ")
+        .map(|(_, path)| path.to_owned())
+        .unwrap_or_else(|| panic!("libc.so.6 not granted by its path: {granted_as}"));
+    assert!(resolved.ends_with("/libc.so.6"), "{granted_as}");
+    assert_eq!(
+        digest(Path::new(&resolved)),
+        digest(&libc),
+        "the file found has the recorded content"
+    );
+    let other = line("libm.so.6");
+    assert!(
+        other.contains("LEFT OUT") && other.contains("bare file name"),
+        "{other}"
+    );
+
+    let bytes = std::fs::read(f.path("learned.json")).expect("the bundle");
+    let bundle =
+        Bundle::from_payload(&Envelope::parse(&bytes).expect("envelope").payload).expect("bundle");
+    let grant = bundle
+        .grants
+        .iter()
+        .find(|g| g.digest == digest(&libc))
+        .expect("libc granted");
+    assert_eq!(grant.name.as_deref(), Some(resolved.as_str()));
+    assert!(
+        !bundle
+            .grants
+            .iter()
+            .any(|g| g.name.as_deref() == Some("libm.so.6")),
+        "no grant by a bare name"
+    );
+}
+
 #[test]
 fn decisions_under_an_unarchived_bundle_are_kept_as_recorded_unless_a_candidate_replaces_it() {
     let f = Fixture::new();

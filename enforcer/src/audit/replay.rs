@@ -561,20 +561,40 @@ pub struct Seen {
 /// What is at a [`Seen`] program's path now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OnDisk {
-    /// The content the log recorded.
-    Same,
+    /// The content the log recorded, at this path: the recorded one, or for a record that
+    /// names only a file name (mappings do), the file of that name in the loader's
+    /// directories that has this content.
+    Same(String),
     /// Other content.
     Changed(FileDigest),
-    /// Nothing readable (a mapping's path may be a bare file name: that too).
+    /// Nothing readable, or no file of a bare name with this content.
     Missing(String),
 }
 
 impl Seen {
-    /// Hashes the file at the recorded path now.
+    /// Hashes the file at the recorded path now. A bare file name is looked up in the
+    /// directories the dynamic loader searches; only a file with the recorded content
+    /// counts, so a look-up by name can never grant other bytes.
     #[must_use]
     pub fn on_disk(&self) -> OnDisk {
+        if !self.path.contains('/') {
+            let candidates = crate::host::elf::Resolver::default().by_name(&self.path);
+            return candidates
+                .iter()
+                .find(|p| FileDigest::of_file(p).is_ok_and(|d| d == self.digest))
+                .map_or_else(
+                    || {
+                        OnDisk::Missing(format!(
+                            "a bare file name; none of the {} file(s) of that name in the \
+                             loader's directories has this content",
+                            candidates.len()
+                        ))
+                    },
+                    |p| OnDisk::Same(p.display().to_string()),
+                );
+        }
         match FileDigest::of_file(Path::new(&self.path)) {
-            Ok(d) if d == self.digest => OnDisk::Same,
+            Ok(d) if d == self.digest => OnDisk::Same(self.path.clone()),
             Ok(d) => OnDisk::Changed(d),
             Err(e) => OnDisk::Missing(e.to_string()),
         }

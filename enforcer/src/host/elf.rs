@@ -201,6 +201,29 @@ impl Resolver {
         None
     }
 
+    /// Files named `name` in the directories the loader searches for any program (those
+    /// of ld.so.conf, then the system directories), in that order: where a library that
+    /// a record names only by its file name can be.
+    #[must_use]
+    pub fn by_name(&self, name: &str) -> Vec<PathBuf> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Vec::new();
+        }
+        let mut found: Vec<PathBuf> = Vec::new();
+        for dir in self
+            .conf_dirs
+            .iter()
+            .cloned()
+            .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
+        {
+            let path = dir.join(name);
+            if path.is_file() && !found.contains(&path) {
+                found.push(path);
+            }
+        }
+        found
+    }
+
     /// `files` plus everything they need to run: dynamic loaders and shared libraries,
     /// transitively. Files that are not ELF (scripts, data) contribute only themselves. Paths are canonical (symlinks
     /// resolved) and each appears once, in discovery order.

@@ -325,25 +325,28 @@ fn audit_grants(args: &BundleCreateArgs) -> anyhow::Result<Vec<SignedGrant>> {
         let mut left_out = 0;
         for s in &seen {
             let (verdict, keep) = match s.on_disk() {
-                OnDisk::Same => ("granted".to_owned(), true),
+                OnDisk::Same(path) if path == s.path => ("granted".to_owned(), Some(path)),
+                OnDisk::Same(path) => (format!("granted as {path}"), Some(path)),
                 OnDisk::Changed(now) => (
                     format!("LEFT OUT: content on disk changed (now sha256:{now})"),
-                    false,
+                    None,
                 ),
-                OnDisk::Missing(why) => (format!("LEFT OUT: no longer on disk ({why})"), false),
+                OnDisk::Missing(why) => (format!("LEFT OUT: no longer on disk ({why})"), None),
             };
             println!(
                 "  {} sha256:{} allowed {} would-deny {} denied {} first {} last {}: {verdict}",
                 s.path, s.digest, s.allowed, s.would_deny, s.denied, s.first, s.last
             );
-            if !keep {
-                left_out += 1;
-            } else if !grants.iter().any(|g| g.digest == s.digest) {
-                grants.push(SignedGrant {
-                    digest: s.digest,
-                    name: Some(s.path.clone()),
-                    not_after: None,
-                });
+            match keep {
+                None => left_out += 1,
+                Some(path) if !grants.iter().any(|g| g.digest == s.digest) => {
+                    grants.push(SignedGrant {
+                        digest: s.digest,
+                        name: Some(path),
+                        not_after: None,
+                    });
+                }
+                Some(_) => {}
             }
         }
         if left_out > 0 {
