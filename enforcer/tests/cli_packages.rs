@@ -19,6 +19,11 @@ const SMALL: &str = "hello";
 /// A package the archive carries in two versions (bookworm and bookworm-security), with
 /// an epoch in its version: drift between two real releases.
 const TWO_VERSIONS: &str = "bind9-host";
+/// A package with an older bookworm and a newer bookworm-security version, that needs only
+/// libc6 and has no maintainer scripts: apt can upgrade it inside a temporary root whose
+/// other packages are the host's, where bind9-host would pull in bind9-libs and its
+/// libraries.
+const APT_UPGRADE: &str = "patch";
 
 fn enforcer(dir: &Path, args: &[&str]) -> Run {
     common::enforcer(dir, args)
@@ -305,9 +310,9 @@ fn a_deb_the_archive_did_not_publish_is_refused() {
     assert!(run.stderr.contains("no package index"), "{}", run.stderr);
 }
 
-/// The two versions of [`TWO_VERSIONS`] the archive lists, older first.
-fn two_versions() -> (String, String) {
-    let out = tool(Path::new("/"), "apt-cache", &["madison", TWO_VERSIONS]);
+/// The two versions of `package` the archive lists, older first.
+fn two_versions(package: &str) -> (String, String) {
+    let out = tool(Path::new("/"), "apt-cache", &["madison", package]);
     let mut versions: Vec<String> = out
         .lines()
         .filter_map(|l| l.split('|').nth(1).map(|v| v.trim().to_owned()))
@@ -315,7 +320,7 @@ fn two_versions() -> (String, String) {
     versions.dedup();
     assert!(
         versions.len() >= 2,
-        "the archive lists one version of {TWO_VERSIONS} ({versions:?}): pick another package \
+        "the archive lists one version of {package} ({versions:?}): pick another package \
          with a bookworm and a bookworm-security version (apt-cache madison)"
     );
     // madison lists newest first.
@@ -325,7 +330,7 @@ fn two_versions() -> (String, String) {
 #[test]
 fn drift_between_two_real_versions_is_listed_with_exit_codes_for_cron() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (old, new) = two_versions();
+    let (old, new) = two_versions(TWO_VERSIONS);
     let old_deb = download(dir.path(), &format!("{TWO_VERSIONS}={old}"));
     let new_deb = download(dir.path(), &format!("{TWO_VERSIONS}={new}"));
     let root = dir.path().join("root");
@@ -467,7 +472,7 @@ fn apt_hook(dir: &Path, args: &[&str], stdin: &str) -> Run {
 #[test]
 fn the_apt_hook_names_what_an_upgrade_breaks_writes_a_candidate_and_never_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (old, new) = two_versions();
+    let (old, new) = two_versions(TWO_VERSIONS);
     let old_deb = download(dir.path(), &format!("{TWO_VERSIONS}={old}"));
     let new_deb = download(dir.path(), &format!("{TWO_VERSIONS}={new}"));
     let unpacked = dir.path().join("new");
@@ -573,4 +578,263 @@ fn trust_disk_grants_what_matches_dpkgs_md5s_says_it_is_weaker_and_refuses_the_r
         run.stdout
     );
     assert!(!inspect(dir.path(), "b.json").contains("/usr/bin/hello"));
+}
+
+/// apt-get and dpkg working on a temporary root instead of the host's: the root's dpkg
+/// database, apt cache, state and logs are under `dir`; the host's sources and signed
+/// lists are only read, so packages are authenticated by apt's own chain. apt reads the
+/// root's `etc/apt/apt.conf.d` and none of the host's configuration (its hooks included).
+struct AptRoot {
+    dir: PathBuf,
+    root: PathBuf,
+    conf: PathBuf,
+}
+
+impl AptRoot {
+    /// Seeds the root's dpkg database with the host's, less `absent`: the host's packages
+    /// count as installed (so a dependency on libc6 is met) though the root holds none of
+    /// their files.
+    fn new(dir: &Path, absent: &str) -> Self {
+        let root = dir.join("root");
+        let admin = root.join("var/lib/dpkg");
+        for sub in ["info", "updates", "triggers"] {
+            std::fs::create_dir_all(admin.join(sub)).expect("admindir");
+        }
+        for sub in ["etc/apt/apt.conf.d", "var/log"] {
+            std::fs::create_dir_all(root.join(sub)).expect("root dir");
+        }
+        for sub in ["apt-state", "apt-cache", "apt-log"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("apt dir");
+        }
+        let host = std::fs::read_to_string("/var/lib/dpkg/status").expect("host dpkg status");
+        let own = format!("Package: {absent}\n");
+        let status: Vec<&str> = host
+            .split("\n\n")
+            .filter(|p| !p.trim().is_empty() && !p.starts_with(&own))
+            .collect();
+        std::fs::write(admin.join("status"), status.join("\n\n") + "\n").expect("status");
+        // An empty file list for each: dpkg reads one per installed package, and warns
+        // for each one missing.
+        for entry in std::fs::read_dir("/var/lib/dpkg/info").expect("host dpkg info") {
+            let name = entry.expect("entry").file_name();
+            let name = name.to_str().expect("utf-8");
+            let Some(stem) = name.strip_suffix(".list") else {
+                continue;
+            };
+            // PACKAGE.list, or PACKAGE:ARCH.list for Multi-Arch: same.
+            if stem.split(':').next() != Some(absent) {
+                std::fs::write(admin.join("info").join(name), "").expect("list");
+            }
+        }
+        // Read through APT_CONFIG, before apt looks at Dir::Etc::Parts: so the host's parts
+        // are never read. dpkg's --log is not under --root: without it dpkg would append
+        // to the host's /var/log/dpkg.log. The sandbox user cannot write into a private
+        // temporary directory, as in `download`.
+        let conf = dir.join("apt.conf");
+        let (d, r) = (dir.display(), root.display());
+        std::fs::write(
+            &conf,
+            format!(
+                "Dir::Etc::Parts \"{r}/etc/apt/apt.conf.d\";\n\
+                 Dir::Etc::Main \"/dev/null\";\n\
+                 Dir::Etc::Preferences \"/dev/null\";\n\
+                 Dir::Etc::PreferencesParts \"/dev/null\";\n\
+                 Dir::State \"{d}/apt-state/\";\n\
+                 Dir::State::Lists \"/var/lib/apt/lists/\";\n\
+                 Dir::State::status \"{r}/var/lib/dpkg/status\";\n\
+                 Dir::Cache \"{d}/apt-cache/\";\n\
+                 Dir::Log \"{d}/apt-log/\";\n\
+                 DPkg::Options {{ \"--root={r}\"; \"--log={r}/var/log/dpkg.log\"; }};\n\
+                 APT::Sandbox::User \"root\";\n"
+            ),
+        )
+        .expect("apt.conf");
+        Self {
+            dir: dir.to_owned(),
+            root,
+            conf,
+        }
+    }
+
+    /// `program ARGS` (apt-get, apt-config) on the root; candidates the hook writes go to
+    /// `DIR/candidates`.
+    fn apt(&self, program: &str, args: &[&str]) -> Run {
+        let out = Command::new("timeout")
+            .arg("300")
+            .arg(program)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("APT_CONFIG", &self.conf)
+            .env("ENFORCER_APT_CANDIDATES", self.dir.join("candidates"))
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        Run {
+            code: out.status.code().expect("exit code"),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn apt_get(&self, args: &[&str]) -> Run {
+        let mut all = vec!["-y", "-q"];
+        all.extend_from_slice(args);
+        self.apt("apt-get", &all)
+    }
+
+    fn installed_version(&self, package: &str) -> String {
+        let admin = self.root.join("var/lib/dpkg");
+        tool(
+            Path::new("/"),
+            "dpkg-query",
+            &[
+                "--admindir",
+                admin.to_str().expect("utf-8"),
+                "-W",
+                "-f",
+                "${Version}",
+                package,
+            ],
+        )
+    }
+}
+
+#[test]
+fn apt_runs_the_installed_hook_in_a_real_upgrade_which_it_reports_and_apt_finishes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let (old, new) = two_versions(APT_UPGRADE);
+    let apt = AptRoot::new(dir, APT_UPGRADE);
+    let bundles = dir.join("bundles");
+    std::fs::create_dir(&bundles).expect("bundle dir");
+
+    // install-unit writes the hook into the root's apt.conf.d, for the configuration's
+    // bundle directory; apt then runs exactly that hook, and no other.
+    let config = apt.root.join("etc/enforcer/config.toml");
+    std::fs::create_dir_all(config.parent().expect("parent")).expect("config dir");
+    std::fs::write(
+        &config,
+        format!("bundle_dir = {:?}\n", bundles.display().to_string()),
+    )
+    .expect("config");
+    let bin = env!("CARGO_BIN_EXE_enforcer");
+    let root_s = apt.root.to_str().expect("utf-8");
+    let run = enforcer(dir, &["install-unit", "--root", root_s, "--binary", bin]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("apt.conf.d/80enforcer"),
+        "{}",
+        run.stdout
+    );
+    let run = apt.apt("apt-config", &["dump", "DPkg::Pre-Install-Pkgs"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "DPkg::Pre-Install-Pkgs \"\";\nDPkg::Pre-Install-Pkgs:: \"{bin} bundle apt-hook \
+             --bundle-dir {}\";\n",
+            bundles.display()
+        ),
+        "apt does not see the hook install-unit wrote, or sees others"
+    );
+
+    // The old version, installed by apt (the hook runs; nothing is governed yet), then
+    // granted as the operator would: from the archive, checked against the disk.
+    let run = apt.apt_get(&["install", &format!("{APT_UPGRADE}={old}")]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("enforcer apt-hook"), "{}", run.stdout);
+    assert_eq!(apt.installed_version(APT_UPGRADE), old);
+    let program = apt.root.join("usr/bin/patch");
+    let old_digest = sha256(&program);
+    let run = enforcer(
+        dir,
+        &create_args(
+            "bundles/tools.json",
+            &["--from-package", APT_UPGRADE, "--root", root_s],
+        ),
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        inspect(dir, "bundles/tools.json").contains(&format!("sha256:{old_digest}  deb:")),
+        "the bundle does not grant the installed program"
+    );
+
+    // The upgrade: the hook names the grant it breaks before dpkg unpacks, writes the
+    // candidate, and apt finishes with the new program in the root.
+    let run = apt.apt_get(&["install", "--only-upgrade", APT_UPGRADE]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(apt.installed_version(APT_UPGRADE), new);
+    let new_digest = sha256(&program);
+    assert_ne!(
+        new_digest,
+        old_digest,
+        "the upgrade did not replace {}",
+        program.display()
+    );
+    let report = format!(
+        "enforcer apt-hook: {}: would break: /usr/bin/patch ({APT_UPGRADE} {old} -> {new}): \
+         content changes, sha256 {old_digest} -> {new_digest}",
+        bundles.join("tools.json").display()
+    );
+    let reported = run.stdout.find(&report);
+    let unpacked = run.stdout.find(&format!("Unpacking {APT_UPGRADE} ({new})"));
+    assert!(
+        reported.is_some() && unpacked.is_some() && reported < unpacked,
+        "no report before the unpack:\n{}{}",
+        run.stdout,
+        run.stderr
+    );
+    let shown = inspect(dir, "candidates/tools.serial-2.json");
+    assert!(shown.contains("serial 2"), "{shown}");
+    assert!(
+        shown.contains(&format!("sha256:{new_digest}  deb:{APT_UPGRADE}/{new}/")),
+        "{shown}"
+    );
+    assert!(!shown.contains(&old_digest), "{shown}");
+
+    // apt's richer protocol (version 3: its configuration, then a line per package with
+    // versions and the .deb) gives the hook the same .deb.
+    std::fs::remove_dir_all(dir.join("candidates")).expect("rm candidates");
+    let v3 = format!("DPkg::Tools::Options::{bin}::Version=3");
+    let run = apt.apt_get(&["-o", &v3, "install", "--reinstall", APT_UPGRADE]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(&report), "{}{}", run.stdout, run.stderr);
+    assert!(dir.join("candidates/tools.serial-2.json").is_file());
+
+    // A hook that cannot do its work says so, and apt still finishes.
+    std::fs::remove_dir_all(&bundles).expect("rm bundles");
+    let run = apt.apt_get(&["install", "--reinstall", APT_UPGRADE]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "enforcer apt-hook: cannot list {}",
+            bundles.display()
+        )) && run.stderr.contains("(apt goes on)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("Setting up {APT_UPGRADE} ({new})")),
+        "{}",
+        run.stdout
+    );
+
+    // And the check above can fail: a Pre-Install-Pkgs hook that exits non-zero stops apt
+    // before anything is unpacked.
+    let run = apt.apt_get(&[
+        "-o",
+        "DPkg::Pre-Install-Pkgs::=false",
+        "install",
+        "--reinstall",
+        APT_UPGRADE,
+    ]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("Failure running script false"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("Unpacking"), "{}", run.stdout);
 }

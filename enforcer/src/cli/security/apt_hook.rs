@@ -20,7 +20,7 @@ pub struct AptHookArgs {
     #[arg(long, value_name = "DIR", default_value = crate::paths::BUNDLE_DIR, env = "ENFORCER_BUNDLE_DIR")]
     bundle_dir: PathBuf,
     /// Where candidate bundles are written (created if missing).
-    #[arg(long, value_name = "DIR", default_value = crate::paths::APT_CANDIDATES)]
+    #[arg(long, value_name = "DIR", default_value = crate::paths::APT_CANDIDATES, env = "ENFORCER_APT_CANDIDATES")]
     out_dir: PathBuf,
     /// Give up after this long, leaving apt to go on: an upgrade is never held up.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "120s")]
