@@ -167,6 +167,7 @@ impl Fixture {
             not_after: None,
             pids: Vec::new(),
             detail: None,
+            boot_ns: None,
         })
         .expect("authorization");
         if break_glass {
@@ -186,6 +187,7 @@ impl Fixture {
                 ),
                 pids: Vec::new(),
                 detail: Some("INC-1".into()),
+                boot_ns: None,
             })
             .expect("break-glass");
         }
@@ -542,6 +544,126 @@ fn learning_counts_what_monitoring_let_run() {
     assert!(line.ends_with(": granted"), "{line}");
 }
 
+/// Opens the fixture's log again, to add records as a restarted agent would.
+fn reopen(f: &Fixture) -> AuditLog {
+    let options = AuditOptions {
+        boot_id: Some(BOOT.into()),
+        ..AuditOptions::default()
+    };
+    AuditLog::open(&f.path("audit"), None, options).expect("open")
+}
+
+fn in_scope(scope: &str) -> DecisionLabels<'_> {
+    DecisionLabels {
+        scope: Some(scope),
+        grant_name: None,
+    }
+}
+
+#[test]
+fn late_decisions_the_operators_modes_unsigned_policies_and_the_self_test_replay_as_recorded() {
+    let f = Fixture::new();
+    let mut log = reopen(&f);
+    // A bundle that also grants c switches in the kernel at 5.025 s. Exec 20 was decided
+    // before that and exec 30 after, but the ring buffer delivers both after the record.
+    let update = tools_bundle(2, &[f.recorded["a"], f.recorded["b"], f.recorded["c"]]);
+    log.keep_artifact(&update.id(), &update.to_bytes())
+        .expect("keep");
+    log.append_authorization(AuthorizationChange {
+        change: "accepted".into(),
+        artifact: "bundle".into(),
+        id: update.id().to_string(),
+        issuer: "ops".into(),
+        bundle_id: Some("tools".into()),
+        serial: Some(2),
+        scopes: vec![SCOPE.into()],
+        boot_ns: Some(5_025_000_000),
+        ..AuthorizationChange::default()
+    })
+    .expect("accepted");
+    let (allow, deny) = (decision::ALLOW, decision::DENY);
+    let granted = update.id();
+    for e in [
+        event(20, &f.path("c"), deny, reason::NOT_GRANTED, None),
+        event(30, &f.path("c"), allow, reason::GRANTED, Some(&granted)),
+    ] {
+        log.append_decision(&e, &in_scope(SCOPE)).expect("decision");
+    }
+    // The operator holds a rollout scope in monitor mode: no bundle says so.
+    const ROLLOUT: &str = "/governed/rollout";
+    log.append_authorization(AuthorizationChange {
+        change: "operator-mode".into(),
+        artifact: "configuration".into(),
+        issuer: "operator".into(),
+        scopes: vec![ROLLOUT.into()],
+        detail: Some("monitor".into()),
+        boot_ns: Some(5_031_000_000),
+        ..AuthorizationChange::default()
+    })
+    .expect("operator mode");
+    log.append_decision(
+        &event(
+            32,
+            &f.path("c"),
+            decision::WOULD_DENY,
+            reason::NOT_GRANTED,
+            None,
+        ),
+        &in_scope(ROLLOUT),
+    )
+    .expect("decision");
+    // A development scope on an unsigned policy file, and the agent's self-test.
+    const DEV: &str = "/dev/scope";
+    log.append_authorization(AuthorizationChange {
+        change: "in-force".into(),
+        artifact: "unsigned-policy".into(),
+        id: f.recorded["d"].to_string(),
+        issuer: "operator".into(),
+        scopes: vec![DEV.into()],
+        ..AuthorizationChange::default()
+    })
+    .expect("unsigned policy");
+    log.append_decision(
+        &event(33, &f.path("c"), allow, reason::GRANTED, None),
+        &in_scope(DEV),
+    )
+    .expect("decision");
+    log.append_decision(
+        &event(34, &f.path("c"), allow, reason::GRANTED, None),
+        &in_scope("(startup self-test)"),
+    )
+    .expect("decision");
+    log.close().expect("close");
+
+    let run = f.run(&["replay", "--as-recorded", "--json"]);
+    let report = json(&run);
+    assert_eq!(
+        report["mismatches"],
+        serde_json::json!([]),
+        "{}",
+        run.stdout
+    );
+    assert_code(&run, 0);
+    // The seven of the fixture, then 20, 30 and 32 decided again; 33 and 34 kept.
+    assert_eq!(report["redecided"], 9, "{}", run.stdout);
+    assert_eq!(
+        report["as_recorded"]["unsigned-policy"], 1,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(report["as_recorded"]["self-test"], 1, "{}", run.stdout);
+
+    // The same late decision with the kernel's verdict changed is still caught.
+    f.alter(
+        20,
+        r#""decision":"deny","reason":"not-granted""#,
+        r#""decision":"allow","reason":"granted""#,
+    );
+    let run = f.run(&["replay", "--as-recorded"]);
+    assert_code(&run, 1);
+    assert!(run.stdout.contains("1 mismatch(es)"), "{}", run.stdout);
+}
+
 /// A mapping decision of `content`'s digest whose record names only `file_name`, as the
 /// kernel reports mappings.
 fn mapping_by_name(exec_id: u64, content: &Path, file_name: &str) -> ExecEvent {
@@ -556,21 +678,13 @@ fn mapping_by_name(exec_id: u64, content: &Path, file_name: &str) -> ExecEvent {
 fn learning_finds_a_library_that_a_mapping_names_by_file_name_only_by_its_content() {
     let f = Fixture::new();
     let libc = std::fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").expect("this host's libc");
-    let options = AuditOptions {
-        boot_id: Some(BOOT.into()),
-        ..AuditOptions::default()
-    };
-    let mut log = AuditLog::open(&f.path("audit"), None, options).expect("open");
-    let labels = DecisionLabels {
-        scope: Some(SCOPE),
-        grant_name: None,
-    };
+    let mut log = reopen(&f);
     for e in [
         mapping_by_name(8, &libc, "libc.so.6"),
         // The name of a real library with other content: no file has it.
         mapping_by_name(9, &f.path("a"), "libm.so.6"),
     ] {
-        log.append_decision(&e, &labels).expect("decision");
+        log.append_decision(&e, &in_scope(SCOPE)).expect("decision");
     }
     log.close().expect("close");
 

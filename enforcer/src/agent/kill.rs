@@ -358,6 +358,7 @@ impl Agent {
                     detail: Some(
                         "its authorization was withdrawn and it says on_revoke = kill".into(),
                     ),
+                    boot_ns: None,
                 }
                 .into(),
             );

@@ -105,6 +105,8 @@ pub struct Agent {
     started: SystemTime,
     /// Audit records waiting for the log (which only the serving loop holds).
     pending: Vec<records::Pending>,
+    /// What the log was last told about the operator's part of the policy.
+    operator_recorded: Option<records::Operator>,
     /// The watched directories changed: the serving loop watches anew.
     rewatch: bool,
     /// What the HTTP window shows; kept up to date only when `[http]` is set.
@@ -187,6 +189,7 @@ impl Agent {
             last_error: None,
             started: SystemTime::now(),
             pending: Vec::new(),
+            operator_recorded: None,
             rewatch: false,
             window: window::starting(self_test_scope.is_some()),
         };

@@ -207,6 +207,11 @@ impl Agent {
             other => other?,
         };
         self.observe_apply(applying.elapsed());
+        // When the kernel switched, for the records of what changed: decisions made before
+        // it can reach the log after them.
+        let switched = crate::clock::boot_ns()
+            .map_err(|e| tracing::warn!("cannot read CLOCK_BOOTTIME: {e}"))
+            .ok();
         let previous = self.view.authz.take();
         report_refusals(previous.as_ref(), authz.as_ref());
         let mut labels = super::Labels::new(&policy, &desired, self.config.cgroup_root());
@@ -222,7 +227,8 @@ impl Agent {
             stats,
             at: Some(now),
         };
-        let withdrawn = self.record_changes(previous.as_ref());
+        let withdrawn = self.record_changes(previous.as_ref(), switched);
+        self.record_operator(switched);
         let killed = self.kill_withdrawn()?;
         self.last_error = (!problems.is_empty()).then(|| problems.join("; "));
         self.publish_view();

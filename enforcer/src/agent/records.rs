@@ -27,12 +27,19 @@ impl From<AuthorizationChange> for Pending {
 
 impl Agent {
     /// Logs and queues audit records for what changed since `previous`: bundles accepted
-    /// and withdrawn, break-glass artifacts that took effect. Returns the withdrawn
-    /// bundles' names, for the answer to whoever triggered the change.
-    pub(super) fn record_changes(&mut self, previous: Option<&Authorizations>) -> Vec<String> {
+    /// and withdrawn, break-glass artifacts that took effect, each with the boot time the
+    /// kernel `switched` (none for what was in force at start: the maps may have held it
+    /// already). Returns the withdrawn bundles' names, for the answer to whoever triggered
+    /// the change.
+    pub(super) fn record_changes(
+        &mut self,
+        previous: Option<&Authorizations>,
+        switched: Option<u64>,
+    ) -> Vec<String> {
         let Some(now) = &self.view.authz else {
             return Vec::new();
         };
+        let switched = previous.and(switched);
         let bundle = |b: &authz::AcceptedBundle, change: &str| AuthorizationChange {
             change: change.into(),
             artifact: "bundle".into(),
@@ -44,6 +51,7 @@ impl Agent {
             not_after: Some(format_time(b.not_after)),
             pids: Vec::new(),
             detail: Some(format!("on_revoke = {}", b.on_revoke)),
+            boot_ns: switched,
         };
         // What this agent found in force when it started is not a new acceptance.
         let arrived = if previous.is_some() {
@@ -108,6 +116,7 @@ impl Agent {
                 not_after: Some(format_time(g.not_after)),
                 pids: Vec::new(),
                 detail: Some(g.reason.clone()),
+                boot_ns: switched,
             };
             self.pending.push(Pending {
                 change,
@@ -116,4 +125,63 @@ impl Agent {
         }
         withdrawn
     }
+
+    /// Logs what the operator's side of the policy is, when it changed (and once at
+    /// start): the scopes the configuration holds in monitor mode, and an unsigned local
+    /// policy file, by its SHA-256. Replay needs both to decide the log again, and
+    /// neither is in an archived artifact.
+    pub(super) fn record_operator(&mut self, switched: Option<u64>) {
+        let monitor: Vec<String> = self
+            .config
+            .scopes
+            .iter()
+            .filter(|s| s.mode == crate::authz::artifact::Mode::Monitor)
+            .map(|s| s.path.to_string())
+            .collect();
+        let unsigned = self.invocation.unsigned_policy.as_ref().map(|file| {
+            let id = crate::host::digest::FileDigest::of_file(file)
+                .map_or_else(|e| format!("unreadable: {e}"), |d| d.to_string());
+            let scopes = self
+                .view
+                .policy
+                .scopes
+                .keys()
+                .map(ToString::to_string)
+                .collect();
+            (id, scopes)
+        });
+        let now = Operator { monitor, unsigned };
+        let previous = self.operator_recorded.replace(now.clone());
+        // At start nothing has switched yet that the log has not seen: no time.
+        let switched = previous.as_ref().and(switched);
+        let change =
+            |change: &str, artifact: &str, id: String, scopes: Vec<String>| AuthorizationChange {
+                change: change.into(),
+                artifact: artifact.into(),
+                id,
+                issuer: "operator".into(),
+                scopes,
+                boot_ns: switched,
+                ..AuthorizationChange::default()
+            };
+        let before = previous.unwrap_or_default();
+        if now.monitor != before.monitor {
+            let mut record = change("operator-mode", "configuration", String::new(), now.monitor);
+            record.detail = Some("monitor".into());
+            self.pending.push(record.into());
+        }
+        if let Some((id, scopes)) = now.unsigned.filter(|u| Some(u) != before.unsigned.as_ref()) {
+            self.pending
+                .push(change("in-force", "unsigned-policy", id, scopes).into());
+        }
+    }
+}
+
+/// The operator's side of the policy, as last recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Operator {
+    /// Scopes the configuration holds in monitor mode.
+    monitor: Vec<String>,
+    /// An unsigned local policy file's SHA-256 and scopes.
+    unsigned: Option<(String, Vec<String>)>,
 }

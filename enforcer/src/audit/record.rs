@@ -263,13 +263,16 @@ fn c_string(bytes: &[u8]) -> String {
 }
 
 /// A change in what is authorized, as the agent applied it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationChange {
     /// `in-force` (found in force when the agent started), `accepted`, `withdrawn`
     /// (revoked, expired or removed), `killed` (on_revoke), `break-glass` (a scope in
-    /// monitor mode until `not_after`).
+    /// monitor mode until `not_after`), `operator-mode` (the scopes the operator's
+    /// configuration holds in monitor mode, all of them, whatever their bundles say).
     pub change: String,
-    /// Artifact kind: `bundle`, `revocation`, `break-glass`.
+    /// Artifact kind: `bundle`, `revocation`, `break-glass`; `unsigned-policy` (a local
+    /// policy file, development only: its id is the SHA-256 of the file); `configuration`
+    /// (for `operator-mode`).
     pub artifact: String,
     /// Full artifact identity (SHA3-512 of the payload), hex; decisions cite its prefix.
     pub id: String,
@@ -285,6 +288,14 @@ pub struct AuthorizationChange {
     pub pids: Vec<u32>,
     /// Free text: why (the revocation's reason, the break-glass reason).
     pub detail: Option<String>,
+    /// CLOCK_BOOTTIME, in nanoseconds, right after the kernel's maps switched to this
+    /// change, in the boot of the last `start` record. Decisions reach the log through
+    /// the ring buffer, so one made just before the switch can be written after this
+    /// record: replay orders them by this time. Absent for what was in force at start
+    /// (the maps may have held it already) and in logs of older agents: the record's place
+    /// in the log is its time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_ns: Option<u64>,
 }
 
 /// Decisions the kernel could not deliver.

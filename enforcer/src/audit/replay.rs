@@ -217,9 +217,19 @@ const EXAMPLES: usize = 3;
 const SCOPE_UNKNOWN: &str = "scope-unknown";
 /// ... or when an authorization in force in its scope was not archived.
 const NOT_ARCHIVED: &str = "authorization-not-archived";
+/// ... or when its scope was governed by an unsigned local policy file, which the log
+/// does not hold (development only).
+const UNSIGNED: &str = "unsigned-policy";
+/// ... or when it is the agent's startup self-test, in a throwaway scope of its own.
+const SELF_TEST: &str = "self-test";
+/// The scope name the agent gives its startup self-test's decisions.
+const SELF_TEST_SCOPE: &str = "(startup self-test)";
+/// How many authorization states replay keeps to place late decisions: a decision is
+/// drained from the ring buffer within seconds, and states change far less often.
+const HISTORY: usize = 64;
 
 /// The authorizations in force at one point of the log.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct InForce {
     /// Bundles by artifact id (hex).
     bundles: BTreeMap<String, Arc<(ArtifactId, Bundle)>>,
@@ -227,6 +237,10 @@ struct InForce {
     glass: BTreeMap<String, (Vec<String>, u64)>,
     /// Authorizations whose bundle is not archived, by id: as the record names them.
     unknown: BTreeMap<String, AuthorizationChange>,
+    /// Scopes the operator's configuration holds in monitor mode.
+    forced_monitor: BTreeSet<String>,
+    /// Scopes of an unsigned local policy file.
+    unsigned: BTreeSet<String>,
 }
 
 impl InForce {
@@ -251,6 +265,12 @@ impl InForce {
                         self.unknown.insert(change.id.clone(), change.clone());
                     }
                 }
+            }
+            ("in-force" | "accepted", "unsigned-policy") => {
+                self.unsigned = change.scopes.iter().cloned().collect();
+            }
+            ("operator-mode", _) => {
+                self.forced_monitor = change.scopes.iter().cloned().collect();
             }
             ("withdrawn", _) => {
                 self.bundles.remove(&change.id);
@@ -317,11 +337,15 @@ impl InForce {
             };
             scopes.insert(scope.as_str().to_owned(), (mode, grants));
         }
+        // The operator's monitor mode wins over the bundles', as in the agent.
+        for scope in &self.forced_monitor {
+            scopes.entry(scope.clone()).or_default().0 = mode::MONITOR;
+        }
         Resolved { scopes }
     }
 
-    /// Decides a recorded content decision again, with the kernel's function. `None` when
-    /// an authorization of the scope is not known.
+    /// Decides a recorded content decision again, with the kernel's function; or why it
+    /// cannot (an authorization of the scope that the log does not hold).
     fn decide(
         &self,
         resolved: &Resolved,
@@ -329,7 +353,10 @@ impl InForce {
         scope: &str,
         digest: &FileDigest,
         now_ns: u64,
-    ) -> Option<(u32, u32)> {
+    ) -> Result<(u32, u32), &'static str> {
+        if self.unsigned.contains(scope) {
+            return Err(UNSIGNED);
+        }
         // An authorization replay cannot read decides nothing here, unless it is left out
         // or replaced by a candidate of its line.
         if self.unknown.iter().any(|(id, change)| {
@@ -337,7 +364,7 @@ impl InForce {
                 && !what_if.replaces(&change.issuer, change.bundle_id.as_deref().unwrap_or(""))
                 && change.scopes.iter().any(|s| s == scope)
         }) {
-            return None;
+            return Err(NOT_ARCHIVED);
         }
         // A scope no bundle names is governed by the operator's declaration alone: it
         // enforces, and grants nothing.
@@ -362,13 +389,79 @@ impl InForce {
         };
         let content = decide::content(grant, || now_ns);
         let outcome = decide::outcome(content.allowed, content.reason, &policy, || now_ns);
-        Some((outcome, content.reason))
+        Ok((outcome, content.reason))
     }
 }
 
 /// Each scope's mode and grants, as [`InForce::resolve`] makes them.
 struct Resolved {
     scopes: HashMap<String, (u32, HashMap<FileDigest, GrantEntry>)>,
+}
+
+/// The authorizations as they changed since the last start, newest last, each with the
+/// boot time the kernel switched to it (when the record says).
+struct History {
+    states: Vec<State>,
+}
+
+struct State {
+    /// CLOCK_BOOTTIME of the switch; `None`: in force from its place in the log.
+    switched: Option<u64>,
+    in_force: InForce,
+    /// What the maps held, resolved on first use.
+    resolved: Option<Resolved>,
+}
+
+impl History {
+    fn new() -> Self {
+        Self {
+            states: vec![State {
+                switched: None,
+                in_force: InForce::default(),
+                resolved: None,
+            }],
+        }
+    }
+
+    /// Follows one authorization record.
+    fn apply(
+        &mut self,
+        change: &AuthorizationChange,
+        loaded: &mut HashMap<String, Option<Arc<(ArtifactId, Bundle)>>>,
+        archive: &Archive,
+    ) {
+        let mut in_force = self.current().clone();
+        in_force.apply(change, loaded, archive);
+        if self.states.len() == HISTORY {
+            self.states.remove(0);
+        }
+        self.states.push(State {
+            switched: change.boot_ns,
+            in_force,
+            resolved: None,
+        });
+    }
+
+    fn current(&self) -> &InForce {
+        // Never empty: `new` holds one state and `apply` only adds.
+        &self.states[self.states.len() - 1].in_force
+    }
+
+    /// The state a decision made at `boot_ns` was decided under: the newest one the kernel
+    /// had switched to by then. A decision drained from the ring buffer after a switch,
+    /// but made before it, is decided under what it was made under.
+    fn at(&mut self, boot_ns: u64, view: &WhatIf) -> (&InForce, &Resolved) {
+        let index = self
+            .states
+            .iter()
+            .rposition(|s| s.switched.is_none_or(|at| at <= boot_ns))
+            .unwrap_or(0);
+        let state = &mut self.states[index];
+        let resolved = state
+            .resolved
+            .get_or_insert_with(|| state.in_force.resolve(view));
+        (&state.in_force, resolved)
+    }
 }
 
 fn archived_bundle(archive: &Archive, id: &str) -> Option<Arc<(ArtifactId, Bundle)>> {
@@ -438,9 +531,7 @@ pub fn replay(
     let archive = Archive::new(dir);
     let filter = selection.filter();
     let mut loaded = HashMap::new();
-    let mut in_force = InForce::default();
-    // What the maps hold, resolved again only when the authorizations change.
-    let mut resolved: Option<Resolved> = None;
+    let mut history = History::new();
     let mut report = Report::default();
     let mut denied: BTreeMap<(String, String, Verdict), ProgramChange> = BTreeMap::new();
     let mut allowed: BTreeMap<(String, String, Verdict), ProgramChange> = BTreeMap::new();
@@ -450,13 +541,11 @@ pub fn replay(
         let record = &e.record;
         let d = match &record.body {
             Body::Start(_) => {
-                in_force = InForce::default();
-                resolved = None;
+                history = History::new();
                 return;
             }
             Body::Authorization(change) => {
-                in_force.apply(change, &mut loaded, &archive);
-                resolved = None;
+                history.apply(change, &mut loaded, &archive);
                 return;
             }
             Body::Decision(d) if filter.matches(record) => d,
@@ -470,8 +559,12 @@ pub fn replay(
             keep(&d.reason);
             return;
         };
-        let Some(scope) = d.scope.as_deref() else {
-            keep(SCOPE_UNKNOWN);
+        let Some(scope) = d.scope.as_deref().filter(|s| s.starts_with('/')) else {
+            keep(if d.scope.as_deref() == Some(SELF_TEST_SCOPE) {
+                SELF_TEST
+            } else {
+                SCOPE_UNKNOWN
+            });
             return;
         };
         let (Ok(digest), Some(offset)) = (d.sha256.parse::<FileDigest>(), offsets.get(&d.boot_id))
@@ -480,11 +573,13 @@ pub fn replay(
             return;
         };
         let now_ns = u64::try_from((i128::from(d.boot_ns) + offset).max(0)).unwrap_or(u64::MAX);
-        let resolved = resolved.get_or_insert_with(|| in_force.resolve(view));
-        let Some((outcome, new_why)) = in_force.decide(resolved, view, scope, &digest, now_ns)
-        else {
-            keep(NOT_ARCHIVED);
-            return;
+        let (in_force, resolved) = history.at(d.boot_ns, view);
+        let (outcome, new_why) = match in_force.decide(resolved, view, scope, &digest, now_ns) {
+            Ok(decided) => decided,
+            Err(why) => {
+                keep(why);
+                return;
+            }
         };
         report.redecided += 1;
         let replayed = Verdict {

@@ -166,6 +166,7 @@ fn the_summary_counts_authorization_changes() {
             not_after: None,
             pids: Vec::new(),
             detail: None,
+            boot_ns: None,
         })
         .expect("append");
     }

@@ -217,6 +217,8 @@ fn matches(selector: &Selector, record: &Record) -> bool {
         (Selector::Artifact(prefix), Body::Authorization(a)) => {
             a.id.starts_with(prefix.as_str())
                 && matches!(a.change.as_str(), "accepted" | "in-force" | "break-glass")
+                // Only signed artifacts are kept beside the log and can be proven.
+                && matches!(a.artifact.as_str(), "bundle" | "break-glass")
         }
         _ => false,
     }

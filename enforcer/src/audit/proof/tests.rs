@@ -104,6 +104,7 @@ fn write_log(dir: &Path) -> (Vec<u8>, Vec<u8>) {
             not_after: None,
             pids: Vec::new(),
             detail: None,
+            boot_ns: None,
         })
         .expect("authorization");
     }
