@@ -664,6 +664,76 @@ fn late_decisions_the_operators_modes_unsigned_policies_and_the_self_test_replay
     assert!(run.stdout.contains("1 mismatch(es)"), "{}", run.stdout);
 }
 
+#[test]
+fn decisions_made_before_the_agent_started_are_decided_under_what_the_last_one_left() {
+    // A log of this machine's boot, so that its starts carry the boot time.
+    let f = Fixture::new();
+    let dir = f.path("this-boot");
+    let now = || enforcer::clock::boot_ns().expect("CLOCK_BOOTTIME");
+    let tools = tools_bundle(1, &[f.recorded["a"]]);
+    let (allow, granted) = (decision::ALLOW, reason::GRANTED);
+    let scope = in_scope(SCOPE);
+
+    let mut log = AuditLog::open(&dir, None, AuditOptions::default()).expect("open");
+    log.keep_artifact(&tools.id(), &tools.to_bytes())
+        .expect("keep");
+    log.append_authorization(AuthorizationChange {
+        change: "in-force".into(),
+        artifact: "bundle".into(),
+        id: tools.id().to_string(),
+        issuer: "ops".into(),
+        bundle_id: Some("tools".into()),
+        serial: Some(1),
+        scopes: vec![SCOPE.into()],
+        ..AuthorizationChange::default()
+    })
+    .expect("in force");
+    // Left in the ring buffer by an agent that logged elsewhere: nothing here says what
+    // it was decided under.
+    let mut stray = event(1, &f.path("a"), allow, granted, Some(&tools.id()));
+    stray.boot_ns = 1_000;
+    let mut ran = event(2, &f.path("a"), allow, granted, Some(&tools.id()));
+    ran.boot_ns = now();
+    for e in [stray, ran] {
+        log.append_decision(&e, &scope).expect("decision");
+    }
+    log.close().expect("close");
+
+    // While no agent runs the kernel keeps what the last one loaded; the next agent finds
+    // the bundle gone, and drains a decision made in between.
+    let mut between = event(3, &f.path("a"), allow, granted, Some(&tools.id()));
+    between.boot_ns = now();
+    let mut log = AuditLog::open(&dir, None, AuditOptions::default()).expect("open again");
+    log.append_decision(&between, &scope).expect("decision");
+    log.close().expect("close");
+
+    let run = common::enforcer(
+        f.dir.path(),
+        [
+            "audit",
+            "--dir",
+            "this-boot",
+            "replay",
+            "--as-recorded",
+            "--json",
+        ],
+    );
+    let report = json(&run);
+    assert_eq!(
+        report["mismatches"],
+        serde_json::json!([]),
+        "{}",
+        run.stdout
+    );
+    assert_code(&run, 0);
+    assert_eq!(report["redecided"], 2, "{}", run.stdout);
+    assert_eq!(
+        report["as_recorded"]["before-the-agent-started"], 1,
+        "{}",
+        run.stdout
+    );
+}
+
 /// A mapping decision of `content`'s digest whose record names only `file_name`, as the
 /// kernel reports mappings.
 fn mapping_by_name(exec_id: u64, content: &Path, file_name: &str) -> ExecEvent {
@@ -678,11 +748,15 @@ fn mapping_by_name(exec_id: u64, content: &Path, file_name: &str) -> ExecEvent {
 fn learning_finds_a_library_that_a_mapping_names_by_file_name_only_by_its_content() {
     let f = Fixture::new();
     let libc = std::fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").expect("this host's libc");
+    let unknown = f.path("unknown");
+    std::fs::write(&unknown, "no file in the loader's directories has this\n").expect("write");
     let mut log = reopen(&f);
     for e in [
         mapping_by_name(8, &libc, "libc.so.6"),
-        // The name of a real library with other content: no file has it.
-        mapping_by_name(9, &f.path("a"), "libm.so.6"),
+        // The name of a real library with content no file has.
+        mapping_by_name(9, &unknown, "libm.so.6"),
+        // A program's own content under another name: granted by its path already.
+        mapping_by_name(10, &f.path("a"), "a-as-mapped"),
     ] {
         log.append_decision(&e, &in_scope(SCOPE)).expect("decision");
     }
@@ -713,6 +787,14 @@ fn learning_finds_a_library_that_a_mapping_names_by_file_name_only_by_its_conten
     assert!(
         other.contains("LEFT OUT") && other.contains("bare file name"),
         "{other}"
+    );
+    let same = line("a-as-mapped");
+    assert!(
+        same.ends_with(&format!(
+            ": granted: the same content as {}",
+            f.path("a").display()
+        )),
+        "{same}"
     );
 
     let bytes = std::fs::read(f.path("learned.json")).expect("the bundle");

@@ -222,6 +222,9 @@ const NOT_ARCHIVED: &str = "authorization-not-archived";
 const UNSIGNED: &str = "unsigned-policy";
 /// ... or when it is the agent's startup self-test, in a throwaway scope of its own.
 const SELF_TEST: &str = "self-test";
+/// ... or when the kernel made it before the agent that logged it started, under what an
+/// agent that logged elsewhere had loaded.
+const BEFORE_START: &str = "before-the-agent-started";
 /// The scope name the agent gives its startup self-test's decisions.
 const SELF_TEST_SCOPE: &str = "(startup self-test)";
 /// How many authorization states replay keeps to place late decisions: a decision is
@@ -402,6 +405,12 @@ struct Resolved {
 /// boot time the kernel switched to it (when the record says).
 struct History {
     states: Vec<State>,
+    /// The boot of the last start, and its boot time when the record has one.
+    boot_id: Option<String>,
+    started_ns: Option<u64>,
+    /// What an earlier agent of this log and boot left loaded: the kernel decided under it
+    /// until the last start.
+    before: Option<State>,
 }
 
 struct State {
@@ -412,15 +421,44 @@ struct State {
     resolved: Option<Resolved>,
 }
 
+impl State {
+    fn new(in_force: InForce) -> Self {
+        Self {
+            switched: None,
+            in_force,
+            resolved: None,
+        }
+    }
+
+    fn resolved(&mut self, view: &WhatIf) -> (&InForce, &Resolved) {
+        let resolved = self
+            .resolved
+            .get_or_insert_with(|| self.in_force.resolve(view));
+        (&self.in_force, resolved)
+    }
+}
+
 impl History {
     fn new() -> Self {
         Self {
-            states: vec![State {
-                switched: None,
-                in_force: InForce::default(),
-                resolved: None,
-            }],
+            states: vec![State::new(InForce::default())],
+            boot_id: None,
+            started_ns: None,
+            before: None,
         }
+    }
+
+    /// A start: the agent records again what it finds in force. What the previous agent
+    /// of the same boot had loaded is kept for the decisions made before this start.
+    fn start(&mut self, start: &super::record::Start) {
+        let before = (self.boot_id.as_deref() == Some(start.boot_id.as_str()))
+            .then(|| State::new(self.current().clone()));
+        *self = Self {
+            boot_id: Some(start.boot_id.clone()),
+            started_ns: start.boot_ns,
+            before,
+            ..Self::new()
+        };
     }
 
     /// Follows one authorization record.
@@ -447,20 +485,23 @@ impl History {
         &self.states[self.states.len() - 1].in_force
     }
 
-    /// The state a decision made at `boot_ns` was decided under: the newest one the kernel
-    /// had switched to by then. A decision drained from the ring buffer after a switch,
-    /// but made before it, is decided under what it was made under.
-    fn at(&mut self, boot_ns: u64, view: &WhatIf) -> (&InForce, &Resolved) {
+    /// The state a decision of `boot_id` made at `boot_ns` was decided under: the newest
+    /// one the kernel had switched to by then. A decision drained from the ring buffer
+    /// after a switch, but made before it, is decided under what it was made under; one
+    /// made before this agent started, under what the previous agent of this log left, or
+    /// `None` if this log does not hold that.
+    fn at(&mut self, boot_id: &str, boot_ns: u64, view: &WhatIf) -> Option<(&InForce, &Resolved)> {
+        let before_start = self.boot_id.as_deref() == Some(boot_id)
+            && self.started_ns.is_some_and(|started| boot_ns < started);
+        if before_start {
+            return self.before.as_mut().map(|state| state.resolved(view));
+        }
         let index = self
             .states
             .iter()
             .rposition(|s| s.switched.is_none_or(|at| at <= boot_ns))
             .unwrap_or(0);
-        let state = &mut self.states[index];
-        let resolved = state
-            .resolved
-            .get_or_insert_with(|| state.in_force.resolve(view));
-        (&state.in_force, resolved)
+        Some(self.states[index].resolved(view))
     }
 }
 
@@ -540,8 +581,8 @@ pub fn replay(
     report.skipped_lines = query::read_dir(dir, |e| {
         let record = &e.record;
         let d = match &record.body {
-            Body::Start(_) => {
-                history = History::new();
+            Body::Start(start) => {
+                history.start(start);
                 return;
             }
             Body::Authorization(change) => {
@@ -573,7 +614,10 @@ pub fn replay(
             return;
         };
         let now_ns = u64::try_from((i128::from(d.boot_ns) + offset).max(0)).unwrap_or(u64::MAX);
-        let (in_force, resolved) = history.at(d.boot_ns, view);
+        let Some((in_force, resolved)) = history.at(&d.boot_id, d.boot_ns, view) else {
+            keep(BEFORE_START);
+            return;
+        };
         let (outcome, new_why) = match in_force.decide(resolved, view, scope, &digest, now_ns) {
             Ok(decided) => decided,
             Err(why) => {

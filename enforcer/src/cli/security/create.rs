@@ -302,7 +302,7 @@ pub(super) fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode>
 /// and whether it is granted or left out because the file changed or is gone (a grant of
 /// content that no longer exists would only widen the bundle).
 fn audit_grants(args: &BundleCreateArgs) -> anyhow::Result<Vec<SignedGrant>> {
-    use crate::audit::replay::{OnDisk, learn};
+    use crate::audit::replay::{OnDisk, Seen, learn};
 
     let since = args
         .since
@@ -322,32 +322,45 @@ fn audit_grants(args: &BundleCreateArgs) -> anyhow::Result<Vec<SignedGrant>> {
             seen.len(),
             args.audit_dir.display()
         );
+        let checked: Vec<(&Seen, OnDisk)> = seen.iter().map(|s| (s, s.on_disk())).collect();
+        for (s, on_disk) in &checked {
+            if let OnDisk::Same(path) = on_disk
+                && !grants.iter().any(|g| g.digest == s.digest)
+            {
+                grants.push(SignedGrant {
+                    digest: s.digest,
+                    name: Some(path.clone()),
+                    not_after: None,
+                });
+            }
+        }
         let mut left_out = 0;
-        for s in &seen {
-            let (verdict, keep) = match s.on_disk() {
-                OnDisk::Same(path) if path == s.path => ("granted".to_owned(), Some(path)),
-                OnDisk::Same(path) => (format!("granted as {path}"), Some(path)),
-                OnDisk::Changed(now) => (
-                    format!("LEFT OUT: content on disk changed (now sha256:{now})"),
-                    None,
+        for (s, on_disk) in &checked {
+            // Content found under one of its names covers the others: busybox run as
+            // /bin/sh, mapped as `busybox`, run again as /proc/self/exe.
+            let covered = || grants.iter().find(|g| g.digest == s.digest);
+            let verdict = match on_disk {
+                OnDisk::Same(path) if *path == s.path => "granted".to_owned(),
+                OnDisk::Same(path) => format!("granted as {path}"),
+                _ if covered().is_some() => format!(
+                    "granted: the same content as {}",
+                    covered()
+                        .and_then(|g| g.name.as_deref())
+                        .unwrap_or("a digest given explicitly")
                 ),
-                OnDisk::Missing(why) => (format!("LEFT OUT: no longer on disk ({why})"), None),
+                OnDisk::Changed(now) => {
+                    left_out += 1;
+                    format!("LEFT OUT: content on disk changed (now sha256:{now})")
+                }
+                OnDisk::Missing(why) => {
+                    left_out += 1;
+                    format!("LEFT OUT: no longer on disk ({why})")
+                }
             };
             println!(
                 "  {} sha256:{} allowed {} would-deny {} denied {} first {} last {}: {verdict}",
                 s.path, s.digest, s.allowed, s.would_deny, s.denied, s.first, s.last
             );
-            match keep {
-                None => left_out += 1,
-                Some(path) if !grants.iter().any(|g| g.digest == s.digest) => {
-                    grants.push(SignedGrant {
-                        digest: s.digest,
-                        name: Some(path),
-                        not_after: None,
-                    });
-                }
-                Some(_) => {}
-            }
         }
         if left_out > 0 {
             println!("  {left_out} program(s) left out: not on disk as recorded");
