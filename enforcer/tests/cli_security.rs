@@ -401,6 +401,52 @@ fn with_libraries_grants_the_loader_and_libc() {
 }
 
 /// The JIT opt-ins are signed like everything else in the bundle, and shown to signers.
+/// A copy of `elf` (a 64-bit ELF file) whose first executable loadable segment is
+/// `extra` bytes longer in memory than in the file.
+fn with_executable_zero_fill(elf: &Path, out: &Path, extra: u64) {
+    let mut bytes = std::fs::read(elf).expect("read the program");
+    let field = |b: &[u8], at: usize, n: usize| -> u64 {
+        b[at..at + n]
+            .iter()
+            .rev()
+            .fold(0, |v, byte| (v << 8) | u64::from(*byte))
+    };
+    let phoff = usize::try_from(field(&bytes, 32, 8)).expect("offset");
+    let (size, count) = (
+        usize::try_from(field(&bytes, 54, 2)).expect("size"),
+        usize::try_from(field(&bytes, 56, 2)).expect("count"),
+    );
+    let header = (0..count)
+        .map(|i| phoff + i * size)
+        .find(|&h| field(&bytes, h, 4) == 1 && field(&bytes, h + 4, 4) & 1 != 0)
+        .expect("an executable PT_LOAD segment");
+    let memsz = field(&bytes, header + 40, 8) + extra;
+    bytes[header + 40..header + 48].copy_from_slice(&memsz.to_le_bytes());
+    std::fs::write(out, bytes).expect("write the copy");
+}
+
+#[test]
+fn an_elf_file_whose_executable_segment_is_zero_filled_is_not_granted() {
+    let mut cli = Cli::new();
+    let program = env!("CARGO_BIN_EXE_enforcer");
+    let create = "bundle create --issuer ops --bundle-id zf --serial 1 --scope /agents.slice \
+                  --valid-for 8h --out b.json --force";
+    // The program as built is granted.
+    cli.ok(&format!("{create} --file {program}"));
+    let odd = cli.path("odd");
+    with_executable_zero_fill(Path::new(program), &odd, 0x10000);
+    let run = cli.refused(
+        &format!("{create} --file {}", odd.display()),
+        "cannot be granted: its executable segment at",
+    );
+    assert!(
+        run.stderr
+            .contains("writable and executable memory that no rule can check"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn opt_ins_are_signed_and_shown() {
     let mut cli = Cli::new();

@@ -46,6 +46,72 @@ pub enum ElfError {
     NotFound { library: String, needed_by: PathBuf },
     #[error("more than {MAX_FILES} files in the closure of {0}")]
     TooLarge(PathBuf),
+    #[error("{} cannot be granted: {fill}", .path.display())]
+    ExecutableZeroFill {
+        path: PathBuf,
+        fill: ExecutableZeroFill,
+    },
+}
+
+/// A loadable segment that is executable and longer in memory than in the file. The
+/// kernel's ELF loader maps the file part and fills the rest with `vm_brk_flags` as
+/// anonymous memory that is writable *and* executable, with no mmap or mprotect an LSM
+/// could refuse: a program granted with such a segment could write code there and run it.
+/// Toolchains do not emit this (none of the thousands of ELF files on a Debian system
+/// has it), so a grant of such a file is refused when the bundle is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutableZeroFill {
+    pub vaddr: u64,
+    pub file_size: u64,
+    pub memory_size: u64,
+}
+
+impl std::fmt::Display for ExecutableZeroFill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "its executable segment at {:#x} is {} bytes in memory but {} in the file: the \
+             kernel fills the rest with writable and executable memory that no rule can check",
+            self.vaddr, self.memory_size, self.file_size
+        )
+    }
+}
+
+/// The first [`ExecutableZeroFill`] segment of the ELF file at `path`; `None` for an ELF
+/// file without one and for a file that is not ELF at all (a script).
+pub fn executable_zero_fill(path: &Path) -> Result<Option<ExecutableZeroFill>, ElfError> {
+    let bytes = read(path)?;
+    if !bytes.starts_with(b"\x7fELF") {
+        return Ok(None);
+    }
+    let elf = Elf::parse(&bytes).map_err(|e| ElfError::Malformed {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    Ok(elf
+        .program_headers
+        .iter()
+        .find(|ph| {
+            ph.p_type == goblin::elf::program_header::PT_LOAD
+                && ph.p_flags & goblin::elf::program_header::PF_X != 0
+                && ph.p_memsz > ph.p_filesz
+        })
+        .map(|ph| ExecutableZeroFill {
+            vaddr: ph.p_vaddr,
+            file_size: ph.p_filesz,
+            memory_size: ph.p_memsz,
+        }))
+}
+
+/// Refuses a file that has an [`ExecutableZeroFill`] segment, naming it.
+pub fn grantable(path: &Path) -> Result<(), ElfError> {
+    match executable_zero_fill(path)? {
+        Some(fill) => Err(ElfError::ExecutableZeroFill {
+            path: path.into(),
+            fill,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// What matters about one ELF file for resolution.

@@ -238,6 +238,7 @@ pub(super) fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode>
     let (not_before, not_after) = args.validity.window.resolve(issued_at)?;
     let mut grants = Vec::new();
     for spec in &args.files {
+        crate::host::elf::grantable(Path::new(&spec.subject))?;
         let digest = FileDigest::of_file(Path::new(&spec.subject))?;
         grants.push(spec.to_grant(digest, Some(spec.subject.clone()), not_before));
     }
@@ -327,6 +328,7 @@ fn audit_grants(args: &BundleCreateArgs) -> anyhow::Result<Vec<SignedGrant>> {
             if let OnDisk::Same(path) = on_disk
                 && !grants.iter().any(|g| g.digest == s.digest)
             {
+                crate::host::elf::grantable(Path::new(path))?;
                 grants.push(SignedGrant {
                     digest: s.digest,
                     name: Some(path.clone()),
@@ -398,6 +400,7 @@ pub(super) fn library_grants(
             })?;
         // The closure starts with the file itself, granted already.
         for library in closure.iter().skip(1) {
+            crate::host::elf::grantable(library)?;
             let digest = FileDigest::of_file(library)?;
             if explicit.iter().any(|g| g.digest == digest) {
                 continue;
