@@ -57,7 +57,7 @@ pub enum ElfError {
 /// kernel's ELF loader maps the file part and fills the rest with `vm_brk_flags` as
 /// anonymous memory that is writable *and* executable, with no mmap or mprotect an LSM
 /// could refuse: a program granted with such a segment could write code there and run it.
-/// Toolchains do not emit this (none of the thousands of ELF files on a Debian system
+/// Toolchains do not emit this (no ELF file under a Debian host's /usr/bin, /usr/lib
 /// has it), so a grant of such a file is refused when the bundle is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecutableZeroFill {
