@@ -295,6 +295,20 @@ fn assert_code(run: &Run, code: i32) {
     );
 }
 
+/// The `--as-recorded --json` report of `run`, which found no mismatch.
+#[track_caller]
+fn replays_as_recorded(run: Run) -> (Run, serde_json::Value) {
+    let report = json(&run);
+    assert_eq!(
+        report["mismatches"],
+        serde_json::json!([]),
+        "{}",
+        run.stdout
+    );
+    assert_code(&run, 0);
+    (run, report)
+}
+
 fn json(run: &Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
@@ -635,15 +649,7 @@ fn late_decisions_the_operators_modes_unsigned_policies_and_the_self_test_replay
     .expect("decision");
     log.close().expect("close");
 
-    let run = f.run(&["replay", "--as-recorded", "--json"]);
-    let report = json(&run);
-    assert_eq!(
-        report["mismatches"],
-        serde_json::json!([]),
-        "{}",
-        run.stdout
-    );
-    assert_code(&run, 0);
+    let (run, report) = replays_as_recorded(f.run(&["replay", "--as-recorded", "--json"]));
     // The seven of the fixture, then 20, 30 and 32 decided again; 33 and 34 kept.
     assert_eq!(report["redecided"], 9, "{}", run.stdout);
     assert_eq!(
@@ -718,14 +724,7 @@ fn decisions_made_before_the_agent_started_are_decided_under_what_the_last_one_l
             "--json",
         ],
     );
-    let report = json(&run);
-    assert_eq!(
-        report["mismatches"],
-        serde_json::json!([]),
-        "{}",
-        run.stdout
-    );
-    assert_code(&run, 0);
+    let (run, report) = replays_as_recorded(run);
     assert_eq!(report["redecided"], 2, "{}", run.stdout);
     assert_eq!(
         report["as_recorded"]["before-the-agent-started"], 1,
