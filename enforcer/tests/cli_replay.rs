@@ -574,26 +574,62 @@ fn in_scope(scope: &str) -> DecisionLabels<'_> {
     }
 }
 
+/// The record of `change` (`in-force`, `accepted`) of bundle `id` of the `tools` line,
+/// switched in the kernel at `boot_ns`.
+fn bundle_record(
+    change: &str,
+    id: &ArtifactId,
+    serial: u64,
+    boot_ns: Option<u64>,
+) -> AuthorizationChange {
+    AuthorizationChange {
+        change: change.into(),
+        artifact: "bundle".into(),
+        id: id.to_string(),
+        issuer: "ops".into(),
+        bundle_id: Some("tools".into()),
+        serial: Some(serial),
+        scopes: vec![SCOPE.into()],
+        boot_ns,
+        ..AuthorizationChange::default()
+    }
+}
+
+/// The operator-mode record an agent writes last of its startup records, and on a change.
+fn operator_mode(scopes: &[&str], boot_ns: Option<u64>) -> AuthorizationChange {
+    AuthorizationChange {
+        change: "operator-mode".into(),
+        artifact: "configuration".into(),
+        issuer: "operator".into(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        detail: Some("monitor".into()),
+        boot_ns,
+        ..AuthorizationChange::default()
+    }
+}
+
 #[test]
 fn late_decisions_the_operators_modes_unsigned_policies_and_the_self_test_replay_as_recorded() {
     let f = Fixture::new();
     let mut log = reopen(&f);
+    // The agent starts again (the kernel switches at 5.010 s) and records what it finds.
+    for record in [
+        bundle_record("in-force", &f.tools, 1, Some(5_010_000_000)),
+        operator_mode(&[], Some(5_010_000_000)),
+    ] {
+        log.append_authorization(record).expect("startup record");
+    }
     // A bundle that also grants c switches in the kernel at 5.025 s. Exec 20 was decided
     // before that and exec 30 after, but the ring buffer delivers both after the record.
     let update = tools_bundle(2, &[f.recorded["a"], f.recorded["b"], f.recorded["c"]]);
     log.keep_artifact(&update.id(), &update.to_bytes())
         .expect("keep");
-    log.append_authorization(AuthorizationChange {
-        change: "accepted".into(),
-        artifact: "bundle".into(),
-        id: update.id().to_string(),
-        issuer: "ops".into(),
-        bundle_id: Some("tools".into()),
-        serial: Some(2),
-        scopes: vec![SCOPE.into()],
-        boot_ns: Some(5_025_000_000),
-        ..AuthorizationChange::default()
-    })
+    log.append_authorization(bundle_record(
+        "accepted",
+        &update.id(),
+        2,
+        Some(5_025_000_000),
+    ))
     .expect("accepted");
     let (allow, deny) = (decision::ALLOW, decision::DENY);
     let granted = update.id();
@@ -605,16 +641,8 @@ fn late_decisions_the_operators_modes_unsigned_policies_and_the_self_test_replay
     }
     // The operator holds a rollout scope in monitor mode: no bundle says so.
     const ROLLOUT: &str = "/governed/rollout";
-    log.append_authorization(AuthorizationChange {
-        change: "operator-mode".into(),
-        artifact: "configuration".into(),
-        issuer: "operator".into(),
-        scopes: vec![ROLLOUT.into()],
-        detail: Some("monitor".into()),
-        boot_ns: Some(5_031_000_000),
-        ..AuthorizationChange::default()
-    })
-    .expect("operator mode");
+    log.append_authorization(operator_mode(&[ROLLOUT], Some(5_031_000_000)))
+        .expect("operator mode");
     log.append_decision(
         &event(
             32,
@@ -672,7 +700,6 @@ fn late_decisions_the_operators_modes_unsigned_policies_and_the_self_test_replay
 
 #[test]
 fn decisions_made_before_the_agent_started_are_decided_under_what_the_last_one_left() {
-    // A log of this machine's boot, so that its starts carry the boot time.
     let f = Fixture::new();
     let dir = f.path("this-boot");
     let now = || enforcer::clock::boot_ns().expect("CLOCK_BOOTTIME");
@@ -683,17 +710,13 @@ fn decisions_made_before_the_agent_started_are_decided_under_what_the_last_one_l
     let mut log = AuditLog::open(&dir, None, AuditOptions::default()).expect("open");
     log.keep_artifact(&tools.id(), &tools.to_bytes())
         .expect("keep");
-    log.append_authorization(AuthorizationChange {
-        change: "in-force".into(),
-        artifact: "bundle".into(),
-        id: tools.id().to_string(),
-        issuer: "ops".into(),
-        bundle_id: Some("tools".into()),
-        serial: Some(1),
-        scopes: vec![SCOPE.into()],
-        ..AuthorizationChange::default()
-    })
-    .expect("in force");
+    let started = now();
+    for record in [
+        bundle_record("in-force", &tools.id(), 1, Some(started)),
+        operator_mode(&[], Some(started)),
+    ] {
+        log.append_authorization(record).expect("startup record");
+    }
     // Left in the ring buffer by an agent that logged elsewhere: nothing here says what
     // it was decided under.
     let mut stray = event(1, &f.path("a"), allow, granted, Some(&tools.id()));
@@ -710,6 +733,8 @@ fn decisions_made_before_the_agent_started_are_decided_under_what_the_last_one_l
     let mut between = event(3, &f.path("a"), allow, granted, Some(&tools.id()));
     between.boot_ns = now();
     let mut log = AuditLog::open(&dir, None, AuditOptions::default()).expect("open again");
+    log.append_authorization(operator_mode(&[], Some(now())))
+        .expect("startup record");
     log.append_decision(&between, &scope).expect("decision");
     log.close().expect("close");
 

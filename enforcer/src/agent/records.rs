@@ -28,9 +28,8 @@ impl From<AuthorizationChange> for Pending {
 impl Agent {
     /// Logs and queues audit records for what changed since `previous`: bundles accepted
     /// and withdrawn, break-glass artifacts that took effect, each with the boot time the
-    /// kernel `switched` (none for what was in force at start: the maps may have held it
-    /// already). Returns the withdrawn bundles' names, for the answer to whoever triggered
-    /// the change.
+    /// kernel `switched`. Returns the withdrawn bundles' names, for the answer to whoever
+    /// triggered the change.
     pub(super) fn record_changes(
         &mut self,
         previous: Option<&Authorizations>,
@@ -39,7 +38,6 @@ impl Agent {
         let Some(now) = &self.view.authz else {
             return Vec::new();
         };
-        let switched = previous.and(switched);
         let bundle = |b: &authz::AcceptedBundle, change: &str| AuthorizationChange {
             change: change.into(),
             artifact: "bundle".into(),
@@ -126,10 +124,12 @@ impl Agent {
         withdrawn
     }
 
-    /// Logs what the operator's side of the policy is, when it changed (and once at
-    /// start): the scopes the configuration holds in monitor mode, and an unsigned local
-    /// policy file, by its SHA-256. Replay needs both to decide the log again, and
-    /// neither is in an archived artifact.
+    /// Logs what the operator's side of the policy is, when it changed: the scopes the
+    /// configuration holds in monitor mode, and an unsigned local policy file, by its
+    /// SHA-256. Replay needs both to decide the log again, and neither is in an archived
+    /// artifact. At start the monitor scopes are always written, last of what the agent
+    /// found in force: replay reads that record as "this agent's startup records are
+    /// complete".
     pub(super) fn record_operator(&mut self, switched: Option<u64>) {
         let monitor: Vec<String> = self
             .config
@@ -152,8 +152,6 @@ impl Agent {
         });
         let now = Operator { monitor, unsigned };
         let previous = self.operator_recorded.replace(now.clone());
-        // At start nothing has switched yet that the log has not seen: no time.
-        let switched = previous.as_ref().and(switched);
         let change =
             |change: &str, artifact: &str, id: String, scopes: Vec<String>| AuthorizationChange {
                 change: change.into(),
@@ -164,15 +162,16 @@ impl Agent {
                 boot_ns: switched,
                 ..AuthorizationChange::default()
             };
+        let starting = previous.is_none();
         let before = previous.unwrap_or_default();
-        if now.monitor != before.monitor {
-            let mut record = change("operator-mode", "configuration", String::new(), now.monitor);
-            record.detail = Some("monitor".into());
-            self.pending.push(record.into());
-        }
         if let Some((id, scopes)) = now.unsigned.filter(|u| Some(u) != before.unsigned.as_ref()) {
             self.pending
                 .push(change("in-force", "unsigned-policy", id, scopes).into());
+        }
+        if starting || now.monitor != before.monitor {
+            let mut record = change("operator-mode", "configuration", String::new(), now.monitor);
+            record.detail = Some("monitor".into());
+            self.pending.push(record.into());
         }
     }
 }

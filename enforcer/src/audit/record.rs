@@ -84,11 +84,6 @@ pub struct Start {
     /// format 2 on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
-    /// CLOCK_BOOTTIME when the agent opened the log: decisions of this boot made before
-    /// it were decided under what an earlier agent had loaded (the ring buffer keeps
-    /// them for the next reader).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot_ns: Option<u64>,
 }
 
 /// The log format this agent writes: the chain of format 1, plus a Merkle tree over the

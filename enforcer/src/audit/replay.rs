@@ -403,60 +403,58 @@ struct Resolved {
 
 /// The authorizations as they changed since the last start, newest last, each with the
 /// boot time the kernel switched to it (when the record says).
+///
+/// The first state is what the kernel enforced when the agent started: what the previous
+/// agent of this log and boot left loaded, if that agent recorded what it loaded, and
+/// unknown otherwise. Every agent writes its `operator-mode` record after what it finds
+/// in force at start, so that record says its startup records are complete.
 struct History {
     states: Vec<State>,
-    /// The boot of the last start, and its boot time when the record has one.
+    /// The boot of the last start.
     boot_id: Option<String>,
-    started_ns: Option<u64>,
-    /// What an earlier agent of this log and boot left loaded: the kernel decided under it
-    /// until the last start.
-    before: Option<State>,
+    /// No authorization record since the last start: the next one starts from nothing.
+    fresh: bool,
+    /// The agent since the last start recorded what it found in force.
+    complete: bool,
 }
 
 struct State {
     /// CLOCK_BOOTTIME of the switch; `None`: in force from its place in the log.
     switched: Option<u64>,
-    in_force: InForce,
+    /// `None`: not known from this log.
+    in_force: Option<InForce>,
     /// What the maps held, resolved on first use.
     resolved: Option<Resolved>,
 }
 
 impl State {
-    fn new(in_force: InForce) -> Self {
+    fn new(switched: Option<u64>, in_force: Option<InForce>) -> Self {
         Self {
-            switched: None,
+            switched,
             in_force,
             resolved: None,
         }
-    }
-
-    fn resolved(&mut self, view: &WhatIf) -> (&InForce, &Resolved) {
-        let resolved = self
-            .resolved
-            .get_or_insert_with(|| self.in_force.resolve(view));
-        (&self.in_force, resolved)
     }
 }
 
 impl History {
     fn new() -> Self {
         Self {
-            states: vec![State::new(InForce::default())],
+            // Before any start record: a log cut at its head, as an empty policy.
+            states: vec![State::new(None, Some(InForce::default()))],
             boot_id: None,
-            started_ns: None,
-            before: None,
+            fresh: true,
+            complete: false,
         }
     }
 
-    /// A start: the agent records again what it finds in force. What the previous agent
-    /// of the same boot had loaded is kept for the decisions made before this start.
+    /// A start: the agent records again what it finds in force.
     fn start(&mut self, start: &super::record::Start) {
-        let before = (self.boot_id.as_deref() == Some(start.boot_id.as_str()))
-            .then(|| State::new(self.current().clone()));
+        let before = (self.complete && self.boot_id.as_deref() == Some(start.boot_id.as_str()))
+            .then(|| self.current().clone());
         *self = Self {
+            states: vec![State::new(None, before)],
             boot_id: Some(start.boot_id.clone()),
-            started_ns: start.boot_ns,
-            before,
             ..Self::new()
         };
     }
@@ -468,40 +466,41 @@ impl History {
         loaded: &mut HashMap<String, Option<Arc<(ArtifactId, Bundle)>>>,
         archive: &Archive,
     ) {
-        let mut in_force = self.current().clone();
+        let mut in_force = if std::mem::take(&mut self.fresh) {
+            InForce::default()
+        } else {
+            self.current().clone()
+        };
         in_force.apply(change, loaded, archive);
+        self.complete |= change.change == "operator-mode";
         if self.states.len() == HISTORY {
             self.states.remove(0);
         }
-        self.states.push(State {
-            switched: change.boot_ns,
-            in_force,
-            resolved: None,
-        });
+        self.states.push(State::new(change.boot_ns, Some(in_force)));
     }
 
-    fn current(&self) -> &InForce {
-        // Never empty: `new` holds one state and `apply` only adds.
-        &self.states[self.states.len() - 1].in_force
+    /// The newest state (an unknown one counts as nothing in force).
+    fn current(&self) -> InForce {
+        self.states
+            .last()
+            .and_then(|s| s.in_force.clone())
+            .unwrap_or_default()
     }
 
-    /// The state a decision of `boot_id` made at `boot_ns` was decided under: the newest
-    /// one the kernel had switched to by then. A decision drained from the ring buffer
-    /// after a switch, but made before it, is decided under what it was made under; one
-    /// made before this agent started, under what the previous agent of this log left, or
-    /// `None` if this log does not hold that.
-    fn at(&mut self, boot_id: &str, boot_ns: u64, view: &WhatIf) -> Option<(&InForce, &Resolved)> {
-        let before_start = self.boot_id.as_deref() == Some(boot_id)
-            && self.started_ns.is_some_and(|started| boot_ns < started);
-        if before_start {
-            return self.before.as_mut().map(|state| state.resolved(view));
-        }
+    /// The state a decision made at `boot_ns` was decided under: the newest one the kernel
+    /// had switched to by then. A decision drained from the ring buffer after a switch,
+    /// but made before it, is decided under what it was made under. `None` when that is
+    /// not known from this log (made before the agent that logged it started).
+    fn at(&mut self, boot_ns: u64, view: &WhatIf) -> Option<(&InForce, &Resolved)> {
         let index = self
             .states
             .iter()
             .rposition(|s| s.switched.is_none_or(|at| at <= boot_ns))
             .unwrap_or(0);
-        Some(self.states[index].resolved(view))
+        let state = &mut self.states[index];
+        let in_force = state.in_force.as_ref()?;
+        let resolved = state.resolved.get_or_insert_with(|| in_force.resolve(view));
+        Some((in_force, resolved))
     }
 }
 
@@ -614,7 +613,7 @@ pub fn replay(
             return;
         };
         let now_ns = u64::try_from((i128::from(d.boot_ns) + offset).max(0)).unwrap_or(u64::MAX);
-        let Some((in_force, resolved)) = history.at(&d.boot_id, d.boot_ns, view) else {
+        let Some((in_force, resolved)) = history.at(d.boot_ns, view) else {
             keep(BEFORE_START);
             return;
         };

@@ -136,10 +136,9 @@ impl AuditLog {
     ) -> Result<Self, AuditError> {
         crate::fsutil::create_dir(dir, 0o750).map_err(AuditError::io(dir))?;
         let lock = lock(dir)?;
-        // A boot time means something only with the running kernel's boot id.
-        let (boot_id, started_ns) = match &opts.boot_id {
-            Some(id) => (id.clone(), None),
-            None => (boot_id()?, crate::clock::boot_ns().ok()),
+        let boot_id = match &opts.boot_id {
+            Some(id) => id.clone(),
+            None => boot_id()?,
         };
         let listed = files::list(dir)?;
         let resume = resume(&listed)?;
@@ -196,7 +195,6 @@ impl AuditLog {
             recovered: resume.recovered,
             format: Some(FORMAT),
             origin: Some(origin),
-            boot_ns: started_ns,
         }))?;
         log.write_checkpoint(Trigger::Start, None)?;
         Ok(log)
