@@ -130,11 +130,12 @@ in_scope "payload, break-glass over (enforce again)" /tmp/downloads/payload
 
 step "After the incident: learn a bundle from what ran, replay the log against it, push it"
 # What /agents ran since the break-glass began, from the audit log: a review list, and an
-# unsigned bundle of the content that is still on disk as it ran. Mappings are recorded
-# by file name only, so the libraries come from the program's own closure.
+# unsigned bundle of the content that is still on disk as it ran: the programs, and the
+# loader and libraries they mapped (found by file name and content in the loader's
+# directories).
 show enforcer bundle create --issuer demo-team --bundle-id agents-learned --serial 2 \
     --scope /agents --valid-for 2h --from-audit --audit-dir $WORK/audit --since "$GLASS" \
-    --with-libraries --file /tmp/downloads/payload,name=payload --out $WORK/out/learned.json
+    --out $WORK/out/learned.json
 # Before anyone signs it: which recorded decisions it would change.
 show enforcer audit --dir $WORK/audit replay --with $WORK/out/learned.json \
     --since "$GLASS" --scope /agents

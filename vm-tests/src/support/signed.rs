@@ -97,9 +97,15 @@ impl Kit {
             args.extend(["--file", f.as_str()]);
         }
         enforcer_ok(env, &args);
-        enforcer_ok(env, &["bundle", "sign", "--key", &self.key("alice"), &out]);
-        enforcer_ok(env, &["bundle", "sign", "--key", &self.key("bob"), &out]);
+        self.sign(env, &out);
         out
+    }
+
+    /// Signs the bundle at `out` by alice and bob, as the trust store asks.
+    #[track_caller]
+    pub(crate) fn sign(&self, env: &Env, out: &str) {
+        enforcer_ok(env, &["bundle", "sign", "--key", &self.key("alice"), out]);
+        enforcer_ok(env, &["bundle", "sign", "--key", &self.key("bob"), out]);
     }
 
     /// A revocation of bundle id `id`, signed by carol.
