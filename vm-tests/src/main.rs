@@ -79,6 +79,7 @@ fn main() -> ExitCode {
             shuffle(&mut list, seed);
         }
     }
+    list.extend(scenarios::after_all());
     if !args.list {
         support::policy::write_fixtures(env);
         record_panic_locations();

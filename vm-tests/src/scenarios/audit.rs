@@ -606,3 +606,102 @@ fn prove_an_exec(env: &Env, kit: &Kit, name: &str, agent_args: &[&str]) -> (Path
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
+
+/// Runs after every other scenario, whatever the order: it reads the logs they left.
+pub(super) const AFTER_ALL: &[super::Scenario] =
+    scenarios![every_audit_log_of_the_suite_replays_as_recorded];
+
+/// Where the suite's agents keep their logs: the scenarios' own directories, and the
+/// agent's default for those that start it without `--audit-dir`.
+const LOG_ROOTS: [&str; 2] = [WORK, enforcer::paths::AUDIT_DIR];
+
+fn every_audit_log_of_the_suite_replays_as_recorded(env: &Env) {
+    // Every log the suite wrote, decided again from its own records under what was in
+    // force at each moment: the kernel's decisions and enforcer_common::decide agree on
+    // every one. Logs that `audit verify` refuses were altered on purpose by their
+    // scenario (the tamper scenarios); replay's premise is a log that verifies.
+    let mut logs = Vec::new();
+    for root in LOG_ROOTS {
+        find_logs(Path::new(root), 6, &mut logs);
+    }
+    let (mut decisions, mut redecided, mut altered) = (0u64, 0u64, Vec::new());
+    let mut mismatches = Vec::new();
+    for dir in &logs {
+        let (code, _) = run_tool(
+            env.enforcer()
+                .arg("audit")
+                .arg("--dir")
+                .arg(dir)
+                .arg("verify"),
+        );
+        if code != 0 {
+            altered.push(dir.display().to_string());
+            continue;
+        }
+        let out = env
+            .enforcer()
+            .arg("audit")
+            .arg("--dir")
+            .arg(dir)
+            .args(["replay", "--as-recorded", "--json"])
+            .output()
+            .unwrap_or_else(|e| panic!("run enforcer audit replay: {e}"));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "replay of {} printed no report ({e}): {}{}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let count = |k: &str| report[k].as_u64().unwrap_or_default();
+        decisions += count("decisions");
+        redecided += count("redecided");
+        if let Some(found) = report["mismatches"].as_array().filter(|m| !m.is_empty()) {
+            mismatches.push(format!("{}: {found:?}", dir.display()));
+        }
+    }
+    if redecided == 0 {
+        std::panic::panic_any(crate::support::Unavailable(format!(
+            "the {} audit log(s) found hold no decision replay can decide again: run this \
+             after the other scenarios",
+            logs.len()
+        )));
+    }
+    println!(
+        "replayed {} audit log(s): {decisions} decision(s), {redecided} decided again; \
+         {} log(s) altered on purpose and refused by audit verify: {altered:?}",
+        logs.len() - altered.len(),
+        altered.len()
+    );
+    assert!(
+        mismatches.is_empty(),
+        "replay --as-recorded disagrees with the kernel's recorded decisions:\n{}",
+        mismatches.join("\n")
+    );
+}
+
+/// Directories under `dir` (at most `depth` levels down) that hold an audit log.
+fn find_logs(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut holds_log = false;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("audit-") && name.ends_with(".jsonl") {
+            holds_log = true;
+        } else if depth > 0
+            && entry
+                .file_type()
+                .is_ok_and(|t| t.is_dir() && !t.is_symlink())
+        {
+            find_logs(&path, depth - 1, out);
+        }
+    }
+    if holds_log {
+        out.push(dir.to_path_buf());
+    }
+}

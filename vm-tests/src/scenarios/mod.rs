@@ -54,6 +54,11 @@ pub(crate) fn all() -> impl Iterator<Item = &'static Scenario> {
     .flatten()
 }
 
+/// Scenarios that read what the others left, run after them whatever the order.
+pub(crate) fn after_all() -> impl Iterator<Item = &'static Scenario> {
+    audit::AFTER_ALL.iter()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -62,7 +67,7 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_kebab_case() {
-        let names: Vec<String> = all().map(Scenario::name).collect();
+        let names: Vec<String> = all().chain(after_all()).map(Scenario::name).collect();
         let unique: BTreeSet<&String> = names.iter().collect();
         assert_eq!(
             unique.len(),
