@@ -60,7 +60,61 @@ pub(crate) fn check(dir: &Path, enforcer: &Path) -> Vec<(String, Result<(), Stri
             proof_checks(&proof, enforcer),
         ));
     }
+    let metrics = dir.join("metrics");
+    if metrics.join("metrics.txt").is_file() {
+        results.push((
+            "the-vm-agents-metrics-parse-as-openmetrics-and-match-its-audit-log".to_owned(),
+            metrics_checks(&metrics),
+        ));
+    }
     results
+}
+
+/// The Prometheus project's own OpenMetrics parser (Debian's python3-prometheus-client,
+/// which setup installs), run by Debian's Python: it refuses any text that is not
+/// OpenMetrics, and prints the decision counters by `scope|decision|reason|hook`.
+const PARSE_METRICS: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+counts = {}
+for family in text_string_to_metric_families(open(sys.argv[1], encoding="utf-8").read()):
+    for s in family.samples:
+        if s.name == "enforcer_decisions_total":
+            key = "|".join(s.labels[k] for k in ("scope", "decision", "reason", "hook"))
+            counts[key] = counts.get(key, 0) + int(s.value)
+print(json.dumps(counts, sort_keys=True))
+"#;
+
+/// `/metrics` as the VM's agent served it, parsed by a real OpenMetrics parser: its
+/// decision counters are exactly the decisions in that agent's audit log.
+fn metrics_checks(dir: &Path) -> Result<(), String> {
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(PARSE_METRICS)
+        .arg(dir.join("metrics.txt"))
+        .output()
+        .map_err(|e| format!("cannot run /usr/bin/python3 (cargo xtask setup installs it): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the OpenMetrics parser refused the VM's /metrics: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let parsed: std::collections::BTreeMap<String, u64> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("the parser's output is not counts ({e})"))?;
+    let text = std::fs::read_to_string(dir.join("audit-counts.json"))
+        .map_err(|e| format!("cannot read the audit log's counts: {e}"))?;
+    let logged: std::collections::BTreeMap<String, u64> = serde_json::from_str(&text)
+        .map_err(|e| format!("the audit log's counts are not counts ({e})"))?;
+    if parsed.is_empty() {
+        return Err("the VM's /metrics holds no decision counter".to_owned());
+    }
+    if parsed != logged {
+        return Err(format!(
+            "decision counters differ from the audit log:\n  /metrics:  {parsed:?}\n  audit log: {logged:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// `enforcer proof verify` on the host: the VM's proof is PROVEN, its copy with one byte

@@ -28,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "systemd",
     "chromium",
     "chromium-driver",
+    // The Prometheus project's OpenMetrics parser, for the VM's /metrics.
+    "python3-prometheus-client",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -17,6 +17,7 @@ use enforcer::service::http::Readiness;
 use vm_tests::{PROBE_EXIT, UNLISTED_EXIT};
 
 use crate::support::agent::Agent;
+use crate::support::audit::{audit_records, find_key};
 use crate::support::policy::{enforce_shared_policy, load_policy};
 use crate::support::run::{
     Reaped, check_eperm, check_exit, enforcer_ok, expect_eperm, expect_exit, run_tool, within,
@@ -26,7 +27,7 @@ use crate::support::service::{
     run_with_config, set_mode, sleeper_in_scope, socket_opened_up, status, write_kit_config,
 };
 use crate::support::signed::{Kit, LIVE};
-use crate::support::{AGENT_READY, Env, SCOPE, cgroup};
+use crate::support::{AGENT_READY, Env, SCOPE, WORK, cgroup, export};
 
 pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     agent_loads_policy,
@@ -427,7 +428,7 @@ fn unload_stops_enforcement(env: &Env) {
 }
 
 fn http_window_tells_readiness_and_counts_decisions(env: &Env) {
-    let (agent, _notify, ready) = http_agent(env, "http");
+    let (agent, _notify, ready, audit) = http_agent(env, "http");
     let readiness: Readiness = serde_json::from_str(&ready)
         .unwrap_or_else(|e| panic!("/readyz is not a readiness report: {e}: {ready}"));
     assert!(
@@ -454,6 +455,7 @@ fn http_window_tells_readiness_and_counts_decisions(env: &Env) {
         metrics.trim_end().ends_with("# EOF"),
         "/metrics is not OpenMetrics text: {metrics}"
     );
+    export_metrics_and_audit_counts(env, &audit);
     // Readiness tells the truth: with the programs unloaded from outside, it is 503 and
     // names the check.
     let (code, out) = run_tool(env.enforcer().arg("unload"));
@@ -474,7 +476,7 @@ fn http_window_tells_readiness_and_counts_decisions(env: &Env) {
 fn http_api_streams_pages_and_traces_a_denial(env: &Env) {
     use std::io::{Read as _, Write as _};
 
-    let (agent, _notify, _) = http_agent(env, "http-api");
+    let (agent, _notify, _, _) = http_agent(env, "http-api");
 
     // A stream opened before the denial sees it, from the agent's own feed.
     let scope = format!("/{LIVE}");
@@ -574,7 +576,86 @@ const HTTP_ADDR: &str = "127.0.0.1:9464";
 /// systemd it is ready and `/readyz` answers 200 (the loop has drained the ring buffer
 /// and the checks have run); also its notification socket (keep it while the agent
 /// runs) and that answer.
-fn http_agent(env: &Env, name: &str) -> (Reaped, UnixDatagram, String) {
+/// Known execs (three more denials in LIVE), then `/metrics` once its counters hold them,
+/// and the decisions of the agent's audit log counted by the same labels, both handed to
+/// the host: there a real OpenMetrics parser reads the text, and its counters must equal
+/// the log's (`the-vm-agents-metrics-parse-as-openmetrics-and-match-its-audit-log`,
+/// in xtask's exported.rs).
+fn export_metrics_and_audit_counts(env: &Env, audit: &Path) {
+    for _ in 0..3 {
+        expect_eperm(Some(LIVE), &env.probe);
+    }
+    let denials = |body: &str| -> u64 {
+        body.lines()
+            .filter(|l| {
+                l.starts_with("enforcer_decisions_total{")
+                    && l.contains(&format!("scope=\"/{LIVE}\""))
+                    && l.contains("decision=\"deny\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let metrics = poll_http("/metrics", Duration::from_secs(10), |code, body| {
+        code == 200 && denials(body) == 4
+    });
+    // The agent appends a decision to the log before it counts it; the log's file may
+    // trail by a flush, so read it until it holds the four too. Nothing else runs in LIVE.
+    let live_denials = format!("/{LIVE}|deny|");
+    let found = std::cell::RefCell::new(std::collections::BTreeMap::new());
+    within(Duration::from_secs(10), || {
+        let counts = decision_counts(env, audit);
+        let denied: u64 = counts
+            .iter()
+            .filter(|(k, _)| k.starts_with(&live_denials))
+            .map(|(_, n)| n)
+            .sum();
+        *found.borrow_mut() = counts;
+        if denied == 4 {
+            Ok(())
+        } else {
+            Err(format!(
+                "the audit log holds {denied} of the 4 denials in /{LIVE}"
+            ))
+        }
+    });
+    let counts = found.into_inner();
+    let dir = Path::new(WORK).join("metrics-export");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    let text = dir.join("metrics.txt");
+    std::fs::write(&text, &metrics).unwrap_or_else(|e| panic!("write: {e}"));
+    let logged = dir.join("audit-counts.json");
+    std::fs::write(&logged, serde_json::to_vec(&counts).expect("json"))
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    export("metrics/metrics.txt", &text);
+    export("metrics/audit-counts.json", &logged);
+}
+
+/// The decisions of the audit log in `dir`, counted by `scope|decision|reason|hook` as
+/// `/metrics` labels them (a decision of no known scope is `unknown` there).
+fn decision_counts(env: &Env, dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for record in audit_records(env, dir) {
+        let field = |k: &str| {
+            find_key(&record, k)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        if field("kind").as_deref() != Some("decision") {
+            continue;
+        }
+        let key = [
+            field("scope").unwrap_or_else(|| "unknown".to_owned()),
+            field("decision").unwrap_or_default(),
+            field("reason").unwrap_or_default(),
+            field("hook").unwrap_or_default(),
+        ]
+        .join("|");
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
+fn http_agent(env: &Env, name: &str) -> (Reaped, UnixDatagram, String, PathBuf) {
     let kit = Kit::new(name);
     let (notify, notify_path) = notify_socket(&kit);
     let config = kit.work.join("config.toml");
@@ -586,7 +667,7 @@ fn http_agent(env: &Env, name: &str) -> (Reaped, UnixDatagram, String) {
     let agent = run_with_config(env, &config, &notify_path);
     expect_notification(&notify, "READY=1", AGENT_READY);
     let ready = poll_http("/readyz", Duration::from_secs(15), |code, _| code == 200);
-    (agent, notify, ready)
+    (agent, notify, ready, kit.audit_dir())
 }
 
 fn poll_http(path: &str, limit: Duration, done: impl Fn(u16, &str) -> bool) -> String {
