@@ -236,30 +236,49 @@ const PACKET_RX_RING: libc::c_int = 5;
 /// same pages runs what the first wrote. No digest says anything about it (a socket
 /// hashes as the empty file).
 pub(crate) fn packet_ring() -> ! {
+    // struct tpacket_req: one block of one page, two frames. Protocol 0: the socket
+    // receives nothing, but its ring is set up all the same.
+    let page = u32::try_from(PAGE).expect("page size");
+    let ring: [u32; 4] = [page, 1, page / 2, 2];
+    socket_ring(
+        libc::AF_PACKET,
+        "AF_PACKET",
+        SOL_PACKET,
+        PACKET_RX_RING,
+        &ring,
+    )
+}
+
+/// In a user and network namespace of its own (where the caller has `CAP_NET_RAW`), makes
+/// a raw socket of `family`, sets up its receive ring with `setsockopt(level, option,
+/// request)`, then writes `CODE` into the ring and runs it ([`write_then_run`]).
+fn socket_ring(
+    family: libc::c_int,
+    name: &str,
+    level: libc::c_int,
+    option: libc::c_int,
+    request: &[u32],
+) -> ! {
     // SAFETY: plain syscall.
     sys::check(
         unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) },
         "unshare",
     );
-    // Protocol 0: the socket receives nothing, but its ring is set up all the same.
     // SAFETY: plain syscall.
     let fd = sys::own(sys::check(
-        unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) },
-        "socket AF_PACKET",
+        unsafe { libc::socket(family, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) },
+        &format!("socket {name}"),
     ));
     let fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    // struct tpacket_req: one block of one page, two frames.
-    let page = u32::try_from(PAGE).expect("page size");
-    let ring: [u32; 4] = [page, 1, page / 2, 2];
-    // SAFETY: `ring` is a valid tpacket_req for the duration of the call.
+    // SAFETY: `request` is valid for its length for the duration of the call.
     sys::check(
         unsafe {
             libc::setsockopt(
                 fd,
-                SOL_PACKET,
-                PACKET_RX_RING,
-                ring.as_ptr().cast(),
-                libc::socklen_t::try_from(size_of_val(&ring)).expect("small"),
+                level,
+                option,
+                request.as_ptr().cast(),
+                libc::socklen_t::try_from(size_of_val(request)).expect("small"),
             )
         },
         "set up the receive ring",
@@ -303,33 +322,8 @@ const XDP_RX_RING: libc::c_int = 2;
 /// bind. Then `security_mmap_file` with `PROT_EXEC` on the socket's file.
 /// Injection: as the packet ring.
 pub(crate) fn xdp_ring() -> ! {
-    // SAFETY: plain syscall.
-    sys::check(
-        unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) },
-        "unshare",
-    );
-    // SAFETY: plain syscall.
-    let fd = sys::own(sys::check(
-        unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) },
-        "socket AF_XDP",
-    ));
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
     // 64 descriptors of 16 bytes and the ring's indexes fit in one page.
-    let entries: u32 = 64;
-    // SAFETY: `entries` is a valid int option for the duration of the call.
-    sys::check(
-        unsafe {
-            libc::setsockopt(
-                fd,
-                SOL_XDP,
-                XDP_RX_RING,
-                (&raw const entries).cast(),
-                libc::socklen_t::try_from(size_of_val(&entries)).expect("small"),
-            )
-        },
-        "set up the receive ring",
-    );
-    write_then_run(fd, "the ring")
+    socket_ring(libc::AF_XDP, "AF_XDP", SOL_XDP, XDP_RX_RING, &[64])
 }
 
 /// `struct dma_heap_allocation_data` (uapi/linux/dma-heap.h).
