@@ -216,7 +216,7 @@ impl Agent {
         report_refusals(previous.as_ref(), authz.as_ref());
         let mut labels = super::Labels::new(&policy, &desired, self.config.cgroup_root());
         if let Some(id) = self.self_test_scope {
-            labels.name_scope(id, "(startup self-test)");
+            labels.name_scope(id, crate::audit::record::SELF_TEST_SCOPE);
         }
         self.labels = labels;
         self.view = View {

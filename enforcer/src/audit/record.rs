@@ -262,6 +262,10 @@ fn c_string(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// The `scope` of the decisions of the agent's startup self-test, which runs in a
+/// throwaway cgroup of its own that no policy names.
+pub const SELF_TEST_SCOPE: &str = "(startup self-test)";
+
 /// A change in what is authorized, as the agent applied it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationChange {
@@ -291,9 +295,8 @@ pub struct AuthorizationChange {
     /// CLOCK_BOOTTIME, in nanoseconds, right after the kernel's maps switched to this
     /// change, in the boot of the last `start` record. Decisions reach the log through
     /// the ring buffer, so one made just before the switch can be written after this
-    /// record: replay orders them by this time. Absent for what was in force at start
-    /// (the maps may have held it already) and in logs of older agents: the record's place
-    /// in the log is its time.
+    /// record: replay orders them by this time. Absent in logs of older agents: there the
+    /// record's place in the log is its time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_ns: Option<u64>,
 }

@@ -27,7 +27,9 @@ use serde::Serialize;
 use super::AuditError;
 use super::artifacts::Archive;
 use super::query;
-use super::record::{AuthorizationChange, Body, Decision, Record, decision_name, reason_name};
+use super::record::{
+    AuthorizationChange, Body, Decision, Record, SELF_TEST_SCOPE, decision_name, reason_name,
+};
 use crate::authz;
 use crate::authz::artifact::{ArtifactError, ArtifactId, ArtifactKind, Bundle, Envelope, Mode};
 use crate::authz::verify::read_artifact;
@@ -225,8 +227,6 @@ const SELF_TEST: &str = "self-test";
 /// ... or when the kernel made it before the agent that logged it started, under what an
 /// agent that logged elsewhere had loaded.
 const BEFORE_START: &str = "before-the-agent-started";
-/// The scope name the agent gives its startup self-test's decisions.
-const SELF_TEST_SCOPE: &str = "(startup self-test)";
 /// How many authorization states replay keeps to place late decisions: a decision is
 /// drained from the ring buffer within seconds, and states change far less often.
 const HISTORY: usize = 64;
@@ -451,7 +451,7 @@ impl History {
     /// A start: the agent records again what it finds in force.
     fn start(&mut self, start: &super::record::Start) {
         let before = (self.complete && self.boot_id.as_deref() == Some(start.boot_id.as_str()))
-            .then(|| self.current().clone());
+            .then(|| self.current());
         *self = Self {
             states: vec![State::new(None, before)],
             boot_id: Some(start.boot_id.clone()),

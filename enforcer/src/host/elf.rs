@@ -81,13 +81,9 @@ impl std::fmt::Display for ExecutableZeroFill {
 /// file without one and for a file that is not ELF at all (a script).
 pub fn executable_zero_fill(path: &Path) -> Result<Option<ExecutableZeroFill>, ElfError> {
     let bytes = read(path)?;
-    if !bytes.starts_with(b"\x7fELF") {
+    let Some(elf) = parse_elf(path, &bytes)? else {
         return Ok(None);
-    }
-    let elf = Elf::parse(&bytes).map_err(|e| ElfError::Malformed {
-        path: path.into(),
-        message: e.to_string(),
-    })?;
+    };
     Ok(elf
         .program_headers
         .iter()
@@ -131,15 +127,24 @@ fn read(path: &Path) -> Result<Vec<u8>, ElfError> {
     })
 }
 
-/// Parses `bytes` as ELF; `Ok(None)` when it is not ELF at all.
-fn parse(path: &Path, bytes: &[u8]) -> Result<Option<Object>, ElfError> {
+/// `bytes` (of the file at `path`) parsed as ELF; `Ok(None)` when it is not ELF at all.
+fn parse_elf<'a>(path: &Path, bytes: &'a [u8]) -> Result<Option<Elf<'a>>, ElfError> {
     if !bytes.starts_with(b"\x7fELF") {
         return Ok(None);
     }
-    let elf = Elf::parse(bytes).map_err(|e| ElfError::Malformed {
-        path: path.into(),
-        message: e.to_string(),
-    })?;
+    Elf::parse(bytes)
+        .map(Some)
+        .map_err(|e| ElfError::Malformed {
+            path: path.into(),
+            message: e.to_string(),
+        })
+}
+
+/// Parses `bytes` as ELF; `Ok(None)` when it is not ELF at all.
+fn parse(path: &Path, bytes: &[u8]) -> Result<Option<Object>, ElfError> {
+    let Some(elf) = parse_elf(path, bytes)? else {
+        return Ok(None);
+    };
     let split = |v: &[&str]| {
         v.iter()
             .flat_map(|s| s.split(':'))
