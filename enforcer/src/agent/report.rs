@@ -78,7 +78,9 @@ impl Agent {
             .collect();
         let authz = self.view.authz.as_ref();
         Ok(StatusReport {
-            enforcing: true,
+            // Not a given while the agent runs: an outside `enforcer unload` takes the
+            // programs away from under it.
+            enforcing: self.enforcement.check_attached().is_ok(),
             agent: AgentInfo {
                 pid: std::process::id(),
                 config: self.invocation.config_path.clone(),

@@ -110,6 +110,11 @@ pub enum KernelError {
     )]
     MissingPin { path: PathBuf, dir: PathBuf },
     #[error(
+        "pin {path} is gone: the programs were unloaded from outside the agent (`enforcer \
+         unload`, or the pins removed), so nothing is enforced until the agent starts again"
+    )]
+    Unpinned { path: PathBuf },
+    #[error(
         "pinned map {path} has another layout than this enforcer's program ({found}; expected \
          {expected}): it was left by an enforcer of another version. Run `enforcer unload` \
          (this stops enforcement) and start the agent again"
@@ -294,8 +299,14 @@ impl Enforcement {
     /// Whether every program link and map is still pinned: a pinned link keeps its
     /// program attached, and an outside `enforcer unload` removes the pins.
     pub fn check_attached(&self) -> Result<(), KernelError> {
-        check_links(&self.pin_dir)?;
-        pins::check_map_pins_exist(&self.pin_dir)
+        // The agent pinned them all itself: one missing now was taken away, whatever
+        // `MissingPin` guesses at startup about who left a partial set.
+        check_links(&self.pin_dir)
+            .and_then(|()| pins::check_map_pins_exist(&self.pin_dir))
+            .map_err(|e| match e {
+                KernelError::MissingPin { path, .. } => KernelError::Unpinned { path },
+                other => other,
+            })
     }
 
     /// Whether the maps still hold `desired`, as this process last applied it. `Some`
