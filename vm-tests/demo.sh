@@ -35,7 +35,7 @@ wait_until() { left=$(( $1 - $(date +%s) )); [ "$left" -gt 0 ] && sleep "$left";
 start_agent() {
     enforcer run --trust $POLICIES/trust.toml --bundle-dir $WORK/bundles --scope /agents \
         --state-dir $WORK/state --audit-dir $WORK/audit --host-key $WORK/keys/host.key \
-        >> $LOG 2>>$WORK/agent.err &
+        $HTTP >> $LOG 2>>$WORK/agent.err &
     AGENT=$!
     for _ in $(seq 1 120); do
         [ "$(grep -c 'following decisions' $LOG 2>/dev/null)" -ge "$1" ] && return 0
@@ -44,7 +44,32 @@ start_agent() {
     echo "agent did not start:"; cat $WORK/agent.err; exit 1
 }
 
+# The web console: the VM's NIC (an e1000 on qemu's user network, whose port 9464 xtask
+# forwards to the host's loopback), and the agent's read-only HTTP window on it. Beyond
+# loopback the window needs a token. A kernel without the e1000 module has no console.
+CONSOLE_PORT=9464
+HOLD_PORT=7001
+HTTP=
+console_up() {
+    module=$(ls /usr/lib/enforcer-tests/modules/e1000.ko* 2>/dev/null | head -n 1)
+    [ -n "$module" ] || return 1
+    case $module in *.xz) unxz -c "$module" > $WORK/e1000.ko; module=$WORK/e1000.ko ;; esac
+    insmod "$module" 2>/dev/null || [ -d /sys/module/e1000 ] || return 1
+    for _ in $(seq 1 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.2; done
+    ip addr add 10.0.2.15/24 dev eth0 2>/dev/null && ip link set eth0 up || return 1
+    head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > $WORK/http-token
+    printf '[http]\nlisten = "0.0.0.0:%s"\ntoken_file = "%s"\n' $CONSOLE_PORT \
+        $WORK/http-token > $WORK/http.toml
+    HTTP="--config $WORK/http.toml"
+}
+
 step "Host: $(uname -r), active LSMs: $(cat /sys/kernel/security/lsm)"
+if console_up; then
+    # xtask prints the host's address of the console from this line.
+    echo "ENFORCER-DEMO-CONSOLE $CONSOLE_PORT $(cat $WORK/http-token)"
+else
+    echo "  (no web console: this kernel has no e1000 module for the VM's NIC)"
+fi
 
 step "An agent workspace: its tool, and what else may end up there"
 mkdir -p /opt/agent/bin /tmp/downloads
@@ -165,5 +190,14 @@ echo '  the same proof with one byte of the record changed:'
 sed 's/report-tool\\"/report-tooX\\"/' $WORK/out/exec.proof.json > $WORK/out/forged.proof.json
 show enforcer proof verify $WORK/out/forged.proof.json --host-key $WORK/keys/host.pub \
     --trust $POLICIES/trust.toml
+if [ -n "$HTTP" ]; then
+    step "The web console: the agent again, its whole log browsable"
+    start_agent 3
+    # xtask answers on the hold port at once, or, with `cargo xtask demo --console`, when
+    # the person at the host is done looking.
+    echo "ENFORCER-DEMO-HOLD $HOLD_PORT"
+    nc -l -p $HOLD_PORT > /dev/null
+    kill -TERM $AGENT; wait $AGENT 2>/dev/null
+fi
 echo
 echo "Demo finished."

@@ -11,7 +11,7 @@ use crate::build::Binary;
 use crate::cmd;
 use crate::initramfs::Payload;
 use crate::kernels::KernelSpec;
-use crate::qemu;
+use crate::qemu::{self, Forwards};
 use crate::vm;
 use crate::workspace::{Workspace, cargo};
 
@@ -117,7 +117,11 @@ fn vm_kernel(
     let payload = Payload::Bench {
         args: &opts.vm_args,
     };
-    let booted = vm::boot(ws, spec, bins, &payload, opts.timeout, |line| {
+    let forwards = match Forwards::choose() {
+        Ok(forwards) => forwards,
+        Err(err) => return results.problems.push(format!("{kernel}: {err:#}")),
+    };
+    let booted = vm::boot(ws, spec, bins, &payload, &forwards, opts.timeout, |line| {
         println!("{prefix}{}", line.text);
         if !line.from_payload {
             return;

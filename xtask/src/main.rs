@@ -7,6 +7,7 @@ mod apt;
 mod bench;
 mod build;
 mod cmd;
+mod console;
 mod exported;
 mod fuzz;
 mod host_tests;
@@ -111,6 +112,10 @@ struct DemoArgs {
     /// Kernel to boot.
     #[arg(long, value_name = "NAME", value_parser = kernels::parse_name, default_value = kernels::DEFAULT[0])]
     kernel: &'static KernelSpec,
+    /// Keep the VM and its web console up at the end, until Enter is pressed (the VM's
+    /// timeout becomes at least an hour).
+    #[arg(long)]
+    console: bool,
     #[command(flatten)]
     timeout: VmTimeout,
 }
@@ -190,7 +195,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => {
             setup::host(&ws)?;
             build::build(&ws)?;
-            let code = vm::demo(&ws, args.kernel, args.timeout.duration())?;
+            let mut timeout = args.timeout.duration();
+            if args.console {
+                timeout = timeout.max(std::time::Duration::from_secs(3600));
+            }
+            let code = vm::demo(&ws, args.kernel, timeout, args.console)?;
             Ok(ExitCode::from(code))
         }
         Command::Bench(args) => {

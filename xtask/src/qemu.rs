@@ -14,12 +14,51 @@ use crate::cmd;
 use crate::initramfs::{BOOTED, EXIT, LSM};
 use crate::kernels::Kernel;
 
-/// TCG because nested KVM hangs on our hosts; no NIC, the tests need no network.
+/// TCG because nested KVM hangs on our hosts. The NIC is [`Forwards::nic`]'s.
 #[rustfmt::skip]
 const QEMU_ARGS: &[&str] = &[
     "-accel", "tcg,thread=multi", "-cpu", "max", "-m", "1024", "-smp", "2",
-    "-nographic", "-no-reboot", "-nic", "none",
+    "-nographic", "-no-reboot",
 ];
+
+/// Guest ports forwarded to the host's loopback: the agent's HTTP window (the console
+/// scenario and the demo) and the console scenario's step port (vm-tests'
+/// `scenarios/console.rs`, `support/net.rs`).
+pub(crate) const FORWARDED: [u16; 2] = [9464, 7001];
+
+/// Where on the host's loopback each of [`FORWARDED`] arrives: ports free when chosen.
+pub(crate) struct Forwards(Vec<(u16, u16)>);
+
+impl Forwards {
+    pub(crate) fn choose() -> Result<Self> {
+        let mut ports = Vec::new();
+        // Held until all are chosen, so that no two are the same.
+        let mut held = Vec::new();
+        for guest in FORWARDED {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")
+                .context("cannot find a free port on the host's loopback")?;
+            ports.push((guest, listener.local_addr()?.port()));
+            held.push(listener);
+        }
+        Ok(Self(ports))
+    }
+
+    /// The host's port for guest port `guest`, when it is forwarded.
+    pub(crate) fn host_port(&self, guest: u16) -> Option<u16> {
+        self.0.iter().find(|(g, _)| *g == guest).map(|(_, h)| *h)
+    }
+
+    /// An e1000 NIC on qemu's user network with the forwards. `restrict=on`: the guest
+    /// reaches neither the host nor anything beyond; only the forwards come in. A kernel
+    /// without the e1000 module (6.19: no modules package) just has no interface.
+    fn nic(&self) -> String {
+        let mut nic = "user,model=e1000,restrict=on".to_owned();
+        for (guest, host) in &self.0 {
+            nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+        }
+        nic
+    }
+}
 /// Kernel log text that means the kernel is broken; the run is stopped shortly after.
 const CRASH_SIGNS: &[&str] = &["Kernel panic", "soft lockup", "BUG:", "Oops"];
 /// Time to keep reading after a crash line, so the log holds the trace.
@@ -91,17 +130,20 @@ pub(crate) struct Line<'a> {
     pub from_payload: bool,
 }
 
-/// Boots `kernel` with `initrd`, copying the console to `log`, and calls `on_line` with each
-/// console line. Returns once qemu has exited or was killed.
+/// Boots `kernel` with `initrd` and the port `forwards`, copying the console to `log`, and
+/// calls `on_line` with each console line. Returns once qemu has exited or was killed.
 pub(crate) fn run(
     kernel: &Kernel,
     initrd: &Path,
+    forwards: &Forwards,
     timeout: Duration,
     log: &Path,
     mut on_line: impl FnMut(&Line),
 ) -> Result<Boot> {
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(QEMU_ARGS)
+        .arg("-nic")
+        .arg(forwards.nic())
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")

@@ -9,10 +9,11 @@ use serde::Deserialize;
 
 use crate::Tally;
 use crate::build::{self, Binary};
+use crate::console;
 use crate::exported;
 use crate::initramfs::{self, Payload};
 use crate::kernels::{self, KernelSpec};
-use crate::qemu::{self, Boot, Line};
+use crate::qemu::{self, Boot, Forwards, Line};
 use crate::workspace::Workspace;
 
 /// Which scenarios `vm-tests` runs in the VM, and in which order.
@@ -153,7 +154,15 @@ fn test_kernel(
     let files = exported::dir(&ws.target.join("vm").join(spec.name));
     let _ = std::fs::remove_dir_all(&files);
     let mut export_problems = Vec::new();
-    let booted = boot(ws, spec, bins, &payload, timeout, |line| {
+    let forwards = match Forwards::choose() {
+        Ok(forwards) => forwards,
+        Err(e) => {
+            report.problems.push(format!("{e:#}"));
+            return report;
+        }
+    };
+    let mut host_steps = Vec::new();
+    let booted = boot(ws, spec, bins, &payload, &forwards, timeout, |line| {
         let user = qemu::user_text(line.text);
         if let Some(rest) = user
             .strip_prefix(exported::FILE)
@@ -161,6 +170,17 @@ fn test_kernel(
         {
             match exported::save(rest, &files) {
                 Ok((name, size)) => println!("{prefix}exported {name} ({size} bytes)"),
+                Err(e) => export_problems.push(format!("{e:#}")),
+            }
+            return;
+        }
+        if let Some(rest) = user
+            .strip_prefix(console::STEP)
+            .filter(|_| line.from_payload)
+        {
+            println!("{prefix}console: the VM asks for the browser test");
+            match console::start(&ws.root, rest, &forwards, prefix.clone()) {
+                Ok(step) => host_steps.push(step),
                 Err(e) => export_problems.push(format!("{e:#}")),
             }
             return;
@@ -185,6 +205,10 @@ fn test_kernel(
             None => println!("{prefix}{}", line.text),
         }
     });
+    // A step outlives the VM only when the VM died under it; it ends on its own then.
+    for step in host_steps {
+        let _ = step.join();
+    }
     let (boot, log) = match booted {
         Ok(booted) => booted,
         Err(err) => {
@@ -219,9 +243,16 @@ fn test_kernel(
     }
     if report.problems.is_empty() {
         match boot.exit_code {
-            Some(0) if report.passed.is_empty() && report.failed.is_empty() => report
-                .problems
-                .push("vm-tests ran no scenario (does --filter match any?)".to_owned()),
+            // A scenario skipped with its reason did run: the machine lacked what it needs.
+            Some(0)
+                if report.passed.is_empty()
+                    && report.failed.is_empty()
+                    && report.skipped.is_empty() =>
+            {
+                report
+                    .problems
+                    .push("vm-tests ran no scenario (does --filter match any?)".to_owned());
+            }
             Some(code) if code != 0 && report.failed.is_empty() => {
                 report
                     .problems
@@ -247,7 +278,12 @@ fn test_kernel(
 
 /// Boots one kernel running `vm-tests/demo.sh`, shows what the script prints and returns
 /// its exit code (1 if the VM itself failed).
-pub(crate) fn demo(ws: &Workspace, spec: &'static KernelSpec, timeout: Duration) -> Result<u8> {
+pub(crate) fn demo(
+    ws: &Workspace,
+    spec: &'static KernelSpec,
+    timeout: Duration,
+    keep_console: bool,
+) -> Result<u8> {
     let bins = build::binaries(ws)?;
     println!(
         "demo: booting Linux {} in qemu (TCG, this takes a few seconds)",
@@ -255,15 +291,19 @@ pub(crate) fn demo(ws: &Workspace, spec: &'static KernelSpec, timeout: Duration)
     );
     // Colours only for a person watching; a CI log gets plain text.
     let colour = std::io::stdout().is_terminal();
+    let forwards = Forwards::choose()?;
     let show = |line: &Line| {
         let shown = if colour { line.coloured } else { line.text };
         let text = qemu::user_text(shown);
+        if line.from_payload && console::demo_line(text, &forwards, keep_console) {
+            return;
+        }
         // A line that is only kernel log is noise here; a line cut by one is still shown.
         if line.from_payload && (shown.is_empty() || !text.is_empty()) {
             println!("{text}");
         }
     };
-    let (boot, log) = boot(ws, spec, &bins, &Payload::Demo, timeout, show)?;
+    let (boot, log) = boot(ws, spec, &bins, &Payload::Demo, &forwards, timeout, show)?;
     println!("demo: {}", describe(&boot));
     let problems = boot.problems(timeout, &log);
     for problem in &problems {
@@ -281,6 +321,7 @@ pub(crate) fn boot(
     spec: &'static KernelSpec,
     bins: &[Binary],
     payload: &Payload,
+    forwards: &Forwards,
     timeout: Duration,
     on_line: impl FnMut(&Line),
 ) -> Result<(Boot, PathBuf)> {
@@ -290,7 +331,7 @@ pub(crate) fn boot(
     let initrd = initramfs::build(ws, &dir, bins, &kernel.modules, payload)
         .with_context(|| format!("cannot pack the initramfs in {}", dir.display()))?;
     let log = dir.join("console.log");
-    let boot = qemu::run(&kernel, &initrd, timeout, &log, on_line)?;
+    let boot = qemu::run(&kernel, &initrd, forwards, timeout, &log, on_line)?;
     Ok((boot, log))
 }
 

@@ -29,6 +29,7 @@ macro_rules! scenarios {
 
 mod artifacts;
 mod audit;
+mod console;
 mod containment;
 mod exec;
 mod injection;
@@ -49,6 +50,7 @@ pub(crate) fn all() -> impl Iterator<Item = &'static Scenario> {
         audit::SCENARIOS,
         artifacts::SCENARIOS,
         service::SCENARIOS,
+        console::SCENARIOS,
     ]
     .into_iter()
     .flatten()
