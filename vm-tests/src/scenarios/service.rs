@@ -570,12 +570,6 @@ fn http_api_streams_pages_and_traces_a_denial(env: &Env) {
 /// Where the scenario's agent listens.
 const HTTP_ADDR: &str = "127.0.0.1:9464";
 
-/// GETs `path` until `done(status, body)` holds or `limit` passes; returns the body.
-#[track_caller]
-/// An agent of a fresh kit `name` with the HTTP window on [`HTTP_ADDR`], once it has told
-/// systemd it is ready and `/readyz` answers 200 (the loop has drained the ring buffer
-/// and the checks have run); also its notification socket (keep it while the agent
-/// runs) and that answer.
 /// Known execs (three more denials in LIVE), then `/metrics` once its counters hold them,
 /// and the decisions of the agent's audit log counted by the same labels, both handed to
 /// the host: there a real OpenMetrics parser reads the text, and its counters must equal
@@ -655,6 +649,10 @@ fn decision_counts(env: &Env, dir: &Path) -> std::collections::BTreeMap<String, 
     counts
 }
 
+/// An agent of a fresh kit `name` with the HTTP window on [`HTTP_ADDR`], once it has told
+/// systemd it is ready and `/readyz` answers 200 (the loop has drained the ring buffer
+/// and the checks have run); also its notification socket (keep it while the agent
+/// runs), that answer and its audit directory.
 fn http_agent(env: &Env, name: &str) -> (Reaped, UnixDatagram, String, PathBuf) {
     let kit = Kit::new(name);
     let (notify, notify_path) = notify_socket(&kit);
@@ -670,6 +668,8 @@ fn http_agent(env: &Env, name: &str) -> (Reaped, UnixDatagram, String, PathBuf) 
     (agent, notify, ready, kit.audit_dir())
 }
 
+/// GETs `path` until `done(status, body)` holds or `limit` passes; returns the body.
+#[track_caller]
 fn poll_http(path: &str, limit: Duration, done: impl Fn(u16, &str) -> bool) -> String {
     let start = Instant::now();
     loop {
