@@ -5,16 +5,22 @@
 //! technique works outside every scope, and is refused in the scope with its errno and an
 //! audit record.
 
+use std::io::{BufRead as _, BufReader};
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use libc::{EACCES, EPERM};
+use vm_tests::PROBE_EXIT;
 
+use crate::support::audit::{audit_records, find_key};
 use crate::support::contained::{Case, Fixture, Shows, Who};
-use crate::support::run::{bystander, run_tool};
-use crate::support::{Env, WORK, modules};
+use crate::support::run::{
+    Reaped, bystander, check_exit, enforcer_ok, expect_eperm, run_tool, within,
+};
+use crate::support::signed::{Kit, LIVE};
+use crate::support::{Env, WORK, cgroup, copy_executable, modules};
 
 pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     writing_cgroup_procs_refused,
@@ -56,6 +62,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     terminal_injection_by_root_refused,
     request_key_upcall_refused,
     module_autoload_refused,
+    using_up_inotify_instances_does_not_blind_the_agent,
 ];
 
 /// A technique of the `escape` fixture run as root.
@@ -659,4 +666,92 @@ fn module_autoload_refused(env: &Env) {
     session.refused_inside();
     assert!(!helper.ran(), "a netlink socket in the scope ran modprobe");
     session.audited();
+}
+
+/// Root in a scope uses up uid 0's inotify instances, which the agent shares. No LSM hook
+/// sees an instance being made, so nothing refuses it: what must hold is that it does not
+/// blind the agent. Outside every scope the exhaustion bites (inotify_init1 fails with
+/// EMFILE); an agent started then still starts, and still applies a bundle dropped into
+/// its directory, through its periodic resync, and records it.
+fn using_up_inotify_instances_does_not_blind_the_agent(env: &Env) {
+    let kit = Kit::new("inotify");
+    let first = kit.bundle(
+        env,
+        "inotify-escape",
+        std::slice::from_ref(&env.escape),
+        &[],
+    );
+    let agent = kit.agent(env);
+    enforcer_ok(env, &["push", &first]);
+    let mut holder = Command::new(&env.escape);
+    holder
+        .arg("inotify-exhaust")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    enforcer::host::cgroup::spawn_into(&mut holder, &cgroup(LIVE))
+        .unwrap_or_else(|e| panic!("cannot prepare the move into {LIVE}: {e}"));
+    let mut holder = Reaped(holder.spawn().expect("start escape inotify-exhaust"));
+    let mut said = String::new();
+    BufReader::new(holder.0.stdout.take().expect("piped"))
+        .read_line(&mut said)
+        .expect("read what the holder holds");
+    assert!(
+        said.starts_with("holding ") && !said.starts_with("holding 0 "),
+        "escape inotify-exhaust in {LIVE}: {said:?}"
+    );
+
+    // The exhaustion bites outside the scope too: uid 0's instances are all taken.
+    // SAFETY: plain syscall; a descriptor it returns is closed at once.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    let err = std::io::Error::last_os_error();
+    if fd >= 0 {
+        // SAFETY: the descriptor just made.
+        unsafe { libc::close(fd) };
+    }
+    assert!(
+        fd < 0 && err.raw_os_error() == Some(libc::EMFILE),
+        "inotify_init1 outside every scope, after {said:?}: {fd} ({err})"
+    );
+
+    // An agent started now cannot watch its directories: it starts anyway, and a bundle
+    // dropped into the directory (no push) takes effect by the resync.
+    agent.stop();
+    let agent = kit.agent(env);
+    let watches = inotify_descriptors(agent.pid());
+    assert!(
+        watches == 0,
+        "the restarted agent holds {watches} inotify descriptor(s): the holder let one go"
+    );
+    let late = copy_executable(&env.probe, &kit.work.join("bin/late-tool"));
+    expect_eperm(Some(LIVE), &late);
+    let second = kit.bundle(env, "inotify-late", std::slice::from_ref(&late), &[]);
+    std::fs::copy(&second, kit.bundle_dir.join("inotify-late.json"))
+        .unwrap_or_else(|e| panic!("drop {second} into the bundle directory: {e}"));
+    within(Duration::from_secs(60), || {
+        check_exit(Some(LIVE), &late, PROBE_EXIT)
+    });
+    drop(holder);
+    agent.stop();
+    let accepted = audit_records(env, &kit.audit_dir())
+        .into_iter()
+        .filter(|r| {
+            let field = |k: &str| find_key(r, k).and_then(|v| v.as_str());
+            field("bundle_id") == Some("inotify-late") && field("change") == Some("accepted")
+        })
+        .count();
+    assert!(
+        accepted == 1,
+        "the audit log records the dropped bundle inotify-late as accepted {accepted} times"
+    );
+}
+
+/// How many inotify instances process `pid` holds (its descriptors' links say
+/// `anon_inode:inotify`).
+fn inotify_descriptors(pid: u32) -> usize {
+    let dir = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.as_os_str() == "anon_inode:inotify")
+        .count()
 }

@@ -201,3 +201,47 @@ pub(crate) fn chattr(path: &str) {
     );
     println!("put back the flags of {path}");
 }
+
+/// Opens inotify instances until the kernel refuses one (EMFILE: the per-user cap,
+/// `fs.inotify.max_user_instances`), prints how many it holds, then keeps taking every
+/// instance another process of its uid frees, until its standard input closes.
+///
+/// Kernel path: `inotify_init1` → `inotify_new_group` → `inc_inotify_instances` (a
+/// ucount of the caller's uid in its user namespace); no LSM hook sees it.
+/// Escape: root in a scope shares uid 0, and so the count, with the agent: an agent that
+/// starts while they are used up cannot watch its artifact directories.
+pub(crate) fn inotify_exhaust() {
+    // SAFETY: plain syscall; the result is checked.
+    let take = || unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    let mut held = Vec::new();
+    loop {
+        let fd = take();
+        if fd >= 0 {
+            held.push(fd);
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EMFILE) || held.is_empty() {
+            sys::fail_io("inotify_init1", &err);
+        }
+        break;
+    }
+    println!("holding {} inotify instances", held.len());
+    let mut stdin = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Readable stdin means closed (or a byte sent): time to let go.
+    // SAFETY: one valid pollfd.
+    while unsafe { libc::poll(&raw mut stdin, 1, 20) } == 0 {
+        let fd = take();
+        if fd >= 0 {
+            held.push(fd);
+        }
+    }
+    for fd in held {
+        // SAFETY: closing descriptors this process opened and still owns.
+        unsafe { libc::close(fd) };
+    }
+}

@@ -29,7 +29,7 @@ const USAGE: &str = "usage: escape <technique> [args...]
   request-key | request-module
   sysctl-write PATH VALUE | kprobe-event | sysrq | write-file PATH | read-file PATH | flock DIR | mknod PATH
   device-write PATH | chattr PATH | kill PID SIG | renice PID | prlimit PID | sigio PID
-  connect-unix PATH | sendto-unix PATH | tiocsti";
+  connect-unix PATH | sendto-unix PATH | tiocsti | inotify-exhaust";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -72,6 +72,7 @@ fn main() {
         ("connect-unix", [path]) => ipc::connect(path),
         ("sendto-unix", [path]) => ipc::sendto(path),
         ("tiocsti", []) => ipc::tiocsti(),
+        ("inotify-exhaust", []) => files::inotify_exhaust(),
         _ => technique::broken(&format!(
             "unknown technique or wrong arguments: {args:?}\n{USAGE}"
         )),
