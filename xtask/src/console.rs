@@ -73,9 +73,11 @@ fn verdict(root: &Path, console: u16, steps: u16, token: &str, prefix: &str) -> 
         };
         return format!("{verb} {why}");
     }
+    // No `-p`: the same package selection as the host tests' `cargo test`, so that both
+    // resolve the same features and share one build.
     let mut test = cargo();
     test.current_dir(root)
-        .args(["test", "-p", "enforcer", "--test", "console_vm", "--"])
+        .args(["test", "--test", "console_vm", "--"])
         .args(["--ignored", "--nocapture", "--test-threads=1"])
         .env("ENFORCER_VM_CONSOLE", format!("http://127.0.0.1:{console}"))
         .env("ENFORCER_VM_STEPS", format!("127.0.0.1:{steps}"))
