@@ -117,8 +117,11 @@ fn exec_ref(decision: &Value) -> String {
 #[ignore = "needs an agent enforcing in a VM: `cargo xtask vm-test` runs it"]
 fn the_console_shows_what_the_vm_agent_enforces_and_decides() {
     let vm = Vm::from_env();
-    let browser = Browser::open(&vm.base())
-        .expect("chromium and chromedriver (xtask checks for them before it runs this)");
+    // Without a browser it prints `SKIPPED: why` (a failure under CI=true), which xtask
+    // hands to the VM's scenario as its reason to skip.
+    let Some(browser) = Browser::open(&vm.base()) else {
+        return;
+    };
 
     // The overview, after the token: the scope enforced, with its grants and bundle.
     browser.goto("/", "overview");

@@ -8,7 +8,7 @@
 
 use std::io::Write as _;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -60,19 +60,6 @@ pub(crate) fn start(
 
 /// `pass`, `skip REASON` or `fail REASON`, as the scenario's step port takes them.
 fn verdict(root: &Path, console: u16, steps: u16, token: &str, prefix: &str) -> String {
-    if let Some(missing) = missing_browser() {
-        let why = format!(
-            "{missing} is not installed (apt-get install chromium chromium-driver, or `cargo \
-             xtask setup`)"
-        );
-        // CI is where setup ran: a missing browser there is a failure, not a skip.
-        let verb = if std::env::var("CI").as_deref() == Ok("true") {
-            "fail CI=true:"
-        } else {
-            "skip"
-        };
-        return format!("{verb} {why}");
-    }
     // No `-p`: the same package selection as the host tests' `cargo test`, so that both
     // resolve the same features and share one build.
     let mut test = cargo();
@@ -83,16 +70,32 @@ fn verdict(root: &Path, console: u16, steps: u16, token: &str, prefix: &str) -> 
         .env("ENFORCER_VM_STEPS", format!("127.0.0.1:{steps}"))
         .env("ENFORCER_VM_TOKEN", token);
     match run_shown(&mut test, &format!("{prefix}console: ")) {
-        Ok((true, _)) => "pass".to_owned(),
-        Ok((false, Some(why))) => format!("fail {why}"),
-        Ok((false, None)) => format!("fail `{}` failed; see its lines above", cmd::display(&test)),
+        Ok(Shown {
+            ok: true,
+            skipped: Some(why),
+            ..
+        }) => format!("skip {why}"),
+        Ok(Shown { ok: true, .. }) => "pass".to_owned(),
+        Ok(Shown {
+            panic: Some(why), ..
+        }) => format!("fail {why}"),
+        Ok(Shown { .. }) => format!("fail `{}` failed; see its lines above", cmd::display(&test)),
         Err(e) => format!("fail {e:#}"),
     }
 }
 
-/// Runs `cmd`, printing its stdout and stderr lines with `prefix`; whether it succeeded,
-/// and the message of the first panic it printed.
-fn run_shown(cmd: &mut Command, prefix: &str) -> Result<(bool, Option<String>)> {
+/// What a test run showed.
+struct Shown {
+    ok: bool,
+    /// The message of the first panic it printed.
+    panic: Option<String>,
+    /// Why it did not run its checks: the browser module's `SKIPPED: why` line (no
+    /// Chromium on this host, outside CI).
+    skipped: Option<String>,
+}
+
+/// Runs `cmd`, printing its stdout and stderr lines with `prefix`.
+fn run_shown(cmd: &mut Command, prefix: &str) -> Result<Shown> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -106,9 +109,12 @@ fn run_shown(cmd: &mut Command, prefix: &str) -> Result<(bool, Option<String>)> 
     if let Some(err) = child.stderr.take() {
         readers.push(cmd::forward_lines(err, tx, |l| l));
     }
-    let (mut panicked, mut message) = (false, None);
+    let (mut panicked, mut message, mut skipped) = (false, None, None);
     for line in rx {
         println!("{prefix}{line}");
+        if let Some(why) = line.strip_prefix("SKIPPED: ") {
+            skipped.get_or_insert_with(|| why.to_owned());
+        }
         // `thread '…' panicked at FILE:LINE:COL:` then the message on the next line.
         if message.is_none() {
             if panicked {
@@ -123,28 +129,11 @@ fn run_shown(cmd: &mut Command, prefix: &str) -> Result<(bool, Option<String>)> 
     for reader in readers {
         let _ = reader.join();
     }
-    Ok((status.success(), message))
-}
-
-/// Which of chromium and chromedriver is missing, if either; found as the browser test
-/// finds them (`ENFORCER_CHROMIUM`, `ENFORCER_CHROMEDRIVER`, else the PATH).
-fn missing_browser() -> Option<&'static str> {
-    [
-        ("ENFORCER_CHROMIUM", "chromium"),
-        ("ENFORCER_CHROMEDRIVER", "chromedriver"),
-    ]
-    .into_iter()
-    .find(|(env, name)| program(env, name).is_none())
-    .map(|(_, name)| name)
-}
-
-fn program(env: &str, name: &str) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(env) {
-        return Some(PathBuf::from(path)).filter(|p| p.is_file());
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    Ok(Shown {
+        ok: status.success(),
+        panic: message,
+        skipped,
+    })
 }
 
 /// Sends `done VERDICT` to the scenario's step port.
