@@ -74,14 +74,16 @@ const WANTED_LINE: &str = "modules wanted: ";
 /// extension): overlayfs for the user-namespace mount, a module with no dependencies and
 /// no hardware, loaded and unloaded to show that a scope cannot load one, FUSE (built in
 /// from 6.12 on) for a filesystem whose content a process serves, configfs with
-/// netconsole, whose targets are configfs directories a scope must not write, and the
-/// driver of the VM's NIC (qemu.rs), through which the host reaches the agent's console.
-const TEST_MODULES: [&str; 6] = [
+/// netconsole, whose targets are configfs directories a scope must not write,
+/// test_firmware, which asks for a firmware load on a sysfs write, and the driver of the
+/// VM's NIC (qemu.rs), through which the host reaches the agent's console.
+const TEST_MODULES: [&str; 7] = [
     "fs/overlayfs/overlay",
     "fs/nls/nls_iso8859-2",
     "fs/fuse/fuse",
     "fs/configfs/configfs",
     "drivers/net/netconsole",
+    "lib/test_firmware",
     "drivers/net/ethernet/intel/e1000/e1000",
 ];
 

@@ -43,6 +43,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     defining_a_kprobe_event_refused,
     writing_a_securityfs_file_refused,
     writing_a_configfs_attribute_refused,
+    triggering_a_firmware_load_refused,
     sysrq_refused,
     creating_an_autostart_file_refused,
     changing_the_trust_store_refused,
@@ -303,6 +304,26 @@ fn writing_a_configfs_attribute_refused(env: &Env) {
     case.args = &args;
     case.check(env);
     let _ = std::fs::remove_dir(&target);
+}
+
+fn triggering_a_firmware_load_refused(env: &Env) {
+    // A driver reads firmware from the host's files when asked: the test_firmware module
+    // (built as a module by Debian; the runner loads it from outside every scope) asks on
+    // a sysfs write, as a real driver does on a device's probe or reset. The file is the
+    // runner's: what the scope must not get is the request.
+    modules::load("test_firmware");
+    let dir = Path::new("/lib/firmware");
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    let blob = dir.join("enforcer-test.bin");
+    std::fs::write(&blob, b"enforcer test firmware\n")
+        .unwrap_or_else(|e| panic!("write {}: {e}", blob.display()));
+    escape(
+        "firmware",
+        &["firmware-load", "enforcer-test.bin"],
+        EPERM,
+        ("file_open", "read-only"),
+    )
+    .check(env);
 }
 
 fn sysrq_refused(env: &Env) {

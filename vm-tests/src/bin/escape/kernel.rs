@@ -238,6 +238,25 @@ pub(crate) fn sysctl(path: &str, value: &str) {
     println!("restored {path}");
 }
 
+/// Asks the kernel to load the firmware file `NAME` through the test_firmware module's
+/// trigger, and checks that it was loaded: the module hands it back on `/dev/test_firmware`.
+/// Nothing to undo: the module keeps its one buffer until the next request.
+///
+/// Kernel path: `trigger_request_store` → `request_firmware` → `fw_get_filesystem_firmware`
+/// → `kernel_read_file_from_path_initns` (`security_kernel_read_file`, READING_FIRMWARE).
+/// Escape: firmware is code for a device's processor; a driver's request reads it from
+/// the host's files, and a scope that can make one ask, asks the host to run it there.
+pub(crate) fn firmware_load(name: &str) {
+    const TRIGGER: &str = "/sys/devices/virtual/misc/test_firmware/trigger_request";
+    sys::write_path(TRIGGER, name.as_bytes(), &format!("write {TRIGGER}"));
+    let loaded = std::fs::read("/dev/test_firmware")
+        .unwrap_or_else(|err| technique::broken(&format!("read /dev/test_firmware: {err}")));
+    println!("firmware {name}: {} bytes loaded", loaded.len());
+    if loaded.is_empty() {
+        technique::broken("the trigger succeeded and no firmware is loaded");
+    }
+}
+
 /// Where tracefs is mounted (the VM's init mounts it, as systemd does).
 const KPROBE_EVENTS: &str = "/sys/kernel/tracing/kprobe_events";
 

@@ -26,7 +26,7 @@ const USAGE: &str = "usage: escape <technique> [args...]
   mount-tmpfs DIR | new-mount-api DIR | userns-mount DIR | umount PATH | setns-init-mnt
   bpf-mount DIR | module-load KO | module-load-mem KO | perf-open | ioperm | kexec
   kexec-file
-  request-key | request-module
+  request-key | request-module | firmware-load NAME
   sysctl-write PATH VALUE | kprobe-event | sysrq | write-file PATH | read-file PATH | flock DIR | mknod PATH
   device-write PATH | chattr PATH | kill PID SIG | renice PID | prlimit PID | sigio PID
   connect-unix PATH | sendto-unix PATH | tiocsti | inotify-exhaust";
@@ -56,6 +56,7 @@ fn main() {
         ("kexec-file", []) => kernel::kexec_file(),
         ("request-key", []) => kernel::request_key(),
         ("request-module", []) => kernel::request_module(),
+        ("firmware-load", [name]) => kernel::firmware_load(name),
         ("sysctl-write", [path, value]) => kernel::sysctl(path, value),
         ("kprobe-event", []) => kernel::kprobe_event(),
         ("sysrq", []) => kernel::sysrq(),
