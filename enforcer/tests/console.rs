@@ -77,12 +77,7 @@ fn the_overview_shows_each_scope_its_mode_and_grants_and_asks_for_the_token() {
     };
     browser.goto("/", "overview");
     // The page loads without the token; the API does not answer without it.
-    browser.wait_for_text("main", "needs its API token");
-    browser.script(
-        "document.getElementById('token').value = arguments[0]; \
-         document.querySelector('#token-form button').click()",
-        &[json!(TOKEN)],
-    );
+    browser.give_token(TOKEN);
     browser.wait_for_text("#enforcing", "Enforcing");
     let scope = browser.wait_for_text("#scopes tr[data-scope='/agents.slice']", "enforce");
     assert_eq!(

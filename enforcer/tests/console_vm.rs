@@ -125,12 +125,7 @@ fn the_console_shows_what_the_vm_agent_enforces_and_decides() {
 
     // The overview, after the token: the scope enforced, with its grants and bundle.
     browser.goto("/", "overview");
-    browser.wait_for_text("main", "needs its API token");
-    browser.script(
-        "document.getElementById('token').value = arguments[0]; \
-         document.querySelector('#token-form button').click()",
-        &[json!(vm.token)],
-    );
+    browser.give_token(&vm.token);
     browser.wait_for_text("#enforcing", "Enforcing");
     let row = format!("#scopes tr[data-scope='{SCOPE}']");
     let scope = browser.wait_for_text(&row, "enforce");

@@ -185,6 +185,16 @@ impl Browser {
         });
     }
 
+    /// Answers the console's token prompt, which a page shows when the API says 401.
+    pub(crate) fn give_token(&self, token: &str) {
+        self.wait_for_text("main", "needs its API token");
+        self.script(
+            "document.getElementById('token').value = arguments[0]; \
+             document.querySelector('#token-form button').click()",
+            &[json!(token)],
+        );
+    }
+
     /// Runs `body` as a function of `args` in the page; what it returns.
     pub(crate) fn script(&self, body: &str, args: &[Value]) -> Value {
         self.session_call(
