@@ -176,6 +176,8 @@ impl Agent {
             None
         };
         let bundle_scopes = reconcile::load_scopes(config.state_dir());
+        // The audit log is opened once, so its checkpoint interval is the starting one.
+        let window = window::starting(self_test_scope.is_some(), config.checkpoint_interval());
         let mut agent = Self {
             invocation,
             config,
@@ -191,7 +193,7 @@ impl Agent {
             pending: Vec::new(),
             operator_recorded: None,
             rewatch: false,
-            window: window::starting(self_test_scope.is_some()),
+            window,
         };
         let done = agent.reconcile(None)?;
         tracing::info!(

@@ -57,6 +57,7 @@ impl Agent {
         }
         let opts = AuditOptions {
             origin: self.config.audit_origin.clone(),
+            checkpoint_interval: self.config.checkpoint_interval(),
             ..AuditOptions::default()
         };
         AuditLog::open(self.config.audit_dir(), host_key, opts).with_context(|| {

@@ -18,6 +18,9 @@
 //! # Hash-chained audit log, and the key that signs its checkpoints (optional).
 //! audit_dir = "/var/lib/enforcer/audit"
 //! host_key = "/etc/enforcer/audit-host.key"
+//! # How often the log signs a checkpoint while records arrive; a record is provable
+//! # from the first checkpoint after it.
+//! checkpoint_interval = "60s"
 //! # Local control socket for `enforcer push|revoke|status|list` (root only).
 //! socket = "/run/enforcer/control.sock"
 //! pin_dir = "/sys/fs/bpf/enforcer"
@@ -67,6 +70,8 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {problem}")]
     Http { path: PathBuf, problem: String },
+    #[error("config file {path}: {problem}")]
+    CheckpointInterval { path: PathBuf, problem: String },
     #[error("config file {path}: {problem}")]
     Witness { path: PathBuf, problem: String },
 }
@@ -141,6 +146,13 @@ pub struct Settings {
     /// be renamed.
     #[arg(long, env = "ENFORCER_AUDIT_ORIGIN", value_name = "ORIGIN")]
     pub audit_origin: Option<String>,
+
+    /// How often the audit log signs a checkpoint while records arrive (default 60s, at
+    /// least 1s). A record can be proven from the first checkpoint after it; each one
+    /// costs an fdatasync and a signature. Read at start: a reload keeps the old one.
+    #[arg(long, value_name = "DURATION", value_parser = parse_checkpoint_interval)]
+    #[serde(default, with = "duration_text")]
+    pub checkpoint_interval: Option<Duration>,
 
     /// Control socket for `enforcer push|revoke|status|list`.
     #[arg(long, env = "ENFORCER_SOCKET", value_name = "PATH")]
@@ -236,6 +248,14 @@ impl Settings {
                 problem,
             })?;
         }
+        if let Some(interval) = settings.checkpoint_interval {
+            check_checkpoint_interval(interval).map_err(|problem| {
+                ConfigError::CheckpointInterval {
+                    path: path.into(),
+                    problem,
+                }
+            })?;
+        }
         Ok(settings)
     }
 
@@ -261,6 +281,7 @@ impl Settings {
         set(&mut merged.pin_dir, &self.pin_dir);
         set(&mut merged.cgroup_root, &self.cgroup_root);
         merged.clock_skew = self.clock_skew.or(lower.clock_skew);
+        merged.checkpoint_interval = self.checkpoint_interval.or(lower.checkpoint_interval);
         merged.self_test = self.self_test.or(lower.self_test);
         if self.witnesses.is_some() {
             merged.witnesses.clone_from(&self.witnesses);
@@ -329,6 +350,11 @@ impl Settings {
             .unwrap_or(crate::authz::verify::DEFAULT_CLOCK_SKEW)
     }
 
+    pub fn checkpoint_interval(&self) -> Duration {
+        self.checkpoint_interval
+            .unwrap_or(crate::audit::AuditOptions::default().checkpoint_interval)
+    }
+
     pub fn self_test(&self) -> bool {
         self.self_test.unwrap_or(true)
     }
@@ -387,6 +413,7 @@ impl Settings {
              pin_dir = {pin:?}\n\
              cgroup_root = {cgroup:?}\n\
              clock_skew = {skew:?}\n\
+             checkpoint_interval = {checkpoints:?}\n\
              self_test = {self_test}\n\
              \n\
              # Unix sockets outside every scope that governed tasks may reach.\n\
@@ -415,9 +442,29 @@ impl Settings {
             pin = d.pin_dir().display().to_string(),
             cgroup = d.cgroup_root().display().to_string(),
             skew = humantime::format_duration(d.clock_skew()).to_string(),
+            checkpoints = humantime::format_duration(d.checkpoint_interval()).to_string(),
             self_test = d.self_test(),
         )
     }
+}
+
+/// Refuses a checkpoint interval under a second: each checkpoint syncs the log and signs.
+fn check_checkpoint_interval(interval: Duration) -> Result<(), String> {
+    if interval < Duration::from_secs(1) {
+        return Err(format!(
+            "checkpoint_interval {} is under the 1s minimum: each checkpoint syncs the log \
+             to disk and signs",
+            humantime::format_duration(interval)
+        ));
+    }
+    Ok(())
+}
+
+/// clap value parser for `--checkpoint-interval`.
+fn parse_checkpoint_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    check_checkpoint_interval(interval)?;
+    Ok(interval)
 }
 
 /// `clock_skew = "60s"`: durations as humantime text in the file.
@@ -446,7 +493,7 @@ mod duration_text {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text)
             .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("clock_skew {text:?}: {e}")))
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
     }
 }
 
@@ -493,6 +540,7 @@ mod tests {
         assert_eq!(text.pin_dir(), d.pin_dir());
         assert_eq!(text.cgroup_root(), d.cgroup_root());
         assert_eq!(text.clock_skew(), d.clock_skew());
+        assert_eq!(text.checkpoint_interval(), d.checkpoint_interval());
         assert_eq!(text.self_test(), d.self_test());
         assert!(text.scopes.is_empty());
         assert_eq!(text.http, None, "the HTTP window is off by default");
@@ -549,6 +597,8 @@ mod tests {
             ),
             ("[[scope]]\npath = \"/a\"\nmode = \"off\"", "off"),
             ("clock_skew = \"soon\"", "soon"),
+            ("checkpoint_interval = \"often\"", "often"),
+            ("checkpoint_interval = \"500ms\"", "under the 1s minimum"),
             ("self_test = \"yes\"", "self_test"),
             ("[http]\nlisten = \"0.0.0.0:9464\"", "token_file"),
             ("[http]\nlisten = \"localhost\"", "localhost"),

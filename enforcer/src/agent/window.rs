@@ -7,28 +7,29 @@ use enforcer_common::ExecEvent;
 
 use super::Agent;
 use crate::audit::record::{decision_name, hook_name, reason_name};
-use crate::audit::{AuditLog, AuditOptions};
+use crate::audit::AuditLog;
 use crate::service::http::metrics::DecisionKey;
 use crate::service::http::readiness::{AuditFacts, Limits};
 use crate::service::http::{SelfTest, Snapshot, Window};
 
-/// How old the facts readiness relies on may grow. The loop reads the ring buffer and
-/// checkpoints on a one-second tick; the margins absorb a slow reconcile.
-fn limits() -> Limits {
+/// How old the facts readiness relies on may grow, with checkpoints every
+/// `checkpoint_interval`. The loop reads the ring buffer and checkpoints on a one-second
+/// tick; the margins absorb a slow reconcile.
+fn limits(checkpoint_interval: Duration) -> Limits {
     Limits {
         drain: Duration::from_secs(10),
-        checkpoint: AuditOptions::default().checkpoint_interval + Duration::from_secs(10),
+        checkpoint: checkpoint_interval + Duration::from_secs(10),
     }
 }
 
 /// The window of an agent that has not served yet.
-pub(super) fn starting(self_test_passed: bool) -> Window {
+pub(super) fn starting(self_test_passed: bool, checkpoint_interval: Duration) -> Window {
     let self_test = if self_test_passed {
         SelfTest::Passed
     } else {
         SelfTest::Skipped
     };
-    Window::new(Snapshot::starting(self_test, limits()))
+    Window::new(Snapshot::starting(self_test, limits(checkpoint_interval)))
 }
 
 /// Live facts from the serving loop.
