@@ -77,6 +77,9 @@ fn the_vm_agents_console_in_a_browser_on_the_host(env: &Env) {
             &host_key,
             "--audit-origin",
             "vm.example/console",
+            // A proof needs a checkpoint after its record: the test need not wait a minute.
+            "--checkpoint-interval",
+            "2s",
         ],
     );
     enforcer_ok(env, &["push", &bundle]);
