@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use enforcer_common::ExecEvent;
 
 use super::Agent;
-use crate::audit::record::{decision_name, hook_name, reason_name};
 use crate::audit::AuditLog;
+use crate::audit::record::{decision_name, hook_name, reason_name};
 use crate::service::http::metrics::DecisionKey;
 use crate::service::http::readiness::{AuditFacts, Limits};
 use crate::service::http::{SelfTest, Snapshot, Window};

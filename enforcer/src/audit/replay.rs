@@ -712,11 +712,12 @@ pub enum OnDisk {
 impl Seen {
     /// Hashes the file at the recorded path now. A bare file name is looked up in the
     /// directories the dynamic loader searches; only a file with the recorded content
-    /// counts, so a look-up by name can never grant other bytes.
+    /// counts, so a look-up by name can never grant other bytes. `loader` does the
+    /// look-up; one serves every file of a run (making one reads ld.so.conf).
     #[must_use]
-    pub fn on_disk(&self) -> OnDisk {
+    pub fn on_disk(&self, loader: &crate::host::elf::Resolver) -> OnDisk {
         if !self.path.contains('/') {
-            let candidates = crate::host::elf::Resolver::default().by_name(&self.path);
+            let candidates = loader.by_name(&self.path);
             return candidates
                 .iter()
                 .find(|p| FileDigest::of_file(p).is_ok_and(|d| d == self.digest))

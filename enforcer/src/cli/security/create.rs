@@ -323,7 +323,9 @@ fn audit_grants(args: &BundleCreateArgs) -> anyhow::Result<Vec<SignedGrant>> {
             seen.len(),
             args.audit_dir.display()
         );
-        let checked: Vec<(&Seen, OnDisk)> = seen.iter().map(|s| (s, s.on_disk())).collect();
+        // One resolver: it reads ld.so.conf and its includes when made.
+        let loader = crate::host::elf::Resolver::default();
+        let checked: Vec<(&Seen, OnDisk)> = seen.iter().map(|s| (s, s.on_disk(&loader))).collect();
         for (s, on_disk) in &checked {
             if let OnDisk::Same(path) = on_disk
                 && !grants.iter().any(|g| g.digest == s.digest)
