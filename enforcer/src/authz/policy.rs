@@ -170,11 +170,12 @@ impl Policy {
             }
             let mut grants = Vec::new();
             for f in &files {
-                crate::host::elf::grantable(f).map_err(|source| PolicyFileError::Elf {
-                    path: shown.clone(),
-                    source,
+                let digest = crate::host::elf::grantable_digest(f).map_err(|source| {
+                    PolicyFileError::Elf {
+                        path: shown.clone(),
+                        source,
+                    }
                 })?;
-                let digest = FileDigest::of_file(f).map_err(digest_err)?;
                 grants.push(local_grant(digest, Some(f.display().to_string())));
             }
             for d in &scope.digests {

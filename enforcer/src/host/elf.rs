@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use goblin::elf::Elf;
 
+use crate::host::digest::FileDigest;
+
 /// Directories the loader searches last on x86_64 Debian and most distributions.
 const SYSTEM_DIRS: [&str; 6] = [
     "/lib/x86_64-linux-gnu",
@@ -77,11 +79,10 @@ impl std::fmt::Display for ExecutableZeroFill {
     }
 }
 
-/// The first [`ExecutableZeroFill`] segment of the ELF file at `path`; `None` for an ELF
-/// file without one and for a file that is not ELF at all (a script).
-pub fn executable_zero_fill(path: &Path) -> Result<Option<ExecutableZeroFill>, ElfError> {
-    let bytes = read(path)?;
-    let Some(elf) = parse_elf(path, &bytes)? else {
+/// The first [`ExecutableZeroFill`] segment of the ELF file `bytes` (read from `path`);
+/// `None` for an ELF file without one and for a file that is not ELF at all (a script).
+fn executable_zero_fill(path: &Path, bytes: &[u8]) -> Result<Option<ExecutableZeroFill>, ElfError> {
+    let Some(elf) = parse_elf(path, bytes)? else {
         return Ok(None);
     };
     Ok(elf
@@ -101,7 +102,18 @@ pub fn executable_zero_fill(path: &Path) -> Result<Option<ExecutableZeroFill>, E
 
 /// Refuses a file that has an [`ExecutableZeroFill`] segment, naming it.
 pub fn grantable(path: &Path) -> Result<(), ElfError> {
-    match executable_zero_fill(path)? {
+    check_grantable(path, &read(path)?)
+}
+
+/// [`grantable`], and the file's digest from the same read: what a grant of it needs.
+pub fn grantable_digest(path: &Path) -> Result<FileDigest, ElfError> {
+    let bytes = read(path)?;
+    check_grantable(path, &bytes)?;
+    Ok(FileDigest::of_bytes(&bytes))
+}
+
+fn check_grantable(path: &Path, bytes: &[u8]) -> Result<(), ElfError> {
+    match executable_zero_fill(path, bytes)? {
         Some(fill) => Err(ElfError::ExecutableZeroFill {
             path: path.into(),
             fill,

@@ -238,8 +238,7 @@ pub(super) fn bundle_create(args: &BundleCreateArgs) -> anyhow::Result<ExitCode>
     let (not_before, not_after) = args.validity.window.resolve(issued_at)?;
     let mut grants = Vec::new();
     for spec in &args.files {
-        crate::host::elf::grantable(Path::new(&spec.subject))?;
-        let digest = FileDigest::of_file(Path::new(&spec.subject))?;
+        let digest = crate::host::elf::grantable_digest(Path::new(&spec.subject))?;
         grants.push(spec.to_grant(digest, Some(spec.subject.clone()), not_before));
     }
     for spec in &args.digests {
@@ -402,8 +401,7 @@ pub(super) fn library_grants(
             })?;
         // The closure starts with the file itself, granted already.
         for library in closure.iter().skip(1) {
-            crate::host::elf::grantable(library)?;
-            let digest = FileDigest::of_file(library)?;
+            let digest = crate::host::elf::grantable_digest(library)?;
             if explicit.iter().any(|g| g.digest == digest) {
                 continue;
             }
