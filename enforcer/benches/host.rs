@@ -37,12 +37,25 @@ const PROOF_RECORDS: u64 = 1_000_000;
 const RUNS: usize = 7;
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is accepted.
+    // `cargo bench` passes `--bench`; other words name the groups to run (`bundle`,
+    // `audit`, `proof`), so one can be re-run alone: `cargo bench -p enforcer --bench host
+    // -- audit`. No word: all of them.
+    let groups: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |group: &str| groups.is_empty() || groups.iter().any(|g| g == group);
     let started = Instant::now();
     let mut results = Vec::new();
-    bundle_benches(&mut results);
-    audit_bench(&mut results);
-    proof_bench(&mut results);
+    if wanted("bundle") {
+        bundle_benches(&mut results);
+    }
+    if wanted("audit") {
+        audit_bench(&mut results);
+    }
+    if wanted("proof") {
+        proof_bench(&mut results);
+    }
     println!();
     println!(
         "{:<48} {:>12} {:>21}  target",
