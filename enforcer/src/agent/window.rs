@@ -102,9 +102,15 @@ impl Agent {
         } else {
             Err("a write to the audit log failed: it takes no record until reopened".into())
         };
+        let enforcing = attached.is_ok();
         self.window.update(|s| {
             s.heartbeat = Instant::now();
             s.ready.attached = attached;
+            // The status is built at each reconcile; whether the programs are still
+            // pinned is known at each tick, and an outside unload comes between.
+            if let Some(status) = s.figures.status.as_mut() {
+                status.enforcing = enforcing;
+            }
             s.ready.policy = policy;
             s.ready.last_drain = Some(live.last_drain);
             s.ready.audit = AuditFacts {
