@@ -138,20 +138,23 @@ fn run_shown(cmd: &mut Command, prefix: &str) -> Result<Shown> {
 
 /// Sends `done VERDICT` to the scenario's step port.
 fn send_verdict(steps: u16, verdict: &str) -> Result<()> {
-    send_line(steps, &format!("done {}\n", verdict.replace('\n', " ")))
+    // A few tries: the guest may be busy.
+    send_line(steps, &format!("done {}\n", verdict.replace('\n', " ")), 10)
 }
 
-/// Sends `line` to the guest's port forwarded to `port` (a few tries: the guest may be
-/// busy).
-fn send_line(port: u16, line: &str) -> Result<()> {
+/// Sends `line` to the guest's port forwarded to `port`, in up to `tries` tries a second
+/// apart.
+fn send_line(port: u16, line: &str, tries: u32) -> Result<()> {
     let mut last = None;
-    for _ in 0..10 {
+    for attempt in 0..tries {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
         match TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| s.write_all(line.as_bytes()))
         {
             Ok(()) => return Ok(()),
             Err(e) => last = Some(e),
         }
-        std::thread::sleep(Duration::from_secs(1));
     }
     Err(last.map_or_else(|| anyhow::anyhow!("no attempt"), Into::into)).with_context(|| {
         format!(
@@ -208,7 +211,7 @@ pub(crate) fn demo_line(text: &str, forwards: &Forwards, keep: bool) -> bool {
         // first word comes, and a word to a port nobody listens on is lost. Once the
         // demo took one, the rest find the port closed, harmlessly.
         for _ in 0..30 {
-            let _ = send_line(host, "done\n");
+            let _ = send_line(host, "done\n", 1);
             std::thread::sleep(Duration::from_secs(1));
         }
     });

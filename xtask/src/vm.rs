@@ -153,7 +153,8 @@ fn test_kernel(
     // Only what this run exports is checked on the host.
     let files = exported::dir(&ws.target.join("vm").join(spec.name));
     let _ = std::fs::remove_dir_all(&files);
-    let mut export_problems = Vec::new();
+    // Files the VM exported that could not be saved, and step lines xtask cannot serve.
+    let mut host_problems = Vec::new();
     let forwards = match Forwards::choose() {
         Ok(forwards) => forwards,
         Err(e) => {
@@ -170,7 +171,7 @@ fn test_kernel(
         {
             match exported::save(rest, &files) {
                 Ok((name, size)) => println!("{prefix}exported {name} ({size} bytes)"),
-                Err(e) => export_problems.push(format!("{e:#}")),
+                Err(e) => host_problems.push(format!("{e:#}")),
             }
             return;
         }
@@ -181,7 +182,7 @@ fn test_kernel(
             println!("{prefix}console: the VM asks for the browser test");
             match console::start(&ws.root, rest, &forwards, prefix.clone()) {
                 Ok(step) => host_steps.push(step),
-                Err(e) => export_problems.push(format!("{e:#}")),
+                Err(e) => host_problems.push(format!("{e:#}")),
             }
             return;
         }
@@ -218,7 +219,7 @@ fn test_kernel(
     };
     report.summary = Some(describe(&boot));
     report.problems = boot.problems(timeout, &log);
-    report.problems.extend(export_problems);
+    report.problems.extend(host_problems);
     if let Some((name, _)) = &report.running {
         report.problems.push(format!(
             "{name} started and has no result: the run ended during it"
