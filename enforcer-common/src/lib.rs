@@ -198,8 +198,11 @@ pub mod hook {
     pub const FILE_IOCTL_COMPAT: u32 = 49;
     /// request_key(2)'s upcall: the kernel runs /sbin/request-key outside the scope.
     pub const KEY_ALLOC: u32 = 50;
+    /// Not an LSM hook but a kernel function, traced on entry: the ELF loader's executable
+    /// zero-fill, which `mmap_addr` then refuses (see [`TRACED`]).
+    pub const VM_BRK_FLAGS: u32 = 51;
     /// Number of hooks.
-    pub const COUNT: usize = 51;
+    pub const COUNT: usize = 52;
     /// Kernel hook names, by index.
     pub const NAMES: [&str; COUNT] = [
         "bprm_check_security",
@@ -253,6 +256,7 @@ pub mod hook {
         "file_permission",
         "file_ioctl_compat",
         "key_alloc",
+        "vm_brk_flags",
     ];
     /// Hooks that not every supported kernel has: attached where present.
     pub const OPTIONAL: [u32; 4] = [
@@ -261,6 +265,15 @@ pub mod hook {
         MMAP_BACKING_FILE,
         FILE_IOCTL_COMPAT,
     ];
+    /// Kernel functions traced on entry (fentry) rather than LSM hooks: where no hook sees
+    /// what a rule needs. They only note it; an LSM hook decides.
+    pub const TRACED: [u32; 1] = [VM_BRK_FLAGS];
+
+    /// Whether hook `index` is a traced kernel function ([`TRACED`]).
+    #[must_use]
+    pub fn is_traced(index: usize) -> bool {
+        TRACED.iter().any(|&t| t as usize == index)
+    }
 }
 
 /// Capabilities refused to governed tasks in the initial user namespace, root included:

@@ -5,10 +5,10 @@ use core::ffi::c_void;
 use core::ptr;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
-    macros::{lsm, map},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_send_signal},
+    macros::{fentry, lsm, map},
     maps::LruHashMap,
-    programs::LsmContext,
+    programs::{FEntryContext, LsmContext},
 };
 use enforcer_common::{hook, reason, scope_flags};
 
@@ -223,39 +223,103 @@ pub fn inode_free_security(ctx: LsmContext) -> i32 {
     0
 }
 
+/// Executable brk areas announced by `vm_brk_flags`, by thread id: the address they are
+/// to start at. The `mmap_addr` check that follows within the same call consumes it.
+#[map(name = "ENFORCER_EXEC_BRKS")]
+static EXEC_BRKS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4_096, 0);
+
+#[fentry(function = "vm_brk_flags")]
+#[inline(always)]
+pub fn vm_brk_flags(ctx: FEntryContext) -> u32 {
+    // Arguments: (unsigned long addr, unsigned long request, flags): `vm_flags_t` up to
+    // 6.19, `bool is_exec` after; only VM_EXEC (or true) passes the function's own check.
+    // The ELF loader calls it to zero-fill a segment whose memory is longer than its file
+    // part, with VM_EXEC when the segment is executable: anonymous, writable and
+    // executable memory that no LSM hook sees the protection of. So the area is noted
+    // here, and the `mmap_addr` hook, which check_brk_limits reaches next with the same
+    // address, refuses it; the exec, past its point of no return, then dies of SIGSEGV
+    // before the program runs. A tracing program cannot refuse by itself.
+    let request: u64 = ctx.arg(1);
+    let flags: u64 = ctx.arg(2);
+    // A bool argument defines only its low byte; VM_EXEC lies within it.
+    if request == 0 || flags & 0xff == 0 {
+        return 0;
+    }
+    let Some((_, policy)) = governing_scope() else {
+        return 0;
+    };
+    if policy.flags & scope_flags::ALLOW_ANON_EXEC != 0 {
+        return 0;
+    }
+    let addr: u64 = ctx.arg(0);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if EXEC_BRKS.insert(&tid, &addr, 0).is_err() {
+        // Unnoted, the area would pass: the task dies instead (fail closed).
+        // SAFETY: plain helper call on the current task.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    0
+}
+
 #[lsm(hook = "mmap_addr")]
 #[inline(always)]
-pub fn mmap_addr(_ctx: LsmContext) -> i32 {
+pub fn mmap_addr(ctx: LsmContext) -> i32 {
     // Argument: (unsigned long addr). Runs for every mmap and for brk (through
     // get_unmapped_area in check_brk_limits). Under READ_IMPLIES_EXEC the heap brk grows
     // is executable (VM_DATA_DEFAULT_FLAGS), and no other hook sees brk: a task with that
-    // personality maps nothing in a scope that refuses anonymous executable memory.
+    // personality maps nothing in a scope that refuses anonymous executable memory. An
+    // executable zero-fill of the ELF loader ([`vm_brk_flags`]) is refused the same way.
     let Some((scope_id, policy)) = governing_scope() else {
         return 0;
     };
     if policy.flags & scope_flags::ALLOW_ANON_EXEC != 0 {
         return 0;
     }
-    // SAFETY: probe read of the current task.
-    let personality: Option<u32> = unsafe {
-        read_at(
-            bpf_get_current_task() as *const u8,
-            config(&TASK_PERSONALITY_OFFSET),
-        )
+    let addr: u64 = ctx.arg(0);
+    let detail = if unsafe { executable_brk(addr) } {
+        EXEC_BRK_DETAIL
+    } else {
+        // SAFETY: probe read of the current task.
+        let personality: Option<u32> = unsafe {
+            read_at(
+                bpf_get_current_task() as *const u8,
+                config(&TASK_PERSONALITY_OFFSET),
+            )
+        };
+        if personality.is_some_and(|p| p & READ_IMPLIES_EXEC == 0) {
+            return 0;
+        }
+        u64::from(READ_IMPLIES_EXEC)
     };
-    if personality.is_some_and(|p| p & READ_IMPLIES_EXEC == 0) {
-        return 0;
-    }
     ret(Outcome {
         which: hook::MMAP_ADDR,
         scope_id,
         policy,
-        verdict: Verdict::deny_with(reason::ANON_EXEC, u64::from(READ_IMPLIES_EXEC)),
+        verdict: Verdict::deny_with(reason::ANON_EXEC, detail),
         digest: &NO_DIGEST,
         path: ptr::null(),
     }
     .finish())
 }
+
+/// Whether this thread's `vm_brk_flags` announced an executable area at `addr`. The note
+/// goes either way: one left by a call that failed before its check names no later one.
+#[inline(always)]
+unsafe fn executable_brk(addr: u64) -> bool {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out at once.
+    let Some(noted) = unsafe { EXEC_BRKS.get(&tid) }.copied() else {
+        return false;
+    };
+    let _ = EXEC_BRKS.remove(&tid);
+    noted == addr
+}
+
+/// `SIGKILL` from include/uapi/asm-generic/signal.h.
+const SIGKILL: u32 = 9;
+
+/// `ExecEvent::detail` of a refused executable zero-fill.
+const EXEC_BRK_DETAIL: u64 = 0x42_524b_4558; // "BRKEX"
 
 #[lsm(hook = "inode_init_security_anon")]
 #[inline(always)]

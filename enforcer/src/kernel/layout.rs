@@ -84,7 +84,13 @@ impl KernelLayout {
         let mut hooks = Vec::with_capacity(hook::COUNT);
         for (index, name) in hook::NAMES.iter().enumerate() {
             let optional = hook::OPTIONAL.iter().any(|&o| o as usize == index);
-            match btf.function_arg_count(&format!("bpf_lsm_{name}")) {
+            // A traced kernel function is looked up as itself, an LSM hook by its BPF stub.
+            let function = if hook::is_traced(index) {
+                (*name).to_string()
+            } else {
+                format!("bpf_lsm_{name}")
+            };
+            match btf.function_arg_count(&function) {
                 Ok(_) => hooks.push(*name),
                 Err(_) if optional => {}
                 Err(e) => return Err(e.into()),

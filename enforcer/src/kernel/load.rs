@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use aya::maps::{HashMap, Map, MapData, PerCpuArray, RingBuf};
-use aya::programs::{Lsm, links::FdLink};
+use aya::programs::{FEntry, Lsm, links::FdLink};
 use aya::{Btf, EbpfLoader};
 use enforcer_common::{hook, names};
 
@@ -23,17 +23,28 @@ pub(super) fn attach_and_pin(
     ebpf: &mut aya::Ebpf,
     btf: &Btf,
     pin_dir: &Path,
+    index: usize,
     name: &'static str,
 ) -> Result<(), KernelError> {
     let refused = |source| KernelError::Program { hook: name, source };
-    let program: &mut Lsm = ebpf
+    let program = ebpf
         .program_mut(name)
-        .ok_or(KernelError::MissingProgram(name))?
-        .try_into()
-        .map_err(refused)?;
-    program.load(name, btf).map_err(refused)?;
-    let link_id = program.attach().map_err(refused)?;
-    let link = FdLink::from(program.take_link(link_id).map_err(refused)?);
+        .ok_or(KernelError::MissingProgram(name))?;
+    // LSM programs and fentry ones load, attach and hand over their link alike, through
+    // methods of the same names that no aya trait shares.
+    macro_rules! attach {
+        ($kind:ty) => {{
+            let program: &mut $kind = program.try_into().map_err(refused)?;
+            program.load(name, btf).map_err(refused)?;
+            let link_id = program.attach().map_err(refused)?;
+            FdLink::from(program.take_link(link_id).map_err(refused)?)
+        }};
+    }
+    let link = if hook::is_traced(index) {
+        attach!(FEntry)
+    } else {
+        attach!(Lsm)
+    };
     let path = link_pin(pin_dir, name);
     link.pin(&path).map_err(|source| KernelError::Pin {
         what: "program link",
@@ -85,14 +96,15 @@ pub fn unload(pin_dir: &Path) -> Result<bool, KernelError> {
 /// only after an RCU tasks-trace grace period, so for a moment after the pins go some
 /// hooks still enforce while others do not; "stopped" must mean stopped.
 fn wait_detached() -> Result<(), KernelError> {
-    /// `BPF_PROG_TYPE_LSM` in include/uapi/linux/bpf.h (aya 0.14 does not re-export it).
-    const BPF_PROG_TYPE_LSM: u32 = 29;
+    /// `BPF_PROG_TYPE_TRACING` (fentry) and `BPF_PROG_TYPE_LSM` in
+    /// include/uapi/linux/bpf.h (aya 0.14 does not re-export them).
+    const OUR_TYPES: [u32; 2] = [26, 29];
     const LIMIT: Duration = Duration::from_secs(30);
     let started = std::time::Instant::now();
     loop {
         let ours = aya::programs::loaded_programs()
             .flatten()
-            .filter(|p| p.program_type() as u32 == BPF_PROG_TYPE_LSM)
+            .filter(|p| OUR_TYPES.contains(&(p.program_type() as u32)))
             .filter(|p| {
                 // The kernel keeps the first 15 bytes of a program's name.
                 p.name_as_str()
@@ -137,12 +149,12 @@ impl Enforcement {
         // The exec hook goes last: once it is attached, governed scopes are enforced, and
         // by then every other hook is in place too. A failure part-way removes what this
         // load pinned, so no half-attached enforcement is left behind.
-        for name in hook::NAMES.iter().rev() {
+        for (index, name) in hook::NAMES.iter().enumerate().rev() {
             if !layout.hooks.contains(name) {
                 tracing::debug!(hook = name, "this kernel has no such hook; not attached");
                 continue;
             }
-            if let Err(e) = attach_and_pin(&mut ebpf, &btf, pin_dir, name) {
+            if let Err(e) = attach_and_pin(&mut ebpf, &btf, pin_dir, index, name) {
                 let _ = remove_link_pins(pin_dir);
                 return Err(e);
             }
