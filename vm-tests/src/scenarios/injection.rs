@@ -35,6 +35,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     ptrace_poke_into_a_child_refused,
     executable_stack_killed_before_it_runs,
     executable_stack_of_an_ia32_program_killed_before_it_runs,
+    executable_zero_fill_killed_before_it_runs,
     overlay_mount_in_a_user_namespace_refused,
 ];
 
@@ -347,6 +348,23 @@ fn executable_stack_of_an_ia32_program_killed_before_it_runs(env: &Env) {
         &[],
         0,
         ("mmap_file", "anonymous-exec"),
+    );
+    case.shows = Shows::Killed;
+    case.check(env);
+}
+
+fn executable_zero_fill_killed_before_it_runs(env: &Env) {
+    // Granted content whose executable segment is longer in memory than in the file: the
+    // kernel zero-fills the rest with vm_brk_flags(VM_EXEC), anonymous and writable, and
+    // the program writes its code there. Refused at the zero-fill's mmap_addr check,
+    // before the program runs: the exec is past its point of no return and dies.
+    let mut case = Case::refused(
+        "exec-zero-fill",
+        Fixture::ZeroFill,
+        Who::Nobody,
+        &[],
+        0,
+        ("mmap_addr", "anonymous-exec"),
     );
     case.shows = Shows::Killed;
     case.check(env);

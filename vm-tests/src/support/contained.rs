@@ -41,6 +41,8 @@ pub(crate) enum Fixture {
     ExecStack,
     /// The i386 program with an executable stack by default ([`super::ia32_stack_program`]).
     Ia32Stack,
+    /// The program with an executable zero-fill ([`super::zero_fill_program`]).
+    ZeroFill,
 }
 
 /// How the refusal shows to the technique in the scope.
@@ -93,7 +95,9 @@ impl<'a> Case<'a> {
         (hook, reason): (&'a str, &'a str),
     ) -> Self {
         let works = match fixture {
-            Fixture::Inject | Fixture::ExecStack | Fixture::Ia32Stack => technique::INJECTED,
+            Fixture::Inject | Fixture::ExecStack | Fixture::Ia32Stack | Fixture::ZeroFill => {
+                technique::INJECTED
+            }
             Fixture::Escape => technique::WORKED,
         };
         Self {
@@ -287,6 +291,7 @@ impl Session<'_> {
             Fixture::Escape => self.env.escape.clone(),
             Fixture::ExecStack => super::exec_stack_program(),
             Fixture::Ia32Stack => super::ia32_stack_program(),
+            Fixture::ZeroFill => super::zero_fill_program(),
         };
         let mut cmd = Command::new(program);
         cmd.args(&args).current_dir(&dir);

@@ -91,6 +91,13 @@ pub(crate) fn ia32_stack_program() -> PathBuf {
     Path::new(WORK).join("ia32-stack")
 }
 
+/// An x86_64 program whose executable segment the kernel zero-fills beyond its file part,
+/// granted in the enforcing scope by digest (as a bundle made by another tool could grant
+/// it: `files =` refuses such a program).
+pub(crate) fn zero_fill_program() -> PathBuf {
+    Path::new(WORK).join("exec-zero-fill")
+}
+
 /// A granted script that runs busybox tools and the workload fixture.
 pub(crate) fn workload_script() -> PathBuf {
     Path::new(WORK).join("workload.sh")

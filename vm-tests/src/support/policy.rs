@@ -10,7 +10,7 @@ use super::run::run_tool;
 use super::{
     DLOPENED, Env, JIT_SCOPE, MONITOR_SCOPE, NO_INTERPRETER_SCOPE, SCOPE, SCRIPT_EXIT, WORK,
     exec_stack_program, granted_script, ia32_stack_program, ungranted_script, workload_script,
-    write_script,
+    write_script, zero_fill_program,
 };
 
 /// Writes the scripts and the policy file the scenarios rely on. Nothing changes them
@@ -37,6 +37,19 @@ pub(crate) fn write_fixtures(env: &Env) {
     let (code, out) = run_tool(Command::new(&env.inject).arg("write-ia32-stack").arg(&ia32));
     assert!(code == 0, "inject write-ia32-stack exited {code}: {out}");
     let ia32 = ia32.display();
+    let zero_fill = zero_fill_program();
+    let (code, out) = run_tool(
+        Command::new(&env.inject)
+            .arg("write-exec-zero-fill")
+            .arg(&zero_fill),
+    );
+    assert!(
+        code == 0,
+        "inject write-exec-zero-fill exited {code}: {out}"
+    );
+    let zero_fill =
+        std::fs::read(&zero_fill).unwrap_or_else(|e| panic!("read {}: {e}", zero_fill.display()));
+    let zero_fill = enforcer::host::digest::FileDigest::of_bytes(&zero_fill);
     let workload = env.workload.display();
     write_script(
         &workload_script(),
@@ -63,7 +76,8 @@ pub(crate) fn write_fixtures(env: &Env) {
     let policy = format!(
         "[[scope]]\npath = \"/{SCOPE}\"\nwith_libraries = true\n\
          files = [\"{probe}\", \"{attacks}\", \"{inject}\", \"{escape}\", \"{stack}\", \"{ia32}\", \
-         \"{workload}\", \"{script_workload}\", \"{DLOPENED}\", \"/bin/busybox\", \"{script}\"]\n\n\
+         \"{workload}\", \"{script_workload}\", \"{DLOPENED}\", \"/bin/busybox\", \"{script}\"]\n\
+         digests = [\"sha256:{zero_fill}\"]\n\n\
          [[scope]]\npath = \"/{NO_INTERPRETER_SCOPE}\"\nwith_libraries = true\nfiles = [\"{probe}\", \"{script}\"]\n\n\
          [[scope]]\npath = \"/{MONITOR_SCOPE}\"\nmode = \"monitor\"\nwith_libraries = true\nfiles = [\"{probe}\"]\n\n\
          [[scope]]\npath = \"/{JIT_SCOPE}\"\nwith_libraries = true\nallow_anonymous_exec = true\n\

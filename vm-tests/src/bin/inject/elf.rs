@@ -1,7 +1,9 @@
 //! Programs whose stack is executable, written for the runner (helpers, not techniques):
 //! `mark-exec-stack`, a copy of a program whose `PT_GNU_STACK` asks for it, for
 //! `stack-code`; `write-ia32-stack`, a 32-bit program with no `PT_GNU_STACK`, which the
-//! kernel gives an executable stack by default.
+//! kernel gives an executable stack by default; `write-exec-zero-fill`, a program whose
+//! executable segment is longer in memory than in the file, so the kernel zero-fills the
+//! rest as anonymous, writable and executable memory.
 
 use std::os::unix::fs::PermissionsExt as _;
 
@@ -132,4 +134,85 @@ pub(crate) fn write_ia32_stack(dst: &str) {
         .and_then(|()| std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755)))
         .unwrap_or_else(|err| technique::broken(&format!("write {dst}: {err}")));
     println!("wrote {dst}: an i386 program without PT_GNU_STACK that runs code on its stack");
+}
+
+/// Where the zero-fill program is loaded: the classic x86_64 base.
+const ZERO_FILL_BASE: u64 = 0x40_0000;
+/// A page: the file part of the segment, and the alignment of everything.
+const PAGE: u64 = 0x1000;
+/// ELF64 header and two program headers.
+const ZERO_FILL_HEADERS: u64 = 64 + 2 * 56;
+
+/// x86_64 code that writes [`technique::CODE`] to the zero-filled page after its own
+/// and calls it, then exits with what it returned: `mov edi, BASE + PAGE; movabs rax,
+/// CODE; mov [rdi], rax; call rdi; mov edi, eax; mov eax, 60; syscall`.
+fn zero_fill_code() -> Vec<u8> {
+    let target = u32::try_from(ZERO_FILL_BASE + PAGE).unwrap_or(u32::MAX);
+    let mut payload = [0x90u8; 8]; // nop padding after CODE's ret
+    payload[..technique::CODE.len()].copy_from_slice(&technique::CODE);
+    let mut code = vec![0xbf]; // mov edi, imm32
+    code.extend_from_slice(&target.to_le_bytes());
+    code.extend_from_slice(&[0x48, 0xb8]); // movabs rax, imm64
+    code.extend_from_slice(&payload);
+    code.extend_from_slice(&[0x48, 0x89, 0x07]); // mov [rdi], rax
+    code.extend_from_slice(&[0xff, 0xd7]); // call rdi
+    code.extend_from_slice(&[0x89, 0xc7]); // mov edi, eax
+    code.extend_from_slice(&[0xb8, 60, 0, 0, 0]); // mov eax, SYS_exit
+    code.extend_from_slice(&[0x0f, 0x05]); // syscall
+    code
+}
+
+/// A static ELF64 x86_64 executable of one `PT_LOAD` (R+X) whose memory size is three
+/// pages and whose file size is one: `elf_load` (`set_brk` on 6.1) maps the other two with
+/// `vm_brk_flags(VM_EXEC)`, anonymous and writable. Its `PT_GNU_STACK` keeps the stack
+/// non-executable, so only the zero-fill is in question. The file part ends on a page
+/// boundary: the kernel then has no partial page to clear, which it could not in a
+/// read-only segment on 6.1.
+fn zero_fill_program() -> Vec<u8> {
+    let mut elf = Vec::new();
+    // e_ident: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, System V ABI, padding.
+    elf.extend_from_slice(b"\x7fELF");
+    elf.extend_from_slice(&[2, 1, 1, 0]);
+    elf.extend_from_slice(&[0; 8]);
+    let half = |elf: &mut Vec<u8>, v: u16| elf.extend_from_slice(&v.to_le_bytes());
+    let word = |elf: &mut Vec<u8>, v: u32| elf.extend_from_slice(&v.to_le_bytes());
+    let xword = |elf: &mut Vec<u8>, v: u64| elf.extend_from_slice(&v.to_le_bytes());
+    half(&mut elf, 2); // e_type: ET_EXEC
+    half(&mut elf, 62); // e_machine: EM_X86_64
+    word(&mut elf, 1); // e_version
+    xword(&mut elf, ZERO_FILL_BASE + ZERO_FILL_HEADERS); // e_entry: the code after the headers
+    xword(&mut elf, 64); // e_phoff
+    xword(&mut elf, 0); // e_shoff
+    word(&mut elf, 0); // e_flags
+    half(&mut elf, 64); // e_ehsize
+    half(&mut elf, 56); // e_phentsize
+    half(&mut elf, 2); // e_phnum
+    half(&mut elf, 0); // e_shentsize
+    half(&mut elf, 0); // e_shnum
+    half(&mut elf, 0); // e_shstrndx
+    word(&mut elf, 1); // p_type: PT_LOAD
+    word(&mut elf, 0x4 | 0x1); // p_flags: PF_R | PF_X
+    xword(&mut elf, 0); // p_offset
+    xword(&mut elf, ZERO_FILL_BASE); // p_vaddr
+    xword(&mut elf, ZERO_FILL_BASE); // p_paddr
+    xword(&mut elf, PAGE); // p_filesz
+    xword(&mut elf, 3 * PAGE); // p_memsz: two pages of zero-fill
+    xword(&mut elf, PAGE); // p_align
+    word(&mut elf, PT_GNU_STACK); // p_type
+    word(&mut elf, 0x4 | 0x2); // p_flags: PF_R | PF_W
+    for _ in 0..5 {
+        xword(&mut elf, 0); // p_offset, p_vaddr, p_paddr, p_filesz, p_memsz
+    }
+    xword(&mut elf, 16); // p_align
+    elf.extend_from_slice(&zero_fill_code());
+    elf.resize(usize::try_from(PAGE).unwrap_or(usize::MAX), 0);
+    elf
+}
+
+/// Writes [`zero_fill_program`] to `dst`, mode 0755.
+pub(crate) fn write_exec_zero_fill(dst: &str) {
+    std::fs::write(dst, zero_fill_program())
+        .and_then(|()| std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755)))
+        .unwrap_or_else(|err| technique::broken(&format!("write {dst}: {err}")));
+    println!("wrote {dst}: a program that runs code from its executable zero-filled memory");
 }

@@ -32,7 +32,7 @@ const USAGE: &str = "usage: inject TECHNIQUE [ARGS]
   stack-code                   mark-exec-stack SRC DST      overlay LIB DIR
   read-implies-exec-brk        dev-zero                     write-ia32-stack DST
   map-served FILE              packet-ring                  xdp-ring
-  dma-heap HEAP";
+  dma-heap HEAP                write-exec-zero-fill DST";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -61,6 +61,7 @@ fn main() {
         ["stack-code"] => memory::stack_code(),
         ["mark-exec-stack", src, dst] => elf::mark_exec_stack(src, dst),
         ["write-ia32-stack", dst] => elf::write_ia32_stack(dst),
+        ["write-exec-zero-fill", dst] => elf::write_exec_zero_fill(dst),
         ["overlay", lib, dir] => overlay::overlay(lib, dir),
         ["map-served", file] => files::map_served(file),
         _ => {
