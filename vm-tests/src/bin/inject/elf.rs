@@ -76,10 +76,7 @@ pub(crate) fn mark_exec_stack(src: &str, dst: &str) {
 }
 
 /// Where the 32-bit program is loaded: the classic i386 base.
-const IA32_BASE: u32 = 0x0804_8000;
-/// ELF32 header and one program header.
-const IA32_HEADERS: u32 = 52 + 32;
-
+const IA32_BASE: u64 = 0x0804_8000;
 /// i386 code that writes code to its stack and jumps there: `push 0x9080cd2a;
 /// push 0xb340c031; jmp esp`. On the stack: `xor eax, eax; inc eax; mov bl, 42;
 /// int 0x80`, which is exit(42) ([`technique::INJECTED`]; the kernel starts an i386
@@ -90,42 +87,127 @@ const IA32_STACK_CODE: [u8; 12] = [
     0xff, 0xe4, // jmp esp
 ];
 
+/// `PT_LOAD`.
+const PT_LOAD: u32 = 1;
+/// `PF_R | PF_X`.
+const PF_RX: u32 = 0x4 | 0x1;
+/// `PF_R | PF_W`.
+const PF_RW: u32 = 0x4 | 0x2;
+
+/// A program header, the same fields in both classes (their order differs).
+struct Segment {
+    kind: u32,
+    flags: u32,
+    offset: u64,
+    vaddr: u64,
+    filesz: u64,
+    memsz: u64,
+    align: u64,
+}
+
+/// A little-endian static executable (`ET_EXEC`) under construction: the ELF header of
+/// its class, its program headers right after it, then the code at the entry point.
+struct Executable {
+    bytes: Vec<u8>,
+    class64: bool,
+}
+
+impl Executable {
+    /// Size of the ELF header and of a program header, in this class.
+    const fn sizes(class64: bool) -> (u16, u16) {
+        if class64 { (64, 56) } else { (52, 32) }
+    }
+
+    /// Where the code starts in the file (and past `base`, in memory).
+    const fn code_offset(class64: bool, segments: u16) -> u64 {
+        let (header, program_header) = Self::sizes(class64);
+        header as u64 + segments as u64 * program_header as u64
+    }
+
+    /// The headers of a program of `segments`, loaded at `base` for `machine`, entered at
+    /// the code after the headers.
+    fn new(class64: bool, machine: u16, base: u64, segments: &[Segment]) -> Self {
+        let (header, program_header) = Self::sizes(class64);
+        let count = u16::try_from(segments.len()).unwrap_or(u16::MAX);
+        let mut elf = Self {
+            bytes: Vec::new(),
+            class64,
+        };
+        // e_ident: magic, class, ELFDATA2LSB, EV_CURRENT, System V ABI, padding.
+        elf.bytes.extend_from_slice(b"\x7fELF");
+        elf.bytes
+            .extend_from_slice(&[if class64 { 2 } else { 1 }, 1, 1, 0]);
+        elf.bytes.extend_from_slice(&[0; 8]);
+        elf.half(2); // e_type: ET_EXEC
+        elf.half(machine);
+        elf.word(1); // e_version
+        elf.addr(base + Self::code_offset(class64, count)); // e_entry
+        elf.addr(u64::from(header)); // e_phoff
+        elf.addr(0); // e_shoff
+        elf.word(0); // e_flags
+        elf.half(header); // e_ehsize
+        elf.half(program_header); // e_phentsize
+        elf.half(count); // e_phnum
+        elf.half(0); // e_shentsize
+        elf.half(0); // e_shnum
+        elf.half(0); // e_shstrndx
+        for segment in segments {
+            elf.segment(segment);
+        }
+        elf
+    }
+
+    fn half(&mut self, v: u16) {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn word(&mut self, v: u32) {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// An address or offset: 8 bytes in ELF64, 4 in ELF32.
+    fn addr(&mut self, v: u64) {
+        if self.class64 {
+            self.bytes.extend_from_slice(&v.to_le_bytes());
+        } else {
+            self.word(u32::try_from(v).unwrap_or(u32::MAX));
+        }
+    }
+
+    fn segment(&mut self, s: &Segment) {
+        self.word(s.kind);
+        if self.class64 {
+            self.word(s.flags);
+        }
+        self.addr(s.offset);
+        self.addr(s.vaddr);
+        self.addr(s.vaddr); // p_paddr
+        self.addr(s.filesz);
+        self.addr(s.memsz);
+        if !self.class64 {
+            self.word(s.flags);
+        }
+        self.addr(s.align);
+    }
+}
+
 /// A static ELF32 i386 executable of one `PT_LOAD` (R+X) and no `PT_GNU_STACK`: for a
 /// 32-bit program without that header, `elf_read_implies_exec` is true, so
 /// `setup_arg_pages` makes its stack executable (and its personality READ_IMPLIES_EXEC).
 fn ia32_stack_program() -> Vec<u8> {
-    let code = IA32_STACK_CODE;
-    let size = IA32_HEADERS + u32::try_from(code.len()).unwrap_or(u32::MAX);
-    let mut elf = Vec::new();
-    // e_ident: magic, ELFCLASS32, ELFDATA2LSB, EV_CURRENT, System V ABI, padding.
-    elf.extend_from_slice(b"\x7fELF");
-    elf.extend_from_slice(&[1, 1, 1, 0]);
-    elf.extend_from_slice(&[0; 8]);
-    let half = |elf: &mut Vec<u8>, v: u16| elf.extend_from_slice(&v.to_le_bytes());
-    let word = |elf: &mut Vec<u8>, v: u32| elf.extend_from_slice(&v.to_le_bytes());
-    half(&mut elf, 2); // e_type: ET_EXEC
-    half(&mut elf, 3); // e_machine: EM_386
-    word(&mut elf, 1); // e_version
-    word(&mut elf, IA32_BASE + IA32_HEADERS); // e_entry: the code after the headers
-    word(&mut elf, 52); // e_phoff
-    word(&mut elf, 0); // e_shoff
-    word(&mut elf, 0); // e_flags
-    half(&mut elf, 52); // e_ehsize
-    half(&mut elf, 32); // e_phentsize
-    half(&mut elf, 1); // e_phnum
-    half(&mut elf, 0); // e_shentsize
-    half(&mut elf, 0); // e_shnum
-    half(&mut elf, 0); // e_shstrndx
-    word(&mut elf, 1); // p_type: PT_LOAD
-    word(&mut elf, 0); // p_offset
-    word(&mut elf, IA32_BASE); // p_vaddr
-    word(&mut elf, IA32_BASE); // p_paddr
-    word(&mut elf, size); // p_filesz
-    word(&mut elf, size); // p_memsz
-    word(&mut elf, 0x4 | 0x1); // p_flags: PF_R | PF_X
-    word(&mut elf, 0x1000); // p_align
-    elf.extend_from_slice(&code);
-    elf
+    let size = Executable::code_offset(false, 1) + IA32_STACK_CODE.len() as u64;
+    let load = Segment {
+        kind: PT_LOAD,
+        flags: PF_RX,
+        offset: 0,
+        vaddr: IA32_BASE,
+        filesz: size,
+        memsz: size,
+        align: PAGE,
+    };
+    let mut elf = Executable::new(false, 3, IA32_BASE, &[load]); // EM_386
+    elf.bytes.extend_from_slice(&IA32_STACK_CODE);
+    elf.bytes
 }
 
 /// Writes [`ia32_stack_program`] to `dst`, mode 0755.
@@ -138,10 +220,8 @@ pub(crate) fn write_ia32_stack(dst: &str) {
 
 /// Where the zero-fill program is loaded: the classic x86_64 base.
 const ZERO_FILL_BASE: u64 = 0x40_0000;
-/// A page: the file part of the segment, and the alignment of everything.
+/// A page: the file part of the zero-fill segment, and the alignment of everything.
 const PAGE: u64 = 0x1000;
-/// ELF64 header and two program headers.
-const ZERO_FILL_HEADERS: u64 = 64 + 2 * 56;
 
 /// x86_64 code that writes [`technique::CODE`] to the zero-filled page after its own
 /// and calls it, then exits with what it returned: `mov edi, BASE + PAGE; movabs rax,
@@ -169,44 +249,29 @@ fn zero_fill_code() -> Vec<u8> {
 /// boundary: the kernel then has no partial page to clear, which it could not in a
 /// read-only segment on 6.1.
 fn zero_fill_program() -> Vec<u8> {
-    let mut elf = Vec::new();
-    // e_ident: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, System V ABI, padding.
-    elf.extend_from_slice(b"\x7fELF");
-    elf.extend_from_slice(&[2, 1, 1, 0]);
-    elf.extend_from_slice(&[0; 8]);
-    let half = |elf: &mut Vec<u8>, v: u16| elf.extend_from_slice(&v.to_le_bytes());
-    let word = |elf: &mut Vec<u8>, v: u32| elf.extend_from_slice(&v.to_le_bytes());
-    let xword = |elf: &mut Vec<u8>, v: u64| elf.extend_from_slice(&v.to_le_bytes());
-    half(&mut elf, 2); // e_type: ET_EXEC
-    half(&mut elf, 62); // e_machine: EM_X86_64
-    word(&mut elf, 1); // e_version
-    xword(&mut elf, ZERO_FILL_BASE + ZERO_FILL_HEADERS); // e_entry: the code after the headers
-    xword(&mut elf, 64); // e_phoff
-    xword(&mut elf, 0); // e_shoff
-    word(&mut elf, 0); // e_flags
-    half(&mut elf, 64); // e_ehsize
-    half(&mut elf, 56); // e_phentsize
-    half(&mut elf, 2); // e_phnum
-    half(&mut elf, 0); // e_shentsize
-    half(&mut elf, 0); // e_shnum
-    half(&mut elf, 0); // e_shstrndx
-    word(&mut elf, 1); // p_type: PT_LOAD
-    word(&mut elf, 0x4 | 0x1); // p_flags: PF_R | PF_X
-    xword(&mut elf, 0); // p_offset
-    xword(&mut elf, ZERO_FILL_BASE); // p_vaddr
-    xword(&mut elf, ZERO_FILL_BASE); // p_paddr
-    xword(&mut elf, PAGE); // p_filesz
-    xword(&mut elf, 3 * PAGE); // p_memsz: two pages of zero-fill
-    xword(&mut elf, PAGE); // p_align
-    word(&mut elf, PT_GNU_STACK); // p_type
-    word(&mut elf, 0x4 | 0x2); // p_flags: PF_R | PF_W
-    for _ in 0..5 {
-        xword(&mut elf, 0); // p_offset, p_vaddr, p_paddr, p_filesz, p_memsz
-    }
-    xword(&mut elf, 16); // p_align
-    elf.extend_from_slice(&zero_fill_code());
-    elf.resize(usize::try_from(PAGE).unwrap_or(usize::MAX), 0);
-    elf
+    let load = Segment {
+        kind: PT_LOAD,
+        flags: PF_RX,
+        offset: 0,
+        vaddr: ZERO_FILL_BASE,
+        filesz: PAGE,
+        memsz: 3 * PAGE, // two pages of zero-fill
+        align: PAGE,
+    };
+    let stack = Segment {
+        kind: PT_GNU_STACK,
+        flags: PF_RW,
+        offset: 0,
+        vaddr: 0,
+        filesz: 0,
+        memsz: 0,
+        align: 16,
+    };
+    let mut elf = Executable::new(true, 62, ZERO_FILL_BASE, &[load, stack]); // EM_X86_64
+    elf.bytes.extend_from_slice(&zero_fill_code());
+    elf.bytes
+        .resize(usize::try_from(PAGE).unwrap_or(usize::MAX), 0);
+    elf.bytes
 }
 
 /// Writes [`zero_fill_program`] to `dst`, mode 0755.
