@@ -8,7 +8,7 @@ use std::path::Path;
 
 use libc::{EPERM, ETXTBSY};
 
-use crate::support::contained::{Case, Fixture, Shows, Who};
+use crate::support::contained::{Case, Fixture, Who};
 use crate::support::{Env, ModesUntilDrop, SCOPE, Unavailable, WORK, fuse, modules};
 
 pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
@@ -326,31 +326,25 @@ fn ptrace_poke_into_a_child_refused(env: &Env) {
 fn executable_stack_killed_before_it_runs(env: &Env) {
     // Granted content whose stack is executable: the exec passes, and the program dies
     // at the kernel's first mapping of it, before any of its code runs.
-    let mut case = Case::refused(
+    Case::killed(
         "exec-stack",
         Fixture::ExecStack,
-        Who::Nobody,
         &["stack-code"],
-        0,
         ("mmap_file", "anonymous-exec"),
-    );
-    case.shows = Shows::Killed;
-    case.check(env);
+    )
+    .check(env);
 }
 
 fn executable_stack_of_an_ia32_program_killed_before_it_runs(env: &Env) {
     // A 32-bit program without PT_GNU_STACK gets an executable stack by default; no
     // marking needed, and no 64-bit loader involved: the kernel maps its one segment.
-    let mut case = Case::refused(
+    Case::killed(
         "ia32-stack",
         Fixture::Ia32Stack,
-        Who::Nobody,
         &[],
-        0,
         ("mmap_file", "anonymous-exec"),
-    );
-    case.shows = Shows::Killed;
-    case.check(env);
+    )
+    .check(env);
 }
 
 fn executable_zero_fill_killed_before_it_runs(env: &Env) {
@@ -358,16 +352,13 @@ fn executable_zero_fill_killed_before_it_runs(env: &Env) {
     // kernel zero-fills the rest with vm_brk_flags(VM_EXEC), anonymous and writable, and
     // the program writes its code there. Refused at the zero-fill's mmap_addr check,
     // before the program runs: the exec is past its point of no return and dies.
-    let mut case = Case::refused(
+    Case::killed(
         "exec-zero-fill",
         Fixture::ZeroFill,
-        Who::Nobody,
         &[],
-        0,
         ("mmap_addr", "anonymous-exec"),
-    );
-    case.shows = Shows::Killed;
-    case.check(env);
+    )
+    .check(env);
 }
 
 fn overlay_mount_in_a_user_namespace_refused(env: &Env) {

@@ -115,6 +115,21 @@ impl<'a> Case<'a> {
     }
 }
 
+impl<'a> Case<'a> {
+    /// A granted program that the kernel kills past its exec's point of no return, before
+    /// it runs anything of its own, as uid 65534; audited as `hook` for `reason`.
+    pub(crate) const fn killed(
+        name: &'a str,
+        fixture: Fixture,
+        args: &'a [&'a str],
+        audited: (&'a str, &'a str),
+    ) -> Self {
+        let mut case = Self::refused(name, fixture, Who::Nobody, args, 0, audited);
+        case.shows = Shows::Killed;
+        case
+    }
+}
+
 /// A case under way: the agent enforcing the shared policy, with its own audit log.
 pub(crate) struct Session<'a> {
     case: &'a Case<'a>,
