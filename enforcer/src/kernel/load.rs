@@ -26,7 +26,12 @@ pub(super) fn attach_and_pin(
     index: usize,
     name: &'static str,
 ) -> Result<(), KernelError> {
-    let refused = |source| KernelError::Program { hook: name, source };
+    let traced = hook::is_traced(index);
+    let refused = |source| KernelError::Program {
+        hook: name,
+        traced,
+        source,
+    };
     let program = ebpf
         .program_mut(name)
         .ok_or(KernelError::MissingProgram(name))?;
@@ -40,7 +45,7 @@ pub(super) fn attach_and_pin(
             FdLink::from(program.take_link(link_id).map_err(refused)?)
         }};
     }
-    let link = if hook::is_traced(index) {
+    let link = if traced {
         attach!(FEntry)
     } else {
         attach!(Lsm)

@@ -56,13 +56,11 @@ pub enum KernelError {
     MissingProgram(&'static str),
     #[error("the BPF object has no map {0}")]
     MissingMap(&'static str),
-    #[error(
-        "the kernel refused the LSM program for {hook}: {source}. BPF LSM programs need a \
-         5.18+ kernel with CONFIG_BPF_LSM, `bpf` in the active LSM list and IMA \
-         (bpf_ima_file_hash)"
-    )]
+    #[error("the kernel refused the {} for {hook}: {source}. {}", program_kind(*traced), program_needs(*traced))]
     Program {
         hook: &'static str,
+        /// A traced kernel function (fentry), not an LSM hook.
+        traced: bool,
         #[source]
         source: aya::programs::ProgramError,
     },
@@ -156,6 +154,27 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What [`KernelError::Program`] failed to load.
+fn program_kind(traced: bool) -> &'static str {
+    if traced {
+        "fentry program"
+    } else {
+        "LSM program"
+    }
+}
+
+/// What the kernel needs for that kind of program.
+fn program_needs(traced: bool) -> &'static str {
+    if traced {
+        "fentry programs need BTF and BPF trampolines (an x86_64 kernel with dynamic ftrace), \
+         and the function must be traceable (listed in \
+         /sys/kernel/tracing/available_filter_functions)"
+    } else {
+        "BPF LSM programs need a 5.18+ kernel with CONFIG_BPF_LSM, `bpf` in the active LSM \
+         list and IMA (bpf_ima_file_hash)"
+    }
 }
 
 /// How the program came to be attached.
@@ -319,5 +338,35 @@ impl Enforcement {
     /// ([`PolicyMaps::apply`]).
     pub fn apply(&mut self, desired: &MapState) -> Result<ApplyStats, KernelError> {
         self.policy.apply(desired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KernelError;
+
+    #[test]
+    fn a_refused_program_says_what_kind_it_is_and_what_that_needs() {
+        let refused = |hook, traced| {
+            KernelError::Program {
+                hook,
+                traced,
+                source: aya::programs::ProgramError::NotLoaded,
+            }
+            .to_string()
+        };
+        let lsm = refused("mmap_addr", false);
+        assert!(
+            lsm.starts_with("the kernel refused the LSM program for mmap_addr:"),
+            "{lsm}"
+        );
+        assert!(lsm.contains("CONFIG_BPF_LSM"), "{lsm}");
+        let traced = refused("vm_brk_flags", true);
+        assert!(
+            traced.starts_with("the kernel refused the fentry program for vm_brk_flags:"),
+            "{traced}"
+        );
+        assert!(traced.contains("available_filter_functions"), "{traced}");
+        assert!(!traced.contains("CONFIG_BPF_LSM"), "{traced}");
     }
 }
