@@ -95,6 +95,10 @@ pub mod names {
     pub const PID_LEVEL_OFFSET: &str = "PID_LEVEL_OFFSET";
     pub const KEY_TYPE_OFFSET: &str = "KEY_TYPE_OFFSET";
     pub const KEY_TYPE_NAME_OFFSET: &str = "KEY_TYPE_NAME_OFFSET";
+    /// `file::private_data`, set only where the kernel has no `mmap_backing_file` hook
+    /// (6.1): there an overlayfs file keeps its layer's file in it, and the mapping guard
+    /// reaches the layer through it.
+    pub const OVERLAY_REAL_FILE_OFFSET: &str = "OVERLAY_REAL_FILE_OFFSET";
 }
 
 /// Scope modes (`ScopePolicy::mode`).

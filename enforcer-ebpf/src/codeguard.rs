@@ -13,8 +13,12 @@
 //! `f_inode`. `inode_free_security` drops the count with the inode. The vma holds its file,
 //! so a count outlives the descriptor. Overlayfs hands the mapping to the layer's own
 //! file, so its file may go while the mapping stays: an overlayfs inode, once mapped, stays
-//! guarded until it leaves memory, and where the kernel has `mmap_backing_file` (6.12+)
-//! the layer's file is guarded too.
+//! guarded until it leaves memory. The layer's file is guarded too: where the kernel has
+//! `mmap_backing_file` (6.12+) by that hook, like any mapped file; before it (6.1), by the
+//! overlay's guard, which finds the layer's file where `ovl_mmap` takes it from and marks
+//! its inode in [`LAYER_INODES`] until that inode leaves memory, as the overlay's own
+//! guard is kept. Layers are shared (container images), so such a mark belongs to no
+//! single mapping.
 //!
 //! Ordering: the guard is raised before `i_writecount` is read, and an open for writing
 //! raises `i_writecount` (do_dentry_open) before `file_open` reads the guard, both with
@@ -32,7 +36,9 @@ use aya_ebpf::{
 };
 
 use crate::digest_cache::{trusted_inode, writers};
-use crate::kmem::{OVERLAYFS_SUPER_MAGIC, fs_magic};
+use crate::kmem::{
+    FILE_INODE_OFFSET, OVERLAY_REAL_FILE_OFFSET, OVERLAYFS_SUPER_MAGIC, config, fs_magic, read_at,
+};
 
 /// `BPF_MAP_TYPE_INODE_STORAGE`: aya-ebpf 0.2 has no type for it.
 const BPF_MAP_TYPE_INODE_STORAGE: usize = 28;
@@ -85,6 +91,12 @@ static MAPPED_FILES: HashMap<u64, u64> =
 /// Guard cookie -> live struct files mapped executable in a scope.
 #[map(name = "ENFORCER_GUARD_COUNTS")]
 static GUARD_COUNTS: HashMap<u64, u64> =
+    HashMap::with_max_entries(MAX_MAPPED_FILES, BPF_F_NO_PREALLOC);
+
+/// Layer inodes behind overlayfs files mapped executable in a scope (6.1 only): inode
+/// address -> the scope of the latest such mapping. Removed when the inode leaves memory.
+#[map(name = "ENFORCER_LAYER_INODES")]
+static LAYER_INODES: HashMap<u64, u64> =
     HashMap::with_max_entries(MAX_MAPPED_FILES, BPF_F_NO_PREALLOC);
 
 /// Source of guard cookies.
@@ -190,19 +202,52 @@ pub(crate) unsafe fn guard(file: *mut c_void, scope_id: u64) -> Guarded {
             return Guarded::Failed;
         }
     }
+    let mut layer: *const c_void = ptr::null();
     // SAFETY: as above; plain stores of this inode's own fields.
     unsafe {
         ptr::write_volatile(ptr::addr_of_mut!((*entry).scope_id), scope_id);
         if fs_magic(inode.cast()) == Some(OVERLAYFS_SUPER_MAGIC) {
             ptr::write_volatile(ptr::addr_of_mut!((*entry).sticky), 1);
+            match guard_layer(file, cookie, scope_id) {
+                Some(found) => layer = found,
+                None => {
+                    release(file);
+                    return Guarded::Failed;
+                }
+            }
         }
-        if writers(inode).is_some_and(|w| w <= 0) {
+        let unwritten = |inode: *const c_void| writers(inode).is_some_and(|w| w <= 0);
+        if unwritten(inode) && (layer.is_null() || unwritten(layer)) {
             return Guarded::Yes;
         }
     }
     // A writer exists: this file guards nothing after all.
     release(file);
     Guarded::Writable
+}
+
+/// Before `mmap_backing_file` (6.1): marks the inode of the layer file that overlayfs
+/// `file` hands its mappings to, and returns it (null where the kernel has the hook, which
+/// guards the layer file itself). `None` when the layer cannot be found or marked.
+///
+/// # Safety
+/// `file` must be a trusted `struct file *` of an overlayfs inode.
+#[inline(always)]
+unsafe fn guard_layer(file: *mut c_void, cookie: u64, scope_id: u64) -> Option<*const c_void> {
+    let offset = config(&OVERLAY_REAL_FILE_OFFSET);
+    if offset == 0 {
+        return Some(ptr::null());
+    }
+    // SAFETY: probe reads: `ovl_open` stores the layer's `struct file *` there, and
+    // `ovl_mmap` maps that file's inode.
+    let layer: *const u8 = unsafe {
+        let real: *const u8 = read_at(file.cast(), offset)?;
+        read_at(real, config(&FILE_INODE_OFFSET))?
+    };
+    LAYER_INODES.insert(&(layer as u64), &scope_id, 0).ok()?;
+    // The mark is up before the caller reads the layer's writers: a full barrier, as for
+    // the overlay's own guard (see the module documentation).
+    count(cookie, 0).then_some(layer.cast())
 }
 
 /// `file_free_security`: a file that guarded its inode is gone. Reads nothing of the file
@@ -232,6 +277,9 @@ pub(crate) unsafe fn forget(inode: *mut c_void) {
         let cookie = unsafe { ptr::read_volatile(ptr::addr_of!((*entry).cookie)) };
         let _ = GUARD_COUNTS.remove(&cookie);
     }
+    if config(&OVERLAY_REAL_FILE_OFFSET) != 0 {
+        let _ = LAYER_INODES.remove(&(inode as u64));
+    }
 }
 
 /// The scope in whose name `inode` is guarded, if it is: a write would change code a
@@ -242,14 +290,22 @@ pub(crate) unsafe fn forget(inode: *mut c_void) {
 #[inline(always)]
 pub(crate) unsafe fn guarded_by(inode: *mut c_void) -> Option<u64> {
     let entry = unsafe { guard_of(inode, false) };
-    if entry.is_null() {
+    if !entry.is_null() {
+        // SAFETY: this inode's map value; plain reads.
+        let own = unsafe {
+            let cookie = ptr::read_volatile(ptr::addr_of!((*entry).cookie));
+            let sticky = ptr::read_volatile(ptr::addr_of!((*entry).sticky));
+            let mappers = GUARD_COUNTS.get(&cookie).copied().unwrap_or(0);
+            (mappers != 0 || sticky != 0)
+                .then(|| ptr::read_volatile(ptr::addr_of!((*entry).scope_id)))
+        };
+        if own.is_some() {
+            return own;
+        }
+    }
+    if config(&OVERLAY_REAL_FILE_OFFSET) == 0 {
         return None;
     }
-    // SAFETY: this inode's map value; plain reads.
-    unsafe {
-        let cookie = ptr::read_volatile(ptr::addr_of!((*entry).cookie));
-        let sticky = ptr::read_volatile(ptr::addr_of!((*entry).sticky));
-        let mappers = GUARD_COUNTS.get(&cookie).copied().unwrap_or(0);
-        (mappers != 0 || sticky != 0).then(|| ptr::read_volatile(ptr::addr_of!((*entry).scope_id)))
-    }
+    // SAFETY: the value is copied out at once.
+    unsafe { LAYER_INODES.get(&(inode as u64)) }.copied()
 }

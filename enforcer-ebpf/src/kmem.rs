@@ -149,6 +149,11 @@ pub(crate) static KEY_TYPE_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 pub(crate) static KEY_TYPE_NAME_OFFSET: u32 = 0;
 
+/// `file::private_data`, set only where the kernel has no `mmap_backing_file` hook (6.1):
+/// an overlayfs file's layer file, the one its mappings really map (`ovl_mmap`).
+#[unsafe(no_mangle)]
+pub(crate) static OVERLAY_REAL_FILE_OFFSET: u32 = 0;
+
 pub(crate) fn config(value: &u32) -> u32 {
     // SAFETY: a plain read of our own static.
     unsafe { ptr::read_volatile(value) }

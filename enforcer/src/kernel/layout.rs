@@ -96,6 +96,15 @@ impl KernelLayout {
                 Err(e) => return Err(e.into()),
             }
         }
+        if !hooks.contains(&hook::NAMES[hook::MMAP_BACKING_FILE as usize]) {
+            // Without that hook nothing shows the programs the layer file an overlayfs
+            // mapping really maps; `ovl_mmap` takes it from the overlay file's
+            // `private_data` (a `struct file *` up to the hook's arrival in 6.12).
+            offsets.push((
+                names::OVERLAY_REAL_FILE_OFFSET,
+                btf.pointer_member_offset("file", "private_data", None)?,
+            ));
+        }
         tracing::debug!(?offsets, "kernel layout from BTF");
         Ok(Self { offsets, hooks })
     }
