@@ -8,7 +8,6 @@
 //! kernel negotiates down to it. Everything else is answered ENOSYS, which the kernel
 //! remembers and stops asking.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::os::fd::AsRawFd as _;
@@ -60,29 +59,12 @@ impl Served {
             "fd={},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions",
             device.as_raw_fd()
         );
-        let c = |s: &str| CString::new(s).expect("no NUL");
-        let (source, target, fstype, data) = (
-            c("enforcer-test"),
-            c(&dir.to_string_lossy()),
-            c("fuse"),
-            c(&options),
-        );
-        // SAFETY: valid C strings for the duration of the call.
-        let r = unsafe {
-            libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                data.as_ptr().cast(),
-            )
-        };
-        assert_eq!(
-            r,
-            0,
-            "mount fuse at {}: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
+        super::mounts::mount(
+            "enforcer-test",
+            dir,
+            "fuse",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            &options,
         );
         let name = name.as_bytes().to_vec();
         let server = std::thread::spawn(move || serve(device, &name, &content));
@@ -95,11 +77,9 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        let target = CString::new(self.dir.to_string_lossy().as_bytes()).expect("no NUL");
         // Detached: the kernel ends the connection, and the server's read fails with
         // ENODEV, once nothing uses the mount.
-        // SAFETY: a valid C string for the duration of the call.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        super::mounts::detach(&self.dir);
         if let Some(server) = self.server.take() {
             let _ = server.join();
         }

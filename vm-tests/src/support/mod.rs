@@ -7,6 +7,7 @@ pub(crate) mod audit;
 pub(crate) mod contained;
 pub(crate) mod fuse;
 pub(crate) mod modules;
+pub(crate) mod mounts;
 pub(crate) mod net;
 pub(crate) mod policy;
 pub(crate) mod run;
