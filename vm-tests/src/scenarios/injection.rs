@@ -9,7 +9,7 @@ use std::path::Path;
 use libc::{EPERM, ETXTBSY};
 
 use crate::support::contained::{Case, Fixture, Who};
-use crate::support::{Env, ModesUntilDrop, SCOPE, Unavailable, WORK, fuse, modules};
+use crate::support::{Env, ModesUntilDrop, SCOPE, Unavailable, WORK, fuse, modules, mounts};
 
 pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     writing_a_mapped_copy_of_granted_code_refused,
@@ -37,6 +37,7 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
     executable_stack_of_an_ia32_program_killed_before_it_runs,
     executable_zero_fill_killed_before_it_runs,
     overlay_mount_in_a_user_namespace_refused,
+    writing_an_overlay_layer_of_mapped_code_refused,
 ];
 
 /// A technique of the `inject` fixture with a granted library and a directory of its own.
@@ -370,6 +371,32 @@ fn overlay_mount_in_a_user_namespace_refused(env: &Env) {
         &["overlay", "{lib}", "{dir}"],
         EPERM,
         ("sb_mount", "mount"),
+    )
+    .check(env);
+}
+
+/// Where the layer scenario mounts its overlay: below /tmp, a writable root of the scope.
+const OVERLAY_DIR: &str = "/tmp/vmtest-overlay";
+const OVERLAY_MERGED: &str = "/tmp/vmtest-overlay/merged";
+const OVERLAY_UPPER: &str = "/tmp/vmtest-overlay/upper";
+
+fn writing_an_overlay_layer_of_mapped_code_refused(env: &Env) {
+    // An overlay mounted outside every scope, as a container's root file system is: a file
+    // mapped through it maps the layer's own file, which the layer's path opens directly.
+    // The upper layer is the user's here, as a rootless container's is, and lies below a
+    // writable root of the scope.
+    modules::load("overlay");
+    let _overlay = mounts::Overlay::mount(Path::new(OVERLAY_DIR));
+    inject(
+        "write-layer-after-map",
+        &[
+            "write-layer-after-map",
+            "{lib}",
+            OVERLAY_MERGED,
+            OVERLAY_UPPER,
+        ],
+        ETXTBSY,
+        ("file_open", "code-in-use"),
     )
     .check(env);
 }

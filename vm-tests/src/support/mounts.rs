@@ -3,7 +3,8 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt as _;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 
 /// `mount(2)` of `fstype` from `source` on `target` with `flags` and `options`; a failure
 /// ends the scenario.
@@ -43,4 +44,50 @@ pub(crate) fn detach(target: &Path) {
 
 fn c_string(bytes: &[u8]) -> CString {
     CString::new(bytes).expect("no NUL in a test's mount argument")
+}
+
+/// An overlay under a directory (`lower`, `upper`, `work` and the mount point `merged`),
+/// as a container runtime mounts a root file system, with an upper layer everyone may
+/// create files in, as a rootless container's user can; unmounted and removed when dropped.
+pub(crate) struct Overlay(PathBuf);
+
+impl Overlay {
+    /// Mounts it under `dir`, which must not exist; the `overlay` module must be in the
+    /// kernel.
+    #[track_caller]
+    pub(crate) fn mount(dir: &Path) -> Self {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let overlay = Self(dir.to_owned());
+        let dirs = [
+            ("lower", 0o755),
+            ("upper", 0o777),
+            ("work", 0o700),
+            ("merged", 0o755),
+        ];
+        for (name, mode) in dirs {
+            let path = dir.join(name);
+            std::fs::create_dir(&path)
+                .and_then(|()| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                })
+                .unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        }
+        let d = dir.display();
+        mount(
+            "overlay",
+            &dir.join("merged"),
+            "overlay",
+            0,
+            &format!("lowerdir={d}/lower,upperdir={d}/upper,workdir={d}/work"),
+        );
+        overlay
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        detach(&self.0.join("merged"));
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -53,6 +53,25 @@ pub(crate) fn write_after_map(lib: &str, dir: &str) -> ! {
     run(at)
 }
 
+/// Copies `LIB` into `UPPER`, the upper layer of the overlay mounted at `MERGED`, maps the
+/// copy executable through the overlay, then opens it by its path in the upper layer for
+/// writing and writes `CODE` over its start.
+///
+/// Kernel path: `ovl_mmap` hands the mapping to the layer's own file (6.1: the one in the
+/// overlay file's `private_data`; 6.12+: `backing_file_mmap`, after
+/// `security_mmap_backing_file`); the open is `do_dentry_open` → `security_file_open` on
+/// the layer's inode, not the overlay's.
+/// Injection: the mapping runs the layer file's page cache, which the write changed.
+pub(crate) fn write_layer_after_map(lib: &str, merged: &str, upper: &str) -> ! {
+    let name = format!("layer-{}", std::process::id());
+    let (layer, len) = sys::copy_lib(lib, upper, &name);
+    let ro = sys::open(&format!("{merged}/{name}"), libc::O_RDONLY, 0, "open");
+    let at = map_exec(&ro, len, libc::MAP_PRIVATE);
+    let rw = open_rw(&layer);
+    write_code(&rw);
+    run(at)
+}
+
 /// Opens a copy of `LIB` for writing and keeps it open, then maps it executable through a
 /// second, read-only open and writes `CODE` through the first.
 ///

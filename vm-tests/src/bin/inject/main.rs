@@ -32,7 +32,8 @@ const USAGE: &str = "usage: inject TECHNIQUE [ARGS]
   stack-code                   mark-exec-stack SRC DST      overlay LIB DIR
   read-implies-exec-brk        dev-zero                     write-ia32-stack DST
   map-served FILE              packet-ring                  xdp-ring
-  dma-heap HEAP                write-exec-zero-fill DST";
+  dma-heap HEAP                write-exec-zero-fill DST
+  write-layer-after-map LIB MERGED UPPER";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,6 +64,9 @@ fn main() {
         ["write-ia32-stack", dst] => elf::write_ia32_stack(dst),
         ["write-exec-zero-fill", dst] => elf::write_exec_zero_fill(dst),
         ["overlay", lib, dir] => overlay::overlay(lib, dir),
+        ["write-layer-after-map", lib, merged, upper] => {
+            files::write_layer_after_map(lib, merged, upper)
+        }
         ["map-served", file] => files::map_served(file),
         _ => {
             eprintln!("{USAGE}");
