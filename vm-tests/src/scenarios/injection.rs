@@ -41,12 +41,12 @@ pub(super) const SCENARIOS: &[super::Scenario] = scenarios![
 ];
 
 /// A technique of the `inject` fixture with a granted library and a directory of its own.
-const fn inject(
-    name: &'static str,
-    args: &'static [&'static str],
+const fn inject<'a>(
+    name: &'a str,
+    args: &'a [&'a str],
     errno: i32,
-    by: (&'static str, &'static str),
-) -> Case<'static> {
+    by: (&'a str, &'a str),
+) -> Case<'a> {
     Case::refused(name, Fixture::Inject, Who::Nobody, args, errno, by)
 }
 
@@ -377,8 +377,6 @@ fn overlay_mount_in_a_user_namespace_refused(env: &Env) {
 
 /// Where the layer scenario mounts its overlay: below /tmp, a writable root of the scope.
 const OVERLAY_DIR: &str = "/tmp/vmtest-overlay";
-const OVERLAY_MERGED: &str = "/tmp/vmtest-overlay/merged";
-const OVERLAY_UPPER: &str = "/tmp/vmtest-overlay/upper";
 
 fn writing_an_overlay_layer_of_mapped_code_refused(env: &Env) {
     // An overlay mounted outside every scope, as a container's root file system is: a file
@@ -386,15 +384,11 @@ fn writing_an_overlay_layer_of_mapped_code_refused(env: &Env) {
     // The upper layer is the user's here, as a rootless container's is, and lies below a
     // writable root of the scope.
     modules::load("overlay");
-    let _overlay = mounts::Overlay::mount(Path::new(OVERLAY_DIR));
+    let overlay = mounts::Overlay::mount(Path::new(OVERLAY_DIR));
+    let (merged, upper) = (overlay.merged(), overlay.upper());
     inject(
         "write-layer-after-map",
-        &[
-            "write-layer-after-map",
-            "{lib}",
-            OVERLAY_MERGED,
-            OVERLAY_UPPER,
-        ],
+        &["write-layer-after-map", "{lib}", &merged, &upper],
         ETXTBSY,
         ("file_open", "code-in-use"),
     )

@@ -52,8 +52,8 @@ fn c_string(bytes: &[u8]) -> CString {
 pub(crate) struct Overlay(PathBuf);
 
 impl Overlay {
-    /// Mounts it under `dir`, which must not exist; the `overlay` module must be in the
-    /// kernel.
+    /// Mounts it under `dir`, replacing what an earlier run left there; the `overlay`
+    /// module must be in the kernel.
     #[track_caller]
     pub(crate) fn mount(dir: &Path) -> Self {
         let _ = std::fs::remove_dir_all(dir);
@@ -82,6 +82,16 @@ impl Overlay {
             &format!("lowerdir={d}/lower,upperdir={d}/upper,workdir={d}/work"),
         );
         overlay
+    }
+
+    /// The mount point, where the overlay's files are seen.
+    pub(crate) fn merged(&self) -> String {
+        self.0.join("merged").display().to_string()
+    }
+
+    /// The upper layer, where new files of the overlay go.
+    pub(crate) fn upper(&self) -> String {
+        self.0.join("upper").display().to_string()
     }
 }
 

@@ -46,9 +46,16 @@ fn run(at: *mut u8) -> ! {
 pub(crate) fn write_after_map(lib: &str, dir: &str) -> ! {
     sys::work_dir(dir);
     let (path, len) = sys::copy_lib(lib, dir, "write-after-map");
-    let ro = sys::open(&path, libc::O_RDONLY, 0, "open");
+    map_then_write(&path, &path, len)
+}
+
+/// Maps the first `len` bytes of the file at `mapped` executable (`MAP_PRIVATE`), then
+/// opens `written` (the same file by another path, or by the same) for writing, writes
+/// `CODE` over its start and runs the mapping.
+fn map_then_write(mapped: &str, written: &str, len: usize) -> ! {
+    let ro = sys::open(mapped, libc::O_RDONLY, 0, "open");
     let at = map_exec(&ro, len, libc::MAP_PRIVATE);
-    let rw = open_rw(&path);
+    let rw = open_rw(written);
     write_code(&rw);
     run(at)
 }
@@ -65,11 +72,7 @@ pub(crate) fn write_after_map(lib: &str, dir: &str) -> ! {
 pub(crate) fn write_layer_after_map(lib: &str, merged: &str, upper: &str) -> ! {
     let name = format!("layer-{}", std::process::id());
     let (layer, len) = sys::copy_lib(lib, upper, &name);
-    let ro = sys::open(&format!("{merged}/{name}"), libc::O_RDONLY, 0, "open");
-    let at = map_exec(&ro, len, libc::MAP_PRIVATE);
-    let rw = open_rw(&layer);
-    write_code(&rw);
-    run(at)
+    map_then_write(&format!("{merged}/{name}"), &layer, len)
 }
 
 /// Opens a copy of `LIB` for writing and keeps it open, then maps it executable through a
