@@ -10,6 +10,7 @@ mod browser;
 mod http_support;
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use browser::Browser;
 use enforcer::service::http::Window;
@@ -254,6 +255,10 @@ fn the_proof_viewer_checks_a_real_proof_and_names_what_a_changed_byte_breaks() {
     };
     browser.goto(&format!("/proof?exec={BOOT}:{CHILD}"), "proof");
     let verdict = browser.wait_for_text("#verdict", "PROVEN");
+    browser.wait_for_text(
+        "#steps",
+        "the record's SHA-256 leaf hash is the hash it states",
+    );
     assert_eq!(
         browser.script(
             "return document.getElementById('verdict').dataset.outcome",
@@ -321,6 +326,36 @@ fn the_proof_viewer_checks_a_real_proof_and_names_what_a_changed_byte_breaks() {
     browser.upload("#proof-file", &file);
     browser.wait_for_text("#verdict", "PROVEN");
     browser.wait_for_text("#facts", "/tmp/payload");
+
+    // A record from before format 3, in the log the format-2 agent left (SHA3-512 record
+    // hashes, the whole line as the leaf): the page checks that kind too.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audit-format2");
+    let old = enforcer::audit::proof::prove(&fixture, &enforcer::audit::proof::Selector::Seq(4))
+        .expect("prove a format-2 record");
+    let file = log_dir.path().join("format2.proof.json");
+    std::fs::write(&file, serde_json::to_vec(&old).expect("json")).expect("write");
+    let fixture_key = enforcer::authz::trust::SigningKey::from_seed(&[9; 32]);
+    let fixture_vkey =
+        enforcer::audit::tlog::NoteVerifier::new("test.example/host-a", fixture_key.public_key())
+            .expect("vkey")
+            .to_string();
+    browser.goto("/proof", "proof");
+    browser.script(
+        "document.getElementById('host-key').value = arguments[0];",
+        &[json!(fixture_vkey)],
+    );
+    browser.upload("#proof-file", &file);
+    browser.wait_for_text("#verdict", "PROVEN");
+    browser.wait_for_text("#steps", "the record's SHA3-512 is the hash it states");
+    browser.script(
+        "const t = document.getElementById('proof-text'); const p = JSON.parse(t.value); \
+         p.record = p.record.replace('\"pid\":900', '\"pid\":901'); \
+         t.value = JSON.stringify(p, null, 2);",
+        &[],
+    );
+    browser.click("#verify");
+    let refused = browser.wait_for_text("#verdict", "REFUSED");
+    assert!(refused.contains("record-altered"), "{refused}");
 
     // Picking a decision on the page fetches its proof: an allowed one, with its bundle.
     browser.goto("/proof", "proof");

@@ -2,10 +2,12 @@
 //! the verifier does not trust, so any panic is a bug: a proof must only ever be proven or
 //! refused with a reason.
 //!
-//! The host key and trust store are the ones that made the seed `allowed-exec.json`
-//! (see `enforcer/src/audit/proof/tests.rs`: host key seed 9, bundle keys seeds 1 to 3,
-//! threshold 2), so mutations of the seed reach past the checkpoint signature into the
-//! record, the inclusion proof and the artifact checks.
+//! The host key and trust store are the ones that made the seeds (`write_log` in
+//! `enforcer/src/audit/proof/tests.rs`: host key seed 9, bundle keys seeds 1 to 3,
+//! threshold 2): `allowed-exec.json` from a format-2 log (SHA3-512 record hashes),
+//! `allowed-exec-format3.json` from a format-3 one (leaf hashes). Mutations of either
+//! reach past the checkpoint signature into the record, the inclusion proof and the
+//! artifact checks.
 #![no_main]
 
 use std::sync::LazyLock;

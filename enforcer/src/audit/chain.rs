@@ -2,14 +2,23 @@
 //!
 //! **Canonical bytes.** A record's line is `C` with its closing `}` replaced by
 //! `,"hash":"<H>"}`, where `C` is the record serialized as compact JSON without the hash
-//! member and `H` is the lowercase hex SHA3-512 of `C`. Put the other way round: to check a
+//! member and `H` is the lowercase hex hash of `C`. Put the other way round: to check a
 //! line, cut the last member `,"hash":"<H>"` off it and hash what remains, byte for byte.
 //! No re-serialization is involved, so there is no second opinion on key order, spacing or
 //! escaping: a change to any byte of a line changes its hash or its stated hash.
 //!
+//! **Which hash.** Formats 1 and 2 hash `C` with SHA3-512 (128 hex characters). From
+//! format 3 on, `H` is the record's RFC 6962 leaf hash, SHA-256(0x00 || `C`) (64 hex
+//! characters): the hash the Merkle tree needs anyway, so the log keeps one hash for its
+//! integrity instead of two, and the writer hashes each record once (SHA3-512 was half
+//! of its time). The spelling's length says which; a verifier also holds each record to
+//! the format its start record declared ([`HashKind::of_format`]).
+//!
 //! **Chain.** Every record's `prev` is the previous record's `H` (all zeros for seq 0), so
-//! changing, removing or reordering a record breaks the next record's link. The chain
-//! alone proves nothing against someone who can recompute it; signatures do.
+//! changing, removing or reordering a record breaks the next record's link. The first
+//! format-3 record links to the last format-2 record's SHA3-512 hash, so the chain runs
+//! unbroken across the change. The chain alone proves nothing against someone who can
+//! recompute it; signatures do.
 //!
 //! **Checkpoint signature.** A checkpoint's `C` ends with `,"signature":"<S>"}`. `S` is the
 //! base64 Ed25519 signature of [`CHECKPOINT_DOMAIN`] followed by `C` without that member
@@ -26,9 +35,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha3::{Digest as _, Sha3_512};
 
 use super::record::{Body, Decision, Record};
+use super::tlog::{TREE_HASH_LEN, TreeHash, leaf_hash};
 use crate::authz::trust::SigningKey;
 
-/// Length of a SHA3-512 hash.
+/// Length of a SHA3-512 hash (formats 1 and 2).
 pub const HASH_LEN: usize = 64;
 
 /// What the host key signs before a checkpoint's bytes.
@@ -37,45 +47,156 @@ pub const CHECKPOINT_DOMAIN: &[u8] = b"enforcer-audit-checkpoint-v1\n";
 const HASH_MEMBER: &str = "hash";
 const SIGNATURE_MEMBER: &str = "signature";
 
-/// A record's SHA3-512 hash; lowercase hex in JSON.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ChainHash(pub [u8; HASH_LEN]);
+/// How records are hashed: SHA3-512 in formats 1 and 2, the tree's leaf hash from 3 on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashKind {
+    /// SHA3-512 of the canonical bytes.
+    Sha3,
+    /// The RFC 6962 leaf hash of the canonical bytes: SHA-256 with the prefix 0x00.
+    Leaf,
+}
 
-impl ChainHash {
-    /// The `prev` of the first record.
-    pub const GENESIS: Self = Self([0; HASH_LEN]);
+impl HashKind {
+    /// The kind a log format hashes its records with (`None`: format 1).
+    #[must_use]
+    pub fn of_format(format: Option<u32>) -> Self {
+        if format.is_some_and(|format| format >= 3) {
+            Self::Leaf
+        } else {
+            Self::Sha3
+        }
+    }
 
     /// The hash of canonical bytes.
     #[must_use]
-    pub fn of(canonical: &[u8]) -> Self {
-        Self(Sha3_512::digest(canonical).into())
+    pub fn hash(self, canonical: &[u8]) -> ChainHash {
+        match self {
+            Self::Sha3 => ChainHash::Sha3(Sha3_512::digest(canonical).into()),
+            Self::Leaf => ChainHash::Leaf(leaf_hash(canonical)),
+        }
     }
 
-    /// Parses exactly 128 lowercase hex characters: one hash, one spelling.
+    /// The `prev` of the first record of a log written in this kind.
+    #[must_use]
+    pub fn genesis(self) -> ChainHash {
+        match self {
+            Self::Sha3 => ChainHash::Sha3([0; HASH_LEN]),
+            Self::Leaf => ChainHash::Leaf(TreeHash([0; TREE_HASH_LEN])),
+        }
+    }
+
+    /// The hash's name, for messages.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha3 => "SHA3-512",
+            Self::Leaf => "SHA-256 leaf",
+        }
+    }
+}
+
+/// A record's hash; lowercase hex in JSON, whose length tells the kind.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChainHash {
+    /// Formats 1 and 2: SHA3-512 of the canonical bytes.
+    Sha3([u8; HASH_LEN]),
+    /// Format 3 on: the record's leaf hash in the log's Merkle tree.
+    Leaf(TreeHash),
+}
+
+impl ChainHash {
+    /// The `prev` of the first record of a format-1 or format-2 log.
+    pub const GENESIS: Self = Self::Sha3([0; HASH_LEN]);
+
+    /// How it was computed.
+    #[must_use]
+    pub fn kind(&self) -> HashKind {
+        match self {
+            Self::Sha3(_) => HashKind::Sha3,
+            Self::Leaf(_) => HashKind::Leaf,
+        }
+    }
+
+    /// All zeros: the `prev` of seq 0, in either kind.
+    #[must_use]
+    pub fn is_genesis(&self) -> bool {
+        self.bytes().iter().all(|&b| b == 0)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Sha3(bytes) => bytes,
+            Self::Leaf(hash) => &hash.0,
+        }
+    }
+
+    /// The leaf of the record in the log's Merkle tree, given its stored `line` (without
+    /// the newline), when `self` is the hash *computed* from that line's canonical bytes
+    /// (never the one it states). A format-3 record's leaf is its hash; an older
+    /// record's leaf is the hash of its whole line, SHA3-512 member included.
+    #[must_use]
+    pub fn leaf_of(&self, line: &[u8]) -> TreeHash {
+        match self {
+            Self::Leaf(hash) => *hash,
+            Self::Sha3(_) => leaf_hash(line),
+        }
+    }
+
+    /// Parses exactly 128 (SHA3-512) or 64 (leaf) lowercase hex characters: one hash,
+    /// one spelling.
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
-        if text.len() != 2 * HASH_LEN
-            || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
+        if !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
-        let mut out = [0; HASH_LEN];
-        hex::decode_to_slice(text, &mut out).ok()?;
-        Some(Self(out))
+        match text.len() {
+            len if len == 2 * HASH_LEN => {
+                let mut out = [0; HASH_LEN];
+                hex::decode_to_slice(text, &mut out).ok()?;
+                Some(Self::Sha3(out))
+            }
+            len if len == 2 * TREE_HASH_LEN => {
+                let mut out = [0; TREE_HASH_LEN];
+                hex::decode_to_slice(text, &mut out).ok()?;
+                Some(Self::Leaf(TreeHash(out)))
+            }
+            _ => None,
+        }
     }
 
     /// Lowercase hex, on the stack: the writer spells two hashes per record, and
     /// `hex::encode` (a `char` at a time into a new `String`) cost a tenth of its time.
-    fn to_hex(self) -> [u8; 2 * HASH_LEN] {
-        let mut out = [0; 2 * HASH_LEN];
-        hex::encode_to_slice(self.0, &mut out).expect("the output is twice the input");
+    fn to_hex(self) -> Hex {
+        let bytes = self.bytes();
+        let mut out = Hex {
+            text: [0; 2 * HASH_LEN],
+            len: 2 * bytes.len(),
+        };
+        hex::encode_to_slice(bytes, &mut out.text[..out.len])
+            .expect("the output is twice the input");
         out
+    }
+}
+
+/// A hash spelled in hex.
+struct Hex {
+    text: [u8; 2 * HASH_LEN],
+    len: usize,
+}
+
+impl Hex {
+    fn as_bytes(&self) -> &[u8] {
+        &self.text[..self.len]
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("hex is ASCII")
     }
 }
 
 impl fmt::Display for ChainHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(std::str::from_utf8(&self.to_hex()).expect("hex is ASCII"))
+        f.write_str(self.to_hex().as_str())
     }
 }
 
@@ -87,7 +208,7 @@ impl fmt::Debug for ChainHash {
 
 impl Serialize for ChainHash {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(std::str::from_utf8(&self.to_hex()).expect("hex is ASCII"))
+        serializer.serialize_str(self.to_hex().as_str())
     }
 }
 
@@ -95,23 +216,27 @@ impl<'de> Deserialize<'de> for ChainHash {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         Self::parse(&text)
-            .ok_or_else(|| serde::de::Error::custom("expected 128 lowercase hex characters"))
+            .ok_or_else(|| serde::de::Error::custom("expected 128 or 64 lowercase hex characters"))
     }
 }
 
-/// Writes `record`'s line (with its `hash` member and the newline) into `line`, replacing
-/// what was there, and returns the hash.
-pub fn seal(record: &Record, line: &mut Vec<u8>) -> Result<ChainHash, serde_json::Error> {
+/// Writes `record`'s line (with its `hash` member, of `kind`, and the newline) into
+/// `line`, replacing what was there, and returns the hash.
+pub fn seal(
+    record: &Record,
+    kind: HashKind,
+    line: &mut Vec<u8>,
+) -> Result<ChainHash, serde_json::Error> {
     line.clear();
     match &record.body {
         Body::Decision(decision) => write_decision(record, decision, line),
         _ => serde_json::to_writer(&mut *line, record)?,
     }
-    let hash = ChainHash::of(line);
+    let hash = kind.hash(line);
     // `to_writer` of a struct always ends with the object's closing brace.
     line.pop();
     line.extend_from_slice(b",\"hash\":\"");
-    line.extend_from_slice(&hash.to_hex());
+    line.extend_from_slice(hash.to_hex().as_bytes());
     line.extend_from_slice(b"\"}\n");
     Ok(hash)
 }
@@ -157,7 +282,7 @@ fn write_decision(record: &Record, d: &Decision, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"seq\":");
     json_number(out, *seq);
     out.extend_from_slice(b",\"prev\":\"");
-    out.extend_from_slice(&prev.to_hex());
+    out.extend_from_slice(prev.to_hex().as_bytes());
     out.extend_from_slice(b"\",\"time\":");
     json_str(out, time);
     out.extend_from_slice(b",\"kind\":\"decision\"");
@@ -262,15 +387,27 @@ impl Unsealed {
     pub fn new(line: &[u8]) -> Result<Self, &'static str> {
         let (canonical, value) = split_last_member(line, HASH_MEMBER)
             .ok_or("the line does not end with a \"hash\" member")?;
-        let stated =
-            ChainHash::parse(value).ok_or("its \"hash\" is not 128 lowercase hex characters")?;
+        let stated = ChainHash::parse(value)
+            .ok_or("its \"hash\" is not 128 or 64 lowercase hex characters")?;
         Ok(Self { canonical, stated })
     }
 
-    /// The hash of the canonical bytes as they are now.
+    /// The hash of the canonical bytes as they are now, of the kind the line states.
     #[must_use]
     pub fn actual(&self) -> ChainHash {
-        ChainHash::of(&self.canonical)
+        self.stated.kind().hash(&self.canonical)
+    }
+
+    /// The record's leaf in the log's Merkle tree, from its bytes as they are; `line` is
+    /// the line this was taken from.
+    #[must_use]
+    pub fn leaf(&self, line: &[u8]) -> TreeHash {
+        // An older record's leaf covers its whole line, so its SHA3-512 need not be
+        // computed for it.
+        match self.stated.kind() {
+            HashKind::Sha3 => leaf_hash(line),
+            HashKind::Leaf => leaf_hash(&self.canonical),
+        }
     }
 
     /// Parses the canonical bytes.
@@ -343,7 +480,7 @@ mod tests {
     fn record() -> Record {
         Record {
             seq: 3,
-            prev: ChainHash([7; HASH_LEN]),
+            prev: ChainHash::Sha3([7; HASH_LEN]),
             time: "2025-01-01T00:00:00.000000Z".into(),
             body: Body::Gap(Gap { lost: 5 }),
         }
@@ -351,10 +488,32 @@ mod tests {
 
     #[test]
     fn a_line_is_its_canonical_bytes_plus_their_hash() {
+        for kind in [HashKind::Sha3, HashKind::Leaf] {
+            line_of_kind(kind);
+        }
+    }
+
+    fn line_of_kind(kind: HashKind) {
         let mut line = Vec::new();
-        let hash = seal(&record(), &mut line).expect("seal");
+        let hash = seal(&record(), kind, &mut line).expect("seal");
         let canonical = serde_json::to_vec(&record()).expect("json");
-        assert_eq!(hash, ChainHash::of(&canonical));
+        let expected = match kind {
+            HashKind::Sha3 => ChainHash::Sha3(Sha3_512::digest(&canonical).into()),
+            HashKind::Leaf => {
+                let mut prefixed = vec![0];
+                prefixed.extend_from_slice(&canonical);
+                ChainHash::Leaf(TreeHash(sha2::Sha256::digest(&prefixed).into()))
+            }
+        };
+        assert_eq!(hash, expected);
+        assert_eq!(hash.kind(), kind);
+        // A format-3 record's leaf is its hash; an older one's, the hash of its line.
+        let stored = line.strip_suffix(b"\n").expect("newline");
+        let leaf = match kind {
+            HashKind::Sha3 => leaf_hash(stored),
+            HashKind::Leaf => leaf_hash(&canonical),
+        };
+        assert_eq!(hash.leaf_of(stored), leaf);
         let text = std::str::from_utf8(&line).expect("utf8");
         assert!(text.starts_with("{\"seq\":3,\"prev\":\"0707"), "{text}");
         assert!(
@@ -454,30 +613,46 @@ mod tests {
         fn a_decision_is_sealed_in_the_bytes_serde_writes(
             seq in any::<u64>(),
             prev in any::<[u8; HASH_LEN]>(),
+            leaf in any::<bool>(),
             time in text(),
             decision in decision(),
         ) {
-            let record = Record { seq, prev: ChainHash(prev), time, body: Body::Decision(decision) };
+            let (prev, kind) = if leaf {
+                (ChainHash::Leaf(TreeHash(prev[..TREE_HASH_LEN].try_into().expect("32"))), HashKind::Leaf)
+            } else {
+                (ChainHash::Sha3(prev), HashKind::Sha3)
+            };
+            let record = Record { seq, prev, time, body: Body::Decision(decision) };
             let mut line = Vec::new();
-            let hash = seal(&record, &mut line).expect("seal");
+            let hash = seal(&record, kind, &mut line).expect("seal");
             let serde = serde_json::to_vec(&record).expect("json");
             let unsealed = Unsealed::new(line.strip_suffix(b"\n").expect("newline")).expect("unseal");
             prop_assert_eq!(String::from_utf8_lossy(&unsealed.canonical), String::from_utf8_lossy(&serde));
-            prop_assert_eq!(hash, ChainHash::of(&serde));
+            prop_assert_eq!(hash, kind.hash(&serde));
             prop_assert_eq!(unsealed.record().expect("parse"), record);
         }
     }
 
     #[test]
     fn hashes_have_one_spelling() {
-        let hash = ChainHash(std::array::from_fn(|i| u8::try_from(i * 4).expect("small")));
-        assert_eq!(hash.to_string(), hex::encode(hash.0));
-        assert_eq!(
-            serde_json::to_string(&hash).expect("json"),
-            format!("\"{}\"", hex::encode(hash.0))
-        );
-        assert_eq!(ChainHash::parse(&hash.to_string()), Some(hash));
-        assert_eq!(ChainHash::parse(&hash.to_string().to_uppercase()), None);
+        let bytes: [u8; HASH_LEN] = std::array::from_fn(|i| u8::try_from(i * 4).expect("small"));
+        let leaf = TreeHash(bytes[..TREE_HASH_LEN].try_into().expect("32"));
+        for (hash, raw) in [
+            (ChainHash::Sha3(bytes), &bytes[..]),
+            (ChainHash::Leaf(leaf), &leaf.0[..]),
+        ] {
+            assert_eq!(hash.to_string(), hex::encode(raw));
+            assert_eq!(
+                serde_json::to_string(&hash).expect("json"),
+                format!("\"{}\"", hex::encode(raw))
+            );
+            assert_eq!(ChainHash::parse(&hash.to_string()), Some(hash));
+            assert_eq!(ChainHash::parse(&hash.to_string().to_uppercase()), None);
+            assert!(!hash.is_genesis());
+        }
         assert_eq!(ChainHash::parse("ab"), None);
+        assert_eq!(ChainHash::parse(&"0".repeat(96)), None, "neither length");
+        assert!(HashKind::Leaf.genesis().is_genesis() && ChainHash::GENESIS.is_genesis());
+        assert_eq!(ChainHash::GENESIS, HashKind::Sha3.genesis());
     }
 }

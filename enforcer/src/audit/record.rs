@@ -76,8 +76,9 @@ pub struct Start {
     /// Set when the previous file ended with a partial line (a crash in mid-write): the
     /// agent leaves that file as it is and names what it found here.
     pub recovered: Option<Recovered>,
-    /// The log format written from here on: absent in format 1 (the hash chain alone),
-    /// [`FORMAT`] when checkpoints also commit to the Merkle tree over the records.
+    /// The log format written from here on, this record included: absent in format 1
+    /// (the hash chain alone), 2 when checkpoints also commit to the Merkle tree over the
+    /// records, 3 ([`FORMAT`]) when each record's hash is its leaf in that tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<u32>,
     /// The log's name in its signed checkpoints (C2SP `tlog-checkpoint` origin), from
@@ -87,8 +88,9 @@ pub struct Start {
 }
 
 /// The log format this agent writes: the chain of format 1, plus a Merkle tree over the
-/// records whose heads the checkpoints sign as C2SP notes.
-pub const FORMAT: u32 = 2;
+/// records whose heads the checkpoints sign as C2SP notes (format 2), with each record's
+/// hash its SHA-256 leaf hash instead of a SHA3-512 (format 3, [`super::chain`]).
+pub const FORMAT: u32 = 3;
 
 /// How the log ended before a start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

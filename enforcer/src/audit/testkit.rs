@@ -4,23 +4,28 @@
 
 use std::path::Path;
 
-use super::chain::{self, ChainHash, Unsealed};
+use super::chain::{self, HashKind, Unsealed};
 use super::record::Record;
 
 /// Rewrites the stored lines `lines` (without newlines) from the first on: `prev` is
 /// re-linked, then `edit` may change any record, then the hash is recomputed, so the chain
-/// holds again. What it cannot redo without the host key is the signatures `edit` leaves alone.
-pub fn rewrite(lines: &mut [String], mut edit: impl FnMut(&mut Record)) {
-    let mut head = ChainHash::GENESIS;
+/// holds again, each record hashed as it was. What it cannot redo without the host key is
+/// the signatures `edit` leaves alone.
+pub fn rewrite(lines: &mut [String], edit: impl FnMut(&mut Record)) {
+    rewrite_as(lines, None, edit);
+}
+
+/// [`rewrite`], every record hashed as `kind` when it is given (an older format's log).
+pub fn rewrite_as(lines: &mut [String], kind: Option<HashKind>, mut edit: impl FnMut(&mut Record)) {
+    let mut head = None;
     let mut sealed = Vec::new();
     for line in lines {
-        let mut record = Unsealed::new(line.as_bytes())
-            .expect("a stored line")
-            .record()
-            .expect("a record");
-        record.prev = head;
+        let unsealed = Unsealed::new(line.as_bytes()).expect("a stored line");
+        let kind = kind.unwrap_or_else(|| unsealed.stated.kind());
+        let mut record = unsealed.record().expect("a record");
+        record.prev = head.unwrap_or_else(|| kind.genesis());
         edit(&mut record);
-        head = chain::seal(&record, &mut sealed).expect("seal");
+        head = Some(chain::seal(&record, kind, &mut sealed).expect("seal"));
         *line = String::from_utf8(
             sealed
                 .strip_suffix(b"\n")
@@ -31,11 +36,42 @@ pub fn rewrite(lines: &mut [String], mut edit: impl FnMut(&mut Record)) {
     }
 }
 
+/// `line` with its hash recomputed (of the kind it states) and nothing else: a forger
+/// without the host key covering an edit.
+pub fn reseal(line: &str) -> String {
+    let kind = Unsealed::new(line.as_bytes())
+        .expect("a stored line")
+        .stated
+        .kind();
+    reseal_as(line, kind)
+}
+
+/// [`reseal`], hashing as `kind`.
+pub fn reseal_as(line: &str, kind: HashKind) -> String {
+    let unsealed = Unsealed::new(line.as_bytes()).expect("a stored line");
+    let hash = kind.hash(&unsealed.canonical);
+    let mut text = String::from_utf8(unsealed.canonical).expect("UTF-8");
+    text.pop();
+    format!("{text},\"hash\":\"{hash}\"}}")
+}
+
+/// `line`'s `prev` member, quotes included.
+pub fn prev_member(line: &str) -> &str {
+    let start = line.find("\"prev\":\"").expect("a prev member");
+    let len = line[start + 8..].find('"').expect("its end") + 9;
+    &line[start..start + len]
+}
+
 /// [`rewrite`] of a whole log file.
 pub fn rewrite_file(path: &Path, edit: impl FnMut(&mut Record)) {
+    rewrite_file_as(path, None, edit);
+}
+
+/// [`rewrite_as`] of a whole log file.
+pub fn rewrite_file_as(path: &Path, kind: Option<HashKind>, edit: impl FnMut(&mut Record)) {
     let text = std::fs::read_to_string(path).expect("read the log file");
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    rewrite(&mut lines, edit);
+    rewrite_as(&mut lines, kind, edit);
     std::fs::write(path, lines.join("\n") + "\n").expect("write the log file");
 }
 

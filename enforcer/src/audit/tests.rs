@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use enforcer_common::{EVENT_PATH_LEN, ExecEvent, decision, hook, reason};
 use proptest::prelude::*;
 
-use super::chain::{ChainHash, Unsealed};
+use super::chain::{HashKind, Unsealed};
 use super::query::{self, Filter, Step};
 use super::record::{Body, PreviousEnd};
-use super::testkit::{resign, rewrite, rewrite_file};
+use super::testkit::{prev_member, reseal, reseal_as, resign, rewrite, rewrite_file_as};
 use super::verify::{ProblemKind, Report, verify_dir};
 use super::writer::{AuditLog, AuditOptions};
 use super::{AuditError, DecisionLabels, files};
@@ -328,18 +328,15 @@ fn a_cut_at_a_line_boundary_shows_as_uncovered_or_unclean() {
 /// Recomputes `prev` and `hash` from line `from` on, as someone without the host key
 /// rewriting the log would.
 fn rechain(lines: &mut [String], from: usize) {
-    let mut head = ChainHash::GENESIS;
+    let mut head = None;
     for (index, line) in lines.iter_mut().enumerate() {
-        let unsealed = Unsealed::new(line.as_bytes()).expect("unseal");
+        let stated = Unsealed::new(line.as_bytes()).expect("unseal").stated;
         if index >= from {
-            let mut text = String::from_utf8(unsealed.canonical).expect("utf8");
-            let start = text.find("\"prev\":\"").expect("prev") + 8;
-            text.replace_range(start..start + 128, &head.to_string());
-            let hash = ChainHash::of(text.as_bytes());
-            text.pop();
-            *line = format!("{text},\"hash\":\"{hash}\"}}");
+            let prev = head.unwrap_or_else(|| stated.kind().genesis());
+            let relinked = line.replacen(prev_member(line), &format!("\"prev\":\"{prev}\""), 1);
+            *line = reseal(&relinked);
         }
-        head = Unsealed::new(line.as_bytes()).expect("unseal").stated;
+        head = Some(Unsealed::new(line.as_bytes()).expect("unseal").stated);
     }
 }
 
@@ -396,7 +393,12 @@ fn forged_and_foreign_checkpoint_signatures_are_refused() {
 
     // Stripping signatures does not help either.
     let mut lines = read_lines(&path);
-    let zeros = ChainHash::GENESIS;
+    // A placeholder of the line's own kind: `rechain` computes the real one.
+    let zeros = Unsealed::new(lines[checkpoint - 1].as_bytes())
+        .expect("unseal")
+        .stated
+        .kind()
+        .genesis();
     lines[checkpoint - 1] = format!(
         "{},\"hash\":\"{zeros}\"}}",
         &lines[checkpoint - 1][..start - 13 - 1]
@@ -864,10 +866,10 @@ fn throughput() {
     }
 }
 
-/// Rewrites the log in `dir` as format 1 wrote it (no origin, no tree notes, no tiles),
-/// re-signed with the host key: what an older agent left behind.
+/// Rewrites the log in `dir` as format 1 wrote it (SHA3-512 hashes, no origin, no tree
+/// notes, no tiles), re-signed with the host key: what an older agent left behind.
 fn as_format1(dir: &Path) {
-    rewrite_file(&first_file(dir), |record| {
+    rewrite_file_as(&first_file(dir), Some(HashKind::Sha3), |record| {
         if let Body::Start(start) = &mut record.body {
             (start.format, start.origin) = (None, None);
         }
@@ -897,6 +899,22 @@ fn every_format2_checkpoint_signs_the_tree_of_the_records_before_it() {
     assert_eq!(report.origin.as_deref(), Some("test.example/host-a"));
     assert_eq!(report.tree_heads, report.checkpoints.verified);
     assert!(report.tree_heads >= 3, "{report:?}");
+    assert_eq!(report.format3_from, Some(0));
+
+    // Format 3: the hash each line states is its leaf in the tiles, byte for byte.
+    let lines = read_lines(&first_file(dir.path()));
+    let tiles = std::fs::read_dir(dir.path().join("tile/0/000.p"))
+        .expect("partial tiles")
+        .filter_map(Result::ok)
+        .map(|e| std::fs::read(e.path()).expect("tile"))
+        .max_by_key(Vec::len)
+        .expect("a tile");
+    assert!(tiles.len() >= 32 * 20, "{} bytes", tiles.len());
+    for (line, leaf) in lines.iter().zip(tiles.chunks(32)) {
+        let stated = Unsealed::new(line.as_bytes()).expect("unseal").stated;
+        assert_eq!(stated.kind(), HashKind::Leaf);
+        assert_eq!(stated.to_string(), hex::encode(leaf), "{line}");
+    }
 
     // The newest note is beside the log, for witnesses and provers.
     let text = std::fs::read_to_string(dir.path().join(super::tree::CHECKPOINT_FILE))
@@ -941,10 +959,10 @@ fn a_rewritten_record_breaks_the_next_signed_tree_head() {
     assert!(matches!(kind, ProblemKind::TreeHead { .. }), "{kind}");
 }
 
-/// A log an older agent wrote (format 1) verifies as it is, and continues into format 2:
-/// the first tree head covers the whole history, format-1 records included.
+/// A log an older agent wrote (format 1) verifies as it is, and continues into today's
+/// format: the first tree head covers the whole history, format-1 records included.
 #[test]
-fn a_format1_log_continues_into_format2() {
+fn a_format1_log_continues_into_format3() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_log(dir.path(), 9, origin_opts());
     as_format1(dir.path());
@@ -958,6 +976,7 @@ fn a_format1_log_continues_into_format2() {
     let new = verify(dir.path());
     assert!(new.is_intact(), "{new:?}");
     assert_eq!(new.format2_from, Some(old.records));
+    assert_eq!(new.format3_from, Some(old.records));
     assert!(new.tree_heads >= 2, "{new:?}");
     assert_eq!(
         new.checkpoints.verified,
@@ -967,6 +986,33 @@ fn a_format1_log_continues_into_format2() {
         .expect("checkpoint file");
     let size: u64 = note.lines().nth(1).expect("size").parse().expect("number");
     assert_eq!(size + 1, new.records, "the last note covers all but itself");
+}
+
+/// A record spelled in another format's hash is refused by name, even with the chain
+/// re-linked after it: a format-3 log's records are all leaf hashes.
+#[test]
+fn a_record_hashed_as_another_format_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), 4, origin_opts());
+    let path = first_file(dir.path());
+    let mut lines = read_lines(&path);
+    let target = lines
+        .iter()
+        .position(|l| l.contains("\"kind\":\"decision\""))
+        .expect("a decision");
+    lines[target] = reseal_as(&lines[target], HashKind::Sha3);
+    rechain(&mut lines, target + 1);
+    write_lines(&path, &lines);
+    let kind = assert_problem(
+        &verify_dir(dir.path(), None).expect("verify"),
+        &path,
+        target + 1,
+    );
+    assert!(
+        kind.to_string()
+            .contains("states a SHA3-512 hash where the log's format uses SHA-256 leaf"),
+        "{kind}"
+    );
 }
 
 /// Tiles that claim records the log does not have are refused by name, not built upon.
@@ -1087,18 +1133,8 @@ fn a_log_changed_before_its_last_signed_head_is_refused() {
     let mut one = vec![lines[target].replace("\"uid\":1000", "\"uid\":0")];
     super::testkit::rewrite(&mut one, |_| {});
     // Only this line's own hash is recomputed; its prev stays as it was.
-    let original_prev =
-        lines[target][lines[target].find("\"prev\":\"").expect("prev")..][..136].to_owned();
-    let resealed_prev = one[0][one[0].find("\"prev\":\"").expect("prev")..][..136].to_owned();
-    let mut text = one[0].replace(&resealed_prev, &original_prev);
-    let unsealed = Unsealed::new(text.as_bytes()).expect("unseal");
-    let hash = ChainHash::of(&unsealed.canonical);
-    text = format!(
-        "{},\"hash\":\"{hash}\"}}",
-        &String::from_utf8(unsealed.canonical).expect("utf8")
-            [..text.rfind(",\"hash\"").expect("hash")]
-    );
-    lines[target] = text;
+    let text = one[0].replacen(prev_member(&one[0]), prev_member(&lines[target]), 1);
+    lines[target] = reseal(&text);
     write_lines(&path, &lines);
     std::fs::remove_dir_all(dir.path().join("tile")).expect("drop the tiles");
     let error = AuditLog::open(dir.path(), Some(key()), opts()).expect_err("refused");

@@ -171,9 +171,9 @@ impl LogTree {
         &self.origin
     }
 
-    /// Adds the record just written (its line without the newline).
-    pub(crate) fn push(&mut self, line: &[u8]) {
-        self.pending.push(leaf_hash(line));
+    /// Adds the leaf of the record just written.
+    pub(crate) fn push(&mut self, leaf: TreeHash) {
+        self.pending.push(leaf);
     }
 
     /// Writes the pending leaves to the tiles: call only once their records are durable
@@ -297,6 +297,13 @@ fn note_of(line: &[u8]) -> Option<String> {
     }
 }
 
+/// The leaf of a stored line, from its bytes as they are (never from the hash it states).
+/// A line that cannot be taken apart is damaged, which `audit verify` names; its leaf is
+/// the hash of its bytes, as for a format-2 record, so the tree still covers it.
+fn leaf_of(line: &[u8]) -> TreeHash {
+    Unsealed::new(line).map_or_else(|_| leaf_hash(line), |unsealed| unsealed.leaf(line))
+}
+
 /// Appends to `tiles` the leaf hash of every record from its size on.
 fn catch_up(tiles: &mut TileStore, files: &[LogFile]) -> Result<(), AuditError> {
     let from = tiles.size();
@@ -323,7 +330,7 @@ fn catch_up(tiles: &mut TileStore, files: &[LogFile]) -> Result<(), AuditError> 
                 });
             }
             if seq >= from {
-                batch.push(leaf_hash(bytes));
+                batch.push(leaf_of(bytes));
                 if batch.len() == CATCH_UP_BATCH {
                     tiles.append(&batch)?;
                     batch.clear();

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 
 use super::AuditError;
-use super::chain::{self, ChainHash, SignatureProblem, Unsealed};
+use super::chain::{self, ChainHash, HashKind, SignatureProblem, Unsealed};
 use super::files::{self, LogFile};
-use super::record::{Body, Checkpoint, PreviousEnd, Recovered, Trigger};
-use super::tlog::{self, CompactRange, NoteVerifier, NoteVerifiers, SignedNote, leaf_hash};
+use super::record::{Body, Checkpoint, PreviousEnd, Record, Recovered, Trigger};
+use super::tlog::{self, CompactRange, NoteVerifier, NoteVerifiers, SignedNote};
 use crate::authz::trust::KeyId;
 
 /// Longest line the reader takes whole. Records are a few hundred bytes; a longer line is
@@ -170,6 +170,8 @@ pub struct Report {
     pub tree_heads: u64,
     /// The first record written in format 2 (a start naming it), if any.
     pub format2_from: Option<u64>,
+    /// The first record written in format 3 (each record's hash its tree leaf), if any.
+    pub format3_from: Option<u64>,
     /// The log's origin, from its newest format-2 start.
     pub origin: Option<String>,
     /// Last sequence number covered by a verified checkpoint.
@@ -448,6 +450,8 @@ pub(crate) struct Walker<'k> {
     counts: Report,
     /// The tree of the records so far; only known when walking from the first record.
     tree: Option<CompactRange>,
+    /// How records are hashed in the format in force, once known.
+    hash_kind: Option<HashKind>,
 }
 
 impl<'k> Walker<'k> {
@@ -458,6 +462,7 @@ impl<'k> Walker<'k> {
             last: None,
             counts: Report::default(),
             tree: matches!(expect, Some((0, _))).then(CompactRange::default),
+            hash_kind: None,
         }
     }
 
@@ -479,13 +484,15 @@ impl<'k> Walker<'k> {
             return Err(malformed("empty line".into()));
         }
         let unsealed = Unsealed::new(line).map_err(|why| malformed(why.into()))?;
-        if unsealed.actual() != unsealed.stated {
+        let actual = unsealed.actual();
+        if actual != unsealed.stated {
             return Err(ProblemKind::Altered {
                 seq: seq_prefix(line),
             });
         }
         let record = unsealed.record().map_err(|e| malformed(format!("{e}")))?;
         let seq = record.seq;
+        self.hash_kind(&record, actual.kind())?;
         if let Some((expected, head)) = self.expect {
             if seq != expected {
                 // Forward jumps are told apart (removed or reordered) by the caller, which
@@ -496,7 +503,8 @@ impl<'k> Walker<'k> {
                     expected_at: None,
                 });
             }
-            if record.prev != head {
+            // Seq 0 links to zeros of its own format's length.
+            if record.prev != head && !(head.is_genesis() && record.prev.is_genesis()) {
                 return Err(ProblemKind::BrokenLink { seq });
             }
         }
@@ -524,6 +532,9 @@ impl<'k> Walker<'k> {
                     self.counts.format2_from.get_or_insert(seq);
                     self.counts.origin.clone_from(&start.origin);
                 }
+                if start.format.is_some_and(|format| format >= 3) {
+                    self.counts.format3_from.get_or_insert(seq);
+                }
             }
             Body::Checkpoint(checkpoint) => {
                 self.checkpoint(seq, checkpoint, &unsealed.canonical)?;
@@ -539,7 +550,7 @@ impl<'k> Walker<'k> {
             }
         }
         if let Some(tree) = &mut self.tree {
-            tree.push(leaf_hash(line));
+            tree.push(actual.leaf_of(line));
         }
         let shutdown = matches!(
             &record.body,
@@ -557,6 +568,28 @@ impl<'k> Walker<'k> {
             next_file,
         });
         Ok(())
+    }
+
+    /// Holds a record's hash to the format in force: the one its start record (or, for
+    /// a start, itself) declares. A walk that began after the last start takes the
+    /// first record's kind as the format's.
+    fn hash_kind(&mut self, record: &Record, kind: HashKind) -> Result<(), ProblemKind> {
+        let expected = match &record.body {
+            Body::Start(start) => HashKind::of_format(start.format),
+            _ => *self.hash_kind.get_or_insert(kind),
+        };
+        self.hash_kind = Some(expected);
+        if kind == expected {
+            return Ok(());
+        }
+        Err(ProblemKind::Malformed {
+            why: format!(
+                "record {} states a {} hash where the log's format uses {}",
+                record.seq,
+                kind.name(),
+                expected.name()
+            ),
+        })
     }
 
     fn checkpoint(
@@ -661,11 +694,13 @@ impl<'k> Walker<'k> {
             unclean_restarts,
             tree_heads,
             format2_from,
+            format3_from,
             origin,
             ..
         } = self.counts.clone();
         report.tree_heads = tree_heads;
         report.format2_from = format2_from;
+        report.format3_from = format3_from;
         report.origin = origin;
         report.records = records;
         report.decisions = decisions;

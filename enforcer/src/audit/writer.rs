@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use enforcer_common::ExecEvent;
 
 use super::artifacts::Archive;
-use super::chain::{self, ChainHash};
+use super::chain::{self, ChainHash, HashKind};
 use super::files::{self, LogFile};
 use super::record::{
     AuthorizationChange, Body, Checkpoint, Decision, DecisionLabels, FORMAT, Gap, PreviousEnd,
@@ -35,6 +35,11 @@ use crate::authz::artifact::ArtifactId;
 use crate::authz::trust::SigningKey;
 
 const BUFFER_BYTES: usize = 256 * 1024;
+
+/// How this writer hashes records: as the format it writes says.
+fn written_kind() -> HashKind {
+    HashKind::of_format(Some(FORMAT))
+}
 const LOCK_FILE: &str = "lock";
 
 /// The lock file of the audit log in `dir`: whoever holds it keeps agents from starting.
@@ -153,7 +158,7 @@ impl AuditLog {
         let (next_seq, head) = resume
             .last
             .as_ref()
-            .map_or((0, ChainHash::GENESIS), |l| (l.seq + 1, l.hash));
+            .map_or((0, written_kind().genesis()), |l| (l.seq + 1, l.hash));
         let origin = match &opts.origin {
             Some(origin) => origin.clone(),
             None => default_origin()?,
@@ -438,14 +443,14 @@ impl AuditLog {
     }
 
     fn write(&mut self, record: &Record) -> Result<u64, AuditError> {
-        let hash = chain::seal(record, &mut self.line)?;
+        let hash = chain::seal(record, written_kind(), &mut self.line)?;
         let out = self.out.as_mut().ok_or(AuditError::Poisoned)?;
         if let Err(e) = out.write_all(&self.line) {
             return Err(self.poison(e));
         }
         self.file_bytes += self.line.len() as u64;
         self.tree
-            .push(self.line.strip_suffix(b"\n").unwrap_or(&self.line));
+            .push(hash.leaf_of(self.line.strip_suffix(b"\n").unwrap_or(&self.line)));
         self.head = hash;
         self.next_seq += 1;
         Ok(record.seq)

@@ -425,6 +425,9 @@ fn print_report(report: &Report, key: Option<trust::KeyId>, warnings: &[String])
         ),
         _ => println!("  format 1 (hash chain only, no Merkle tree)"),
     }
+    if let Some(from) = report.format3_from {
+        println!("  format 3 from seq {from}: each record's hash is its leaf in the tree");
+    }
     for w in warnings {
         println!("  warning: {w}");
     }
@@ -452,6 +455,7 @@ fn report_json(report: &Report, warnings: &[String]) -> serde_json::Value {
         "uncovered": report.uncovered(),
         "ends_with_shutdown": report.ends_with_shutdown,
         "format2_from": report.format2_from,
+        "format3_from": report.format3_from,
         "origin": report.origin,
         "tree_heads": report.tree_heads,
         "warnings": warnings,

@@ -12,7 +12,7 @@ use crate::audit::chain::Unsealed;
 use crate::audit::record::{Body, Record};
 use crate::audit::tlog::{
     self, CheckpointError, CosignatureVerifier, NoteVerifier, NoteVerifiers, TreeHash, cosigned_by,
-    leaf_hash, verify_inclusion,
+    verify_inclusion,
 };
 use crate::authz::artifact::{
     ArtifactError, ArtifactKind, Bundle, Envelope, ScopePath, format_time,
@@ -181,7 +181,8 @@ pub fn verify_proof(
     // 2. The record: intact, and at the leaf the proof names.
     let unsealed = Unsealed::new(file.record.as_bytes())
         .map_err(|why| ProofError::RecordMalformed(why.to_owned()))?;
-    if unsealed.actual() != unsealed.stated {
+    let actual = unsealed.actual();
+    if actual != unsealed.stated {
         return Err(ProofError::RecordAltered);
     }
     let record = unsealed
@@ -204,8 +205,10 @@ pub fn verify_proof(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // The leaf comes from the record's bytes (its hash, computed, from format 3 on; the
+    // whole line before), so the signed root binds exactly the bytes shown.
     verify_inclusion(
-        &leaf_hash(file.record.as_bytes()),
+        &actual.leaf_of(file.record.as_bytes()),
         file.index,
         size,
         &path,

@@ -192,7 +192,7 @@ fn each_kind_of_forgery_is_refused_with_its_reason() {
         Err(ProofError::RecordAltered)
     ));
     let mut p = good.clone();
-    p.record = reseal(&p.record.replace("\"uid\":65534", "\"uid\":0"));
+    p.record = crate::audit::testkit::reseal(&p.record.replace("\"uid\":65534", "\"uid\":0"));
     assert!(matches!(
         check(&p, &trust()),
         Err(ProofError::NotIncluded(_))
@@ -312,15 +312,6 @@ fn records_after_the_newest_checkpoint_and_unknown_ones_are_not_proven() {
     assert!(Archive::new(dir.path()).find(&"0".repeat(128)).is_err());
 }
 
-/// The line with its hash recomputed, as a forger without the host key would.
-fn reseal(line: &str) -> String {
-    let unsealed = crate::audit::chain::Unsealed::new(line.as_bytes()).expect("unseal");
-    let hash = crate::audit::ChainHash::of(&unsealed.canonical);
-    let mut text = String::from_utf8(unsealed.canonical).expect("utf8");
-    text.pop();
-    format!("{text},\"hash\":\"{hash}\"}}")
-}
-
 /// The log extends every checkpoint it published; a log rewritten before a checkpoint
 /// (tiles rebuilt, notes re-signed with the host key) does not extend it.
 #[test]
@@ -417,4 +408,78 @@ mod changes {
     fn the_unchanged_proof_verifies() {
         check(good(), &trust()).expect("the proof the property changes verifies");
     }
+}
+
+/// Copies the log directory `from` (files and subdirectories) into `to`.
+fn copy_log(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("list") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_log(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A log the format-2 agent wrote (kept under `tests/fixtures` as that agent left it:
+/// this module's `write_log`, SHA3-512 record hashes) verifies, continues into format 3
+/// when today's writer opens it, and proves records from both sides of the change, in a
+/// log that is consistent with the old agent's last checkpoint.
+#[test]
+fn a_format2_log_continues_into_format3_and_proves_both_sides() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audit-format2");
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_log(&fixture, dir.path());
+    let key = host_key().public_key();
+    let old = crate::audit::verify_dir(dir.path(), Some(&key)).expect("verify");
+    assert!(old.is_intact(), "{old:?}");
+    assert_eq!((old.format2_from, old.format3_from), (Some(0), None));
+    let old_checkpoint =
+        std::fs::read(dir.path().join(crate::audit::tree::CHECKPOINT_FILE)).expect("checkpoint");
+
+    let opts = AuditOptions {
+        boot_id: Some(BOOT.into()),
+        origin: Some("test.example/host-a".into()),
+        ..AuditOptions::default()
+    };
+    let mut log = AuditLog::open(dir.path(), Some(host_key()), opts).expect("reopen");
+    // A denial cites no artifact, so its proof does not depend on when this test runs.
+    let envelope = Envelope::parse(&testkit::signed_bundle(&bundle(0, 1), &[1])).expect("env");
+    let mut denied = exec(
+        13,
+        &FileDigest::of_bytes(b"other"),
+        &envelope,
+        decision::DENY,
+    );
+    (denied.auth_id, denied.reason, denied.auth_serial) = ([0; 16], reason::NOT_GRANTED, 0);
+    let labels = DecisionLabels {
+        scope: Some(SCOPE),
+        grant_name: None,
+    };
+    log.append_decision(&denied, &labels).expect("decision");
+    log.close().expect("close");
+
+    let new = crate::audit::verify_dir(dir.path(), Some(&key)).expect("verify");
+    assert!(new.is_intact(), "{new:?}");
+    assert_eq!(new.format3_from, Some(old.records));
+    assert_eq!(
+        new.tree_heads,
+        old.tree_heads + 2,
+        "the start and the shutdown"
+    );
+    let before = check(&proof_of(dir.path(), 10), &trust()).expect("a format-2 record");
+    assert!(
+        before.tree_size > old.records,
+        "proven under the new checkpoint"
+    );
+    let after = check(&proof_of(dir.path(), 13), &trust()).expect("a format-3 record");
+    assert_eq!(
+        after.record.seq,
+        old.records + 2,
+        "after the start and its checkpoint"
+    );
+    super::prove_consistency(dir.path(), &old_checkpoint).expect("extends the old checkpoint");
 }

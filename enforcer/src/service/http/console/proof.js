@@ -2,7 +2,8 @@
 // byte formats and in the same order as `enforcer proof verify` (audit/proof/check.rs),
 // so that a refusal here carries the same reason code:
 //   checkpoint-signature  the C2SP signed note is not signed by the host key
-//   record-altered        the record line's SHA3-512 is not the hash it states
+//   record-altered        the record line's hash (its SHA-256 leaf hash from log format 3
+//                         on, SHA3-512 before) is not the hash it states
 //   wrong-index           the record's seq is not the leaf the proof names
 //   not-included          the RFC 6962 inclusion proof does not reach the signed root
 // The authorization artifact is shown but not checked here: that needs the verifier's
@@ -12,8 +13,8 @@
 (function () {
   const enc = new TextEncoder();
 
-  // SHA3-512 (FIPS 202): WebCrypto has SHA-2 only, and the chain hashes records with
-  // SHA3-512. BigInt lanes are slow but a record line is a few hundred bytes.
+  // SHA3-512 (FIPS 202): WebCrypto has SHA-2 only, and log formats 1 and 2 hash records
+  // with SHA3-512. BigInt lanes are slow but a record line is a few hundred bytes.
   const MASK = (1n << 64n) - 1n;
   const RC = [
     0x0000000000000001n, 0x0000000000008082n, 0x800000000000808An, 0x8000000080008000n,
@@ -154,7 +155,7 @@
     const at = line.lastIndexOf(marker);
     if (at < 0 || !line.endsWith('"}')) return null;
     const stated = line.slice(at + marker.length, -2);
-    if (!/^[0-9a-f]{128}$/.test(stated)) return null;
+    if (!/^([0-9a-f]{64}){1,2}$/.test(stated)) return null;
     return { canonical: line.slice(0, at) + "}", stated };
   }
 
@@ -215,13 +216,19 @@
       // 2. The record: intact, at the leaf the proof names.
       const unsealed = unseal(file.record);
       if (!unsealed) throw new Refusal("record-malformed", "the record line does not end with a \"hash\" member");
-      if (hex(sha3_512(enc.encode(unsealed.canonical))) !== unsealed.stated) {
+      // The length of the stated hash says which (chain.rs): 64 hex digits from format 3
+      // on, where the record's hash is its leaf, 128 (SHA3-512 of the same bytes) before,
+      // where the leaf is the hash of the whole line.
+      const canonical = enc.encode(unsealed.canonical);
+      const isLeaf = unsealed.stated.length === 64;
+      const actual = isLeaf ? await leafHash(canonical) : sha3_512(canonical);
+      if (hex(actual) !== unsealed.stated) {
         throw new Refusal("record-altered", "the record was altered: its content does not match the hash it states");
       }
       let record;
       try { record = JSON.parse(unsealed.canonical); } catch (e) { throw new Refusal("record-malformed", e.message); }
       facts.record = record;
-      step("record hash", "the record's SHA3-512 is the hash it states");
+      step("record hash", `the record's ${isLeaf ? "SHA-256 leaf hash" : "SHA3-512"} is the hash it states`);
       if (record.seq !== file.index) {
         throw new Refusal("wrong-index", `the record says seq ${record.seq}, but the proof puts it at leaf ${file.index}`);
       }
@@ -233,7 +240,8 @@
         if (!b || b.length !== 32) throw new Refusal("malformed", `${JSON.stringify(h)} in the inclusion proof is not a hash`);
         return b;
       });
-      const computed = await rootFromInclusion(await leafHash(enc.encode(file.record)),
+      const leaf = isLeaf ? actual : await leafHash(enc.encode(file.record));
+      const computed = await rootFromInclusion(leaf,
         BigInt(file.index), BigInt(lines[1]), path);
       if (!computed || !equal(computed, root)) {
         throw new Refusal("not-included", "the inclusion proof does not lead from this record to the " +
