@@ -122,6 +122,14 @@ fn write_lines(path: &Path, lines: &[String]) {
 }
 
 #[track_caller]
+/// The index of the first of `lines` that contains `needle`.
+fn first_line_with(lines: &[String], needle: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line holds {needle}"))
+}
+
 fn assert_problem(report: &Report, file: &Path, line: usize) -> ProblemKind {
     let problem = report
         .problem
@@ -344,10 +352,7 @@ fn rechain(lines: &mut [String], from: usize) {
 fn a_rewritten_chain_is_caught_by_the_checkpoint_signatures() {
     let (dir, path) = closed_log(6);
     let mut lines = read_lines(&path);
-    let target = lines
-        .iter()
-        .position(|l| l.contains("\"decision\":\"deny\""))
-        .expect("deny");
+    let target = first_line_with(&lines, "\"decision\":\"deny\"");
     lines[target] = lines[target].replace("\"decision\":\"deny\"", "\"decision\":\"allow\"");
     rechain(&mut lines, target);
     write_lines(&path, &lines);
@@ -944,10 +949,7 @@ fn a_rewritten_record_breaks_the_next_signed_tree_head() {
     write_log(dir.path(), 6, origin_opts());
     let path = first_file(dir.path());
     let mut lines = read_lines(&path);
-    let target = lines
-        .iter()
-        .position(|l| l.contains("\"decision\":\"deny\""))
-        .expect("deny");
+    let target = first_line_with(&lines, "\"decision\":\"deny\"");
     lines[target] = lines[target].replace("\"decision\":\"deny\"", "\"decision\":\"allow\"");
     // Re-chain and re-sign every checkpoint's chain signature with the real key.
     rewrite(&mut lines, |record| resign(record, &key()));
@@ -996,10 +998,7 @@ fn a_record_hashed_as_another_format_is_refused() {
     write_log(dir.path(), 4, origin_opts());
     let path = first_file(dir.path());
     let mut lines = read_lines(&path);
-    let target = lines
-        .iter()
-        .position(|l| l.contains("\"kind\":\"decision\""))
-        .expect("a decision");
+    let target = first_line_with(&lines, "\"kind\":\"decision\"");
     lines[target] = reseal_as(&lines[target], HashKind::Sha3);
     rechain(&mut lines, target + 1);
     write_lines(&path, &lines);
@@ -1126,10 +1125,7 @@ fn a_log_changed_before_its_last_signed_head_is_refused() {
     log.close().expect("close");
     let path = first_file(dir.path());
     let mut lines = read_lines(&path);
-    let target = lines
-        .iter()
-        .position(|l| l.contains("\"kind\":\"decision\""))
-        .expect("a decision");
+    let target = first_line_with(&lines, "\"kind\":\"decision\"");
     let mut one = vec![lines[target].replace("\"uid\":1000", "\"uid\":0")];
     super::testkit::rewrite(&mut one, |_| {});
     // Only this line's own hash is recomputed; its prev stays as it was.
