@@ -121,8 +121,8 @@ fn write_lines(path: &Path, lines: &[String]) {
     std::fs::write(path, text).expect("write");
 }
 
-#[track_caller]
 /// The index of the first of `lines` that contains `needle`.
+#[track_caller]
 fn first_line_with(lines: &[String], needle: &str) -> usize {
     lines
         .iter()
@@ -130,6 +130,7 @@ fn first_line_with(lines: &[String], needle: &str) -> usize {
         .unwrap_or_else(|| panic!("no line holds {needle}"))
 }
 
+#[track_caller]
 fn assert_problem(report: &Report, file: &Path, line: usize) -> ProblemKind {
     let problem = report
         .problem
