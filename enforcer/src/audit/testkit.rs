@@ -39,17 +39,19 @@ pub fn rewrite_as(lines: &mut [String], kind: Option<HashKind>, mut edit: impl F
 /// `line` with its hash recomputed (of the kind it states) and nothing else: a forger
 /// without the host key covering an edit.
 pub fn reseal(line: &str) -> String {
-    let kind = Unsealed::new(line.as_bytes())
-        .expect("a stored line")
-        .stated
-        .kind();
-    reseal_as(line, kind)
+    reseal_with(line, None)
 }
 
 /// [`reseal`], hashing as `kind`.
 pub fn reseal_as(line: &str, kind: HashKind) -> String {
+    reseal_with(line, Some(kind))
+}
+
+fn reseal_with(line: &str, kind: Option<HashKind>) -> String {
     let unsealed = Unsealed::new(line.as_bytes()).expect("a stored line");
-    let hash = kind.hash(&unsealed.canonical);
+    let hash = kind
+        .unwrap_or_else(|| unsealed.stated.kind())
+        .hash(&unsealed.canonical);
     let mut text = String::from_utf8(unsealed.canonical).expect("UTF-8");
     text.pop();
     format!("{text},\"hash\":\"{hash}\"}}")
